@@ -1,0 +1,308 @@
+import { type ServerDuplexStream, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import type {
+  Command,
+  ConnectRequest,
+  ConnectResponse,
+  Heartbeat,
+  Hello,
+  InstanceEvent,
+} from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import type { Registry } from "../registry/registry.js";
+
+export interface ConnectHubOptions {
+  /** After a stream ends, its instances turn UNHEALTHY unless announced again within this time. */
+  reconnectGraceMs: number;
+  heartbeatTimeoutMultiplier: number;
+  serverId: string;
+  maxInstancesPerStream: number;
+}
+
+export interface ConnectHubHooks {
+  onHeartbeats?(count: number): void;
+  onStreamLost?(instanceId: string): void;
+  onStreamCountChange?(open: number): void;
+  onCommandResult?(sidecarId: string, result: { commandId: string; ok: boolean; message: string; instanceId: string }): void;
+  onSessionOpen?(session: ConnectSession): void;
+  onSessionClosed?(session: ConnectSession): void;
+  onInstanceEvent?(session: ConnectSession, event: InstanceEvent): void;
+}
+
+/**
+ * Decides whether a caller may speak for an instance; throws MeshError("denied")
+ * when not. With mTLS this checks the instance owner against the peer identity.
+ */
+export type InstanceAuthorizer = (callerSpiffeId: string, instanceOwner: string, agentName: string) => void;
+
+export type ConnectCall = ServerDuplexStream<ConnectRequest, ConnectResponse>;
+
+/** One open Connect stream: a sidecar speaking for its local instances. */
+export class ConnectSession {
+  readonly instanceIds = new Set<string>();
+  lastSequence = 0;
+  hello: Hello | undefined;
+  closed = false;
+
+  constructor(
+    readonly call: ConnectCall,
+    readonly callerSpiffeId: string,
+    readonly log: Logger,
+  ) {}
+
+  get sidecarId(): string {
+    return this.hello?.sidecarId ?? "";
+  }
+
+  send(message: ConnectResponse): boolean {
+    if (this.closed) return false;
+    this.call.write(message);
+    return true;
+  }
+
+  sendCommand(command: Command): boolean {
+    return this.send({ msg: { $case: "command", value: command } });
+  }
+}
+
+/**
+ * Serves OrchestratorService.Connect: one stream per sidecar carrying heartbeats
+ * for all of its agents, and commands back.
+ */
+export class ConnectHub {
+  private readonly sessions = new Set<ConnectSession>();
+  /** instance id → the session that currently speaks for it. */
+  private readonly sessionByInstance = new Map<string, ConnectSession>();
+  private readonly graceTimers = new Map<string, NodeJS.Timeout>();
+  private shuttingDown = false;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly log: Logger,
+    private readonly options: ConnectHubOptions,
+    private readonly authorize: InstanceAuthorizer,
+    private readonly hooks: ConnectHubHooks = {},
+  ) {}
+
+  get openStreams(): number {
+    return this.sessions.size;
+  }
+
+  sessionFor(instanceId: string): ConnectSession | undefined {
+    return this.sessionByInstance.get(instanceId);
+  }
+
+  sessionBySidecar(sidecarId: string): ConnectSession | undefined {
+    for (const session of this.sessions) if (session.sidecarId === sidecarId) return session;
+    return undefined;
+  }
+
+  allSessions(): ConnectSession[] {
+    return [...this.sessions];
+  }
+
+  handle(call: ConnectCall, callerSpiffeId: string, requestId: string): void {
+    const session = new ConnectSession(call, callerSpiffeId, this.log.child({ requestId, spiffeId: callerSpiffeId }));
+    if (this.shuttingDown) {
+      call.emit("error", { code: status.UNAVAILABLE, details: "server shutting down" });
+      return;
+    }
+    this.sessions.add(session);
+    this.hooks.onStreamCountChange?.(this.sessions.size);
+    call.on("data", (request: ConnectRequest) => this.onMessage(session, request));
+    call.on("end", () => {
+      this.close(session, "stream ended");
+      call.end();
+    });
+    call.on("error", () => this.close(session, "stream error"));
+    call.on("cancelled", () => this.close(session, "stream cancelled"));
+    call.on("close", () => this.close(session, "stream closed"));
+  }
+
+  /** Tells every sidecar the server is going away, then ends their streams cleanly. */
+  shutdown(reason: string, retryAfterMs: number): void {
+    this.shuttingDown = true;
+    for (const session of this.sessions) {
+      session.send({ msg: { $case: "shutdown", value: { reason, retryAfterMs } } });
+      session.closed = true;
+      session.call.end();
+    }
+    for (const timer of this.graceTimers.values()) clearTimeout(timer);
+    this.graceTimers.clear();
+  }
+
+  private onMessage(session: ConnectSession, request: ConnectRequest): void {
+    const message = request.msg;
+    try {
+      if (!message) throw new MeshError("invalidArgument", "msg: required");
+      if (!session.hello && message.$case !== "hello") throw new MeshError("failedPrecondition", "first message must be hello");
+      switch (message.$case) {
+        case "hello":
+          this.onHello(session, message.value);
+          return;
+        case "heartbeat":
+          this.onHeartbeat(session, message.value);
+          return;
+        case "instanceEvent":
+          this.onInstanceEvent(session, message.value);
+          return;
+        case "commandResult":
+          this.hooks.onCommandResult?.(session.sidecarId, message.value);
+          return;
+      }
+    } catch (error) {
+      this.fail(session, error);
+    }
+  }
+
+  private onHello(session: ConnectSession, hello: Hello): void {
+    if (session.hello) throw new MeshError("failedPrecondition", "hello sent twice");
+    if (hello.sidecarId === "" || hello.sidecarId.length > 253) throw new MeshError("invalidArgument", "hello.sidecar_id: 1-253 characters");
+    if (hello.instanceIds.length > this.options.maxInstancesPerStream) {
+      throw new MeshError("overLimit", `hello.instance_ids: more than ${this.options.maxInstancesPerStream}`);
+    }
+    session.hello = hello;
+    const unknown: string[] = [];
+    for (const instanceId of hello.instanceIds) {
+      try {
+        if (!this.attach(session, instanceId)) unknown.push(instanceId);
+      } catch (error) {
+        if (!(error instanceof MeshError)) throw error;
+        this.streamError(session, error.code, error.message, instanceId);
+      }
+    }
+    session.send({
+      msg: {
+        $case: "welcome",
+        value: {
+          serverId: this.options.serverId,
+          unknownInstanceIds: unknown,
+          heartbeatTimeoutMultiplier: this.options.heartbeatTimeoutMultiplier,
+        },
+      },
+    });
+    session.log.info({ sidecarId: hello.sidecarId, instances: hello.instanceIds.length, unknown: unknown.length }, "sidecar connected");
+    this.hooks.onSessionOpen?.(session);
+  }
+
+  private onHeartbeat(session: ConnectSession, heartbeat: Heartbeat): void {
+    // A sequence that does not move forward is a replayed (or reordered) message.
+    if (heartbeat.sequence <= session.lastSequence) {
+      throw new MeshError("invalidArgument", "heartbeat.sequence: must increase");
+    }
+    session.lastSequence = heartbeat.sequence;
+    let counted = 0;
+    for (const beat of heartbeat.instances) {
+      if (!session.instanceIds.has(beat.instanceId) && !this.announce(session, beat.instanceId, beat.announce)) continue;
+      counted += 1;
+      if (beat.reportedState === HealthState.HEALTH_STATE_UNHEALTHY) {
+        this.registry.applyHealthEvent(beat.instanceId, { type: "reportedUnhealthy" }, "agent reported unhealthy");
+        continue;
+      }
+      const reported = beat.reportedState === HealthState.HEALTH_STATE_DEGRADED ? "degraded" : "ready";
+      this.registry.recordHeartbeat(beat.instanceId, beat.load, reported);
+    }
+    this.hooks.onHeartbeats?.(counted);
+  }
+
+  private onInstanceEvent(session: ConnectSession, event: InstanceEvent): void {
+    if (!session.instanceIds.has(event.instanceId)) {
+      this.streamError(session, status.NOT_FOUND, "instance not registered on this stream", event.instanceId);
+      return;
+    }
+    const reason = event.reason === "" ? "reported by sidecar" : event.reason.slice(0, 200);
+    switch (event.state) {
+      case HealthState.HEALTH_STATE_UNHEALTHY:
+        this.registry.applyHealthEvent(event.instanceId, { type: "reportedUnhealthy" }, reason);
+        break;
+      case HealthState.HEALTH_STATE_DRAINING:
+        this.registry.applyHealthEvent(event.instanceId, { type: "drain" }, reason);
+        break;
+      case HealthState.HEALTH_STATE_STOPPED:
+        this.registry.applyHealthEvent(event.instanceId, { type: "stopped" }, reason);
+        break;
+      case HealthState.HEALTH_STATE_FAILED:
+        this.registry.applyHealthEvent(event.instanceId, { type: "failed" }, reason);
+        break;
+      default:
+        break;
+    }
+    this.hooks.onInstanceEvent?.(session, event);
+  }
+
+  private announce(session: ConnectSession, instanceId: string, requested: boolean): boolean {
+    try {
+      if (requested && this.attach(session, instanceId)) return true;
+    } catch (error) {
+      if (!(error instanceof MeshError)) throw error;
+      this.streamError(session, error.code, error.message, instanceId);
+      return false;
+    }
+    this.streamError(session, status.NOT_FOUND, "instance not registered on this stream", instanceId);
+    return false;
+  }
+
+  /** Binds an instance to this session. Returns false when the registry does not know it. */
+  private attach(session: ConnectSession, instanceId: string): boolean {
+    const instance = this.registry.get(instanceId);
+    if (!instance) return false;
+    this.authorize(session.callerSpiffeId, instance.spiffeId, instance.manifest?.name ?? "");
+    const previous = this.sessionByInstance.get(instanceId);
+    if (previous && previous !== session) previous.instanceIds.delete(instanceId);
+    this.sessionByInstance.set(instanceId, session);
+    session.instanceIds.add(instanceId);
+    const timer = this.graceTimers.get(instanceId);
+    if (timer) {
+      clearTimeout(timer);
+      this.graceTimers.delete(instanceId);
+    }
+    return true;
+  }
+
+  private close(session: ConnectSession, reason: string): void {
+    if (!this.sessions.delete(session)) return;
+    session.closed = true;
+    this.hooks.onStreamCountChange?.(this.sessions.size);
+    this.hooks.onSessionClosed?.(session);
+    if (this.shuttingDown) return;
+    session.log.info({ sidecarId: session.sidecarId, instances: session.instanceIds.size, reason }, "sidecar stream closed");
+    for (const instanceId of session.instanceIds) {
+      if (this.sessionByInstance.get(instanceId) !== session) continue;
+      this.sessionByInstance.delete(instanceId);
+      if (this.options.reconnectGraceMs === 0) {
+        this.markStreamLost(instanceId);
+        continue;
+      }
+      const timer = setTimeout(() => {
+        this.graceTimers.delete(instanceId);
+        if (!this.sessionByInstance.has(instanceId)) this.markStreamLost(instanceId);
+      }, this.options.reconnectGraceMs);
+      timer.unref();
+      this.graceTimers.set(instanceId, timer);
+    }
+  }
+
+  private markStreamLost(instanceId: string): void {
+    const change = this.registry.applyHealthEvent(instanceId, { type: "streamLost" }, "sidecar stream lost");
+    if (change) this.hooks.onStreamLost?.(instanceId);
+  }
+
+  private streamError(session: ConnectSession, code: status, message: string, instanceId: string): void {
+    session.send({ msg: { $case: "error", value: { code, message, instanceId } } });
+  }
+
+  private fail(session: ConnectSession, error: unknown): void {
+    if (error instanceof MeshError) {
+      // Problems with one message do not end a healthy stream, except a broken handshake.
+      if (!session.hello) {
+        session.call.emit("error", { code: error.code, details: error.message });
+        return;
+      }
+      this.streamError(session, error.code, error.message, "");
+      return;
+    }
+    session.log.error({ err: error }, "connect stream failure");
+    session.call.emit("error", { code: status.INTERNAL, details: "internal error" });
+  }
+}

@@ -1,0 +1,69 @@
+import type { RandomSource } from "../../sdk/ts/src/core/clock.js";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { powerOfTwoChoices } from "../../sdk/ts/src/core/p2c.js";
+import type { LabelSelector } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import type { Registry } from "../registry/registry.js";
+
+// DEGRADED instances stay routable with lower weight: they look this much busier.
+const DEGRADED_LOAD_PENALTY = 8;
+
+export interface ResolveInput {
+  capability: string;
+  versionRange: string;
+  labelSelector: LabelSelector | undefined;
+  excludeInstanceIds: readonly string[];
+}
+
+/**
+ * Picks one instance per call: newest matching version first (DESIGN §5), then
+ * power of two choices on reported in-flight plus the picks handed out since that
+ * report, so a burst of Resolves between two heartbeats still spreads out.
+ */
+export class Resolver {
+  private readonly picksSinceHeartbeat = new Map<string, { count: number; heartbeatAtMs: number }>();
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly random: RandomSource = Math.random,
+  ) {}
+
+  resolve(input: ResolveInput): AgentInstance {
+    const candidates = this.registry.discover({
+      capability: input.capability,
+      versionRange: input.versionRange,
+      labelSelector: input.labelSelector,
+      limit: 1000,
+      includeUnhealthy: false,
+    });
+    const excluded = new Set(input.excludeInstanceIds);
+    const eligible = candidates.filter((instance) => !excluded.has(instance.instanceId));
+    const newestVersion = versionOf(eligible[0], input.capability);
+    const newest = eligible.filter((instance) => versionOf(instance, input.capability) === newestVersion);
+    const chosen = powerOfTwoChoices(newest, (instance) => this.loadOf(instance), this.random, (instance) => instance.load?.p50Ms ?? 0);
+    if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
+    this.recordPick(chosen);
+    return chosen;
+  }
+
+  forget(instanceId: string): void {
+    this.picksSinceHeartbeat.delete(instanceId);
+  }
+
+  private loadOf(instance: AgentInstance): number {
+    const picks = this.picksSinceHeartbeat.get(instance.instanceId);
+    const outstanding = picks && picks.heartbeatAtMs === instance.lastHeartbeatAtMs ? picks.count : 0;
+    const penalty = instance.state === HealthState.HEALTH_STATE_DEGRADED ? DEGRADED_LOAD_PENALTY : 0;
+    return (instance.load?.inFlight ?? 0) + (instance.load?.queueDepth ?? 0) + outstanding + penalty;
+  }
+
+  private recordPick(instance: AgentInstance): void {
+    const picks = this.picksSinceHeartbeat.get(instance.instanceId);
+    if (picks && picks.heartbeatAtMs === instance.lastHeartbeatAtMs) picks.count += 1;
+    else this.picksSinceHeartbeat.set(instance.instanceId, { count: 1, heartbeatAtMs: instance.lastHeartbeatAtMs });
+  }
+}
+
+function versionOf(instance: AgentInstance | undefined, capability: string): string | undefined {
+  return instance?.manifest?.capabilities.find((offered) => offered.name === capability)?.version;
+}

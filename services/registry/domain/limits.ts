@@ -1,0 +1,19 @@
+/** Explicit limits on what a manifest may carry; documented in the proto comments. */
+export const manifestLimits = {
+  nameMaxLength: 63,
+  capabilitiesMax: 64,
+  capabilityNameMaxLength: 128,
+  attributesMax: 32,
+  attributeValueMaxBytes: 256,
+  labelsMax: 64,
+  labelNameMaxLength: 63,
+  labelPrefixMaxLength: 253,
+  labelValueMaxLength: 63,
+  agentCardMaxBytes: 64 * 1024,
+  instanceIdMaxLength: 64,
+  endpointMaxLength: 261,
+  hostMaxLength: 253,
+  minHeartbeatIntervalMs: 100,
+  maxHeartbeatIntervalMs: 60_000,
+  defaultHeartbeatIntervalMs: 1000,
+} as const;

@@ -1,0 +1,413 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { Clock } from "../../sdk/ts/src/core/clock.js";
+import { matchesLabelSelector } from "../../sdk/ts/src/core/label-selector.js";
+import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
+import { compareVersionsDescending, parseVersionRange } from "../../sdk/ts/src/core/semver-match.js";
+import { type LabelSelector, WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { type AgentInstance, type AgentManifest, HealthState, type Load } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { type HealthEvent, healthStateName, isRoutable, nextHealthState } from "./domain/health-state.js";
+import {
+  heartbeatIntervalMsOf,
+  validateCapabilityName,
+  validateEndpoint,
+  validateInstanceId,
+  validateLabelSelector,
+  validateManifest,
+} from "./domain/validate.js";
+import type { ChangeFeed, ChangeSubscription, InstanceStore, RegistryEvent } from "./ports.js";
+
+export interface RegisterInput {
+  manifest: AgentManifest | undefined;
+  instanceId: string;
+  endpoint: string;
+  host: string;
+  /** SPIFFE ID of the caller; becomes the instance's owner. */
+  owner: string;
+  deployment?: string;
+}
+
+export interface ListInput {
+  name: string;
+  labelSelector: LabelSelector | undefined;
+  states: HealthState[];
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface DiscoverInput {
+  capability: string;
+  versionRange: string;
+  labelSelector: LabelSelector | undefined;
+  limit: number;
+  includeUnhealthy: boolean;
+}
+
+export interface StateChange {
+  instance: AgentInstance;
+  previousState: HealthState;
+  reason: string;
+}
+
+export interface RegistryHooks {
+  onRegistered?(instance: AgentInstance, replaced: boolean): void;
+  onRemoved?(instance: AgentInstance, reason: string): void;
+  onStateChange?(change: StateChange): void;
+}
+
+interface CapabilityIndexEntry {
+  /** version → instance ids offering the capability at that version. */
+  byVersion: Map<string, Set<string>>;
+  /** Versions newest first; rebuilt lazily when the set of versions changes. */
+  sortedVersions: string[] | undefined;
+}
+
+const MAX_PAGE_SIZE = 1000;
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_DISCOVER_LIMIT = 1000;
+const DEFAULT_DISCOVER_LIMIT = 100;
+
+/**
+ * The registry domain service: validates and stores registrations, keeps the
+ * capability index that Discover reads, runs the health state machine, and
+ * publishes every change in revision order.
+ */
+export class Registry {
+  private readonly instances = new Map<string, AgentInstance>();
+  private readonly capabilityIndex = new Map<string, CapabilityIndexEntry>();
+  private revision = 0;
+
+  constructor(
+    private readonly store: InstanceStore,
+    private readonly feed: ChangeFeed,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly hooks: RegistryHooks = {},
+    private readonly newInstanceId: () => string = randomUUID,
+  ) {}
+
+  get currentRevision(): number {
+    return this.revision;
+  }
+
+  get size(): number {
+    return this.instances.size;
+  }
+
+  async register(input: RegisterInput): Promise<{ instance: AgentInstance; revision: number }> {
+    validateManifest(input.manifest);
+    const manifest = input.manifest;
+    if (input.instanceId !== "") validateInstanceId(input.instanceId);
+    validateEndpoint(input.endpoint);
+    if (input.host.length > 253) throw invalidArgument("host: longer than 253 characters");
+    const instanceId = input.instanceId === "" ? this.newInstanceId() : input.instanceId;
+    const existing = this.instances.get(instanceId);
+    if (existing && existing.spiffeId !== input.owner) {
+      throw new MeshError("denied", "instance_id: owned by another identity");
+    }
+    if (existing && existing.manifest?.name !== manifest.name) {
+      throw new MeshError("alreadyExists", "instance_id: already registered for another agent");
+    }
+    const nowMs = this.clock.nowMs();
+    const instance: AgentInstance = {
+      instanceId,
+      spiffeId: input.owner,
+      manifest,
+      endpoint: input.endpoint,
+      host: input.host,
+      // Re-registration keeps a live instance's health; a new one starts from STARTING.
+      state: existing?.state ?? HealthState.HEALTH_STATE_STARTING,
+      load: existing?.load ?? emptyLoad(),
+      registeredAtMs: existing?.registeredAtMs ?? nowMs,
+      lastHeartbeatAtMs: existing?.lastHeartbeatAtMs ?? 0,
+      stateReason: existing ? existing.stateReason : "registered",
+      deployment: input.deployment ?? existing?.deployment ?? "",
+    };
+    await this.store.put(instance);
+    if (existing) this.unindex(existing);
+    this.instances.set(instanceId, instance);
+    this.index(instance);
+    const type = existing ? WatchResponse_EventType.EVENT_TYPE_UPDATED : WatchResponse_EventType.EVENT_TYPE_ADDED;
+    const event = this.publish(type, instance, existing?.state ?? HealthState.HEALTH_STATE_UNSPECIFIED);
+    this.log.info(
+      { agentName: manifest.name, instanceId, spiffeId: input.owner, state: healthStateName(instance.state), replaced: Boolean(existing) },
+      existing ? "agent re-registered" : "agent registered",
+    );
+    this.hooks.onRegistered?.(instance, Boolean(existing));
+    return { instance, revision: event.revision };
+  }
+
+  async deregister(instanceId: string, reason: string): Promise<number> {
+    const instance = this.require(instanceId);
+    await this.store.remove(instanceId);
+    return this.removeFromIndex(instance, reason);
+  }
+
+  /** Removes an instance the store already forgot (a replica applying a peer's change). */
+  private removeFromIndex(instance: AgentInstance, reason: string): number {
+    this.instances.delete(instance.instanceId);
+    this.unindex(instance);
+    const event = this.publish(WatchResponse_EventType.EVENT_TYPE_REMOVED, instance, instance.state);
+    this.log.info({ agentName: instance.manifest?.name, instanceId: instance.instanceId, reason }, "agent deregistered");
+    this.hooks.onRemoved?.(instance, reason);
+    return event.revision;
+  }
+
+  get(instanceId: string): AgentInstance | undefined {
+    return this.instances.get(instanceId);
+  }
+
+  require(instanceId: string): AgentInstance {
+    if (instanceId === "") throw invalidArgument("instance_id: required");
+    const instance = this.instances.get(instanceId);
+    if (!instance) throw new MeshError("notFound", "instance not found");
+    return instance;
+  }
+
+  all(): IterableIterator<AgentInstance> {
+    return this.instances.values();
+  }
+
+  list(input: ListInput): { instances: AgentInstance[]; nextPageToken: string; total: number } {
+    if (input.name !== "" && input.name.length > 63) throw invalidArgument("name: longer than 63 characters");
+    validateLabelSelector(input.labelSelector);
+    if (input.pageSize > MAX_PAGE_SIZE) throw invalidArgument(`page_size: at most ${MAX_PAGE_SIZE}`);
+    for (const state of input.states) {
+      if (!(state in HealthState) || state === HealthState.HEALTH_STATE_UNSPECIFIED || state < 0) {
+        throw invalidArgument("states: unknown health state");
+      }
+    }
+    const after = decodePageToken(input.pageToken);
+    const pageSize = input.pageSize === 0 ? DEFAULT_PAGE_SIZE : input.pageSize;
+    const states = new Set(input.states);
+    const matching: AgentInstance[] = [];
+    for (const instance of this.instances.values()) {
+      if (input.name !== "" && instance.manifest?.name !== input.name) continue;
+      if (states.size > 0 && !states.has(instance.state)) continue;
+      if (!matchesLabelSelector(instance.manifest?.labels ?? {}, input.labelSelector)) continue;
+      matching.push(instance);
+    }
+    matching.sort((left, right) => compareStrings(left.instanceId, right.instanceId));
+    const start = after === undefined ? 0 : firstIndexAfter(matching, after);
+    const page = matching.slice(start, start + pageSize);
+    const last = page[page.length - 1];
+    const nextPageToken = start + pageSize < matching.length && last ? encodePageToken(last.instanceId) : "";
+    return { instances: page, nextPageToken, total: matching.length };
+  }
+
+  discover(input: DiscoverInput): AgentInstance[] {
+    validateCapabilityName(input.capability);
+    const range = parseVersionRange(input.versionRange);
+    validateLabelSelector(input.labelSelector);
+    if (input.limit > MAX_DISCOVER_LIMIT) throw invalidArgument(`limit: at most ${MAX_DISCOVER_LIMIT}`);
+    const limit = input.limit === 0 ? DEFAULT_DISCOVER_LIMIT : input.limit;
+    const entry = this.capabilityIndex.get(input.capability);
+    if (!entry) return [];
+    const result: AgentInstance[] = [];
+    for (const version of this.sortedVersions(entry)) {
+      if (!range.satisfiedBy(version)) continue;
+      const group: AgentInstance[] = [];
+      for (const instanceId of entry.byVersion.get(version) ?? []) {
+        const instance = this.instances.get(instanceId);
+        if (!instance) continue;
+        if (!input.includeUnhealthy && !isRoutable(instance.state)) continue;
+        if (!matchesLabelSelector(instance.manifest?.labels ?? {}, input.labelSelector)) continue;
+        group.push(instance);
+      }
+      group.sort(byReadinessThenId);
+      for (const instance of group) {
+        result.push(instance);
+        if (result.length >= limit) return result;
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Records a heartbeat. Returns the state change it caused, if any; load updates
+   * alone publish nothing (they would flood every Watch at 10,000 agents/s).
+   */
+  recordHeartbeat(instanceId: string, load: Load | undefined, reported: "ready" | "degraded"): StateChange | undefined {
+    const instance = this.instances.get(instanceId);
+    if (!instance) return undefined;
+    instance.lastHeartbeatAtMs = this.clock.nowMs();
+    if (load) instance.load = load;
+    return this.transition(instance, { type: "heartbeat", reported }, reported === "degraded" ? "reported degraded" : "heartbeat");
+  }
+
+  /** Applies a health event (timeout, stream lost, drain...) and publishes the change. */
+  applyHealthEvent(instanceId: string, event: HealthEvent, reason: string): StateChange | undefined {
+    const instance = this.instances.get(instanceId);
+    if (!instance) return undefined;
+    return this.transition(instance, event, reason);
+  }
+
+  /**
+   * Streams changes to `onEvent`: a snapshot first when `sinceRevision` is 0 or no
+   * longer retained (ADDED per instance, then SYNCED), then live events.
+   */
+  watch(sinceRevision: number, capability: string, onEvent: (event: RegistryEvent) => void): ChangeSubscription {
+    if (capability !== "") validateCapabilityName(capability);
+    if (sinceRevision < 0 || sinceRevision > this.revision) throw invalidArgument("since_revision: not a known revision");
+    const matches = (instance: AgentInstance) =>
+      capability === "" || (instance.manifest?.capabilities.some((offered) => offered.name === capability) ?? false);
+    const forward = (event: RegistryEvent) => {
+      if (matches(event.instance)) onEvent(event);
+    };
+    if (sinceRevision > 0) {
+      const resumed = this.feed.subscribe(sinceRevision, forward);
+      if (resumed) return resumed;
+    }
+    const snapshotRevision = this.revision;
+    for (const instance of this.instances.values()) {
+      if (!matches(instance)) continue;
+      onEvent({
+        revision: snapshotRevision,
+        type: WatchResponse_EventType.EVENT_TYPE_ADDED,
+        instance: copyInstance(instance),
+        previousState: HealthState.HEALTH_STATE_UNSPECIFIED,
+      });
+    }
+    onEvent({
+      revision: snapshotRevision,
+      type: WatchResponse_EventType.EVENT_TYPE_SYNCED,
+      instance: emptyInstance(),
+      previousState: HealthState.HEALTH_STATE_UNSPECIFIED,
+    });
+    const live = this.feed.subscribe(snapshotRevision, forward);
+    if (!live) throw new MeshError("unavailable", "watch could not subscribe");
+    return live;
+  }
+
+  countByState(): Map<HealthState, number> {
+    const counts = new Map<HealthState, number>();
+    for (const instance of this.instances.values()) counts.set(instance.state, (counts.get(instance.state) ?? 0) + 1);
+    return counts;
+  }
+
+  heartbeatIntervalMs(instance: AgentInstance): number {
+    return instance.manifest ? heartbeatIntervalMsOf(instance.manifest) : 1000;
+  }
+
+  private transition(instance: AgentInstance, event: HealthEvent, reason: string): StateChange | undefined {
+    const previousState = instance.state;
+    const nextState = nextHealthState(previousState, event);
+    if (nextState === previousState) return undefined;
+    instance.state = nextState;
+    instance.stateReason = reason;
+    this.publish(WatchResponse_EventType.EVENT_TYPE_UPDATED, instance, previousState);
+    this.log.info(
+      {
+        agentName: instance.manifest?.name,
+        instanceId: instance.instanceId,
+        from: healthStateName(previousState),
+        to: healthStateName(nextState),
+        reason,
+      },
+      "agent state changed",
+    );
+    const change = { instance, previousState, reason };
+    this.hooks.onStateChange?.(change);
+    // Only state changes are persisted; the durable store never sees load.
+    this.store.put(instance).catch((error: unknown) => this.log.error({ err: error, instanceId: instance.instanceId }, "store write failed"));
+    return change;
+  }
+
+  private publish(type: WatchResponse_EventType, instance: AgentInstance, previousState: HealthState): RegistryEvent {
+    this.revision += 1;
+    const event: RegistryEvent = { revision: this.revision, type, instance: copyInstance(instance), previousState };
+    this.feed.publish(event);
+    return event;
+  }
+
+  private index(instance: AgentInstance): void {
+    for (const capability of instance.manifest?.capabilities ?? []) {
+      let entry = this.capabilityIndex.get(capability.name);
+      if (!entry) {
+        entry = { byVersion: new Map(), sortedVersions: undefined };
+        this.capabilityIndex.set(capability.name, entry);
+      }
+      let ids = entry.byVersion.get(capability.version);
+      if (!ids) {
+        ids = new Set();
+        entry.byVersion.set(capability.version, ids);
+        entry.sortedVersions = undefined;
+      }
+      ids.add(instance.instanceId);
+    }
+  }
+
+  private unindex(instance: AgentInstance): void {
+    for (const capability of instance.manifest?.capabilities ?? []) {
+      const entry = this.capabilityIndex.get(capability.name);
+      const ids = entry?.byVersion.get(capability.version);
+      if (!entry || !ids) continue;
+      ids.delete(instance.instanceId);
+      if (ids.size === 0) {
+        entry.byVersion.delete(capability.version);
+        entry.sortedVersions = undefined;
+        if (entry.byVersion.size === 0) this.capabilityIndex.delete(capability.name);
+      }
+    }
+  }
+
+  private sortedVersions(entry: CapabilityIndexEntry): string[] {
+    if (!entry.sortedVersions) entry.sortedVersions = [...entry.byVersion.keys()].sort(compareVersionsDescending);
+    return entry.sortedVersions;
+  }
+}
+
+function byReadinessThenId(left: AgentInstance, right: AgentInstance): number {
+  if (left.state !== right.state) return left.state === HealthState.HEALTH_STATE_READY ? -1 : 1;
+  return compareStrings(left.instanceId, right.instanceId);
+}
+
+function compareStrings(left: string, right: string): number {
+  return left < right ? -1 : left > right ? 1 : 0;
+}
+
+function firstIndexAfter(sorted: AgentInstance[], instanceId: string): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if ((sorted[middle] as AgentInstance).instanceId <= instanceId) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
+function encodePageToken(instanceId: string): string {
+  return Buffer.from(`after:${instanceId}`).toString("base64url");
+}
+
+function decodePageToken(token: string): string | undefined {
+  if (token === "") return undefined;
+  const decoded = Buffer.from(token, "base64url").toString();
+  if (!decoded.startsWith("after:") || token.length > 200) throw invalidArgument("page_token: not a token from this server");
+  return decoded.slice("after:".length);
+}
+
+export function emptyLoad(): Load {
+  return { inFlight: 0, queueDepth: 0, cpuMillis: 0, rssBytes: 0, p50Ms: 0, errorRate: 0 };
+}
+
+function emptyInstance(): AgentInstance {
+  return {
+    instanceId: "",
+    spiffeId: "",
+    manifest: undefined,
+    endpoint: "",
+    host: "",
+    state: HealthState.HEALTH_STATE_UNSPECIFIED,
+    load: undefined,
+    registeredAtMs: 0,
+    lastHeartbeatAtMs: 0,
+    stateReason: "",
+    deployment: "",
+  };
+}
+
+function copyInstance(instance: AgentInstance): AgentInstance {
+  return { ...instance, load: instance.load ? { ...instance.load } : undefined };
+}

@@ -1,0 +1,51 @@
+import { randomBytes } from "node:crypto";
+import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+
+/** Who is calling, as proven by the transport. */
+export interface CallerIdentity {
+  spiffeId: string;
+  /** Holds an `/admin/` identity (or the dev-mode stand-in). */
+  isAdmin: boolean;
+  /** Agent names this caller may register and speak for; `*` = any. */
+  allowedAgentNames: ReadonlySet<string>;
+}
+
+export interface CallContext {
+  requestId: string;
+  caller: CallerIdentity;
+  method: string;
+}
+
+/**
+ * Resolves the caller of a call. Plaintext dev mode trusts everyone on loopback;
+ * the mTLS authenticator reads the SPIFFE ID from the peer certificate.
+ * Throws MeshError("unauthenticated") when the caller cannot be identified.
+ */
+export type Authenticator = (call: AuthenticatableCall, method: string) => CallerIdentity;
+
+/** What every kind of server call offers for authentication. */
+export type AuthenticatableCall = Pick<ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "getAuthContext">;
+
+export function devAuthenticator(trustDomain: string): Authenticator {
+  const identity: CallerIdentity = {
+    spiffeId: `spiffe://${trustDomain}/admin/insecure-dev`,
+    isAdmin: true,
+    allowedAgentNames: new Set(["*"]),
+  };
+  return () => identity;
+}
+
+export function newRequestId(metadata?: Metadata): string {
+  const given = metadata?.get("x-request-id")[0];
+  if (typeof given === "string" && /^[A-Za-z0-9._-]{1,64}$/.test(given)) return given;
+  return randomBytes(8).toString("hex");
+}
+
+export function mayActForAgent(caller: CallerIdentity, agentName: string): boolean {
+  return caller.isAdmin || caller.allowedAgentNames.has("*") || caller.allowedAgentNames.has(agentName);
+}
+
+export function requireAdmin(caller: CallerIdentity): void {
+  if (!caller.isAdmin) throw new MeshError("denied", "requires an admin identity");
+}

@@ -1,0 +1,68 @@
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+
+export type ServerRole = "all" | "registry" | "orchestrator";
+
+/** Everything `agentmesh server` can be told, after parsing flags and env. */
+export interface ServerConfig {
+  host: string;
+  port: number;
+  httpHost: string;
+  httpPort: number;
+  dataDir: string;
+  role: ServerRole;
+  trustDomain: string;
+  serverId: string;
+  insecureDev: boolean;
+  logLevel: string;
+  heartbeatTimeoutMultiplier: number;
+  reconnectGraceMs: number;
+  detectorSweepMs: number;
+  shutdownGraceMs: number;
+  maxMessageBytes: number;
+  maxInstancesPerStream: number;
+}
+
+export const defaultServerConfig: ServerConfig = {
+  host: "127.0.0.1",
+  port: 7420,
+  httpHost: "127.0.0.1",
+  httpPort: 7421,
+  dataDir: ".agentmesh",
+  role: "all",
+  trustDomain: "agentmesh.local",
+  serverId: "server-1",
+  insecureDev: true,
+  logLevel: "info",
+  heartbeatTimeoutMultiplier: 2,
+  reconnectGraceMs: 1000,
+  detectorSweepMs: 50,
+  shutdownGraceMs: 4000,
+  maxMessageBytes: 4 * 1024 * 1024,
+  maxInstancesPerStream: 10_000,
+};
+
+const loopbackHosts = new Set(["127.0.0.1", "localhost", "::1"]);
+
+/** Rejects configurations that would be unsafe or cannot work, with a message naming the setting. */
+export function validateServerConfig(config: ServerConfig): void {
+  if (config.insecureDev && !loopbackHosts.has(config.host)) {
+    throw new MeshError("invalidArgument", "--insecure-dev serves plaintext and only binds 127.0.0.1; remove --host or the dev flag");
+  }
+  for (const [name, port] of [["--port", config.port], ["--http-port", config.httpPort]] as const) {
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new MeshError("invalidArgument", `${name}: must be 0-65535`);
+  }
+  if (!(config.heartbeatTimeoutMultiplier >= 1.5 && config.heartbeatTimeoutMultiplier <= 10)) {
+    throw new MeshError("invalidArgument", "--heartbeat-timeout-multiplier: must be 1.5-10");
+  }
+  if (!(config.reconnectGraceMs >= 0 && config.reconnectGraceMs <= 600_000)) {
+    throw new MeshError("invalidArgument", "--reconnect-grace-ms: must be 0-600000");
+  }
+  if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(config.trustDomain)) {
+    throw new MeshError("invalidArgument", "--trust-domain: must be a lowercase DNS name");
+  }
+  if (!["all", "registry", "orchestrator"].includes(config.role)) {
+    throw new MeshError("invalidArgument", "--role: must be all, registry or orchestrator");
+  }
+  // Split roles share state through PostgreSQL and Redis; the embedded store is one process.
+  if (config.role !== "all") throw new MeshError("invalidArgument", "--role: registry and orchestrator need the shared PostgreSQL/Redis store");
+}

@@ -1,0 +1,84 @@
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from "prom-client";
+import { healthStateName } from "../registry/domain/health-state.js";
+import type { Registry } from "../registry/registry.js";
+import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+
+/** All server metrics, on a registry of their own so several servers can share a process (tests). */
+export class ServerMetrics {
+  readonly registry = new PromRegistry();
+  readonly registrations: Counter<"outcome">;
+  readonly deregistrations: Counter<"reason">;
+  readonly heartbeats: Counter;
+  readonly detections: Counter<"reason">;
+  readonly stateTransitions: Counter<"from" | "to">;
+  readonly connectStreams: Gauge;
+  readonly watchStreams: Gauge;
+  readonly rpcDuration: Histogram<"method" | "code">;
+  readonly detectionDelay: Histogram<"reason">;
+  readonly resolves: Counter<"outcome">;
+
+  constructor(registryOf: () => Registry | undefined) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: "agentmesh_process_" });
+    this.registrations = new Counter({
+      name: "agentmesh_registrations_total",
+      help: "Register calls by outcome (ok, invalid, denied, error).",
+      labelNames: ["outcome"],
+      registers,
+    });
+    this.deregistrations = new Counter({
+      name: "agentmesh_deregistrations_total",
+      help: "Instances removed from the registry.",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.heartbeats = new Counter({ name: "agentmesh_heartbeats_total", help: "Instance heartbeats received.", registers });
+    this.detections = new Counter({
+      name: "agentmesh_detections_total",
+      help: "Instances found unhealthy, by how (heartbeat_timeout, stream_lost, reported).",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.stateTransitions = new Counter({
+      name: "agentmesh_state_transitions_total",
+      help: "Health state changes of agent instances.",
+      labelNames: ["from", "to"],
+      registers,
+    });
+    this.connectStreams = new Gauge({ name: "agentmesh_connect_streams", help: "Open Connect streams.", registers });
+    this.watchStreams = new Gauge({ name: "agentmesh_watch_streams", help: "Open Watch streams.", registers });
+    this.rpcDuration = new Histogram({
+      name: "agentmesh_rpc_duration_seconds",
+      help: "Server-side duration of unary RPCs.",
+      labelNames: ["method", "code"],
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+      registers,
+    });
+    this.detectionDelay = new Histogram({
+      name: "agentmesh_detection_delay_seconds",
+      help: "Time from the last heartbeat to an instance being marked unhealthy.",
+      labelNames: ["reason"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 3, 5, 10],
+      registers,
+    });
+    this.resolves = new Counter({
+      name: "agentmesh_resolves_total",
+      help: "Resolve calls by outcome (picked, no_instance).",
+      labelNames: ["outcome"],
+      registers,
+    });
+    new Gauge({
+      name: "agentmesh_agents",
+      help: "Registered agent instances by health state.",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const counts = registryOf()?.countByState() ?? new Map<HealthState, number>();
+        for (const state of Object.values(HealthState)) {
+          if (typeof state !== "number" || state <= 0) continue;
+          this.set({ state: healthStateName(state).toLowerCase() }, counts.get(state) ?? 0);
+        }
+      },
+    });
+  }
+}

@@ -1,0 +1,205 @@
+import type { Server as HttpServer } from "node:http";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { OrchestratorServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { RegistryServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { type ConnectHubHooks, ConnectHub } from "../orchestrator/connect-hub.js";
+import { FailureDetector } from "../orchestrator/failure-detector.js";
+import { type LifecycleHandlers, orchestratorHandlers, unimplementedLifecycle } from "../orchestrator/grpc-handlers.js";
+import { Resolver } from "../orchestrator/resolver.js";
+import { MemoryChangeFeed } from "../registry/adapters/memory-change-feed.js";
+import { MemoryInstanceStore } from "../registry/adapters/memory-instance-store.js";
+import { healthStateName } from "../registry/domain/health-state.js";
+import { registryHandlers } from "../registry/grpc-handlers.js";
+import type { ChangeFeed, InstanceStore } from "../registry/ports.js";
+import { Registry } from "../registry/registry.js";
+import { type Authenticator, devAuthenticator } from "./call-context.js";
+import { type ServerConfig, defaultServerConfig, validateServerConfig } from "./config.js";
+import { addReflection, createHealth } from "./health-and-reflection.js";
+import { startHttpEndpoints } from "./http-endpoints.js";
+import { ServerMetrics } from "./metrics.js";
+import type { RpcPlumbing } from "./rpc-wrapper.js";
+
+export interface ServerDependencies {
+  log: Logger;
+  clock?: Clock;
+  random?: RandomSource;
+  store?: InstanceStore;
+  feed?: ChangeFeed;
+  /** mTLS credentials; plaintext (dev mode only) when absent. */
+  credentials?: ServerCredentials;
+  authenticator?: Authenticator;
+  /** Lifecycle RPCs (deployments, restart, drain...) from the orchestrator backend. */
+  lifecycle?: (context: ServerContext) => LifecycleHandlers;
+  /** Extra services (identity) added by the caller before the server starts. */
+  addServices?: (server: Server, plumbing: RpcPlumbing) => string[];
+  /** Whether the server may report SERVING yet (for example: first certificate loaded). */
+  readyGate?: () => Promise<void>;
+}
+
+export interface ServerContext {
+  config: ServerConfig;
+  registry: Registry;
+  hub: ConnectHub;
+  resolver: Resolver;
+  metrics: ServerMetrics;
+  log: Logger;
+  clock: Clock;
+  plumbing: RpcPlumbing;
+}
+
+export interface RunningServer extends ServerContext {
+  grpcPort: number;
+  httpPort: number;
+  /** `host:port` of the gRPC listener. */
+  address: string;
+  detector: FailureDetector;
+  /** Stops accepting, tells sidecars, ends streams, and waits for in-flight calls (bounded). */
+  close(): Promise<void>;
+}
+
+/** Wires the control plane together and starts listening. */
+export async function startServer(overrides: Partial<ServerConfig>, dependencies: ServerDependencies): Promise<RunningServer> {
+  const config: ServerConfig = { ...defaultServerConfig, ...overrides };
+  validateServerConfig(config);
+  if (!dependencies.credentials && !config.insecureDev) {
+    throw new MeshError("invalidArgument", "no TLS credentials: configure mTLS or pass --insecure-dev");
+  }
+  const log = dependencies.log.child({ component: "server", serverId: config.serverId });
+  const clock = dependencies.clock ?? systemClock;
+  let registryRef: Registry | undefined;
+  const metrics = new ServerMetrics(() => registryRef);
+  const registry = new Registry(
+    dependencies.store ?? new MemoryInstanceStore(),
+    dependencies.feed ?? new MemoryChangeFeed(),
+    clock,
+    log.child({ component: "registry" }),
+    {
+      onStateChange: ({ instance, previousState }) =>
+        metrics.stateTransitions.inc({ from: healthStateName(previousState).toLowerCase(), to: healthStateName(instance.state).toLowerCase() }),
+    },
+  );
+  registryRef = registry;
+  const authenticate = dependencies.authenticator ?? devAuthenticator(config.trustDomain);
+  const plumbing: RpcPlumbing = { authenticate, log, metrics };
+  const detector = new FailureDetector(
+    registry,
+    clock,
+    { timeoutMultiplier: config.heartbeatTimeoutMultiplier, sweepIntervalMs: config.detectorSweepMs },
+    (_instanceId, silentForMs) => {
+      metrics.detections.inc({ reason: "heartbeat_timeout" });
+      metrics.detectionDelay.observe({ reason: "heartbeat_timeout" }, silentForMs / 1000);
+    },
+  );
+  const hubHooks: ConnectHubHooks = {
+    onHeartbeats: (count) => metrics.heartbeats.inc(count),
+    onStreamLost: () => metrics.detections.inc({ reason: "stream_lost" }),
+    onStreamCountChange: (open) => metrics.connectStreams.set(open),
+  };
+  const hub = new ConnectHub(
+    registry,
+    log.child({ component: "connect" }),
+    {
+      reconnectGraceMs: config.reconnectGraceMs,
+      heartbeatTimeoutMultiplier: config.heartbeatTimeoutMultiplier,
+      serverId: config.serverId,
+      maxInstancesPerStream: config.maxInstancesPerStream,
+    },
+    // Only the identity that registered an instance may heartbeat for it.
+    (caller, owner) => {
+      if (caller !== owner) throw new MeshError("denied", "instance owned by another identity");
+    },
+    hubHooks,
+  );
+  const resolver = new Resolver(registry, dependencies.random);
+  const context: ServerContext = { config, registry, hub, resolver, metrics, log, clock, plumbing };
+
+  const server = new Server({
+    "grpc.max_receive_message_length": config.maxMessageBytes,
+    "grpc.max_send_message_length": config.maxMessageBytes,
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+  });
+  const openWatchStreams = new Set<{ end(): void }>();
+  server.addService(RegistryServiceService, registryHandlers(registry, plumbing, metrics, openWatchStreams));
+  const lifecycle = dependencies.lifecycle?.(context) ?? unimplementedLifecycle(plumbing);
+  server.addService(OrchestratorServiceService, orchestratorHandlers(hub, resolver, plumbing, metrics, lifecycle));
+  const servedServices = ["agentmesh.v1.RegistryService", "agentmesh.v1.OrchestratorService"];
+  servedServices.push(...(dependencies.addServices?.(server, plumbing) ?? []));
+  const health = createHealth(servedServices);
+  health.addToServer(server);
+  addReflection(server, servedServices);
+
+  const credentials = dependencies.credentials ?? ServerCredentials.createInsecure();
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${config.host}:${config.port}`, credentials, (error, port) => (error ? reject(error) : resolve(port))),
+  );
+  if (!dependencies.credentials) {
+    log.warn({ host: config.host, port: grpcPort }, "INSECURE DEV MODE: plaintext gRPC without authentication, loopback only");
+  }
+  detector.start();
+
+  let ready = false;
+  let closing: Promise<void> | undefined;
+  const http = await startHttpEndpoints({
+    host: config.httpHost,
+    port: config.httpPort,
+    metrics: metrics.registry,
+    isLive: () => true,
+    isReady: () => ready,
+  });
+  await dependencies.readyGate?.();
+  for (const name of ["", ...servedServices]) health.setStatus(name, "SERVING");
+  ready = true;
+  log.info({ grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain }, "agentmesh server started");
+
+  const close = (): Promise<void> => {
+    closing ??= shutdown();
+    return closing;
+  };
+  const shutdown = async (): Promise<void> => {
+    ready = false;
+    for (const name of ["", ...servedServices]) health.setStatus(name, "NOT_SERVING");
+    log.info("shutting down: telling sidecars and ending streams");
+    hub.shutdown("server shutting down", 500);
+    for (const stream of openWatchStreams) stream.end();
+    openWatchStreams.clear();
+    detector.stop();
+    await shutdownGrpc(server, config.shutdownGraceMs);
+    await closeHttp(http.server);
+    log.info("server stopped");
+  };
+
+  return {
+    ...context,
+    grpcPort,
+    httpPort: http.port,
+    address: `${config.host}:${grpcPort}`,
+    detector,
+    close,
+  };
+}
+
+function shutdownGrpc(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      resolve();
+    });
+  });
+}
+
+function closeHttp(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
