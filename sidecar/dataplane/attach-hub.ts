@@ -1,0 +1,189 @@
+import { EventEmitter } from "node:events";
+import { type ServerDuplexStream, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type Clock, systemClock } from "../../sdk/ts/src/core/clock.js";
+import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
+import type { AttachHello, AttachRequest, AttachResponse, Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import { CallMultiplexer, type CallOptions } from "./call-multiplexer.js";
+import { statusOfError } from "./call-status.js";
+import { ChunkQueue } from "./chunk-queue.js";
+import type { CallReply } from "./frames.js";
+import { silentLogger } from "./silent-logger.js";
+import { type Timers, systemTimers } from "./timers.js";
+
+type AttachCall = ServerDuplexStream<AttachRequest, AttachResponse>;
+
+export interface AttachHubOptions {
+  /** Calls in flight to one agent at most; beyond it dispatch fails with overLimit. */
+  maxInFlightPerAgent?: number;
+  maxBufferedChunks?: number;
+  /**
+   * Decides whether a hello may attach (for example: is this an instance the
+   * supervisor started?). Throw a MeshError to refuse; the agent's stream ends with its code.
+   */
+  admit?(hello: AttachHello, peerAddress: string): Promise<void> | void;
+  clock?: Clock;
+  timers?: Timers;
+  logger?: Logger;
+}
+
+const defaultMaxInFlightPerAgent = 1024;
+const defaultMaxBufferedChunks = 1024;
+
+interface AttachSession {
+  readonly call: AttachCall;
+  helloSeen: boolean;
+  gone: boolean;
+  attachment: Attachment | undefined;
+}
+
+interface Attachment {
+  readonly instanceId: string;
+  readonly call: AttachCall;
+  readonly calls: CallMultiplexer;
+}
+
+/**
+ * The sidecar's side of SidecarService.Attach: each SDK agent holds one stream,
+ * says hello with its instance id, and receives its invocations as `call`
+ * frames, answering with `reply` frames under the same call id. The stream is
+ * also the agent's liveness: it breaks the moment the process dies, which is
+ * the sidecar's crash signal.
+ *
+ * Events: 'attached' (instanceId: string, hello: AttachHello);
+ *         'detached' (instanceId: string).
+ */
+export class AttachHub extends EventEmitter {
+  /** The Attach handler, for the SidecarService implementation on the local port. */
+  readonly attach: (call: AttachCall) => void;
+  private readonly attachments = new Map<string, Attachment>();
+  private readonly logger: Logger;
+
+  constructor(private readonly options: AttachHubOptions = {}) {
+    super();
+    this.logger = (options.logger ?? silentLogger).child({ component: "attach-hub" });
+    this.attach = (call) => this.accept(call);
+  }
+
+  isAttached(instanceId: string): boolean {
+    return this.attachments.has(instanceId);
+  }
+
+  attachedInstances(): string[] {
+    return [...this.attachments.keys()];
+  }
+
+  inFlight(instanceId: string): number {
+    return this.attachments.get(instanceId)?.calls.inFlight ?? 0;
+  }
+
+  /** Hands an invocation to an attached agent; fails fast with `unavailable` when it is not attached. */
+  dispatch(instanceId: string, invocation: Invocation, options: CallOptions = {}): Promise<CallReply> {
+    const attachment = this.attachments.get(instanceId);
+    if (attachment === undefined) return Promise.reject(notAttached());
+    return attachment.calls.unary({ instanceId, invocation }, options);
+  }
+
+  /** Like dispatch, for a streamed reply. */
+  dispatchStream(instanceId: string, invocation: Invocation, options: CallOptions = {}): AsyncIterableIterator<Buffer> {
+    const attachment = this.attachments.get(instanceId);
+    if (attachment === undefined) return ChunkQueue.failed(notAttached());
+    return attachment.calls.stream({ instanceId, invocation }, options);
+  }
+
+  /** Ends an agent's stream (it is being stopped); its calls in flight fail with `unavailable`. */
+  detach(instanceId: string): void {
+    const attachment = this.attachments.get(instanceId);
+    if (attachment === undefined) return;
+    this.remove(attachment);
+    attachment.call.end();
+  }
+
+  close(): void {
+    for (const instanceId of [...this.attachments.keys()]) this.detach(instanceId);
+  }
+
+  private accept(call: AttachCall): void {
+    const session: AttachSession = { call, helloSeen: false, gone: false, attachment: undefined };
+    call.on("data", (request: AttachRequest) => this.receive(session, request));
+    const onGone = (): void => {
+      session.gone = true;
+      if (session.attachment !== undefined) this.remove(session.attachment);
+    };
+    call.on("cancelled", onGone);
+    call.on("error", onGone);
+    call.on("close", onGone);
+    // The agent half-closed: it is leaving. Finish our side too.
+    call.on("end", () => {
+      onGone();
+      call.end();
+    });
+  }
+
+  private receive(session: AttachSession, request: AttachRequest): void {
+    const message = request.msg;
+    if (session.attachment !== undefined) {
+      if (message?.$case === "reply") session.attachment.calls.receive(message.value);
+      return;
+    }
+    if (session.helloSeen) return;
+    session.helloSeen = true;
+    if (message?.$case !== "hello" || message.value.instanceId === "") {
+      endWithError(session.call, invalidArgument("first attach message must be a hello with an instance id"));
+      return;
+    }
+    void this.admit(session, message.value);
+  }
+
+  private async admit(session: AttachSession, hello: AttachHello): Promise<void> {
+    const { call } = session;
+    const { instanceId } = hello;
+    try {
+      await this.options.admit?.(hello, call.getPeer());
+    } catch (error) {
+      this.logger.warn({ err: error, instanceId }, "attach refused");
+      endWithError(call, error);
+      return;
+    }
+    if (session.gone) return;
+    if (this.attachments.has(instanceId)) {
+      endWithError(call, new MeshError("alreadyExists", "instance already attached"));
+      return;
+    }
+    const attachment: Attachment = {
+      instanceId,
+      call,
+      calls: new CallMultiplexer({
+        send: (frame) => call.write({ msg: { $case: "call", value: frame } }),
+        windowSize: this.options.maxInFlightPerAgent ?? defaultMaxInFlightPerAgent,
+        windowFullMessage: "agent in-flight limit reached",
+        maxBufferedChunks: this.options.maxBufferedChunks ?? defaultMaxBufferedChunks,
+        clock: this.options.clock ?? systemClock,
+        timers: this.options.timers ?? systemTimers,
+      }),
+    };
+    session.attachment = attachment;
+    this.attachments.set(instanceId, attachment);
+    call.write({ msg: { $case: "welcome", value: { instanceId } } });
+    this.logger.info({ instanceId }, "agent attached");
+    this.emit("attached", instanceId, hello);
+  }
+
+  private remove(attachment: Attachment): void {
+    if (this.attachments.get(attachment.instanceId) !== attachment) return;
+    this.attachments.delete(attachment.instanceId);
+    attachment.calls.failAll(new MeshError("unavailable", "agent detached"));
+    this.logger.info({ instanceId: attachment.instanceId }, "agent detached");
+    this.emit("detached", attachment.instanceId);
+  }
+}
+
+function notAttached(): MeshError {
+  return new MeshError("unavailable", "agent not attached");
+}
+
+/** Ends a server stream with the error's status (MeshError) or INTERNAL. */
+function endWithError(call: AttachCall, error: unknown): void {
+  const known = statusOfError(error) ?? { code: status.INTERNAL, message: "attach failed" };
+  call.emit("error", Object.assign(new Error(known.message), { code: known.code, details: known.message }));
+}

@@ -1,0 +1,83 @@
+import { status } from "@grpc/grpc-js";
+import { invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
+import { type CallFrame, CallFrame_Kind, Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+
+/** What the caller puts in an OPEN frame; the transport adds the call id. */
+export type OpenFrameFields = Pick<CallFrame, "instanceId"> &
+  Partial<Pick<CallFrame, "envelope" | "invocation" | "contentType" | "payload">>;
+
+/** A finished unary reply. */
+export interface CallReply {
+  payload: Buffer;
+  contentType: string;
+}
+
+const emptyBytes = Buffer.alloc(0);
+
+// Object literals with every field instead of CallFrame.fromPartial: this runs
+// several times per call on the hot path.
+function frame(callId: number, kind: CallFrame_Kind): CallFrame {
+  return {
+    callId,
+    kind,
+    envelope: undefined,
+    instanceId: "",
+    payload: emptyBytes,
+    sequence: 0,
+    end: false,
+    streaming: false,
+    statusCode: 0,
+    statusMessage: "",
+    contentType: "",
+    invocation: undefined,
+  };
+}
+
+export function openFrame(callId: number, fields: OpenFrameFields, streaming: boolean): CallFrame {
+  const open = frame(callId, CallFrame_Kind.KIND_OPEN);
+  open.instanceId = fields.instanceId;
+  open.envelope = fields.envelope;
+  open.invocation = fields.invocation;
+  open.contentType = fields.contentType ?? "";
+  open.payload = fields.payload ?? emptyBytes;
+  open.streaming = streaming;
+  return open;
+}
+
+/** One chunk of a reply; `end` marks a unary reply complete in a single frame. */
+export function dataFrame(callId: number, payload: Buffer, options: { sequence?: number; end?: boolean; contentType?: string } = {}): CallFrame {
+  const data = frame(callId, CallFrame_Kind.KIND_DATA);
+  data.payload = payload;
+  data.sequence = options.sequence ?? 0;
+  data.end = options.end ?? false;
+  data.contentType = options.contentType ?? "";
+  return data;
+}
+
+export function endFrame(callId: number, code: number = status.OK, message = ""): CallFrame {
+  const end = frame(callId, CallFrame_Kind.KIND_END);
+  end.statusCode = code;
+  end.statusMessage = message;
+  return end;
+}
+
+export function cancelFrame(callId: number): CallFrame {
+  return frame(callId, CallFrame_Kind.KIND_CANCEL);
+}
+
+/**
+ * The invocation an OPEN frame carries, without checking any signature: the
+ * envelope's payload decoded, or the bare invocation (Attach). The invocation's
+ * own payload stays opaque bytes.
+ */
+export function decodeOpenInvocation(open: CallFrame): Invocation {
+  if (open.envelope !== undefined) {
+    try {
+      return Invocation.decode(open.envelope.payload);
+    } catch {
+      throw invalidArgument("malformed invocation in envelope");
+    }
+  }
+  if (open.invocation !== undefined) return open.invocation;
+  throw invalidArgument("open frame carries no invocation");
+}
