@@ -1,0 +1,81 @@
+import { Client, type ServiceError, credentials } from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+
+export interface ReadinessProbeOptions {
+  /** grpc.health.v1 service name; "" asks about the server as a whole. */
+  service: string;
+  /** Pause between failed checks. */
+  intervalMs: number;
+  /** Aborted when the child exits, readiness times out or the process is stopped. */
+  signal: AbortSignal;
+}
+
+/** Decides when a freshly started agent can take traffic. */
+export interface ReadinessProbe {
+  /** Resolves true once the agent at `address` reports SERVING, false if aborted first. */
+  waitUntilServing(address: string, options: ReadinessProbeOptions): Promise<boolean>;
+}
+
+// An agent binds its port a few ms after spawn; grpc-js would otherwise wait its default 1 s
+// reconnect backoff after the first refused connection and blow the start-to-READY budget.
+const probeChannelOptions = {
+  "grpc.initial_reconnect_backoff_ms": 20,
+  "grpc.max_reconnect_backoff_ms": 100,
+  // A private pool so a probe never shares (or keeps alive) a subchannel of the data plane.
+  "grpc.use_local_subchannel_pool": 1,
+};
+
+/** Per-call deadline: a hung agent must not stall polling past the readiness timeout for long. */
+const checkDeadlineMs = 500;
+
+interface HealthCheckResponse {
+  status?: string;
+}
+
+/** Polls the agent's own grpc.health.v1.Health/Check until it answers SERVING. */
+export function createGrpcHealthProbe(): ReadinessProbe {
+  return {
+    async waitUntilServing(address, options) {
+      const client = new Client(address, credentials.createInsecure(), probeChannelOptions);
+      try {
+        while (!options.signal.aborted) {
+          if ((await checkOnce(client, options.service)) === "SERVING") return true;
+          await pause(options.intervalMs, options.signal);
+        }
+        return false;
+      } finally {
+        client.close();
+      }
+    },
+  };
+}
+
+function checkOnce(client: Client, service: string): Promise<string | undefined> {
+  const method = healthService.Check;
+  if (method === undefined) throw new Error("grpc-health-check has no Check method");
+  return new Promise((resolve) => {
+    client.makeUnaryRequest<{ service: string }, HealthCheckResponse>(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize as (bytes: Buffer) => HealthCheckResponse,
+      { service },
+      { deadline: Date.now() + checkDeadlineMs },
+      (error: ServiceError | null, response?: HealthCheckResponse) => {
+        // Not listening yet (UNAVAILABLE), NOT_FOUND for the service, deadline: all mean "not yet".
+        resolve(error === null ? response?.status : undefined);
+      },
+    );
+  });
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
