@@ -4,6 +4,7 @@ import { ReflectionService } from "@grpc/reflection";
 import type { Server } from "@grpc/grpc-js";
 import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
 import { packageRoot } from "./paths.js";
+import { fixMapEntryNames } from "./reflection-descriptor-fix.js";
 
 export const meshServiceNames = [
   "agentmesh.v1.RegistryService",
@@ -32,5 +33,5 @@ export function addReflection(server: Server, servedServices: readonly string[])
     ],
     { includeDirs: [protoDirectory], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
   );
-  new ReflectionService(definition, { services: [...servedServices, "grpc.health.v1.Health"] }).addToServer(server);
+  new ReflectionService(fixMapEntryNames(definition), { services: [...servedServices, "grpc.health.v1.Health"] }).addToServer(server);
 }

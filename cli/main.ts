@@ -1,0 +1,11 @@
+import { Command } from "commander";
+import { addCtlCommand } from "./ctl-command.js";
+import { addServerCommand } from "./server-command.js";
+
+const program = new Command("agentmesh")
+  .description("agentmesh: a gRPC service mesh for AI agents")
+  .version("0.1.0")
+  .showHelpAfterError();
+addServerCommand(program);
+addCtlCommand(program);
+await program.parseAsync(process.argv);

@@ -1,0 +1,84 @@
+import { mkdirSync } from "node:fs";
+import type { Command } from "commander";
+import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
+import { type ServerConfig, defaultServerConfig } from "../services/server/config.js";
+import { createLogger } from "../services/server/logger.js";
+import { startServer } from "../services/server/server.js";
+import { envOption, parseInteger, parseNumber } from "./options.js";
+
+// The process must be gone within 5 s of SIGTERM, whatever is still in flight.
+const EXIT_DEADLINE_MS = 5000;
+
+export function addServerCommand(program: Command): void {
+  const defaults = defaultServerConfig;
+  program
+    .command("server")
+    .description("run the control plane: registry, orchestrator, health, reflection and metrics")
+    .addOption(envOption("--host <host>", "AGENTMESH_HOST", "gRPC bind address", defaults.host))
+    .addOption(envOption("--port <port>", "AGENTMESH_PORT", "gRPC port (0 = any free port)", String(defaults.port)).argParser(parseInteger("--port", 0, 65535)))
+    .addOption(envOption("--http-host <host>", "AGENTMESH_HTTP_HOST", "bind address of /metrics, /healthz, /readyz", defaults.httpHost))
+    .addOption(envOption("--http-port <port>", "AGENTMESH_HTTP_PORT", "HTTP port for /metrics, /healthz, /readyz", String(defaults.httpPort)).argParser(parseInteger("--http-port", 0, 65535)))
+    .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "directory for what the server keeps on disk (CA, audit log)", defaults.dataDir))
+    .addOption(envOption("--role <role>", "AGENTMESH_ROLE", "all | registry | orchestrator", defaults.role))
+    .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
+    .addOption(envOption("--server-id <id>", "AGENTMESH_SERVER_ID", "id of this replica", defaults.serverId))
+    .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext gRPC on 127.0.0.1 only, no authentication (development)"))
+    .addOption(envOption("--log-level <level>", "AGENTMESH_LOG_LEVEL", "trace | debug | info | warn | error", defaults.logLevel))
+    .addOption(
+      envOption("--heartbeat-timeout-multiplier <n>", "AGENTMESH_HEARTBEAT_TIMEOUT_MULTIPLIER", "intervals of silence before an agent is UNHEALTHY", String(defaults.heartbeatTimeoutMultiplier)).argParser(
+        parseNumber("--heartbeat-timeout-multiplier", 1.5, 10),
+      ),
+    )
+    .addOption(
+      envOption("--reconnect-grace-ms <ms>", "AGENTMESH_RECONNECT_GRACE_MS", "time a lost sidecar stream has to come back", String(defaults.reconnectGraceMs)).argParser(
+        parseInteger("--reconnect-grace-ms", 0, 600_000),
+      ),
+    )
+    .addOption(
+      envOption("--max-message-bytes <bytes>", "AGENTMESH_MAX_MESSAGE_BYTES", "largest gRPC message accepted", String(defaults.maxMessageBytes)).argParser(
+        parseInteger("--max-message-bytes", 1024, 64 * 1024 * 1024),
+      ),
+    )
+    .action(async (options: Record<string, unknown>) => {
+      const config: Partial<ServerConfig> = {
+        host: options.host as string,
+        port: Number(options.port),
+        httpHost: options.httpHost as string,
+        httpPort: Number(options.httpPort),
+        dataDir: options.dataDir as string,
+        role: options.role as ServerConfig["role"],
+        trustDomain: options.trustDomain as string,
+        serverId: options.serverId as string,
+        insecureDev: options.insecureDev === true || options.insecureDev === "true" || options.insecureDev === "1" || defaults.insecureDev,
+        logLevel: options.logLevel as string,
+        heartbeatTimeoutMultiplier: Number(options.heartbeatTimeoutMultiplier),
+        reconnectGraceMs: Number(options.reconnectGraceMs),
+        maxMessageBytes: Number(options.maxMessageBytes),
+      };
+      const log = createLogger(config.logLevel ?? "info");
+      try {
+        mkdirSync(config.dataDir ?? defaults.dataDir, { recursive: true, mode: 0o700 });
+        const running = await startServer(config, { log });
+        // Machine-readable line for scripts and tests that start the server on port 0.
+        log.info({ grpcAddress: running.address, httpPort: running.httpPort }, "listening");
+        const stop = (signal: string) => {
+          log.info({ signal }, "signal received, shutting down");
+          setTimeout(() => process.exit(1), EXIT_DEADLINE_MS).unref();
+          running.close().then(
+            () => process.exit(0),
+            () => process.exit(1),
+          );
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      } catch (error) {
+        if (error instanceof MeshError) {
+          log.error({ problem: error.message }, "cannot start server");
+          process.exitCode = 2;
+          return;
+        }
+        log.error({ err: error }, "cannot start server");
+        process.exitCode = 1;
+      }
+    });
+}
