@@ -1,0 +1,210 @@
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ManualClock } from "../../sdk/ts/src/core/clock.js";
+import {
+  auditEntryHash,
+  canonicalJson,
+  FileAuditLog,
+  genesisHash,
+  verifyAuditLog,
+} from "../../services/identity/audit-log.js";
+import type { AuditEntry } from "../../services/identity/audit-log.js";
+import type { AuditEvent } from "../../services/identity/ports.js";
+
+let dir: string;
+let path: string;
+let clock: ManualClock;
+const openLogs: FileAuditLog[] = [];
+
+async function openLog(durability: "write" | "fsync" = "write"): Promise<FileAuditLog> {
+  const log = await FileAuditLog.open({ path, clock, durability });
+  openLogs.push(log);
+  return log;
+}
+
+const event = (index: number): AuditEvent => ({
+  actor: "spiffe://mesh.local/admin/alice",
+  action: "agent.register",
+  target: `instance-${index}`,
+  outcome: index % 3 === 0 ? "denied" : "success",
+  requestId: `req-${index}`,
+  details: { index, note: "é ✓", nested: { b: 1, a: [true, null] } },
+});
+
+async function writeEntries(count: number, durability: "write" | "fsync" = "write"): Promise<void> {
+  const log = await openLog(durability);
+  await Promise.all(Array.from({ length: count }, (_, index) => log.append(event(index))));
+  await log.close();
+}
+
+async function lines(): Promise<string[]> {
+  return (await readFile(path, "utf8")).split("\n").filter((line) => line.length > 0);
+}
+
+async function writeLines(newLines: string[]): Promise<void> {
+  await writeFile(path, newLines.map((line) => `${line}\n`).join(""));
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "agentmesh-audit-"));
+  path = join(dir, "audit.jsonl");
+  clock = new ManualClock(1_700_000_000_000);
+});
+
+afterEach(async () => {
+  for (const log of openLogs.splice(0)) await log.close().catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("canonicalJson", () => {
+  it("sorts keys at every depth, drops undefined and adds no whitespace", () => {
+    expect(canonicalJson({ b: 1, a: { d: [1, "x"], c: null }, u: undefined })).toBe('{"a":{"c":null,"d":[1,"x"]},"b":1}');
+  });
+
+  it.each([[Number.NaN], [Number.POSITIVE_INFINITY], [10n], [() => 1]])("refuses %s", (value) => {
+    expect(() => canonicalJson({ value })).toThrow();
+  });
+});
+
+describe("FileAuditLog", () => {
+  it("writes one chained JSON line per event, in call order", async () => {
+    await writeEntries(5);
+    const entries = (await lines()).map((line) => JSON.parse(line) as AuditEntry);
+    expect(entries.map((entry) => entry.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(entries.map((entry) => entry.target)).toEqual(["instance-0", "instance-1", "instance-2", "instance-3", "instance-4"]);
+    expect(entries[0]?.prevHash).toBe(genesisHash);
+    for (const [index, entry] of entries.entries()) {
+      expect(entry.hash).toBe(auditEntryHash(entry));
+      if (index > 0) expect(entry.prevHash).toBe(entries[index - 1]?.hash);
+    }
+    expect(entries[0]).toMatchObject({
+      time: "2023-11-14T22:13:20.000Z",
+      actor: "spiffe://mesh.local/admin/alice",
+      action: "agent.register",
+      outcome: "denied",
+      requestId: "req-0",
+      details: { index: 0, note: "é ✓" },
+    });
+  });
+
+  it("the hash is SHA-256 over the canonical JSON without the hash field", async () => {
+    await writeEntries(1);
+    const [line] = await lines();
+    const entry = JSON.parse(line ?? "") as AuditEntry;
+    const { hash, ...rest } = entry;
+    const { createHash } = await import("node:crypto");
+    expect(hash).toBe(createHash("sha256").update(canonicalJson(rest)).digest("hex"));
+    // Stored lines are themselves canonical, so other tools can re-derive them.
+    expect(line).toBe(canonicalJson(entry));
+  });
+
+  it("creates the file with mode 0600", async () => {
+    await writeEntries(1);
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+  });
+
+  it("continues the chain across a reopen", async () => {
+    await writeEntries(3);
+    await writeEntries(2, "fsync");
+    const result = await verifyAuditLog(path);
+    expect(result).toMatchObject({ ok: true, entries: 5 });
+    const reopened = await openLog();
+    expect(reopened.head.seq).toBe(5);
+    expect(result.ok && result.head).toEqual(reopened.head);
+  });
+
+  it("keeps every entry of a large concurrent burst", async () => {
+    await writeEntries(2_000);
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 2_000 });
+  });
+
+  it("tail answers the newest lines, oldest first, including unflushed appends", async () => {
+    const log = await openLog();
+    for (let index = 0; index < 10; index += 1) void log.append(event(index));
+    const tail = await log.tail(3);
+    expect(tail.map((line) => (JSON.parse(line) as AuditEntry).seq)).toEqual([8, 9, 10]);
+    expect((await log.tail(50)).length).toBe(10);
+  });
+
+  it("refuses to continue a log whose last line was edited", async () => {
+    await writeEntries(3);
+    const stored = await lines();
+    stored[2] = stored[2]?.replace("instance-2", "instance-9") ?? "";
+    await writeLines(stored);
+    await expect(FileAuditLog.open({ path, clock })).rejects.toThrow(/corrupt/);
+  });
+
+  it("refuses to continue a log that ends in a partial line", async () => {
+    await writeEntries(2);
+    await writeFile(path, `${(await readFile(path, "utf8")).slice(0, -10)}`);
+    await expect(FileAuditLog.open({ path, clock })).rejects.toThrow(/partial line/);
+  });
+
+  it("rejects appends after close", async () => {
+    const log = await openLog();
+    await log.close();
+    await expect(log.append(event(1))).rejects.toThrow(/closed/);
+  });
+
+  it("rejects an event whose details are not JSON without breaking the chain", async () => {
+    const log = await openLog();
+    await expect(log.append({ ...event(1), details: { bad: Number.NaN } })).rejects.toThrow();
+    await log.append(event(2));
+    await log.close();
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 1 });
+  });
+});
+
+describe("verifyAuditLog", () => {
+  beforeEach(async () => {
+    await writeEntries(6);
+  });
+
+  it("passes on an untouched log", async () => {
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 6 });
+  });
+
+  it("names an edited line", async () => {
+    const stored = await lines();
+    stored[2] = stored[2]?.replace('"outcome":"success"', '"outcome":"denied"') ?? "";
+    await writeLines(stored);
+    expect(await verifyAuditLog(path)).toEqual({ ok: false, line: 3, reason: "hash does not match contents" });
+  });
+
+  it("names an edited line even when its hash was recomputed", async () => {
+    const stored = await lines();
+    const entry = JSON.parse(stored[1] ?? "") as AuditEntry;
+    const forged = { ...entry, actor: "spiffe://mesh.local/admin/mallory" };
+    stored[1] = canonicalJson({ ...forged, hash: auditEntryHash(forged) });
+    await writeLines(stored);
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: false, line: 3, reason: "prevHash does not match the previous entry" });
+  });
+
+  it("names the line after a deleted one", async () => {
+    const stored = await lines();
+    stored.splice(3, 1);
+    await writeLines(stored);
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: false, line: 4, reason: "expected seq 4, found 5" });
+  });
+
+  it("detects a deleted first line", async () => {
+    await writeLines((await lines()).slice(1));
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: false, line: 1 });
+  });
+
+  it("names the first of two swapped lines", async () => {
+    const stored = await lines();
+    [stored[1], stored[4]] = [stored[4] ?? "", stored[1] ?? ""];
+    await writeLines(stored);
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: false, line: 2, reason: "expected seq 2, found 5" });
+  });
+
+  it("names a line that is not JSON", async () => {
+    const stored = await lines();
+    stored[0] = "{oops";
+    await writeLines(stored);
+    expect(await verifyAuditLog(path)).toEqual({ ok: false, line: 1, reason: "not a JSON audit entry" });
+  });
+});
