@@ -5,7 +5,10 @@ export interface StateEvent {
   agentName: string;
   state: ProcessState;
   previous: ProcessState;
-  /** Why: "start requested", "healthy", "exited with code 1", "killed by SIGKILL", "crash loop", "memory limit exceeded", ... */
+  /**
+   * Why: "start requested", "healthy", "attached", "exited with code 1", "killed by SIGKILL",
+   * "crash loop", "memory limit exceeded", "readiness timeout", "spawn failed: ENOENT", ...
+   */
   reason: string;
   /** The child's pid, when the change concerns a spawned child. */
   pid?: number;

@@ -531,7 +531,7 @@ export class Supervisor {
       restarts: managed.restarts,
       ...withoutUndefined(fields),
     };
-    this.log.info({ ...event, from: previous }, "agent process state changed");
+    this.log.info(event, "agent process state changed");
     this.emit("state", event);
   }
 
