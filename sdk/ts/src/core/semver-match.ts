@@ -35,9 +35,13 @@ export function parseVersionRange(raw: string, field = "version_range"): Version
   return parsed;
 }
 
+// The regular expression semver.org publishes for SemVer 2.0.0, build metadata included.
+const strictSemver =
+  /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$/;
+
 /** True when `version` is a strict semver 2.0.0 version (no `v` prefix, no loose forms). */
 export function isValidVersion(version: string): boolean {
-  return version.length <= 128 && semver.valid(version) === version;
+  return version.length <= 128 && strictSemver.test(version);
 }
 
 /** Orders versions newest first (semver precedence). */
