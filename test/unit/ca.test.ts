@@ -1,5 +1,5 @@
 import { generateKeyPairSync, X509Certificate } from "node:crypto";
-import { mkdtemp, readFile, rm, stat, unlink } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -266,13 +266,10 @@ describe("PEM helpers", () => {
   });
 });
 
-// writeFile's mode is filtered by the umask only one way; the explicit chmod makes 0600 hold regardless.
-it("the data dir key file stays 0600 even under a permissive umask", async () => {
-  const previous = process.umask(0o000);
-  try {
-    await createCa();
-  } finally {
-    process.umask(previous);
-  }
+// writeFile applies its mode only when it creates the file: a leftover temporary
+// file from a crashed first start must not hand its looser mode to the key.
+it("the key file is 0600 even when a crashed start left a looser temporary file", async () => {
+  await writeFile(join(dataDir, `${caKeyFileName}.tmp`), "stale", { mode: 0o644 });
+  await createCa();
   expect((await stat(join(dataDir, caKeyFileName))).mode & 0o777).toBe(0o600);
 });

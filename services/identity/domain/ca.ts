@@ -182,7 +182,8 @@ async function loadOrCreateInDataDir(options: CaFromDataDir): Promise<{ certPem:
   await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   const created = await createSelfSignedCa(options);
   // Write to temporary names, key first, then rename: a crash leaves either
-  // nothing or a complete pair under the real names.
+  // nothing or a complete pair under the real names. chmod because writeFile's
+  // mode only applies when it creates the file, not to a leftover temporary.
   await writeFile(`${keyPath}.tmp`, created.keyPem, { mode: 0o600 });
   await chmod(`${keyPath}.tmp`, 0o600);
   await writeFile(`${certPath}.tmp`, created.certPem, { mode: 0o644 });
