@@ -1,4 +1,5 @@
 import { generateKeyPairSync, X509Certificate } from "node:crypto";
+import type { webcrypto } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -98,8 +99,8 @@ describe("loadOrCreateCa", () => {
 
   it("signs with an operator's intermediate and ships it in the chain", async () => {
     const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
-    const rootKeys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as CryptoKeyPair;
-    const intermediateKeys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as CryptoKeyPair;
+    const rootKeys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+    const intermediateKeys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
     const root = await x509.X509CertificateGenerator.createSelfSigned({
       name: "CN=operator root",
       keys: rootKeys,
@@ -206,8 +207,8 @@ describe("issueCertificate", () => {
   it("rejects a CSR whose signature does not match its key", async () => {
     const ca = await createCa();
     const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
-    const signing = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as CryptoKeyPair;
-    const claimed = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as CryptoKeyPair;
+    const signing = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+    const claimed = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
     // Someone else's public key, signed with the requester's own private key.
     const csr = await x509.Pkcs10CertificateRequestGenerator.create({
       name: "CN=summarizer",
@@ -249,7 +250,7 @@ describe("issueCertificate", () => {
   it("rejects an RSA CSR", async () => {
     const ca = await createCa();
     const algorithm = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256", publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 1024 };
-    const keys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as CryptoKeyPair;
+    const keys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
     const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: "CN=a", keys, signingAlgorithm: algorithm });
     await expect(ca.issueCertificate({ csrPem: csr.toString("pem"), spiffeId: agentId, ttlMs: 60_000 })).rejects.toThrow(
       new MeshError("invalidArgument", "csr key must be ECDSA P-256 or Ed25519"),

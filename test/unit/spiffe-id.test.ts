@@ -1,4 +1,5 @@
 import { X509Certificate } from "node:crypto";
+import type { webcrypto } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import {
@@ -70,10 +71,10 @@ describe("formatSpiffeId", () => {
 
 describe("SPIFFE IDs in certificates", () => {
   const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
-  let keys: CryptoKeyPair;
+  let keys: webcrypto.CryptoKeyPair;
 
   beforeAll(async () => {
-    keys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as CryptoKeyPair;
+    keys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
   });
 
   async function certificateWith(names: Array<{ type: "url" | "dns" | "ip"; value: string }>): Promise<X509Certificate> {
