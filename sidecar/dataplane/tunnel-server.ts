@@ -90,6 +90,11 @@ export class TunnelServer {
   }
 
   private accept(call: TunnelCall): void {
+    if (this.draining) {
+      // Refused before the headers, so the client does not take it for a healthy peer and reset its backoff.
+      call.emit("error", Object.assign(new Error("peer sidecar draining"), { code: status.UNAVAILABLE, details: "peer sidecar draining" }));
+      return;
+    }
     const tunnel = new InboundTunnel(call, {
       handler: this.options.handler,
       maxConcurrentCalls: this.options.maxConcurrentCallsPerTunnel ?? defaultMaxConcurrentCallsPerTunnel,
@@ -99,7 +104,6 @@ export class TunnelServer {
       onClosed: () => this.tunnels.delete(tunnel),
     });
     this.tunnels.add(tunnel);
-    if (this.draining) void tunnel.finish();
   }
 }
 

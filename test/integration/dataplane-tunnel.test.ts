@@ -336,5 +336,12 @@ describe("TunnelClient ↔ TunnelServer over a real socket", () => {
     await expect(running).resolves.toMatchObject({ payload: Buffer.from("ok") });
     await drained;
     await waitForState(client, "backoff");
+
+    // A tunnel opened during the drain is refused before it looks ready, so its client keeps backing off.
+    const late = connect(port);
+    const states: TunnelState[] = [];
+    late.on("stateChange", (state: TunnelState) => states.push(state));
+    await expect(late.unary(openFor("too late"))).rejects.toEqual(new MeshError("unavailable", "tunnel to peer broke"));
+    expect(states).toEqual(["connecting", "backoff"]);
   });
 });
