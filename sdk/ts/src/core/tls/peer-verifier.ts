@@ -1,0 +1,84 @@
+import { X509Certificate } from "node:crypto";
+import type { PeerCertificate } from "node:tls";
+import { MeshError } from "../mesh-error.js";
+import { type SpiffeId, peerSpiffeId } from "../spiffe-id.js";
+
+export interface VerifiedPeer {
+  spiffeId: SpiffeId;
+  /** Lower-case hex without leading zeros. */
+  serial: string;
+  notBeforeMs: number;
+  notAfterMs: number;
+}
+
+const CACHE_LIMIT = 10_000;
+
+/**
+ * Verifies a TLS peer's certificate chain against the trust bundle and reads its
+ * SPIFFE ID. Mesh ports ask for client certificates without letting TLS reject
+ * them (a joining sidecar has none yet), so this is where "chained to the trust
+ * bundle" is enforced. Chain checks are cached by fingerprint; validity is
+ * checked on every call, so an expired certificate stops working mid-connection.
+ */
+export class PeerVerifier {
+  private roots: X509Certificate[] = [];
+  private readonly cache = new Map<string, VerifiedPeer | MeshError>();
+
+  constructor(
+    private readonly trustDomain: string,
+    /** Trust roots plus the intermediates the mesh CA issues from. */
+    trustBundlePem: readonly string[] = [],
+  ) {
+    this.setTrustBundle(trustBundlePem);
+  }
+
+  setTrustBundle(trustBundlePem: readonly string[]): void {
+    this.roots = trustBundlePem.map((pem) => new X509Certificate(pem));
+    this.cache.clear();
+  }
+
+  verify(peer: PeerCertificate | undefined, nowMs: number): VerifiedPeer {
+    if (!peer || !peer.raw || Object.keys(peer).length === 0) {
+      throw new MeshError("unauthenticated", "client certificate required");
+    }
+    const key = peer.fingerprint256;
+    let verdict = this.cache.get(key);
+    if (!verdict) {
+      verdict = this.verifyChain(peer);
+      if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
+      this.cache.set(key, verdict);
+    }
+    if (verdict instanceof MeshError) throw verdict;
+    if (nowMs < verdict.notBeforeMs || nowMs >= verdict.notAfterMs) throw new MeshError("unauthenticated", "client certificate expired or not yet valid");
+    return verdict;
+  }
+
+  private verifyChain(peer: PeerCertificate): VerifiedPeer | MeshError {
+    try {
+      const leaf = new X509Certificate(peer.raw);
+      if (leaf.ca) return new MeshError("unauthenticated", "client certificate is a CA");
+      // grpc-js exposes only the leaf (not the presented chain), so the anchors hold
+      // the roots and any intermediate the mesh CA signs with.
+      if (!this.roots.some((anchor) => issuedBy(leaf, anchor))) {
+        return new MeshError("unauthenticated", "client certificate not issued by the mesh CA");
+      }
+      return {
+        spiffeId: peerSpiffeId(leaf, this.trustDomain),
+        serial: normalizeHex(leaf.serialNumber),
+        notBeforeMs: Date.parse(leaf.validFrom),
+        notAfterMs: Date.parse(leaf.validTo),
+      };
+    } catch (error) {
+      if (error instanceof MeshError) return error;
+      return new MeshError("unauthenticated", "client certificate unreadable");
+    }
+  }
+}
+
+function issuedBy(certificate: X509Certificate, issuer: X509Certificate): boolean {
+  return issuer.ca && certificate.checkIssued(issuer) && certificate.verify(issuer.publicKey);
+}
+
+function normalizeHex(serial: string): string {
+  return serial.toLowerCase().replace(/^0+(?=.)/, "");
+}
