@@ -1,4 +1,4 @@
-import { createHash, randomBytes as cryptoRandomBytes, sign, verify } from "node:crypto";
+import { hash, randomFillSync, sign, verify } from "node:crypto";
 import type { KeyObject, X509Certificate } from "node:crypto";
 import type { SignedEnvelope } from "../gen/agentmesh/v1/types.js";
 import type { Clock } from "./clock.js";
@@ -71,27 +71,47 @@ export function canonicalBytes(fields: CanonicalFields): Buffer {
   // One allocation and sequential writes: this runs on every Invoke.
   const out = Buffer.allocUnsafe(total);
   let offset = prefixBytes.copy(out, 0);
-  const writeString = (value: string, length: number): void => {
-    offset = out.writeUInt32BE(length, offset);
-    offset += out.write(value, offset, length, "utf8");
-  };
-  const writeBytes = (value: Uint8Array): void => {
-    offset = out.writeUInt32BE(value.byteLength, offset);
-    out.set(value, offset);
-    offset += value.byteLength;
-  };
-  writeString(fields.signer, signerLength);
-  writeString(fields.audience, audienceLength);
-  writeString(fields.method, methodLength);
-  writeString(fields.payloadType, payloadTypeLength);
-  offset = out.writeBigUInt64BE(BigInt(fields.issuedAtMs), offset);
-  writeBytes(fields.nonce);
-  writeBytes(fields.payloadSha256);
+  offset = writeLengthPrefixedString(out, offset, fields.signer, signerLength);
+  offset = writeLengthPrefixedString(out, offset, fields.audience, audienceLength);
+  offset = writeLengthPrefixedString(out, offset, fields.method, methodLength);
+  offset = writeLengthPrefixedString(out, offset, fields.payloadType, payloadTypeLength);
+  // u64 as two u32 halves: exact for every safe integer and cheaper than BigInt.
+  offset = out.writeUInt32BE(Math.floor(fields.issuedAtMs / 0x1_0000_0000), offset);
+  offset = out.writeUInt32BE(fields.issuedAtMs >>> 0, offset);
+  offset = writeLengthPrefixedBytes(out, offset, fields.nonce);
+  writeLengthPrefixedBytes(out, offset, fields.payloadSha256);
   return out;
 }
 
+function writeLengthPrefixedString(out: Buffer, offset: number, value: string, length: number): number {
+  const start = out.writeUInt32BE(length, offset);
+  return start + out.write(value, start, length, "utf8");
+}
+
+function writeLengthPrefixedBytes(out: Buffer, offset: number, value: Uint8Array): number {
+  const start = out.writeUInt32BE(value.byteLength, offset);
+  out.set(value, start);
+  return start + value.byteLength;
+}
+
 export function sha256(data: Uint8Array): Buffer {
-  return createHash("sha256").update(data).digest();
+  return hash("sha256", data, "buffer");
+}
+
+// Nonces come from a pool filled 256 at a time: one RNG call instead of one per
+// envelope. Each refill allocates a new pool, so handed-out nonces never change.
+const noncePoolBytes = 256 * 16;
+let noncePool = Buffer.alloc(0);
+let noncePoolOffset = 0;
+
+function pooledRandomBytes(size: number): Uint8Array {
+  if (noncePoolOffset + size > noncePool.length) {
+    noncePool = randomFillSync(Buffer.allocUnsafeSlow(Math.max(noncePoolBytes, size)));
+    noncePoolOffset = 0;
+  }
+  const bytes = noncePool.subarray(noncePoolOffset, noncePoolOffset + size);
+  noncePoolOffset += size;
+  return bytes;
 }
 
 /** The signature algorithm a key signs with, or undefined when agentmesh does not support it. */
@@ -132,7 +152,8 @@ export function signEnvelope(input: SignEnvelopeInput): SignedEnvelope {
   if (alg === undefined || input.privateKey.type !== "private") {
     throw new MeshError("invalidArgument", "signing key must be an ECDSA P-256 or Ed25519 private key");
   }
-  const nonce = Buffer.from((input.randomBytes ?? cryptoRandomBytes)(nonceLengthBytes));
+  const random = (input.randomBytes ?? pooledRandomBytes)(nonceLengthBytes);
+  const nonce = Buffer.isBuffer(random) ? random : Buffer.from(random);
   if (nonce.length !== nonceLengthBytes) throw new MeshError("invalidArgument", "random source must give 16 bytes");
   const payload = Buffer.from(input.payload.buffer, input.payload.byteOffset, input.payload.byteLength);
   const issuedAtMs = input.clock.nowMs();
