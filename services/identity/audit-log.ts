@@ -1,3 +1,16 @@
+// Audit log format (what `agentmesh ctl audit verify` and any outside tool check):
+//
+// - One JSON object per line, UTF-8, "\n"-terminated, written as canonicalJson.
+// - Fields: seq (1, 2, 3, ... with no gaps), time (ISO 8601 UTC), actor (SPIFFE ID),
+//   action, target, outcome (success | denied | failure), requestId, details
+//   (optional object), prevHash, hash.
+// - hash = lower-case hex SHA-256 of canonicalJson(entry without `hash`), where
+//   canonicalJson sorts object keys at every depth and adds no whitespace (RFC 8785
+//   for the values an entry holds).
+// - prevHash = the previous line's hash; the first line's is 64 zeros.
+// Editing a line breaks its hash; removing or reordering lines breaks seq/prevHash
+// at the first line that no longer follows. Cutting lines off the end leaves a valid
+// shorter chain, so `head` (last seq and hash) should be anchored elsewhere.
 import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
