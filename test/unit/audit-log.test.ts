@@ -128,6 +128,16 @@ describe("FileAuditLog", () => {
     expect((await log.tail(50)).length).toBe(10);
   });
 
+  it("tail reads across 64 KiB chunk boundaries without splitting lines or characters", async () => {
+    const log = await openLog();
+    const wide = "é✓".repeat(700);
+    await Promise.all(Array.from({ length: 200 }, (_, index) => log.append({ ...event(index), details: { wide } })));
+    const stored = await lines();
+    expect(Buffer.byteLength(stored.join("\n"))).toBeGreaterThan(3 * 64 * 1024);
+    expect(await log.tail(150)).toEqual(stored.slice(-150));
+    expect(await log.tail(1_000)).toEqual(stored);
+  });
+
   it("refuses to continue a log whose last line was edited", async () => {
     await writeEntries(3);
     const stored = await lines();
