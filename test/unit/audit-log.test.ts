@@ -115,6 +115,17 @@ describe("FileAuditLog", () => {
     expect(result.ok && result.head).toEqual(reopened.head);
   });
 
+  it("continues after a last line longer than the 64 KiB read chunk", async () => {
+    const log = await openLog();
+    await log.append(event(0));
+    await log.append({ ...event(1), details: { big: "x".repeat(150_000) } });
+    await log.close();
+    const reopened = await openLog();
+    expect(reopened.head.seq).toBe(2);
+    await reopened.append(event(2));
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 3 });
+  });
+
   it("keeps every entry of a large concurrent burst", async () => {
     await writeEntries(2_000);
     expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 2_000 });
