@@ -1,7 +1,7 @@
 // Data plane transport bench (DESIGN §5.1): latency a multiplexed Tunnel hop
 // adds over a direct unary gRPC call, and the CPU the tunnel server spends.
 //
-//   npx tsx bench/tunnel.ts [--rate 1000] [--seconds 10] [--warmup-seconds 2]
+//   npx tsx bench/tunnel.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup-seconds 2]
 //
 // Every server runs in its own child process (forked from this file with a
 // role argument) so client, tunnel and agent do not share an event loop.
@@ -263,8 +263,20 @@ interface Scenario {
   agent?: Child;
 }
 
-async function measure(scenario: Scenario, rate: number, seconds: number, warmupSeconds: number): Promise<ScenarioResult> {
-  await openLoop(scenario.call, rate, warmupSeconds);
+interface CpuSample {
+  cpuMicros: number;
+  elapsedMs: number;
+}
+
+interface Window {
+  load: LoadResult;
+  clientCpu: CpuSample;
+  serverCpu: CpuSample | undefined;
+  agentCpu: CpuSample | undefined;
+}
+
+/** One measured stretch of one scenario, with the CPU each process spent in it. */
+async function measureWindow(scenario: Scenario, rate: number, seconds: number): Promise<Window> {
   await probeCpu(scenario.server, "cpu-start");
   if (scenario.agent !== undefined) await probeCpu(scenario.agent, "cpu-start");
   const clientCpuBefore = process.cpuUsage();
@@ -272,23 +284,38 @@ async function measure(scenario: Scenario, rate: number, seconds: number, warmup
   const clientCpu = process.cpuUsage(clientCpuBefore);
   const serverCpu = await probeCpu(scenario.server, "cpu-stop");
   const agentCpu = scenario.agent === undefined ? undefined : await probeCpu(scenario.agent, "cpu-stop");
-  const sorted = load.latenciesMs.sort((left, right) => left - right);
-  const cpuPercent = (sample: { cpuMicros: number; elapsedMs: number } | undefined): number =>
-    sample === undefined ? Number.NaN : round((sample.cpuMicros / 1000 / sample.elapsedMs) * 100, 1);
+  return { load, clientCpu: { cpuMicros: clientCpu.user + clientCpu.system, elapsedMs: load.elapsedMs }, serverCpu, agentCpu };
+}
+
+function cpuPercent(samples: Array<CpuSample | undefined>): number {
+  let cpuMicros = 0;
+  let elapsedMs = 0;
+  for (const sample of samples) {
+    if (sample === undefined) return Number.NaN;
+    cpuMicros += sample.cpuMicros;
+    elapsedMs += sample.elapsedMs;
+  }
+  return round((cpuMicros / 1000 / elapsedMs) * 100, 1);
+}
+
+function summarize(scenario: Scenario, windows: Window[]): ScenarioResult {
+  const sorted = windows.flatMap((window) => window.load.latenciesMs).sort((left, right) => left - right);
+  const sent = windows.reduce((sum, window) => sum + window.load.sent, 0);
+  const elapsedMs = windows.reduce((sum, window) => sum + window.load.elapsedMs, 0);
   return {
     scenario: scenario.name,
     path: scenario.path,
-    calls: load.sent,
-    errors: load.errors,
-    achievedRatePerSecond: round(load.sent / (load.elapsedMs / 1000), 1),
+    calls: sent,
+    errors: windows.reduce((sum, window) => sum + window.load.errors, 0),
+    achievedRatePerSecond: round(sent / (elapsedMs / 1000), 1),
     p50Ms: round(percentile(sorted, 0.5)),
     p90Ms: round(percentile(sorted, 0.9)),
     p99Ms: round(percentile(sorted, 0.99)),
     maxMs: round(percentile(sorted, 1)),
-    maxSendLagMs: round(load.maxSendLagMs),
-    clientCpuPercent: round(((clientCpu.user + clientCpu.system) / 1000 / load.elapsedMs) * 100, 1),
-    serverCpuPercent: cpuPercent(serverCpu),
-    ...(agentCpu === undefined ? {} : { agentCpuPercent: cpuPercent(agentCpu) }),
+    maxSendLagMs: round(Math.max(...windows.map((window) => window.load.maxSendLagMs))),
+    clientCpuPercent: cpuPercent(windows.map((window) => window.clientCpu)),
+    serverCpuPercent: cpuPercent(windows.map((window) => window.serverCpu)),
+    ...(scenario.agent === undefined ? {} : { agentCpuPercent: cpuPercent(windows.map((window) => window.agentCpu)) }),
   };
 }
 
@@ -328,6 +355,7 @@ async function main(): Promise<void> {
   const rate = option("rate", 1000);
   const seconds = option("seconds", 10);
   const warmupSeconds = option("warmup-seconds", 2);
+  const rounds = Math.max(1, Math.round(option("rounds", 5)));
   const children: Child[] = [];
   try {
     const agent = await spawnChild("echo-agent");
@@ -390,12 +418,18 @@ async function main(): Promise<void> {
       },
     ];
 
-    process.stdout.write(`tunnel bench: ${rate} calls/s open loop, ${seconds} s per scenario after ${warmupSeconds} s warm-up, ${payloadBytes} B payloads, plaintext\n`);
-    const results: ScenarioResult[] = [];
-    for (const scenario of scenarios) {
-      process.stdout.write(`  ${scenario.name} …\n`);
-      results.push(await measure(scenario, rate, seconds, warmupSeconds));
+    process.stdout.write(
+      `tunnel bench: ${rate} calls/s open loop, ${seconds} s per scenario in ${rounds} rounds after ${warmupSeconds} s warm-up, ${payloadBytes} B payloads, plaintext\n`,
+    );
+    for (const scenario of scenarios) await openLoop(scenario.call, rate, warmupSeconds);
+    // Scenarios take turns in short rounds, so load from whatever else runs on
+    // this shared machine falls on all of them alike instead of on one.
+    const windows = new Map<Scenario, Window[]>(scenarios.map((scenario) => [scenario, []]));
+    for (let roundNumber = 1; roundNumber <= rounds; roundNumber += 1) {
+      process.stdout.write(`  round ${roundNumber}/${rounds}\n`);
+      for (const scenario of scenarios) windows.get(scenario)?.push(await measureWindow(scenario, rate, seconds / rounds));
     }
+    const results = scenarios.map((scenario) => summarize(scenario, windows.get(scenario) ?? []));
     const baseline = results[0] as ScenarioResult;
     for (const result of results.slice(1)) {
       result.addedP50Ms = round(result.p50Ms - baseline.p50Ms);
@@ -418,6 +452,7 @@ async function main(): Promise<void> {
           ratePerSecond: rate,
           seconds,
           warmupSeconds,
+          rounds,
           payloadBytes,
           credentials: "plaintext",
           note: "added = scenario minus direct; CPU in % of one core over the measured window",

@@ -324,6 +324,38 @@ describe("TunnelClient ↔ TunnelServer over a real socket", () => {
     expect(reply.payload.toString()).toBe("again");
   });
 
+  it("reopens with exponential backoff from the injected timers and random source, reset once the peer answers", async () => {
+    const delaysMs: number[] = [];
+    const recordingTimers = {
+      setTimeout: (callback: () => void, delayMs: number) => {
+        delaysMs.push(delayMs);
+        return setTimeout(callback, delayMs);
+      },
+      clearTimeout: (handle: unknown) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+    };
+    const first = await startTunnelServer({ handler: echoHandler });
+    const client = connect(first.port, {
+      timers: recordingTimers,
+      random: () => 0.5,
+      backoff: { initialMs: 40, maxMs: 160, multiplier: 2, jitterRatio: 0.2 },
+    });
+    await client.unary(openFor("warm"));
+
+    first.server.forceShutdown();
+    await waitForState(client, "backoff");
+    await expect(client.unary(openFor("meanwhile"))).rejects.toEqual(new MeshError("unavailable", "tunnel to peer is reconnecting"));
+    // Each reopen against the dead port fails and doubles the wait, up to maxMs.
+    await expect.poll(() => delaysMs.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(4);
+    expect(delaysMs.slice(0, 4)).toEqual([40, 80, 160, 160]);
+
+    const second = await startTunnelServer({ handler: echoHandler }, first.port);
+    await waitForState(client, "ready");
+    const breaksBefore = delaysMs.length;
+    second.server.forceShutdown();
+    await expect.poll(() => delaysMs.length).toBeGreaterThan(breaksBefore);
+    expect(delaysMs[breaksBefore]).toBe(40);
+  });
+
   it("lets running calls finish on drain, refuses new ones with UNAVAILABLE, then ends the tunnel", async () => {
     const handler = new HoldingHandler();
     const { port, tunnelServer } = await startTunnelServer({ handler });
