@@ -1,7 +1,7 @@
 // Data plane transport bench (DESIGN §5.1): latency a multiplexed Tunnel hop
 // adds over a direct unary gRPC call, and the CPU the tunnel server spends.
 //
-//   npx tsx bench/tunnel.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup-seconds 2]
+//   npx tsx bench/tunnel.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup-seconds 2] [--max-frames-per-message 1024]
 //
 // Every server runs in its own child process (forked from this file with a
 // role argument) so client, tunnel and agent do not share an event loop.
@@ -93,7 +93,7 @@ async function runEchoAgent(): Promise<void> {
   process.send?.({ type: "ready", ports: { agent: port } } satisfies ChildMessage);
 }
 
-async function runTunnelServer(agentAddress: string | undefined): Promise<void> {
+async function runTunnelServer(agentAddress: string | undefined, maxFramesPerMessage: number): Promise<void> {
   const agents = new AgentClientPool();
   const hub = new AttachHub();
   const handler: InboundHandler = {
@@ -105,7 +105,7 @@ async function runTunnelServer(agentAddress: string | undefined): Promise<void> 
     },
   };
   const inbound = new Server();
-  new TunnelServer({ handler }).addTo(inbound);
+  new TunnelServer({ handler, batcher: { maxFramesPerMessage } }).addTo(inbound);
   const local = new Server();
   local.addService(SidecarServiceService, {
     attach: hub.attach,
@@ -179,6 +179,8 @@ type CallFn = () => Promise<unknown>;
 interface LoadResult {
   latenciesMs: number[];
   errors: number;
+  /** Failures by gRPC code and message, e.g. "8 tunnel window full". */
+  errorsByKind: Record<string, number>;
   sent: number;
   elapsedMs: number;
   maxSendLagMs: number;
@@ -194,6 +196,7 @@ function openLoop(call: CallFn, rate: number, seconds: number): Promise<LoadResu
   const intervalMs = 1000 / rate;
   const latenciesMs: number[] = [];
   let errors = 0;
+  const errorsByKind: Record<string, number> = {};
   let sent = 0;
   let finished = 0;
   let maxSendLagMs = 0;
@@ -201,7 +204,7 @@ function openLoop(call: CallFn, rate: number, seconds: number): Promise<LoadResu
   return new Promise((resolve) => {
     const done = (): void => {
       finished += 1;
-      if (finished === total) resolve({ latenciesMs, errors, sent, elapsedMs: performance.now() - startMs, maxSendLagMs });
+      if (finished === total) resolve({ latenciesMs, errors, errorsByKind, sent, elapsedMs: performance.now() - startMs, maxSendLagMs });
     };
     const tick = (): void => {
       const nowMs = performance.now();
@@ -214,8 +217,10 @@ function openLoop(call: CallFn, rate: number, seconds: number): Promise<LoadResu
             latenciesMs.push(performance.now() - scheduledMs);
             done();
           },
-          () => {
+          (error: { code?: number; message?: string }) => {
             errors += 1;
+            const kind = `${error.code ?? "?"} ${error.message ?? ""}`;
+            errorsByKind[kind] = (errorsByKind[kind] ?? 0) + 1;
             done();
           },
         );
@@ -239,6 +244,7 @@ interface ScenarioResult {
   path: string;
   calls: number;
   errors: number;
+  errorsByKind: Record<string, number>;
   achievedRatePerSecond: number;
   p50Ms: number;
   p90Ms: number;
@@ -307,6 +313,10 @@ function summarize(scenario: Scenario, windows: Window[]): ScenarioResult {
     path: scenario.path,
     calls: sent,
     errors: windows.reduce((sum, window) => sum + window.load.errors, 0),
+    errorsByKind: windows.reduce<Record<string, number>>((merged, window) => {
+      for (const [kind, count] of Object.entries(window.load.errorsByKind)) merged[kind] = (merged[kind] ?? 0) + count;
+      return merged;
+    }, {}),
     achievedRatePerSecond: round(sent / (elapsedMs / 1000), 1),
     p50Ms: round(percentile(sorted, 0.5)),
     p90Ms: round(percentile(sorted, 0.9)),
@@ -356,12 +366,14 @@ async function main(): Promise<void> {
   const seconds = option("seconds", 10);
   const warmupSeconds = option("warmup-seconds", 2);
   const rounds = Math.max(1, Math.round(option("rounds", 5)));
+  // 1 turns batching off, to measure what coalescing frames buys.
+  const maxFramesPerMessage = option("max-frames-per-message", 1024);
   const children: Child[] = [];
   try {
     const agent = await spawnChild("echo-agent");
     children.push(agent);
     const agentAddress = `127.0.0.1:${agent.ports.agent}`;
-    const tunnelServer = await spawnChild("tunnel-server", agentAddress);
+    const tunnelServer = await spawnChild("tunnel-server", agentAddress, String(maxFramesPerMessage));
     children.push(tunnelServer);
     const sdkAgent = await spawnChild("sdk-agent", `127.0.0.1:${tunnelServer.ports.local}`);
     children.push(sdkAgent);
@@ -380,7 +392,11 @@ async function main(): Promise<void> {
     });
 
     const direct = new AgentServiceClient(agentAddress, credentials.createInsecure());
-    const tunnel = new TunnelClient({ address: `127.0.0.1:${tunnelServer.ports.inbound}`, credentials: credentials.createInsecure() });
+    const tunnel = new TunnelClient({
+      address: `127.0.0.1:${tunnelServer.ports.inbound}`,
+      credentials: credentials.createInsecure(),
+      batcher: { maxFramesPerMessage },
+    });
     // A sending sidecar encodes the invocation for every call (it signs those bytes), so the bench does too.
     const open = (instanceId: string) => ({
       instanceId,
@@ -440,7 +456,8 @@ async function main(): Promise<void> {
     direct.close();
     tunnel.close();
 
-    const resultsPath = join(repositoryRoot(), "bench", "results", "tunnel.json");
+    const resultsName = maxFramesPerMessage === 1024 ? "tunnel" : `tunnel-max-frames-${maxFramesPerMessage}`;
+    const resultsPath = join(repositoryRoot(), "bench", "results", `${resultsName}.json`);
     mkdirSync(dirname(resultsPath), { recursive: true });
     writeFileSync(
       resultsPath,
@@ -453,6 +470,7 @@ async function main(): Promise<void> {
           seconds,
           warmupSeconds,
           rounds,
+          maxFramesPerMessage,
           payloadBytes,
           credentials: "plaintext",
           note: "added = scenario minus direct; CPU in % of one core over the measured window",
@@ -470,6 +488,6 @@ async function main(): Promise<void> {
 
 const role = process.argv[2];
 if (role === "echo-agent") await runEchoAgent();
-else if (role === "tunnel-server") await runTunnelServer(process.argv[3]);
+else if (role === "tunnel-server") await runTunnelServer(process.argv[3], Number(process.argv[4]));
 else if (role === "sdk-agent") await runSdkAgent(process.argv[3] as string);
 else await main();
