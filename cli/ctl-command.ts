@@ -1,6 +1,7 @@
 import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import type { Command } from "commander";
 import { parseLabelSelector } from "../sdk/ts/src/core/label-selector.js";
+import { IdentityServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { OrchestratorServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import {
   ListAgentsRequest,
@@ -15,21 +16,27 @@ import { formatAge, renderTable } from "./table.js";
 export interface CtlClients {
   registry: RegistryServiceClient;
   orchestrator: OrchestratorServiceClient;
+  identity: IdentityServiceClient;
   options: ConnectionOptions;
   close(): void;
 }
 
-export function ctlClients(options: ConnectionOptions): CtlClients {
-  const channelCredentialsValue = channelCredentials(options);
-  const registry = new RegistryServiceClient(options.server, channelCredentialsValue);
-  const orchestrator = new OrchestratorServiceClient(options.server, channelCredentialsValue);
+export async function ctlClients(options: ConnectionOptions): Promise<CtlClients> {
+  const { credentials } = await channelCredentials(options);
+  // The server is verified by SPIFFE ID; a fixed TLS name avoids IP addresses as SNI.
+  const channelOptions = options.plaintext ? {} : { "grpc.ssl_target_name_override": "agentmesh-server" };
+  const registry = new RegistryServiceClient(options.server, credentials, channelOptions);
+  const orchestrator = new OrchestratorServiceClient(options.server, credentials, channelOptions);
+  const identity = new IdentityServiceClient(options.server, credentials, channelOptions);
   return {
     registry,
     orchestrator,
+    identity,
     options,
     close: () => {
       registry.close();
       orchestrator.close();
+      identity.close();
     },
   };
 }
@@ -61,14 +68,15 @@ export function ctlAction<Args extends unknown[]>(command: Command, action: (cli
       process.exitCode = 2;
       return;
     }
-    const clients = ctlClients(options);
+    let clients: CtlClients | undefined;
     try {
+      clients = await ctlClients(options);
       await action(clients, ...args);
     } catch (error) {
       process.stderr.write(`${describeRpcError(error)}\n`);
       process.exitCode = 1;
     } finally {
-      clients.close();
+      clients?.close();
     }
   };
 }

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { addCtlCommand } from "./ctl-command.js";
+import { addSecurityCommands } from "./security-commands.js";
 import { addServerCommand } from "./server-command.js";
 
 const program = new Command("agentmesh")
@@ -7,5 +8,5 @@ const program = new Command("agentmesh")
   .version("0.1.0")
   .showHelpAfterError();
 addServerCommand(program);
-addCtlCommand(program);
+addSecurityCommands(addCtlCommand(program));
 await program.parseAsync(process.argv);

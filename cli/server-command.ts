@@ -4,6 +4,7 @@ import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import { type ServerConfig, defaultServerConfig } from "../services/server/config.js";
 import { createLogger } from "../services/server/logger.js";
 import { startServer } from "../services/server/server.js";
+import { parseDurationMs } from "./duration.js";
 import { envOption, parseInteger, parseNumber } from "./options.js";
 
 // The process must be gone within 5 s of SIGTERM, whatever is still in flight.
@@ -39,6 +40,13 @@ export function addServerCommand(program: Command): void {
         parseInteger("--max-message-bytes", 1024, 64 * 1024 * 1024),
       ),
     )
+    .addOption(envOption("--ca-cert <file>", "AGENTMESH_CA_CERT_FILE", "operator CA certificate PEM (root, or intermediate then its chain)"))
+    .addOption(envOption("--ca-key <file>", "AGENTMESH_CA_KEY_FILE", "operator CA private key PEM"))
+    .addOption(envOption("--cert-ttl <duration>", "AGENTMESH_CERT_TTL", "lifetime of issued certificates", "1h").argParser(parseDurationMs))
+    .addOption(envOption("--server-name <name...>", "AGENTMESH_SERVER_NAMES", "extra DNS names or IPs for the server certificate"))
+    .addOption(envOption("--identity-rate <n>", "AGENTMESH_IDENTITY_RATE", "calls per second per identity", String(defaults.identityRatePerSecond)).argParser(parseNumber("--identity-rate", 0, 1e6)))
+    .addOption(envOption("--identity-max-in-flight <n>", "AGENTMESH_IDENTITY_MAX_IN_FLIGHT", "concurrent calls per identity", String(defaults.identityMaxInFlight)).argParser(parseInteger("--identity-max-in-flight", 0, 1e6)))
+    .addOption(envOption("--max-instances-per-identity <n>", "AGENTMESH_MAX_INSTANCES_PER_IDENTITY", "registered instances per identity", String(defaults.maxInstancesPerIdentity)).argParser(parseInteger("--max-instances-per-identity", 1, 1e6)))
     .action(async (options: Record<string, unknown>) => {
       const config: Partial<ServerConfig> = {
         host: options.host as string,
@@ -49,11 +57,19 @@ export function addServerCommand(program: Command): void {
         role: options.role as ServerConfig["role"],
         trustDomain: options.trustDomain as string,
         serverId: options.serverId as string,
-        insecureDev: options.insecureDev === true || options.insecureDev === "true" || options.insecureDev === "1" || defaults.insecureDev,
+        insecureDev: options.insecureDev === true || options.insecureDev === "true" || options.insecureDev === "1",
         logLevel: options.logLevel as string,
         heartbeatTimeoutMultiplier: Number(options.heartbeatTimeoutMultiplier),
         reconnectGraceMs: Number(options.reconnectGraceMs),
         maxMessageBytes: Number(options.maxMessageBytes),
+        caCertFile: options.caCert as string | undefined,
+        caKeyFile: options.caKey as string | undefined,
+        certTtlMs: typeof options.certTtl === "string" ? parseDurationMs(options.certTtl) : Number(options.certTtl),
+        serverNames: (options.serverName as string[] | undefined) ?? [],
+        identityRatePerSecond: Number(options.identityRate),
+        identityBurst: Number(options.identityRate) * 2,
+        identityMaxInFlight: Number(options.identityMaxInFlight),
+        maxInstancesPerIdentity: Number(options.maxInstancesPerIdentity),
       };
       const log = createLogger(config.logLevel ?? "info");
       try {
@@ -72,7 +88,7 @@ export function addServerCommand(program: Command): void {
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));
       } catch (error) {
-        if (error instanceof MeshError) {
+        if (error instanceof MeshError || (error instanceof Error && /--ca-|CA /.test(error.message))) {
           log.error({ problem: error.message }, "cannot start server");
           process.exitCode = 2;
           return;

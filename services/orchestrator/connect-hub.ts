@@ -1,14 +1,16 @@
 import { type ServerDuplexStream, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import type {
-  Command,
-  ConnectRequest,
-  ConnectResponse,
-  Heartbeat,
-  Hello,
-  InstanceEvent,
+import {
+  type Command,
+  type ConnectRequest,
+  type ConnectResponse,
+  type Heartbeat,
+  type Hello,
+  Hello as HelloMessage,
+  type InstanceEvent,
 } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import type { CallerIdentity } from "../server/call-context.js";
 import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { Registry } from "../registry/registry.js";
 
@@ -38,18 +40,27 @@ export type InstanceAuthorizer = (callerSpiffeId: string, instanceOwner: string,
 
 export type ConnectCall = ServerDuplexStream<ConnectRequest, ConnectResponse>;
 
+/** Verifies a signed Hello; answers the signed Hello bytes, or undefined when there is nothing to verify (dev mode). */
+export type HelloOpener = (hello: Hello, caller: CallerIdentity) => Promise<Uint8Array | undefined>;
+
 /** One open Connect stream: a sidecar speaking for its local instances. */
 export class ConnectSession {
   readonly instanceIds = new Set<string>();
   lastSequence = 0;
   hello: Hello | undefined;
   closed = false;
+  /** Messages that arrived while the signed Hello was being verified. */
+  backlog: ConnectRequest[] | undefined;
 
   constructor(
     readonly call: ConnectCall,
-    readonly callerSpiffeId: string,
+    readonly caller: CallerIdentity,
     readonly log: Logger,
   ) {}
+
+  get callerSpiffeId(): string {
+    return this.caller.spiffeId;
+  }
 
   get sidecarId(): string {
     return this.hello?.sidecarId ?? "";
@@ -83,6 +94,7 @@ export class ConnectHub {
     private readonly options: ConnectHubOptions,
     private readonly authorize: InstanceAuthorizer,
     private readonly hooks: ConnectHubHooks = {},
+    private readonly openHello: HelloOpener = async () => undefined,
   ) {}
 
   get openStreams(): number {
@@ -102,8 +114,8 @@ export class ConnectHub {
     return [...this.sessions];
   }
 
-  handle(call: ConnectCall, callerSpiffeId: string, requestId: string): void {
-    const session = new ConnectSession(call, callerSpiffeId, this.log.child({ requestId, spiffeId: callerSpiffeId }));
+  handle(call: ConnectCall, caller: CallerIdentity, requestId: string): void {
+    const session = new ConnectSession(call, caller, this.log.child({ requestId, spiffeId: caller.spiffeId }));
     if (this.shuttingDown) {
       call.emit("error", { code: status.UNAVAILABLE, details: "server shutting down" });
       return;
@@ -120,6 +132,16 @@ export class ConnectHub {
     call.on("close", () => this.close(session, "stream closed"));
   }
 
+  /** Ends the streams opened with these certificate serials (revocation). */
+  disconnectSerials(serials: ReadonlySet<string>, reason: string): void {
+    for (const session of [...this.sessions]) {
+      if (!serials.has(session.caller.serial ?? "")) continue;
+      session.log.warn({ sidecarId: session.sidecarId, reason }, "closing stream");
+      session.call.emit("error", { code: status.UNAUTHENTICATED, details: reason });
+      this.close(session, reason);
+    }
+  }
+
   /** Tells every sidecar the server is going away, then ends their streams cleanly. */
   shutdown(reason: string, retryAfterMs: number): void {
     this.shuttingDown = true;
@@ -133,13 +155,17 @@ export class ConnectHub {
   }
 
   private onMessage(session: ConnectSession, request: ConnectRequest): void {
+    if (session.backlog) {
+      session.backlog.push(request);
+      return;
+    }
     const message = request.msg;
     try {
       if (!message) throw new MeshError("invalidArgument", "msg: required");
       if (!session.hello && message.$case !== "hello") throw new MeshError("failedPrecondition", "first message must be hello");
       switch (message.$case) {
         case "hello":
-          this.onHello(session, message.value);
+          this.beginHello(session, message.value);
           return;
         case "heartbeat":
           this.onHeartbeat(session, message.value);
@@ -156,8 +182,30 @@ export class ConnectHub {
     }
   }
 
-  private onHello(session: ConnectSession, hello: Hello): void {
+  /** Verifies a signed Hello; messages arriving meanwhile wait in order. */
+  private beginHello(session: ConnectSession, hello: Hello): void {
     if (session.hello) throw new MeshError("failedPrecondition", "hello sent twice");
+    session.backlog = [];
+    this.openHello(hello, session.caller).then(
+      (signed) => {
+        const backlog = session.backlog ?? [];
+        session.backlog = undefined;
+        try {
+          this.onHello(session, signed ? decodeHello(signed) : hello);
+        } catch (error) {
+          this.fail(session, error);
+          return;
+        }
+        for (const queued of backlog) this.onMessage(session, queued);
+      },
+      (error: unknown) => {
+        session.backlog = undefined;
+        this.fail(session, error);
+      },
+    );
+  }
+
+  private onHello(session: ConnectSession, hello: Hello): void {
     if (hello.sidecarId === "" || hello.sidecarId.length > 253) throw new MeshError("invalidArgument", "hello.sidecar_id: 1-253 characters");
     if (hello.instanceIds.length > this.options.maxInstancesPerStream) {
       throw new MeshError("overLimit", `hello.instance_ids: more than ${this.options.maxInstancesPerStream}`);
@@ -304,5 +352,13 @@ export class ConnectHub {
     }
     session.log.error({ err: error }, "connect stream failure");
     session.call.emit("error", { code: status.INTERNAL, details: "internal error" });
+  }
+}
+
+function decodeHello(payload: Uint8Array): Hello {
+  try {
+    return HelloMessage.decode(payload);
+  } catch {
+    throw new MeshError("invalidArgument", "hello.envelope.payload: not a Hello");
   }
 }

@@ -44,7 +44,7 @@ export function orchestratorHandlers(
       const requestId = newRequestId(call.metadata);
       try {
         const caller = plumbing.authenticate(call, `${service}/Connect`);
-        hub.handle(call, caller.spiffeId, requestId);
+        hub.handle(call, caller, requestId);
       } catch (error) {
         call.emit("error", toServiceError(toGrpcStatus(error, requestId, plumbing.log)));
       }

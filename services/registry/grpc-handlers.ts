@@ -1,5 +1,6 @@
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import type { RegistryServiceServer } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { RegisterRequest, type RegistryServiceServer } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import type { EnvelopeOpener } from "../identity/envelope-opener.js";
 import { mayActForAgent } from "../server/call-context.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import { type RpcPlumbing, serverStream, unary } from "../server/rpc-wrapper.js";
@@ -12,11 +13,14 @@ export function registryHandlers(
   registry: Registry,
   plumbing: RpcPlumbing,
   metrics: ServerMetrics,
-  openStreams: Set<{ end(): void }>,
+  opener: EnvelopeOpener,
 ): RegistryServiceServer {
   return {
-    register: unary(plumbing, `${service}/Register`, async (request, { caller }) => {
+    register: unary(plumbing, `${service}/Register`, async (outer, { caller }) => {
       try {
+        // With mTLS the request is what was signed, decoded only after the signature checks out.
+        const signed = await opener.open(outer.envelope, caller, `${service}/Register`, "agentmesh.v1.RegisterRequest");
+        const request = signed ? decodeSigned(signed) : outer;
         const agentName = request.manifest?.name ?? "";
         if (agentName !== "" && !mayActForAgent(caller, agentName)) {
           throw new MeshError("denied", "identity may not register this agent name");
@@ -75,12 +79,10 @@ export function registryHandlers(
         call.write({ type: event.type, instance: event.instance, revision: event.revision, previousState: event.previousState });
       });
       metrics.watchStreams.inc();
-      openStreams.add(call);
       let open = true;
       const close = () => {
         if (!open) return;
         open = false;
-        openStreams.delete(call);
         subscription.close();
         metrics.watchStreams.dec();
       };
@@ -90,6 +92,14 @@ export function registryHandlers(
       call.on("finish", close);
     }),
   };
+}
+
+function decodeSigned(payload: Uint8Array): RegisterRequest {
+  try {
+    return RegisterRequest.decode(payload);
+  } catch {
+    throw new MeshError("invalidArgument", "envelope.payload: not a RegisterRequest");
+  }
 }
 
 function outcomeOf(error: unknown): string {

@@ -84,7 +84,10 @@ export class Registry {
     private readonly log: Logger,
     private readonly hooks: RegistryHooks = {},
     private readonly newInstanceId: () => string = randomUUID,
+    private readonly maxInstancesPerOwner = 10_000,
   ) {}
+
+  private readonly instancesByOwner = new Map<string, number>();
 
   get currentRevision(): number {
     return this.revision;
@@ -108,6 +111,9 @@ export class Registry {
     if (existing && existing.manifest?.name !== manifest.name) {
       throw new MeshError("alreadyExists", "instance_id: already registered for another agent");
     }
+    if (!existing && (this.instancesByOwner.get(input.owner) ?? 0) >= this.maxInstancesPerOwner) {
+      throw new MeshError("overLimit", "limit exceeded: registered instances per identity");
+    }
     const nowMs = this.clock.nowMs();
     const instance: AgentInstance = {
       instanceId,
@@ -125,6 +131,7 @@ export class Registry {
     };
     await this.store.put(instance);
     if (existing) this.unindex(existing);
+    else this.instancesByOwner.set(input.owner, (this.instancesByOwner.get(input.owner) ?? 0) + 1);
     this.instances.set(instanceId, instance);
     this.index(instance);
     const type = existing ? WatchResponse_EventType.EVENT_TYPE_UPDATED : WatchResponse_EventType.EVENT_TYPE_ADDED;
@@ -143,9 +150,11 @@ export class Registry {
     return this.removeFromIndex(instance, reason);
   }
 
-  /** Removes an instance the store already forgot (a replica applying a peer's change). */
   private removeFromIndex(instance: AgentInstance, reason: string): number {
     this.instances.delete(instance.instanceId);
+    const owned = (this.instancesByOwner.get(instance.spiffeId) ?? 1) - 1;
+    if (owned <= 0) this.instancesByOwner.delete(instance.spiffeId);
+    else this.instancesByOwner.set(instance.spiffeId, owned);
     this.unindex(instance);
     const event = this.publish(WatchResponse_EventType.EVENT_TYPE_REMOVED, instance, instance.state);
     this.log.info({ agentName: instance.manifest?.name, instanceId: instance.instanceId, reason }, "agent deregistered");

@@ -1,10 +1,15 @@
-import { randomBytes } from "node:crypto";
+import { type KeyObject, randomBytes } from "node:crypto";
 import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 
 /** Who is calling, as proven by the transport. */
 export interface CallerIdentity {
+  /** Empty for an anonymous caller (only the bootstrap RPCs allow one). */
   spiffeId: string;
+  /** Serial of the verified client certificate (mTLS), for revocation. */
+  serial?: string;
+  /** Public key of the client certificate, to verify envelopes the caller signs. */
+  publicKey?: KeyObject;
   /** Holds an `/admin/` identity (or the dev-mode stand-in). */
   isAdmin: boolean;
   /** Agent names this caller may register and speak for; `*` = any. */

@@ -20,6 +20,19 @@ export interface ServerConfig {
   shutdownGraceMs: number;
   maxMessageBytes: number;
   maxInstancesPerStream: number;
+  /** Operator CA (root or intermediate) instead of the one generated in dataDir. */
+  caCertFile?: string;
+  caKeyFile?: string;
+  certTtlMs: number;
+  maxCertTtlMs: number;
+  /** Extra DNS names / IPs for the server certificate (how clients dial it). */
+  serverNames: string[];
+  identityRatePerSecond: number;
+  identityBurst: number;
+  identityMaxInFlight: number;
+  maxConcurrentStreams: number;
+  maxInstancesPerIdentity: number;
+  auditFsync: boolean;
 }
 
 export const defaultServerConfig: ServerConfig = {
@@ -31,7 +44,7 @@ export const defaultServerConfig: ServerConfig = {
   role: "all",
   trustDomain: "agentmesh.local",
   serverId: "server-1",
-  insecureDev: true,
+  insecureDev: false,
   logLevel: "info",
   heartbeatTimeoutMultiplier: 2,
   reconnectGraceMs: 1000,
@@ -39,6 +52,15 @@ export const defaultServerConfig: ServerConfig = {
   shutdownGraceMs: 4000,
   maxMessageBytes: 4 * 1024 * 1024,
   maxInstancesPerStream: 10_000,
+  certTtlMs: 60 * 60_000,
+  maxCertTtlMs: 24 * 60 * 60_000,
+  serverNames: [],
+  identityRatePerSecond: 2000,
+  identityBurst: 4000,
+  identityMaxInFlight: 512,
+  maxConcurrentStreams: 1000,
+  maxInstancesPerIdentity: 10_000,
+  auditFsync: false,
 };
 
 const loopbackHosts = new Set(["127.0.0.1", "localhost", "::1"]);
@@ -56,6 +78,9 @@ export function validateServerConfig(config: ServerConfig): void {
   }
   if (!(config.reconnectGraceMs >= 0 && config.reconnectGraceMs <= 600_000)) {
     throw new MeshError("invalidArgument", "--reconnect-grace-ms: must be 0-600000");
+  }
+  if (!(config.certTtlMs >= 1000 && config.certTtlMs <= config.maxCertTtlMs)) {
+    throw new MeshError("invalidArgument", "--cert-ttl: must be at least 1s and at most the maximum certificate lifetime");
   }
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(config.trustDomain)) {
     throw new MeshError("invalidArgument", "--trust-domain: must be a lowercase DNS name");

@@ -16,6 +16,7 @@ export class ServerMetrics {
   readonly rpcDuration: Histogram<"method" | "code">;
   readonly detectionDelay: Histogram<"reason">;
   readonly resolves: Counter<"outcome">;
+  readonly limitRejections: Counter<"limit">;
 
   constructor(registryOf: () => Registry | undefined) {
     const registers = [this.registry];
@@ -65,6 +66,12 @@ export class ServerMetrics {
       name: "agentmesh_resolves_total",
       help: "Resolve calls by outcome (picked, no_instance).",
       labelNames: ["outcome"],
+      registers,
+    });
+    this.limitRejections = new Counter({
+      name: "agentmesh_limit_rejections_total",
+      help: "Calls refused with RESOURCE_EXHAUSTED, by the limit that refused them.",
+      labelNames: ["limit"],
       registers,
     });
     new Gauge({

@@ -7,14 +7,27 @@ import type {
 } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { type Authenticator, type CallContext, newRequestId } from "./call-context.js";
 import { toGrpcStatus, toServiceError } from "./errors.js";
 import type { ServerMetrics } from "./metrics.js";
+
+/** Open server streams and the certificate serial of who opened them (revocation ends them). */
+export type StreamRegistry = Map<{ end(): void; emit(event: "error", error: unknown): boolean }, string>;
 
 export interface RpcPlumbing {
   authenticate: Authenticator;
   log: Logger;
   metrics: ServerMetrics;
+  streams: StreamRegistry;
+  /** Called when a handler refuses a call (denied, unauthenticated, over a limit): audit and count. */
+  onRejected?: (context: CallContext, error: MeshError) => void;
+}
+
+const auditedKinds = new Set(["denied", "unauthenticated", "overLimit"]);
+
+function reportRejection(plumbing: RpcPlumbing, context: CallContext, error: unknown): void {
+  if (error instanceof MeshError && auditedKinds.has(error.kind)) plumbing.onRejected?.(context, error);
 }
 
 /**
@@ -48,6 +61,7 @@ export function unary<Request, Response>(
           callback(null, response);
         },
         (error: unknown) => {
+          reportRejection(plumbing, context, error);
           const grpcStatus = toGrpcStatus(error, requestId, plumbing.log);
           finish(grpcStatus.code);
           callback(toServiceError(grpcStatus));
@@ -70,7 +84,15 @@ export function serverStream<Request, Response>(
     };
     try {
       const context = { requestId, caller: plumbing.authenticate(call, method), method };
-      Promise.resolve(handler(call, context)).catch(fail);
+      plumbing.streams.set(call, context.caller.serial ?? "");
+      const forget = () => plumbing.streams.delete(call);
+      call.on("close", forget);
+      call.on("cancelled", forget);
+      call.on("finish", forget);
+      Promise.resolve(handler(call, context)).catch((error: unknown) => {
+        reportRejection(plumbing, context, error);
+        fail(error);
+      });
     } catch (error) {
       fail(error);
     }

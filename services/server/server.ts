@@ -1,11 +1,16 @@
 import type { Server as HttpServer } from "node:http";
+import { isIP } from "node:net";
+import { hostname } from "node:os";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { IdentityServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { OrchestratorServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegistryServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
-import { type ConnectHubHooks, ConnectHub } from "../orchestrator/connect-hub.js";
+import { identityHandlers } from "../identity/grpc-handlers.js";
+import { type Security, createSecurity } from "../identity/security.js";
+import { ConnectHub, type ConnectHubHooks } from "../orchestrator/connect-hub.js";
 import { FailureDetector } from "../orchestrator/failure-detector.js";
 import { type LifecycleHandlers, orchestratorHandlers, unimplementedLifecycle } from "../orchestrator/grpc-handlers.js";
 import { Resolver } from "../orchestrator/resolver.js";
@@ -15,12 +20,12 @@ import { healthStateName } from "../registry/domain/health-state.js";
 import { registryHandlers } from "../registry/grpc-handlers.js";
 import type { ChangeFeed, InstanceStore } from "../registry/ports.js";
 import { Registry } from "../registry/registry.js";
-import { type Authenticator, devAuthenticator } from "./call-context.js";
+import { devAuthenticator } from "./call-context.js";
 import { type ServerConfig, defaultServerConfig, validateServerConfig } from "./config.js";
 import { addReflection, createHealth } from "./health-and-reflection.js";
 import { startHttpEndpoints } from "./http-endpoints.js";
 import { ServerMetrics } from "./metrics.js";
-import type { RpcPlumbing } from "./rpc-wrapper.js";
+import type { RpcPlumbing, StreamRegistry } from "./rpc-wrapper.js";
 
 export interface ServerDependencies {
   log: Logger;
@@ -28,15 +33,8 @@ export interface ServerDependencies {
   random?: RandomSource;
   store?: InstanceStore;
   feed?: ChangeFeed;
-  /** mTLS credentials; plaintext (dev mode only) when absent. */
-  credentials?: ServerCredentials;
-  authenticator?: Authenticator;
   /** Lifecycle RPCs (deployments, restart, drain...) from the orchestrator backend. */
   lifecycle?: (context: ServerContext) => LifecycleHandlers;
-  /** Extra services (identity) added by the caller before the server starts. */
-  addServices?: (server: Server, plumbing: RpcPlumbing) => string[];
-  /** Whether the server may report SERVING yet (for example: first certificate loaded). */
-  readyGate?: () => Promise<void>;
 }
 
 export interface ServerContext {
@@ -45,6 +43,7 @@ export interface ServerContext {
   hub: ConnectHub;
   resolver: Resolver;
   metrics: ServerMetrics;
+  security: Security;
   log: Logger;
   clock: Clock;
   plumbing: RpcPlumbing;
@@ -64,13 +63,38 @@ export interface RunningServer extends ServerContext {
 export async function startServer(overrides: Partial<ServerConfig>, dependencies: ServerDependencies): Promise<RunningServer> {
   const config: ServerConfig = { ...defaultServerConfig, ...overrides };
   validateServerConfig(config);
-  if (!dependencies.credentials && !config.insecureDev) {
-    throw new MeshError("invalidArgument", "no TLS credentials: configure mTLS or pass --insecure-dev");
-  }
   const log = dependencies.log.child({ component: "server", serverId: config.serverId });
   const clock = dependencies.clock ?? systemClock;
   let registryRef: Registry | undefined;
   const metrics = new ServerMetrics(() => registryRef);
+  const streams: StreamRegistry = new Map();
+  let hubRef: ConnectHub | undefined;
+
+  const security = await createSecurity({
+    dataDir: config.dataDir,
+    trustDomain: config.trustDomain,
+    serverId: config.serverId,
+    insecureDev: config.insecureDev,
+    caCertFile: config.caCertFile,
+    caKeyFile: config.caKeyFile,
+    certTtlMs: config.certTtlMs,
+    maxCertTtlMs: config.maxCertTtlMs,
+    ...serverNames(config),
+    identityRatePerSecond: config.identityRatePerSecond,
+    identityBurst: config.identityBurst,
+    identityMaxInFlight: config.identityMaxInFlight,
+    auditFsync: config.auditFsync,
+    clock,
+    log,
+    onLimitRejected: (limit) => metrics.limitRejections.inc({ limit }),
+    // A revoked certificate loses its open streams at once, not at its next call.
+    onRevoked: (records) => {
+      const serials = new Set(records.map((record) => record.serial));
+      hubRef?.disconnectSerials(serials, "certificate revoked");
+      for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: 16, details: "certificate revoked" });
+    },
+  });
+
   const registry = new Registry(
     dependencies.store ?? new MemoryInstanceStore(),
     dependencies.feed ?? new MemoryChangeFeed(),
@@ -80,10 +104,23 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       onStateChange: ({ instance, previousState }) =>
         metrics.stateTransitions.inc({ from: healthStateName(previousState).toLowerCase(), to: healthStateName(instance.state).toLowerCase() }),
     },
+    undefined,
+    config.maxInstancesPerIdentity,
   );
   registryRef = registry;
-  const authenticate = dependencies.authenticator ?? devAuthenticator(config.trustDomain);
-  const plumbing: RpcPlumbing = { authenticate, log, metrics };
+  const authenticate = security.tls?.auth.authenticate ?? devAuthenticator(config.trustDomain);
+  const plumbing: RpcPlumbing = {
+    authenticate,
+    log,
+    metrics,
+    streams,
+    onRejected: (context, error) => {
+      if (error.kind === "overLimit") metrics.limitRejections.inc({ limit: error.message.replace(/^limit exceeded: /, "").replace(/\W+/g, "_") });
+      security.audit
+        .append({ actor: context.caller.spiffeId || "anonymous", action: "call.denied", target: context.method, outcome: "denied", requestId: context.requestId, details: { reason: error.message } })
+        .catch((failure: unknown) => log.error({ err: failure }, "audit append failed"));
+    },
+  };
   const detector = new FailureDetector(
     registry,
     clock,
@@ -112,33 +149,36 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       if (caller !== owner) throw new MeshError("denied", "instance owned by another identity");
     },
     hubHooks,
+    (hello, caller) => security.opener.open(hello.envelope, caller, "/agentmesh.v1.OrchestratorService/Connect", "agentmesh.v1.Hello"),
   );
+  hubRef = hub;
   const resolver = new Resolver(registry, dependencies.random);
-  const context: ServerContext = { config, registry, hub, resolver, metrics, log, clock, plumbing };
+  const context: ServerContext = { config, registry, hub, resolver, metrics, security, log, clock, plumbing };
 
   const server = new Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
     "grpc.max_send_message_length": config.maxMessageBytes,
+    "grpc.max_concurrent_streams": config.maxConcurrentStreams,
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+    interceptors: security.tls ? [security.tls.auth.interceptor] : [],
   });
-  const openWatchStreams = new Set<{ end(): void }>();
-  server.addService(RegistryServiceService, registryHandlers(registry, plumbing, metrics, openWatchStreams));
+  server.addService(RegistryServiceService, registryHandlers(registry, plumbing, metrics, security.opener));
   const lifecycle = dependencies.lifecycle?.(context) ?? unimplementedLifecycle(plumbing);
   server.addService(OrchestratorServiceService, orchestratorHandlers(hub, resolver, plumbing, metrics, lifecycle));
-  const servedServices = ["agentmesh.v1.RegistryService", "agentmesh.v1.OrchestratorService"];
-  servedServices.push(...(dependencies.addServices?.(server, plumbing) ?? []));
+  server.addService(IdentityServiceService, identityHandlers(security.authority, security.audit, plumbing));
+  const servedServices = ["agentmesh.v1.RegistryService", "agentmesh.v1.OrchestratorService", "agentmesh.v1.IdentityService"];
   const health = createHealth(servedServices);
   health.addToServer(server);
   addReflection(server, servedServices);
 
-  const credentials = dependencies.credentials ?? ServerCredentials.createInsecure();
+  const credentials = security.tls?.credentials ?? ServerCredentials.createInsecure();
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${config.host}:${config.port}`, credentials, (error, port) => (error ? reject(error) : resolve(port))),
   );
-  if (!dependencies.credentials) {
+  if (!security.tls) {
     log.warn({ host: config.host, port: grpcPort }, "INSECURE DEV MODE: plaintext gRPC without authentication, loopback only");
   }
   detector.start();
@@ -152,10 +192,14 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     isLive: () => true,
     isReady: () => ready,
   });
-  await dependencies.readyGate?.();
+  // Handshakes fail until the first certificate is loaded: SERVING only after it.
+  await security.tls?.source.ready;
   for (const name of ["", ...servedServices]) health.setStatus(name, "SERVING");
   ready = true;
-  log.info({ grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain }, "agentmesh server started");
+  log.info(
+    { grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain, mtls: Boolean(security.tls) },
+    "agentmesh server started",
+  );
 
   const close = (): Promise<void> => {
     closing ??= shutdown();
@@ -166,22 +210,29 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     for (const name of ["", ...servedServices]) health.setStatus(name, "NOT_SERVING");
     log.info("shutting down: telling sidecars and ending streams");
     hub.shutdown("server shutting down", 500);
-    for (const stream of openWatchStreams) stream.end();
-    openWatchStreams.clear();
+    for (const stream of streams.keys()) stream.end();
+    streams.clear();
     detector.stop();
     await shutdownGrpc(server, config.shutdownGraceMs);
     await closeHttp(http.server);
+    await security.close();
     log.info("server stopped");
   };
 
-  return {
-    ...context,
-    grpcPort,
-    httpPort: http.port,
-    address: `${config.host}:${grpcPort}`,
-    detector,
-    close,
-  };
+  return { ...context, grpcPort, httpPort: http.port, address: `${config.host}:${grpcPort}`, detector, close };
+}
+
+/** What goes into the server certificate: loopback, the host name, the bind address and --server-name. */
+function serverNames(config: ServerConfig): { serverDnsNames: string[]; serverIpAddresses: string[] } {
+  const names = new Set(["localhost", hostname(), config.host, ...config.serverNames]);
+  const ipAddresses = new Set(["127.0.0.1", "::1"]);
+  const dnsNames = new Set<string>();
+  for (const name of names) {
+    if (name === "0.0.0.0" || name === "::" || name === "") continue;
+    if (isIP(name)) ipAddresses.add(name);
+    else dnsNames.add(name.toLowerCase());
+  }
+  return { serverDnsNames: [...dnsNames], serverIpAddresses: [...ipAddresses] };
 }
 
 function shutdownGrpc(server: Server, graceMs: number): Promise<void> {

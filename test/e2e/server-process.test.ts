@@ -12,7 +12,7 @@ afterEach(async () => {
   server = undefined;
 });
 
-const ctl = (...args: string[]) => run(process.execPath, [cliPath, "ctl", "--server", (server as ServerProcess).address, ...args]);
+const ctl = (...args: string[]) => run(process.execPath, [cliPath, "ctl", "--plaintext", "--server", (server as ServerProcess).address, ...args]);
 
 describe("agentmesh server as a process", () => {
   it("is listed by grpcurl through reflection and reports SERVING to grpc-health-probe", async () => {

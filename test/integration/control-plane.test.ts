@@ -6,6 +6,7 @@ import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { type RunningServer, startServer } from "../../services/server/server.js";
 import { EventLog } from "../helpers/events.js";
 import { logSink } from "../helpers/log-sink.js";
+import { tempDir } from "../helpers/processes.js";
 import { manifest } from "../helpers/manifests.js";
 
 let server: RunningServer;
@@ -24,7 +25,7 @@ function watchEvents(watcher: MeshClient) {
 }
 
 beforeEach(async () => {
-  server = await startServer({ port: 0, httpPort: 0, reconnectGraceMs: 200 }, { log: logSink("silent").log });
+  server = await startServer({ port: 0, httpPort: 0, reconnectGraceMs: 200, insecureDev: true, dataDir: tempDir() }, { log: logSink("silent").log });
 });
 
 afterEach(async () => {

@@ -4,6 +4,7 @@ import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import type { Clock } from "../../../sdk/ts/src/core/clock.js";
+import { agentGrantExtension } from "../../../sdk/ts/src/core/tls/agent-grant.js";
 import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
 import { parseSpiffeId, validateTrustDomain } from "../../../sdk/ts/src/core/spiffe-id.js";
 import { subtle, x509 } from "../../../sdk/ts/src/core/x509-setup.js";
@@ -53,6 +54,8 @@ export interface IssueCertificateInput {
   /** For server certificates, so grpcurl and browsers can verify the host. */
   dnsNames?: string[];
   ipAddresses?: string[];
+  /** Agent names a sidecar identity may act for, carried in the certificate (agent-grant.ts). */
+  allowedAgentNames?: string[];
   /** Defaults to the CA's clock. */
   clock?: Clock;
 }
@@ -308,6 +311,7 @@ export async function loadOrCreateCa(options: LoadCaOptions): Promise<MeshCa> {
           ]),
           await x509.SubjectKeyIdentifierExtension.create(csr.publicKey),
           authorityKeyIdentifier,
+          ...(input.allowedAgentNames && input.allowedAgentNames.length > 0 ? [agentGrantExtension(input.allowedAgentNames)] : []),
         ],
       });
       return { chainPem: [leaf.toString("pem"), ...intermediatesPem], serial, spiffeId: id.uri, notBeforeMs, expiresAtMs };

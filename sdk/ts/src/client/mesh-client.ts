@@ -8,18 +8,22 @@ import {
 } from "@grpc/grpc-js";
 import { Backoff } from "../core/backoff.js";
 import { parseLabelSelector } from "../core/label-selector.js";
+import { parseSpiffeId } from "../core/spiffe-id.js";
 import {
   type ConnectRequest,
   type ConnectResponse,
+  Hello,
   type InstanceHeartbeat,
   OrchestratorServiceClient,
 } from "../gen/agentmesh/v1/orchestrator.js";
 import {
   type DiscoverResponse,
   type LabelSelector,
+  RegisterRequest,
   RegistryServiceClient,
   type WatchResponse,
 } from "../gen/agentmesh/v1/registry.js";
+import type { EnvelopeSigner } from "./mesh-identity.js";
 import { type AgentInstance, type AgentManifest, HealthState, type Load } from "../gen/agentmesh/v1/types.js";
 
 export interface MeshClientOptions {
@@ -27,6 +31,8 @@ export interface MeshClientOptions {
   address: string;
   /** mTLS credentials; plaintext (dev mode servers only) when absent. */
   credentials?: ChannelCredentials;
+  /** Signs Register and Hello (required by servers running mTLS). */
+  signer?: EnvelopeSigner;
   /** Identifies this client's Connect stream (a sidecar uses its host name). */
   sidecarId: string;
   host?: string;
@@ -34,6 +40,10 @@ export interface MeshClientOptions {
   channelOptions?: Record<string, string | number>;
   /** Called on stream-level problems and reconnects; never throws. */
   onEvent?: (event: MeshClientEvent) => void;
+  /** Where other sidecars reach this one (data plane), announced in Hello. */
+  inboundEndpoint?: string;
+  /** Managed agents this client accepts (0 = unmanaged only). */
+  capacity?: number;
   /** Called with commands the server sends on Connect (lifecycle). */
   onCommand?: (response: ConnectResponse) => void;
 }
@@ -89,6 +99,7 @@ export class MeshClient {
   private readonly backoff = new Backoff();
   private connectedWaiters: Array<() => void> = [];
   private connected = false;
+  private readonly audience: string;
 
   constructor(private readonly options: MeshClientOptions) {
     const channelCredentials = options.credentials ?? grpcCredentials.createInsecure();
@@ -96,9 +107,13 @@ export class MeshClient {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
+      // Servers are verified by SPIFFE ID, not host name; a fixed TLS server name
+      // also keeps Node from warning about IP addresses as SNI.
+      ...(options.credentials ? { "grpc.ssl_target_name_override": "agentmesh-server" } : {}),
       ...options.channelOptions,
     };
     this.registry = new RegistryServiceClient(options.address, channelCredentials, channelOptions);
+    this.audience = options.signer ? `spiffe://${parseSpiffeId(options.signer.spiffeId).trustDomain}/server` : "";
     // Identical target and options: grpc-js's subchannel pool gives both one connection.
     this.orchestrator = new OrchestratorServiceClient(options.address, channelCredentials, channelOptions);
   }
@@ -187,15 +202,24 @@ export class MeshClient {
   }
 
   private async registerRaw(manifest: AgentManifest, registerOptions: RegisterOptions): Promise<AgentInstance> {
-    const response = await unaryCall<Parameters<RegistryServiceClient["register"]>[0], { instance?: AgentInstance }>(
-      (request, metadata, callback) => this.registry.register(request, metadata, callback),
-    )({
+    const inner: RegisterRequest = {
       manifest,
       instanceId: registerOptions.instanceId ?? "",
       endpoint: registerOptions.endpoint ?? "",
       host: this.options.host ?? this.options.sidecarId,
       envelope: undefined,
-    });
+    };
+    const signer = this.options.signer;
+    // Signed: the server reads the request from the envelope, exactly as signed.
+    const request: RegisterRequest = signer
+      ? {
+          ...RegisterRequest.fromPartial({}),
+          envelope: signer.sign(RegisterRequest.encode(inner).finish(), "/agentmesh.v1.RegistryService/Register", "agentmesh.v1.RegisterRequest", this.audience),
+        }
+      : inner;
+    const response = await unaryCall<RegisterRequest, { instance?: AgentInstance }>((call, metadata, callback) =>
+      this.registry.register(call, metadata, callback),
+    )(request);
     if (!response.instance) throw new Error("register returned no instance");
     return response.instance;
   }
@@ -208,19 +232,19 @@ export class MeshClient {
     stream.on("data", (response: ConnectResponse) => this.onResponse(response));
     stream.on("error", (error: ServiceError) => this.onStreamEnd(stream, error.code, error.details));
     stream.on("end", () => this.onStreamEnd(stream, status.OK, "stream ended"));
-    stream.write({
-      msg: {
-        $case: "hello",
-        value: {
-          sidecarId: this.options.sidecarId,
-          host: this.options.host ?? this.options.sidecarId,
-          instanceIds: [...this.agents.keys()],
-          inboundEndpoint: "",
-          capacity: 0,
-          envelope: undefined,
-        },
-      },
-    });
+    const hello: Hello = {
+      sidecarId: this.options.sidecarId,
+      host: this.options.host ?? this.options.sidecarId,
+      instanceIds: [...this.agents.keys()],
+      inboundEndpoint: this.options.inboundEndpoint ?? "",
+      capacity: this.options.capacity ?? 0,
+      envelope: undefined,
+    };
+    const signer = this.options.signer;
+    if (signer) {
+      hello.envelope = signer.sign(Hello.encode(hello).finish(), "/agentmesh.v1.OrchestratorService/Connect", "agentmesh.v1.Hello", this.audience);
+    }
+    stream.write({ msg: { $case: "hello", value: hello } });
   }
 
   private onResponse(response: ConnectResponse): void {

@@ -62,9 +62,15 @@ export class CertificateSource implements CertificateProvider {
     return () => this.changeListeners.delete(listener);
   }
 
+  // Current values are delivered on the next tick, never synchronously: grpc-js's
+  // certificate-provider server credentials register their own watcher only after
+  // adding these listeners, so a synchronous first update is lost and every
+  // handshake fails until the next renewal.
   addCaCertificateListener(listener: CaListener): void {
     this.caListeners.add(listener);
-    if (this.trustBundlePem.length > 0) listener({ caCertificate: Buffer.from(this.trustBundlePem.join("\n")) });
+    setImmediate(() => {
+      if (this.caListeners.has(listener) && this.trustBundlePem.length > 0) listener({ caCertificate: Buffer.from(this.trustBundlePem.join("\n")) });
+    });
   }
 
   removeCaCertificateListener(listener: CaListener): void {
@@ -73,8 +79,12 @@ export class CertificateSource implements CertificateProvider {
 
   addIdentityCertificateListener(listener: IdentityListener): void {
     this.identityListeners.add(listener);
-    const identity = this.identity;
-    if (identity) listener({ certificate: Buffer.from(identity.chainPem.join("\n")), privateKey: Buffer.from(identity.privateKeyPem) });
+    setImmediate(() => {
+      const identity = this.identity;
+      if (this.identityListeners.has(listener) && identity) {
+        listener({ certificate: Buffer.from(identity.chainPem.join("\n")), privateKey: Buffer.from(identity.privateKeyPem) });
+      }
+    });
   }
 
   removeIdentityCertificateListener(listener: IdentityListener): void {

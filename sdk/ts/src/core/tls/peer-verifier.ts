@@ -1,10 +1,15 @@
-import { X509Certificate } from "node:crypto";
+import { type KeyObject, X509Certificate } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
 import { MeshError } from "../mesh-error.js";
 import { type SpiffeId, peerSpiffeId } from "../spiffe-id.js";
+import { readAgentGrant } from "./agent-grant.js";
 
 export interface VerifiedPeer {
   spiffeId: SpiffeId;
+  /** Agent names the certificate grants (sidecar identities); see agent-grant.ts. */
+  allowedAgentNames: string[];
+  /** For verifying envelopes this peer signs. */
+  publicKey: KeyObject;
   /** Lower-case hex without leading zeros. */
   serial: string;
   notBeforeMs: number;
@@ -64,6 +69,8 @@ export class PeerVerifier {
       }
       return {
         spiffeId: peerSpiffeId(leaf, this.trustDomain),
+        allowedAgentNames: readAgentGrant(leaf),
+        publicKey: leaf.publicKey,
         serial: normalizeHex(leaf.serialNumber),
         notBeforeMs: Date.parse(leaf.validFrom),
         notAfterMs: Date.parse(leaf.validTo),

@@ -1,0 +1,112 @@
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { systemClock } from "../sdk/ts/src/core/clock.js";
+import { generateKeyAndCsr } from "../sdk/ts/src/core/csr.js";
+import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
+import type { CreateJoinTokenResponse, ListAuditEventsResponse, RevokeCertificateResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
+import { verifyAuditLog } from "../services/identity/audit-log.js";
+import { loadOrCreateCa } from "../services/identity/domain/ca.js";
+import { defaultServerConfig } from "../services/server/config.js";
+import { adminFiles } from "./ctl-connection.js";
+import { call, ctlAction, print } from "./ctl-command.js";
+import { parseDurationMs } from "./duration.js";
+import { envOption } from "./options.js";
+
+/** ctl commands for identity: init-admin, join-token, certs, audit. */
+export function addSecurityCommands(ctl: Command): void {
+  const initAdmin = ctl
+    .command("init-admin")
+    .description("on the server host: issue an admin certificate from the CA in the data dir, for ctl and grpcurl")
+    .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "the server's data dir (holds the CA)", defaultServerConfig.dataDir))
+    .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaultServerConfig.trustDomain))
+    .option("--name <name>", "admin name in spiffe://<td>/admin/<name>", "operator")
+    .option("--out <dir>", "where to write admin-cert.pem, admin-key.pem, ca.pem (default: --credentials-dir)")
+    .option("--ttl <duration>", "certificate lifetime", "24h");
+  initAdmin.action(async () => {
+    const options = initAdmin.optsWithGlobals() as { dataDir: string; trustDomain: string; name: string; out?: string; ttl: string; credentialsDir: string };
+    try {
+      const ca = await loadOrCreateCa({ dataDir: options.dataDir, trustDomain: options.trustDomain, clock: systemClock });
+      const spiffeId = formatSpiffeId({ trustDomain: options.trustDomain, kind: "admin", name: options.name });
+      const { csrPem, privateKeyPem } = await generateKeyAndCsr(spiffeId);
+      const issued = await ca.issueCertificate({ csrPem, spiffeId, ttlMs: parseDurationMs(options.ttl) });
+      const out = options.out ?? options.credentialsDir;
+      mkdirSync(out, { recursive: true, mode: 0o700 });
+      writeFileSync(join(out, adminFiles.key), privateKeyPem, { mode: 0o600 });
+      chmodSync(join(out, adminFiles.key), 0o600);
+      writeFileSync(join(out, adminFiles.cert), issued.chainPem.join(""));
+      writeFileSync(join(out, adminFiles.ca), ca.trustBundle().join(""));
+      process.stdout.write(`${spiffeId}\nserial ${issued.serial}, expires ${new Date(issued.expiresAtMs).toISOString()}\nwrote ${out}/{${adminFiles.cert},${adminFiles.key},${adminFiles.ca}}\n`);
+    } catch (error) {
+      process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exitCode = 1;
+    }
+  });
+
+  const joinToken = ctl
+    .command("join-token")
+    .description("create a join token for a sidecar (admin)")
+    .requiredOption("--host <host>", "the sidecar's host name: it becomes spiffe://<td>/sidecar/<host>")
+    .requiredOption("--agents <names>", "comma-separated agent names it may register, or *")
+    .option("--uses <n>", "how many joins it allows", "1")
+    .option("--ttl <duration>", "how long it is valid", "10m");
+  joinToken.action(
+    ctlAction(joinToken, async ({ identity, options }) => {
+      const flags = joinToken.opts() as { host: string; agents: string; uses: string; ttl: string };
+      const response = await call<CreateJoinTokenResponse>((metadata, callOptions, callback) =>
+        identity.createJoinToken(
+          {
+            host: flags.host,
+            allowedAgentNames: flags.agents.split(",").map((name) => name.trim()).filter((name) => name !== ""),
+            maxUses: Number(flags.uses),
+            ttlSeconds: Math.ceil(parseDurationMs(flags.ttl) / 1000),
+          },
+          metadata,
+          callOptions,
+          callback,
+        ),
+      );
+      print(options, response, () => `${response.token}\n# token id ${response.tokenId}, expires ${new Date(response.expiresAtMs).toISOString()}`);
+    }),
+  );
+
+  const certs = ctl.command("certs").description("certificates");
+  const revoke = certs.command("revoke <target>").description("revoke a certificate by serial (hex) or every certificate of a SPIFFE ID").option("--reason <text>", "why", "");
+  revoke.action(
+    ctlAction(revoke, async ({ identity, options }, target: string) => {
+      const flags = revoke.opts() as { reason: string };
+      const response = await call<RevokeCertificateResponse>((metadata, callOptions, callback) =>
+        identity.revokeCertificate({ target, reason: flags.reason }, metadata, callOptions, callback),
+      );
+      print(options, response, () => `revoked ${response.revoked} certificate(s)`);
+    }),
+  );
+
+  const audit = ctl.command("audit").description("the tamper-evident audit log");
+  const tail = audit.command("tail").description("the most recent audit entries").option("-n, --lines <n>", "how many", "20");
+  tail.action(
+    ctlAction(tail, async ({ identity, options }) => {
+      const flags = tail.opts() as { lines: string };
+      const response = await call<ListAuditEventsResponse>((metadata, callOptions, callback) =>
+        identity.listAuditEvents({ limit: Number(flags.lines) }, metadata, callOptions, callback),
+      );
+      print(options, response.entriesJson.map((line) => JSON.parse(line) as unknown), () => response.entriesJson.join("\n"));
+    }),
+  );
+  const verify = audit
+    .command("verify")
+    .description("check the hash chain of an audit log file; exits 1 naming the first bad entry")
+    .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "the server's data dir", defaultServerConfig.dataDir))
+    .option("--file <path>", "audit log file (default <data-dir>/audit.log)");
+  verify.action(async () => {
+    const flags = verify.opts() as { dataDir: string; file?: string };
+    const path = flags.file ?? join(flags.dataDir, "audit.log");
+    const result = await verifyAuditLog(path).catch((error: unknown) => ({ ok: false as const, line: 0, reason: error instanceof Error ? error.message : String(error) }));
+    if (result.ok) {
+      process.stdout.write(`ok: ${result.entries} entries, chain intact\n`);
+      return;
+    }
+    process.stdout.write(`FAILED at line ${result.line}: ${result.reason}\n`);
+    process.exitCode = 1;
+  });
+}

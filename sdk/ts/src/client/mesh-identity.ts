@@ -1,0 +1,157 @@
+import { type KeyObject, X509Certificate, createPrivateKey } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { type ChannelCredentials, Metadata, type ServiceError, credentials as grpcCredentials } from "@grpc/grpc-js";
+import type { PeerCertificate } from "node:tls";
+import type { Clock } from "../core/clock.js";
+import { systemClock } from "../core/clock.js";
+import { generateKeyAndCsr } from "../core/csr.js";
+import { signEnvelope } from "../core/signing.js";
+import { parseSpiffeId, spiffeIdsFromCertificate, tryParseSpiffeId } from "../core/spiffe-id.js";
+import { CertificateRenewer } from "../core/tls/certificate-renewer.js";
+import { CertificateSource, type IdentityMaterial } from "../core/tls/certificate-source.js";
+import { meshChannelCredentials } from "../core/tls/channel-credentials.js";
+import { IdentityServiceClient, type IssueCertificateResponse } from "../gen/agentmesh/v1/identity.js";
+import type { SignedEnvelope } from "../gen/agentmesh/v1/types.js";
+
+/** Signs messages with the current certificate's key (renewals included). */
+export interface EnvelopeSigner {
+  readonly spiffeId: string;
+  sign(payload: Uint8Array, method: string, payloadType: string, audience: string): SignedEnvelope;
+}
+
+export interface JoinOptions {
+  /** Control-plane address, host:port. */
+  address: string;
+  /** The trust bundle that verifies the server on first contact (the mesh CA certificate). */
+  trustBundlePem: string;
+  spiffeId: string;
+  joinToken: string;
+  ttlSeconds?: number;
+  clock?: Clock;
+  onRenewError?: (error: unknown, retryInMs: number) => void;
+}
+
+/**
+ * One component's mesh identity (sidecar, SDK direct mode, ctl): its key never
+ * leaves the process; certificates come from the mesh CA, first with a join
+ * token, then renewed over mTLS at half-life and swapped in without dropping
+ * connections.
+ */
+export class MeshIdentity implements EnvelopeSigner {
+  readonly source = new CertificateSource();
+  readonly trustDomain: string;
+  private privateKey: KeyObject | undefined;
+  private renewer: CertificateRenewer | undefined;
+  private readonly clock: Clock;
+
+  private constructor(
+    readonly spiffeId: string,
+    clock: Clock,
+  ) {
+    this.trustDomain = parseSpiffeId(spiffeId).trustDomain;
+    this.clock = clock;
+  }
+
+  /** Joins with a token, then keeps the certificate renewed. */
+  static async join(options: JoinOptions): Promise<MeshIdentity> {
+    const identity = new MeshIdentity(options.spiffeId, options.clock ?? systemClock);
+    identity.source.setTrustBundle(splitPem(options.trustBundlePem));
+    let first = true;
+    identity.renewer = new CertificateRenewer({
+      source: identity.source,
+      issue: async () => {
+        const useToken = first;
+        first = false;
+        return identity.requestCertificate(options.address, useToken ? options.joinToken : "", options.ttlSeconds ?? 0);
+      },
+      onRenewed: (material) => identity.adopt(material),
+      onError: options.onRenewError,
+    });
+    identity.adopt(await identity.renewer.start());
+    return identity;
+  }
+
+  /** Loads a certificate and key written earlier (for example by `ctl init-admin`); no renewal. */
+  static async fromFiles(files: { certFile: string; keyFile: string; caFile: string }): Promise<MeshIdentity> {
+    const [certPem, keyPem, caPem] = await Promise.all([readFile(files.certFile, "utf8"), readFile(files.keyFile, "utf8"), readFile(files.caFile, "utf8")]);
+    const chainPem = splitPem(certPem);
+    const leaf = new X509Certificate(chainPem[0] ?? "");
+    const [spiffeId] = spiffeIdsFromCertificate(leaf);
+    if (!spiffeId || !tryParseSpiffeId(spiffeId)) throw new Error(`${files.certFile}: no SPIFFE ID`);
+    const identity = new MeshIdentity(spiffeId, systemClock);
+    identity.source.setTrustBundle(splitPem(caPem));
+    const material: IdentityMaterial = {
+      chainPem,
+      privateKeyPem: keyPem,
+      notBeforeMs: Date.parse(leaf.validFrom),
+      expiresAtMs: Date.parse(leaf.validTo),
+      serial: leaf.serialNumber.toLowerCase(),
+      spiffeId,
+    };
+    identity.source.setIdentity(material);
+    identity.adopt(material);
+    return identity;
+  }
+
+  /** mTLS credentials for dialing the control plane (the server is checked by SPIFFE ID). */
+  channelCredentials(expectedKind: "server" | "sidecar" = "server"): ChannelCredentials {
+    return meshChannelCredentials(this.source, this.trustDomain, expectedKind);
+  }
+
+  sign(payload: Uint8Array, method: string, payloadType: string, audience: string): SignedEnvelope {
+    if (!this.privateKey) throw new Error("identity has no key yet");
+    return signEnvelope({ payload, signer: this.spiffeId, audience, method, payloadType, privateKey: this.privateKey, clock: this.clock });
+  }
+
+  close(): void {
+    this.renewer?.stop();
+  }
+
+  private adopt(material: IdentityMaterial): void {
+    this.privateKey = createPrivateKey(material.privateKeyPem);
+  }
+
+  private async requestCertificate(address: string, joinToken: string, ttlSeconds: number): Promise<IdentityMaterial> {
+    const { csrPem, privateKeyPem } = await generateKeyAndCsr(this.spiffeId);
+    // The first certificate comes over server-authenticated TLS; renewals over mTLS with the current one.
+    const channel = joinToken !== "" ? bootstrapCredentials(this.source.trustBundle, this.trustDomain) : this.channelCredentials();
+    const client = new IdentityServiceClient(address, channel, { "grpc.ssl_target_name_override": "agentmesh-server" });
+    try {
+      const response = await new Promise<IssueCertificateResponse>((resolve, reject) =>
+        client.issueCertificate(
+          { csrPem, joinToken, spiffeId: this.spiffeId, ttlSeconds },
+          new Metadata(),
+          { deadline: new Date(Date.now() + 15_000) },
+          (error: ServiceError | null, response: IssueCertificateResponse) => (error ? reject(error) : resolve(response)),
+        ),
+      );
+      if (response.trustBundlePem.length > 0) this.source.setTrustBundle(response.trustBundlePem);
+      const leaf = new X509Certificate(response.certificateChainPem[0] ?? "");
+      return {
+        chainPem: response.certificateChainPem,
+        privateKeyPem,
+        notBeforeMs: Date.parse(leaf.validFrom),
+        expiresAtMs: response.expiresAtMs,
+        serial: response.serial,
+        spiffeId: response.spiffeId,
+      };
+    } finally {
+      client.close();
+    }
+  }
+}
+
+/** TLS that verifies the server by SPIFFE ID but presents no client certificate (joining). */
+function bootstrapCredentials(trustBundlePem: readonly string[], trustDomain: string): ChannelCredentials {
+  return grpcCredentials.createSsl(Buffer.from(trustBundlePem.join("\n")), null, null, {
+    checkServerIdentity: (_host: string, certificate: PeerCertificate) => {
+      const ids = spiffeIdsFromCertificate(new X509Certificate(certificate.raw));
+      const id = ids.length === 1 ? tryParseSpiffeId(ids[0] as string) : undefined;
+      return id && id.trustDomain === trustDomain && id.kind === "server" ? undefined : new Error("peer is not a mesh server");
+    },
+  });
+}
+
+export function splitPem(pem: string): string[] {
+  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)?.map((block) => `${block}\n`) ?? [];
+}

@@ -1,0 +1,139 @@
+import { type Metadata, type ServerInterceptingCallInterface, type ServerInterceptor, ServerInterceptingCall, status } from "@grpc/grpc-js";
+import type { PeerCertificate } from "node:tls";
+import type { Logger } from "pino";
+import type { Clock } from "../../sdk/ts/src/core/clock.js";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { type KeyedLimiter } from "../../sdk/ts/src/core/token-bucket.js";
+import type { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
+import type { AuthenticatableCall, Authenticator, CallerIdentity } from "../server/call-context.js";
+import type { RevocationList } from "./domain/revocations.js";
+import type { AuditSink } from "./ports.js";
+
+/** RPCs a caller without a certificate may make: joining and fetching the roots. */
+export const bootstrapMethods: ReadonlySet<string> = new Set([
+  "/agentmesh.v1.IdentityService/IssueCertificate",
+  "/agentmesh.v1.IdentityService/GetTrustBundle",
+]);
+
+/** RPCs only an `/admin/` identity may make. Owner-or-admin checks live in the handlers. */
+export const adminMethods: ReadonlySet<string> = new Set([
+  "/agentmesh.v1.IdentityService/CreateJoinToken",
+  "/agentmesh.v1.IdentityService/RevokeCertificate",
+  "/agentmesh.v1.IdentityService/ListAuditEvents",
+  "/agentmesh.v1.OrchestratorService/ApplyDeployment",
+  "/agentmesh.v1.OrchestratorService/DeleteDeployment",
+  "/agentmesh.v1.OrchestratorService/ScaleDeployment",
+]);
+
+const anonymous: CallerIdentity = { spiffeId: "", isAdmin: false, allowedAgentNames: new Set() };
+
+export interface MtlsAuthOptions {
+  verifier: PeerVerifier;
+  revocations: RevocationList;
+  clock: Clock;
+  audit: AuditSink;
+  log: Logger;
+  /** Per-identity rate and in-flight limits on every call. */
+  limiter: KeyedLimiter;
+  onLimitRejected: (limit: string) => void;
+}
+
+export interface MtlsAuth {
+  /** Runs first on every call of every service (health and reflection too). */
+  interceptor: ServerInterceptor;
+  /** Identity for our handlers: what the interceptor established for this call. */
+  authenticate: Authenticator;
+}
+
+/**
+ * The one place that turns a TLS peer into a CallerIdentity. Mesh ports request a
+ * client certificate without letting TLS reject its absence (a joining sidecar
+ * has none), so this interceptor enforces, on every call: a certificate chained
+ * to the trust bundle, within its validity, not revoked, with exactly one SPIFFE
+ * ID of our trust domain; admin RPCs need an `/admin/` identity; and the
+ * per-identity rate and in-flight limits.
+ */
+export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
+  const identities = new WeakMap<Metadata, CallerIdentity>();
+
+  const identify = (peer: PeerCertificate | undefined, method: string): CallerIdentity => {
+    const hasCertificate = peer !== undefined && peer.raw !== undefined;
+    if (!hasCertificate && bootstrapMethods.has(method)) return anonymous;
+    const verified = options.verifier.verify(peer, options.clock.nowMs());
+    if (options.revocations.isRevoked({ serial: verified.serial })) throw new MeshError("unauthenticated", "client certificate revoked");
+    const kind = verified.spiffeId.kind;
+    const allowedAgentNames = new Set(kind === "agent" ? [verified.spiffeId.name] : kind === "admin" ? ["*"] : verified.allowedAgentNames);
+    return {
+      spiffeId: verified.spiffeId.uri,
+      serial: verified.serial,
+      publicKey: verified.publicKey,
+      isAdmin: kind === "admin",
+      allowedAgentNames,
+    };
+  };
+
+  const interceptor: ServerInterceptor = (methodDescriptor, call: ServerInterceptingCallInterface) => {
+    const method = methodDescriptor.path;
+    let limiterKey: string | undefined;
+    const release = () => {
+      if (limiterKey === undefined) return;
+      options.limiter.release(limiterKey);
+      limiterKey = undefined;
+    };
+    return new ServerInterceptingCall(call, {
+      start: (next) => {
+        next({
+          onReceiveMetadata: (metadata, nextMetadata) => {
+            let identity: CallerIdentity;
+            try {
+              identity = identify(call.getAuthContext().sslPeerCertificate, method);
+              if (adminMethods.has(method) && !identity.isAdmin) throw new MeshError("denied", "requires an admin identity");
+            } catch (error) {
+              const meshError = error instanceof MeshError ? error : new MeshError("unauthenticated", "client certificate invalid");
+              if (!(error instanceof MeshError)) options.log.warn({ err: error, method }, "peer verification failed");
+              audited(options, meshError.kind === "denied" ? "call.denied" : "call.unauthenticated", method, peerName(call), meshError.message);
+              call.sendStatus({ code: meshError.code, details: meshError.message });
+              return;
+            }
+            if (identity.spiffeId !== "") {
+              const refused = options.limiter.admit(identity.spiffeId);
+              if (refused) {
+                options.onLimitRejected(`identity_${refused}`);
+                audited(options, "limit.breach", method, identity.spiffeId, refused);
+                call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details: `limit exceeded: ${refused === "rate" ? "request rate" : "in-flight calls"} per identity` });
+                return;
+              }
+              limiterKey = identity.spiffeId;
+            }
+            identities.set(metadata, identity);
+            nextMetadata(metadata);
+          },
+          onCancel: release,
+        });
+      },
+      sendStatus: (statusObject, next) => {
+        release();
+        next(statusObject);
+      },
+    });
+  };
+
+  const authenticate: Authenticator = (call: AuthenticatableCall, method: string) => {
+    const known = identities.get(call.metadata);
+    if (known) return known;
+    // Not seen by the interceptor (should not happen): establish it the same way.
+    return identify(call.getAuthContext().sslPeerCertificate, method);
+  };
+
+  return { interceptor, authenticate };
+}
+
+function peerName(call: ServerInterceptingCallInterface): string {
+  return call.getPeer();
+}
+
+function audited(options: MtlsAuthOptions, action: string, method: string, actor: string, reason: string): void {
+  options.audit
+    .append({ actor, action, target: method, outcome: "denied", requestId: "", details: { reason } })
+    .catch((error: unknown) => options.log.error({ err: error }, "audit append failed"));
+}

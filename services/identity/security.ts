@@ -1,0 +1,137 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type ServerCredentials, experimental } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { Clock } from "../../sdk/ts/src/core/clock.js";
+import { generateKeyAndCsr } from "../../sdk/ts/src/core/csr.js";
+import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
+import { formatSpiffeId } from "../../sdk/ts/src/core/spiffe-id.js";
+import { KeyedLimiter } from "../../sdk/ts/src/core/token-bucket.js";
+import { CertificateRenewer } from "../../sdk/ts/src/core/tls/certificate-renewer.js";
+import { CertificateSource, type IdentityMaterial } from "../../sdk/ts/src/core/tls/certificate-source.js";
+import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
+import { MemoryCertificateStore } from "./adapters/memory-certificate-store.js";
+import { MemoryJoinTokenStore } from "./adapters/memory-join-token-store.js";
+import { MemoryRevocationStore } from "./adapters/memory-revocation-store.js";
+import { FileAuditLog } from "./audit-log.js";
+import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "./domain/ca.js";
+import { JoinTokens } from "./domain/join-tokens.js";
+import { RevocationList } from "./domain/revocations.js";
+import { EnvelopeOpener } from "./envelope-opener.js";
+import { IdentityAuthority } from "./identity-authority.js";
+import { type MtlsAuth, createMtlsAuth } from "./mtls-auth.js";
+import type { RevocationRecord } from "./ports.js";
+
+export interface SecurityOptions {
+  dataDir: string;
+  trustDomain: string;
+  serverId: string;
+  insecureDev: boolean;
+  caCertFile?: string;
+  caKeyFile?: string;
+  certTtlMs: number;
+  maxCertTtlMs: number;
+  /** Names and addresses clients dial the server by (go into its certificate for grpcurl). */
+  serverDnsNames: string[];
+  serverIpAddresses: string[];
+  identityRatePerSecond: number;
+  identityBurst: number;
+  identityMaxInFlight: number;
+  auditFsync: boolean;
+  clock: Clock;
+  log: Logger;
+  onLimitRejected: (limit: string) => void;
+  onRevoked: (records: RevocationRecord[]) => void;
+}
+
+/** Everything identity the server needs: CA, audit, signatures, and (unless dev mode) mTLS. */
+export interface Security {
+  ca: MeshCa;
+  audit: FileAuditLog;
+  authority: IdentityAuthority;
+  revocations: RevocationList;
+  opener: EnvelopeOpener;
+  /** Absent in plaintext dev mode. */
+  tls?: { credentials: ServerCredentials; auth: MtlsAuth; source: CertificateSource; renewer: CertificateRenewer };
+  close(): Promise<void>;
+}
+
+export async function createSecurity(options: SecurityOptions): Promise<Security> {
+  const log = options.log.child({ component: "identity" });
+  const ca = await loadCa(options);
+  const audit = await FileAuditLog.open({ path: join(options.dataDir, "audit.log"), clock: options.clock, durability: options.auditFsync ? "fsync" : "write" });
+  const certificates = new MemoryCertificateStore();
+  const revocations = new RevocationList({ certificates, store: new MemoryRevocationStore(), clock: options.clock });
+  await revocations.load();
+  const joinTokens = new JoinTokens({ store: new MemoryJoinTokenStore(), clock: options.clock, trustDomain: options.trustDomain });
+  const authority = new IdentityAuthority({
+    ca,
+    joinTokens,
+    certificates,
+    revocations,
+    audit,
+    clock: options.clock,
+    log,
+    defaultTtlMs: options.certTtlMs,
+    maxTtlMs: options.maxCertTtlMs,
+    onRevoked: options.onRevoked,
+  });
+  const opener = new EnvelopeOpener(options.trustDomain, new MemoryNonceCache({ clock: options.clock }), options.clock);
+  const security: Security = {
+    ca,
+    audit,
+    authority,
+    revocations,
+    opener,
+    close: async () => {
+      security.tls?.renewer.stop();
+      await audit.close();
+    },
+  };
+  if (options.insecureDev) return security;
+
+  const anchors = [...ca.trustBundle(), ...splitPemCertificates(ca.certificatePem)];
+  const source = new CertificateSource();
+  source.setTrustBundle([...new Set(anchors)]);
+  const spiffeId = formatSpiffeId({ trustDomain: options.trustDomain, kind: "server", name: options.serverId });
+  const renewer = new CertificateRenewer({
+    source,
+    issue: async (): Promise<IdentityMaterial> => {
+      const { csrPem, privateKeyPem } = await generateKeyAndCsr(spiffeId);
+      const issued = await ca.issueCertificate({
+        csrPem,
+        spiffeId,
+        ttlMs: options.certTtlMs,
+        dnsNames: options.serverDnsNames,
+        ipAddresses: options.serverIpAddresses,
+      });
+      await certificates.recordIssued({ serial: issued.serial, spiffeId, issuedAtMs: options.clock.nowMs(), notAfterMs: issued.expiresAtMs });
+      return { ...issued, privateKeyPem };
+    },
+    onRenewed: (identity) => log.info({ serial: identity.serial, expiresAtMs: identity.expiresAtMs }, "server certificate renewed"),
+    onError: (error, retryInMs) => log.error({ err: error, retryInMs }, "server certificate renewal failed"),
+  });
+  await renewer.start();
+  // The identity provider comes first (grpc-js names the parameters the other way round).
+  const credentials = experimental.createCertificateProviderServerCredentials(source, source, false);
+  const auth = createMtlsAuth({
+    verifier: new PeerVerifier(options.trustDomain, anchors),
+    revocations,
+    clock: options.clock,
+    audit,
+    log,
+    limiter: new KeyedLimiter({ ratePerSecond: options.identityRatePerSecond, burst: options.identityBurst, maxInFlight: options.identityMaxInFlight }, options.clock),
+    onLimitRejected: options.onLimitRejected,
+  });
+  security.tls = { credentials, auth, source, renewer };
+  return security;
+}
+
+async function loadCa(options: SecurityOptions): Promise<MeshCa> {
+  if (options.caCertFile || options.caKeyFile) {
+    if (!options.caCertFile || !options.caKeyFile) throw new Error("--ca-cert and --ca-key go together");
+    const [certPem, keyPem] = await Promise.all([readFile(options.caCertFile, "utf8"), readFile(options.caKeyFile, "utf8")]);
+    return loadOrCreateCa({ certPem, keyPem, trustDomain: options.trustDomain, clock: options.clock, maxLeafTtlMs: options.maxCertTtlMs });
+  }
+  return loadOrCreateCa({ dataDir: options.dataDir, trustDomain: options.trustDomain, clock: options.clock, maxLeafTtlMs: options.maxCertTtlMs });
+}
