@@ -23,7 +23,7 @@ export interface WebhookReceiver {
 
 export const defaultWebhookTimeoutMs = 10_000;
 export const defaultWebhookMaxAttempts = 5;
-/** 1 s, 2 s, 4 s, 8 s (each jittered down to half): five attempts span about 15 s at most. */
+/** Waits of 1 s, 2 s, 4 s, 8 s (each randomly between half and all of it): the waits between five attempts add up to 15 s at most. */
 export const defaultWebhookBackoff: BackoffOptions = { initialMs: 1_000, maxMs: 30_000, multiplier: 2 };
 /** Per receiver. A receiver down for hours must not grow memory without bound; oldest go first. */
 export const defaultMaxQueuedMessages = 1_000;
