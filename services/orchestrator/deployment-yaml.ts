@@ -11,8 +11,11 @@ import type { AgentManifest, Capability, HealthPolicy, Resources } from "../../s
 import { deploymentDefaults } from "./domain/deployment-spec.js";
 import { validateDeployment } from "./domain/validate-deployment.js";
 
-/** A YAML path: map keys and sequence indexes from the document root. */
-type Path = readonly (string | number)[];
+/**
+ * A YAML path from the document root: field names, sequence indexes, and
+ * `{ key }` for keys of free-form maps (env, labels), shown in brackets.
+ */
+type Path = readonly (string | number | { key: string })[];
 
 const MAX_YAML_BYTES = 1024 * 1024;
 
@@ -78,7 +81,8 @@ class YamlSource {
   /** Line of the node at `path`, or of its nearest ancestor that exists. */
   private lineOf(path: Path): number | undefined {
     for (let length = path.length; length >= 0; length -= 1) {
-      const node = length === 0 ? this.document.contents : this.document.getIn(path.slice(0, length), true);
+      const keys = path.slice(0, length).map((segment) => (typeof segment === "object" ? segment.key : segment));
+      const node = length === 0 ? this.document.contents : this.document.getIn(keys, true);
       if (isNode(node) && node.range) return this.lineCounter.linePos(node.range[0]).line;
     }
     return undefined;
@@ -285,7 +289,7 @@ function readScalarText(source: YamlSource, value: unknown, path: Path): string 
 function readStringMap(source: YamlSource, value: unknown, path: Path): Record<string, string> {
   if (value === undefined || value === null) return {};
   const map = readMap(source, value, path);
-  return Object.fromEntries(Object.entries(map).map(([key, entry]) => [key, readScalarText(source, entry, [...path, key])]));
+  return Object.fromEntries(Object.entries(map).map(([key, entry]) => [key, readScalarText(source, entry, [...path, { key }])]));
 }
 
 function readNumber(source: YamlSource, value: unknown, path: Path): number {
@@ -328,18 +332,18 @@ function formatPath(path: Path): string {
   let text = "";
   for (const segment of path) {
     if (typeof segment === "number") text += `[${segment}]`;
-    else if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(segment)) text += text === "" ? segment : `.${segment}`;
-    else text += `[${segment}]`;
+    else if (typeof segment === "object") text += `[${segment.key}]`;
+    else text += text === "" ? segment : `.${segment}`;
   }
   return text;
 }
 
 /** Inverse of formatPath, for paths that come back from validation. */
 function parsePath(text: string): Path {
-  const path: (string | number)[] = [];
-  for (const [, key, bracketed] of text.matchAll(/([^.[\]]+)|\[([^\]]*)\]/g)) {
-    if (key !== undefined) path.push(key);
-    else if (bracketed !== undefined) path.push(/^\d+$/.test(bracketed) ? Number(bracketed) : bracketed);
+  const path: Path[number][] = [];
+  for (const [, field, bracketed] of text.matchAll(/([^.[\]]+)|\[([^\]]*)\]/g)) {
+    if (field !== undefined) path.push(field);
+    else if (bracketed !== undefined) path.push(/^\d+$/.test(bracketed) ? Number(bracketed) : { key: bracketed });
   }
   return path;
 }
