@@ -31,6 +31,7 @@ export function registryHandlers(
           endpoint: request.endpoint,
           host: request.host,
           owner: caller.spiffeId,
+          deployment: request.deployment,
         });
         metrics.registrations.inc({ outcome: "ok" });
         return { instance: result.instance, revision: result.revision };

@@ -173,7 +173,7 @@ describe("bad input", () => {
     const agent = client();
     const revision = server.registry.currentRevision;
     const error = await new Promise<ServiceError>((resolve) =>
-      agent.registry.register({ manifest: undefined, instanceId: "", endpoint: "", host: "", envelope: undefined, ...fields }, (failure) =>
+      agent.registry.register({ manifest: undefined, instanceId: "", endpoint: "", host: "", envelope: undefined, deployment: "", ...fields }, (failure) =>
         resolve(failure as ServiceError),
       ),
     );

@@ -57,6 +57,8 @@ export type MeshClientEvent =
 export interface RegisterOptions {
   instanceId?: string;
   endpoint?: string;
+  /** Set by a sidecar starting a managed agent for a deployment. */
+  deployment?: string;
 }
 
 /** One registered agent instance kept alive by a MeshClient. */
@@ -208,6 +210,7 @@ export class MeshClient {
       endpoint: registerOptions.endpoint ?? "",
       host: this.options.host ?? this.options.sidecarId,
       envelope: undefined,
+      deployment: registerOptions.deployment ?? "",
     };
     const signer = this.options.signer;
     // Signed: the server reads the request from the envelope, exactly as signed.

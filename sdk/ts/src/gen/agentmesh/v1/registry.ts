@@ -45,7 +45,14 @@ export interface RegisterRequest {
    * Signed form of this request (required when the server runs with mTLS);
    * its payload is the encoded RegisterRequest without this field.
    */
-  envelope?: SignedEnvelope | undefined;
+  envelope?:
+    | SignedEnvelope
+    | undefined;
+  /**
+   * The deployment that placed this instance (set by sidecars starting managed
+   * agents); empty for unmanaged agents.
+   */
+  deployment: string;
 }
 
 export interface RegisterResponse {
@@ -245,7 +252,7 @@ export function watchResponse_EventTypeToJSON(object: WatchResponse_EventType): 
 }
 
 function createBaseRegisterRequest(): RegisterRequest {
-  return { manifest: undefined, instanceId: "", endpoint: "", host: "", envelope: undefined };
+  return { manifest: undefined, instanceId: "", endpoint: "", host: "", envelope: undefined, deployment: "" };
 }
 
 export const RegisterRequest: MessageFns<RegisterRequest> = {
@@ -264,6 +271,9 @@ export const RegisterRequest: MessageFns<RegisterRequest> = {
     }
     if (message.envelope !== undefined) {
       SignedEnvelope.encode(message.envelope, writer.uint32(42).fork()).join();
+    }
+    if (message.deployment !== "") {
+      writer.uint32(50).string(message.deployment);
     }
     return writer;
   },
@@ -321,6 +331,14 @@ export const RegisterRequest: MessageFns<RegisterRequest> = {
             message.envelope = SignedEnvelope.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.deployment = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -344,6 +362,7 @@ export const RegisterRequest: MessageFns<RegisterRequest> = {
       endpoint: isSet(object.endpoint) ? globalThis.String(object.endpoint) : "",
       host: isSet(object.host) ? globalThis.String(object.host) : "",
       envelope: isSet(object.envelope) ? SignedEnvelope.fromJSON(object.envelope) : undefined,
+      deployment: isSet(object.deployment) ? globalThis.String(object.deployment) : "",
     };
   },
 
@@ -364,6 +383,9 @@ export const RegisterRequest: MessageFns<RegisterRequest> = {
     if (message.envelope !== undefined) {
       obj.envelope = SignedEnvelope.toJSON(message.envelope);
     }
+    if (message.deployment !== "") {
+      obj.deployment = message.deployment;
+    }
     return obj;
   },
 
@@ -381,6 +403,7 @@ export const RegisterRequest: MessageFns<RegisterRequest> = {
     message.envelope = (object.envelope !== undefined && object.envelope !== null)
       ? SignedEnvelope.fromPartial(object.envelope)
       : undefined;
+    message.deployment = object.deployment ?? "";
     return message;
   },
 };
