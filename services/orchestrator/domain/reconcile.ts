@@ -175,13 +175,15 @@ export function plan(input: PlanInput): PlanResult {
   let pendingStarts = settlePendingStarts(adopted.pendingStarts, observedById, connected, nowMs, options, strategy, removals);
   const census = takeCensus(observed, leaving, connected);
 
-  const rollout = transitionRollout(adopted.rollout, {
-    type: "observe",
-    nowMs,
-    desiredReplicas: desired.replicas,
-    strategy,
-    instances: rolloutInstances(census, pendingStarts),
-  });
+  const observe = (rolloutBefore: RolloutState, pending: readonly PendingStart[]) =>
+    transitionRollout(rolloutBefore, {
+      type: "observe",
+      nowMs,
+      desiredReplicas: desired.replicas,
+      strategy,
+      instances: rolloutInstances(census, pending),
+    });
+  const rollout = observe(adopted.rollout, pendingStarts);
   if (rollout.phase === "rolling_back" && adopted.rollout.phase !== "rolling_back") {
     actions.push({ type: "rollback", fromVersion: rollout.fromVersion, toVersion: rollout.toVersion, reason: rollout.message });
   }
@@ -247,13 +249,15 @@ export function plan(input: PlanInput): PlanResult {
     forget(lost.instance, "sidecar gone");
   }
 
-  const state: ReconcileState = { deployment: desired.name, target: adopted.target, stable, rollout, pendingStarts, leaving };
-  if (input.state === undefined || !sameRollout(input.state.rollout, rollout)) {
-    actions.push({ type: "rolloutProgress", rollout: toRolloutMessage(rollout) });
+  // Observed once more with this pass's starts, so the counts GetRollout shows include them at once.
+  const counted = observe(rollout, pendingStarts);
+  const state: ReconcileState = { deployment: desired.name, target: adopted.target, stable, rollout: counted, pendingStarts, leaving };
+  if (input.state === undefined || !sameRollout(input.state.rollout, counted)) {
+    actions.push({ type: "rolloutProgress", rollout: toRolloutMessage(counted) });
   }
   actions.push(...removals, ...placed);
   const unplaced = decision.starts - starts.length;
-  return { actions, state, status: statusOf(census, pendingStarts, rollout, unplaced) };
+  return { actions, state, status: statusOf(census, pendingStarts, counted, unplaced) };
 }
 
 /** Adds the starts other deployments have in flight to a snapshot, so one pass does not overfill a sidecar. */

@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import { type SidecarSnapshot, placeInstances, withPlacements } from "../../services/orchestrator/domain/placement.js";
+
+function sidecar(sidecarId: string, overrides: Partial<SidecarSnapshot> = {}): SidecarSnapshot {
+  return { sidecarId, capacity: 10, instanceCount: 0, byDeployment: {}, connected: true, ...overrides };
+}
+
+function countBy(ids: readonly string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const id of ids) counts[id] = (counts[id] ?? 0) + 1;
+  return counts;
+}
+
+describe("placeInstances", () => {
+  it("spreads 4 instances over 2 empty sidecars, 2 each, alternating", () => {
+    expect(placeInstances([sidecar("s1"), sidecar("s2")], "web", 4)).toEqual(["s1", "s2", "s1", "s2"]);
+  });
+
+  it("spreads 3 instances over 3 sidecars, one each", () => {
+    expect(countBy(placeInstances([sidecar("s3"), sidecar("s1"), sidecar("s2")], "web", 3))).toEqual({ s1: 1, s2: 1, s3: 1 });
+  });
+
+  it("spreads 7 instances over 3 sidecars as evenly as possible", () => {
+    const counts = Object.values(countBy(placeInstances([sidecar("s1"), sidecar("s2"), sidecar("s3")], "web", 7))).sort();
+    expect(counts).toEqual([2, 2, 3]);
+  });
+
+  it("fills the sidecar with fewest instances of this deployment first", () => {
+    const sidecars = [
+      sidecar("s1", { instanceCount: 2, byDeployment: { web: 2 } }),
+      sidecar("s2", { instanceCount: 5, byDeployment: { other: 5 } }),
+    ];
+    expect(placeInstances(sidecars, "web", 1)).toEqual(["s2"]);
+  });
+
+  it("breaks a spread tie on fewest instances overall, then most free capacity, then id", () => {
+    expect(placeInstances([sidecar("s1", { instanceCount: 3 }), sidecar("s2", { instanceCount: 1 })], "web", 1)).toEqual(["s2"]);
+    expect(placeInstances([sidecar("s1", { capacity: 4 }), sidecar("s2", { capacity: 8 })], "web", 1)).toEqual(["s2"]);
+    expect(placeInstances([sidecar("b"), sidecar("a")], "web", 1)).toEqual(["a"]);
+  });
+
+  it("respects capacity and returns fewer placements when it runs out", () => {
+    const sidecars = [sidecar("s1", { capacity: 1 }), sidecar("s2", { capacity: 2, instanceCount: 1, byDeployment: { other: 1 } })];
+    expect(placeInstances(sidecars, "web", 5)).toEqual(["s1", "s2"]);
+  });
+
+  it("skips disconnected sidecars and sidecars with capacity 0 (unmanaged only)", () => {
+    const sidecars = [sidecar("gone", { connected: false }), sidecar("unmanaged", { capacity: 0 }), sidecar("full", { capacity: 2, instanceCount: 2 })];
+    expect(placeInstances(sidecars, "web", 2)).toEqual([]);
+    expect(placeInstances([...sidecars, sidecar("ok")], "web", 2)).toEqual(["ok", "ok"]);
+  });
+
+  it("is deterministic and leaves its input untouched", () => {
+    const sidecars = [sidecar("s1"), sidecar("s2", { byDeployment: { web: 1 }, instanceCount: 1 })];
+    const before = structuredClone(sidecars);
+    expect(placeInstances(sidecars, "web", 3)).toEqual(placeInstances(sidecars, "web", 3));
+    expect(sidecars).toEqual(before);
+  });
+});
+
+describe("withPlacements", () => {
+  it("counts placements per sidecar and deployment", () => {
+    const after = withPlacements(
+      [sidecar("s1"), sidecar("s2")],
+      [
+        { sidecarId: "s1", deployment: "web" },
+        { sidecarId: "s1", deployment: "api" },
+        { sidecarId: "s1", deployment: "web" },
+        { sidecarId: "unknown", deployment: "web" },
+      ],
+    );
+    expect(after).toEqual([sidecar("s1", { instanceCount: 3, byDeployment: { web: 2, api: 1 } }), sidecar("s2")]);
+  });
+});
