@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { RestartPolicy_Mode } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { parseDeploymentYaml } from "../../services/orchestrator/deployment-yaml.js";
@@ -142,6 +143,36 @@ resources: {invokeRatePerSecond: 12.5, maxMessageSize: 4M}
     ["a bad second document", `${minimal}---\nname: other\n`, "document 2: version: required (line 8)"],
   ])("rejects %s, naming the YAML path", (_label, text, expected) => {
     expect(problem(text)).toContain(expected);
+  });
+
+  it("accepts every field docs/deployments.md documents, and the docs name every field it accepts", () => {
+    const everyField = `
+kind: Deployment
+name: full
+version: 1.0.0
+replicas: 2
+minReady: 1
+capabilities: [{name: text.full, version: 1.0.0, attributes: {lang: en}}]
+labels: {team: docs}
+resources: {memoryLimit: 1Gi, invokeRatePerSecond: 10, invokeBurst: 20, maxInFlight: 8, maxMessageSize: 1Mi}
+health: {heartbeatInterval: 500ms, degradedErrorRate: 0.2, readinessTimeout: 10s}
+agentCard: {name: full}
+process: {command: node, args: [a.mjs], env: {A: b}, cwd: /srv, image: example/full:1}
+restartPolicy: {mode: never, maxRestarts: 3, window: 30s, initialBackoff: 100ms, maxBackoff: 5s}
+strategy: {maxSurge: 2, maxUnavailable: 1, readyTimeout: 45s, maxErrorRate: 0.3, canaryWeightPercent: 20}
+`;
+    expect(parseDeploymentYaml(everyField)).toHaveLength(1);
+    const docs = readFileSync("docs/deployments.md", "utf8");
+    const fieldsSection = docs.slice(docs.indexOf("## Fields"), docs.indexOf("## What the orchestrator"));
+    const documented = [...fieldsSection.matchAll(/^\| `([a-zA-Z.]+)` \|/gm)].map((match) => match[1]);
+    // Free-form maps and lists are documented as one field, not per key.
+    const wholeFields = new Set(["capabilities", "labels", "agentCard", "process.args", "process.env"]);
+    const fieldPaths = (value: unknown, prefix: string): string[] =>
+      value !== null && typeof value === "object" && !Array.isArray(value) && !wholeFields.has(prefix)
+        ? Object.entries(value).flatMap(([key, entry]) => fieldPaths(entry, prefix === "" ? key : `${prefix}.${key}`))
+        : [prefix];
+    const written = fieldPaths(parse(everyField), "");
+    expect(new Set(documented)).toEqual(new Set(written));
   });
 
   it("refuses files over 1 MiB", () => {
