@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { type Deployment, RestartPolicy_Mode } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
-import { resolveRestartPolicy, resolveStrategy } from "../../services/orchestrator/domain/deployment-spec.js";
+import { resolveRestartPolicy, resolveStrategy, sameSpec } from "../../services/orchestrator/domain/deployment-spec.js";
 import { validateDeployment } from "../../services/orchestrator/domain/validate-deployment.js";
 import { manifest } from "../helpers/manifests.js";
 
@@ -134,5 +134,23 @@ describe("deployment defaults", () => {
       maxRestarts: 5,
       windowMs: 60_000,
     });
+  });
+});
+
+describe("sameSpec", () => {
+  it("ignores what the server owns and the order maps were built in", () => {
+    const applied = deployment({ process: process({ env: { A: "1", B: "2" } }) });
+    const stored = { ...deployment({ process: process({ env: { B: "2", A: "1" } }) }), generation: 7, createdAtMs: 5, updatedAtMs: 9 };
+    stored.status = { replicas: 3, readyReplicas: 3, updatedReplicas: 3, phase: "complete", message: "" };
+    expect(sameSpec(applied, stored)).toBe(true);
+  });
+
+  it.each<[string, Partial<Deployment>]>([
+    ["replicas", { replicas: 4 }],
+    ["the version", { manifest: manifest({ name: "word-stats", version: "1.1.0" }) }],
+    ["an env value", { process: process({ env: { A: "3" } }) }],
+    ["the strategy", { strategy: strategy() }],
+  ])("sees a change of %s", (_label, change) => {
+    expect(sameSpec(deployment({ process: process({ env: { A: "1" } }) }), deployment({ process: process({ env: { A: "1" } }), ...change }))).toBe(false);
   });
 });

@@ -8,6 +8,7 @@ import {
   type PlanResult,
   type ReconcileAction,
   type ReconcileState,
+  observeInstance,
   plan,
   reservePendingStarts,
 } from "../../services/orchestrator/domain/reconcile.js";
@@ -312,5 +313,37 @@ describe("reservePendingStarts", () => {
     const tokenizer = run({ desired: other, sidecars: reservePendingStarts(sidecars, [web.state]), newInstanceId: idSource("t") });
     expect(commands(tokenizer.actions)).toEqual(["start t-1@s2 1.0.0"]);
     expect(tokenizer.status.message).toContain("2 instance(s) wait for sidecar capacity");
+  });
+});
+
+describe("observeInstance", () => {
+  it("takes version, state, start time and error rate from a registry instance", () => {
+    const observed = observeInstance(
+      {
+        instanceId: "i-1",
+        spiffeId: "spiffe://agentmesh.local/sidecar/host-a",
+        manifest: manifest({ name: "word-stats", version: "1.1.0" }),
+        endpoint: "127.0.0.1:7430",
+        host: "host-a",
+        state: READY,
+        load: { inFlight: 1, queueDepth: 0, cpuMillis: 5, rssBytes: 1, p50Ms: 2, errorRate: 0.25 },
+        registeredAtMs: T0 + 5,
+        lastHeartbeatAtMs: T0 + 6,
+        stateReason: "heartbeat",
+        deployment: "word-stats",
+      },
+      "s1",
+      T0 + 7,
+    );
+    expect(observed).toEqual({
+      instanceId: "i-1",
+      deployment: "word-stats",
+      version: "1.1.0",
+      sidecarId: "s1",
+      state: READY,
+      startedAtMs: T0 + 5,
+      readyAtMs: T0 + 7,
+      errorRate: 0.25,
+    });
   });
 });

@@ -125,6 +125,16 @@ export function startCommandOf(template: InstanceTemplate, instanceId: string): 
   };
 }
 
+/**
+ * True when two deployments ask for the same thing; status, generation and
+ * timestamps are the server's and do not count. ApplyDeployment bumps the
+ * generation only when this is false.
+ */
+export function sameSpec(left: Deployment, right: Deployment): boolean {
+  const spec = ({ status: _status, generation: _generation, createdAtMs: _created, updatedAtMs: _updated, ...rest }: Deployment) => rest;
+  return canonicalJson(spec(left)) === canonicalJson(spec(right));
+}
+
 /** True when two templates would start identical processes. */
 export function sameTemplate(left: InstanceTemplate, right: InstanceTemplate): boolean {
   return canonicalJson(left) === canonicalJson(right);

@@ -1,5 +1,5 @@
 import type { Deployment, DeploymentStatus, Rollout, StartAgent } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
-import { HealthState } from "../../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { type AgentInstance, HealthState } from "../../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { isRoutable } from "../../registry/domain/health-state.js";
 import {
   type InstanceTemplate,
@@ -36,6 +36,24 @@ export interface ObservedInstance {
   readyAtMs?: number | undefined;
   /** From the last heartbeat's Load, 0..1. */
   errorRate: number;
+}
+
+/**
+ * An AgentInstance from the registry as plan() sees it. `sidecarId` is the
+ * sidecar it was started on (or whose Hello announced it); `readyAtMs` is when
+ * it was first seen READY, if ever.
+ */
+export function observeInstance(instance: AgentInstance, sidecarId: string, readyAtMs: number | undefined): ObservedInstance {
+  return {
+    instanceId: instance.instanceId,
+    deployment: instance.deployment,
+    version: instance.manifest?.version ?? "",
+    sidecarId,
+    state: instance.state,
+    startedAtMs: instance.registeredAtMs,
+    readyAtMs,
+    errorRate: instance.load?.errorRate ?? 0,
+  };
 }
 
 /** A start command sent whose instance has not registered yet. */
