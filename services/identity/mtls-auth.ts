@@ -85,13 +85,16 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
             let identity: CallerIdentity;
+            // The SPIFFE ID once the certificate checks out; until then only the address is known.
+            let actor = peerName(call);
             try {
               identity = identify(call.getAuthContext().sslPeerCertificate, method);
+              actor = identity.spiffeId || actor;
               if (adminMethods.has(method) && !identity.isAdmin) throw new MeshError("denied", "requires an admin identity");
             } catch (error) {
               const meshError = error instanceof MeshError ? error : new MeshError("unauthenticated", "client certificate invalid");
               if (!(error instanceof MeshError)) options.log.warn({ err: error, method }, "peer verification failed");
-              audited(options, meshError.kind === "denied" ? "call.denied" : "call.unauthenticated", method, peerName(call), meshError.message);
+              audited(options, meshError.kind === "denied" ? "call.denied" : "call.unauthenticated", method, actor, meshError.message);
               call.sendStatus({ code: meshError.code, details: meshError.message });
               return;
             }

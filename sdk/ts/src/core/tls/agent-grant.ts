@@ -5,9 +5,16 @@ import { x509 } from "../x509-setup.js";
  * The agent names a sidecar identity may act for travel in its certificate, in a
  * non-critical extension, so a server that restarted (or another replica) knows
  * them from the certificate alone — the way Kubernetes carries groups in client
- * certificates. OID 2.25.<UUID> (ITU-T X.667): needs no registration.
+ * certificates.
+ *
+ * Not a 2.25.<UUID> OID: @peculiar/x509 re-parses extensions while building a
+ * certificate, and asn1js cannot read an arc above 2^53 back as a number, so a
+ * UUID arc was written out as plain "2.25" and never found again. Until agentmesh
+ * has its own IANA enterprise number this sits under 32473, the number RFC 5612
+ * reserves for documentation, which no real issuer uses. Only certificates from
+ * the mesh's own CA are ever read for it.
  */
-export const agentGrantOid = "2.25.247059227634395432734640591398063412213";
+export const agentGrantOid = "1.3.6.1.4.1.32473.7420.1";
 
 /** DER UTF8String of the names joined by commas (names are DNS labels or `*`). */
 export function encodeAgentGrant(allowedAgentNames: readonly string[]): ArrayBuffer {

@@ -43,8 +43,10 @@ export class PeerVerifier {
   }
 
   verify(peer: PeerCertificate | undefined, nowMs: number): VerifiedPeer {
+    // grpc-js hides a certificate TLS could not verify (another CA, expired), so
+    // "none" and "not valid" look alike here: the message covers both.
     if (!peer || !peer.raw || Object.keys(peer).length === 0) {
-      throw new MeshError("unauthenticated", "client certificate required");
+      throw new MeshError("unauthenticated", "valid client certificate required");
     }
     const key = peer.fingerprint256;
     let verdict = this.cache.get(key);
