@@ -2,11 +2,13 @@ import { Command } from "commander";
 import { addCtlCommand } from "./ctl-command.js";
 import { addSecurityCommands } from "./security-commands.js";
 import { addServerCommand } from "./server-command.js";
+import { addSidecarCommand } from "./sidecar-command.js";
 
 const program = new Command("agentmesh")
   .description("agentmesh: a gRPC service mesh for AI agents")
   .version("0.1.0")
   .showHelpAfterError();
 addServerCommand(program);
+addSidecarCommand(program);
 addSecurityCommands(addCtlCommand(program));
 await program.parseAsync(process.argv);

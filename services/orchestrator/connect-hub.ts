@@ -244,6 +244,11 @@ export class ConnectHub {
     for (const beat of heartbeat.instances) {
       if (!session.instanceIds.has(beat.instanceId) && !this.announce(session, beat.instanceId, beat.announce)) continue;
       counted += 1;
+      if (beat.reportedState === HealthState.HEALTH_STATE_STARTING) {
+        // Alive but not ready yet (its sidecar is waiting for readiness): no routing, no timeout.
+        this.registry.touch(beat.instanceId, beat.load);
+        continue;
+      }
       if (beat.reportedState === HealthState.HEALTH_STATE_UNHEALTHY) {
         this.registry.applyHealthEvent(beat.instanceId, { type: "reportedUnhealthy" }, "agent reported unhealthy");
         continue;

@@ -244,6 +244,14 @@ export class Registry {
     return this.transition(instance, { type: "heartbeat", reported }, reported === "degraded" ? "reported degraded" : "heartbeat");
   }
 
+  /** A sign of life without a readiness claim: keeps a STARTING instance from timing out. */
+  touch(instanceId: string, load: Load | undefined): void {
+    const instance = this.instances.get(instanceId);
+    if (!instance) return;
+    instance.lastHeartbeatAtMs = this.clock.nowMs();
+    if (load) instance.load = load;
+  }
+
   /** Applies a health event (timeout, stream lost, drain...) and publishes the change. */
   applyHealthEvent(instanceId: string, event: HealthEvent, reason: string): StateChange | undefined {
     const instance = this.instances.get(instanceId);

@@ -4,7 +4,7 @@ import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import type { Clock } from "../../../sdk/ts/src/core/clock.js";
-import { agentGrantExtension } from "../../../sdk/ts/src/core/tls/agent-grant.js";
+import { agentGrantSubject } from "../../../sdk/ts/src/core/tls/agent-grant.js";
 import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
 import { parseSpiffeId, validateTrustDomain } from "../../../sdk/ts/src/core/spiffe-id.js";
 import { subtle, x509 } from "../../../sdk/ts/src/core/x509-setup.js";
@@ -293,7 +293,7 @@ export async function loadOrCreateCa(options: LoadCaOptions): Promise<MeshCa> {
       const serial = randomSerialHex(randomBytes);
       const leaf = await x509.X509CertificateGenerator.create({
         serialNumber: serial,
-        subject: `CN=${id.name}, OU=${id.kind}, O=agentmesh`,
+        subject: [`CN=${id.name}`, `OU=${id.kind}`, agentGrantSubject(input.allowedAgentNames ?? []), "O=agentmesh"].filter((part) => part !== "").join(", "),
         issuer: caPeculiar.subjectName,
         notBefore: new Date(notBeforeMs),
         notAfter: new Date(expiresAtMs),
@@ -311,7 +311,6 @@ export async function loadOrCreateCa(options: LoadCaOptions): Promise<MeshCa> {
           ]),
           await x509.SubjectKeyIdentifierExtension.create(csr.publicKey),
           authorityKeyIdentifier,
-          ...(input.allowedAgentNames && input.allowedAgentNames.length > 0 ? [agentGrantExtension(input.allowedAgentNames)] : []),
         ],
       });
       return { chainPem: [leaf.toString("pem"), ...intermediatesPem], serial, spiffeId: id.uri, notBeforeMs, expiresAtMs };

@@ -59,6 +59,8 @@ export interface RegisterOptions {
   endpoint?: string;
   /** Set by a sidecar starting a managed agent for a deployment. */
   deployment?: string;
+  /** STARTING keeps the instance alive but out of routing until the agent is ready. */
+  reportedState?: HealthState;
 }
 
 /** One registered agent instance kept alive by a MeshClient. */
@@ -124,6 +126,7 @@ export class MeshClient {
   async register(manifest: AgentManifest, registerOptions: RegisterOptions = {}): Promise<AgentHandle> {
     const instance = await this.registerRaw(manifest, registerOptions);
     const handle = new AgentHandle(instance, manifest, registerOptions);
+    if (registerOptions.reportedState !== undefined) handle.reportedState = registerOptions.reportedState;
     this.agents.set(instance.instanceId, handle);
     this.ensureTimer(handle.heartbeatIntervalMs);
     if (this.stream && this.connected) {
@@ -180,6 +183,22 @@ export class MeshClient {
   heartbeatNow(): void {
     const beats = [...this.agents.values()].filter((handle) => !handle.paused).map((handle) => this.beatOf(handle, false));
     if (beats.length > 0) this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: beats } } });
+  }
+
+  /** Sends one heartbeat for one instance now (for example the moment it becomes ready). */
+  beat(handle: AgentHandle): void {
+    if (!this.connected || handle.paused) return;
+    this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: [this.beatOf(handle, true)] } } });
+  }
+
+  /** Answers a lifecycle command the server sent on Connect. */
+  sendCommandResult(result: { commandId: string; ok: boolean; message: string; instanceId: string }): void {
+    this.send({ msg: { $case: "commandResult", value: result } });
+  }
+
+  /** Stops heartbeating for an instance without deregistering it. */
+  forget(handle: AgentHandle): void {
+    this.agents.delete(handle.instanceId);
   }
 
   /** Reports a state change of a local instance at once (crash, drain, stop). */

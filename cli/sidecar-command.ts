@@ -1,0 +1,92 @@
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import type { Command } from "commander";
+import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
+import { parseDeploymentYaml } from "../services/orchestrator/deployment-yaml.js";
+import { createLogger } from "../services/server/logger.js";
+import type { LocalAgentSpec, SidecarConfig } from "../sidecar/config.js";
+import { defaultSidecarConfig } from "../sidecar/config.js";
+import { Sidecar, specFromStart } from "../sidecar/sidecar.js";
+import { envOption, parseInteger } from "./options.js";
+
+const EXIT_DEADLINE_MS = 15_000;
+
+/** Agents from --manifest files (the deployment YAML format; `replicas` local instances each, unmanaged). */
+export function agentsFromManifests(paths: readonly string[]): LocalAgentSpec[] {
+  const specs: LocalAgentSpec[] = [];
+  for (const path of paths) {
+    for (const deployment of parseDeploymentYaml(readFileSync(path, "utf8"))) {
+      const spec = specFromStart({ deployment: "", instanceId: "", manifest: deployment.manifest, process: deployment.process, restartPolicy: deployment.restartPolicy });
+      for (let replica = 0; replica < Math.max(1, deployment.replicas); replica += 1) specs.push({ ...spec, instanceId: undefined });
+    }
+  }
+  return specs;
+}
+
+export function addSidecarCommand(program: Command): void {
+  const defaults = defaultSidecarConfig;
+  program
+    .command("sidecar")
+    .description("run beside agents: identity, supervision, signed data plane")
+    .addOption(envOption("--server <address...>", "AGENTMESH_SERVER", "control-plane address(es) host:port", ["127.0.0.1:7420"] as never))
+    .addOption(envOption("--host <name>", "AGENTMESH_HOST_NAME", "this host's name: the identity is spiffe://<td>/sidecar/<host>", hostname()))
+    .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
+    .addOption(envOption("--join-token <token>", "AGENTMESH_JOIN_TOKEN", "one-time token from 'ctl join-token'"))
+    .addOption(envOption("--ca-cert <file>", "AGENTMESH_CA_CERT", "mesh CA certificate (trust bundle) PEM"))
+    .addOption(envOption("--cert <file>", "AGENTMESH_CERT", "existing sidecar certificate PEM (instead of a join token)"))
+    .addOption(envOption("--key <file>", "AGENTMESH_KEY", "its private key PEM"))
+    .addOption(envOption("--manifest <file...>", "AGENTMESH_MANIFEST", "agents to run here (deployment YAML format; unmanaged)"))
+    .addOption(envOption("--capacity <n>", "AGENTMESH_CAPACITY", "managed agents the orchestrator may place here", "0").argParser(parseInteger("--capacity", 0, 10_000)))
+    .addOption(envOption("--inbound-host <host>", "AGENTMESH_INBOUND_HOST", "bind address of the mTLS inbound port", defaults.inboundHost))
+    .addOption(envOption("--inbound-port <port>", "AGENTMESH_INBOUND_PORT", "mTLS port other sidecars call", String(defaults.inboundPort)).argParser(parseInteger("--inbound-port", 0, 65535)))
+    .addOption(envOption("--advertise-address <host:port>", "AGENTMESH_ADVERTISE_ADDRESS", "address other sidecars dial (default: inbound host:port)"))
+    .addOption(envOption("--local-port <port>", "AGENTMESH_LOCAL_PORT", "plaintext port on 127.0.0.1 for local agents", String(defaults.localPort)).argParser(parseInteger("--local-port", 0, 65535)))
+    .addOption(envOption("--data-dir <dir>", "AGENTMESH_SIDECAR_DATA_DIR", "the sidecar's audit log", defaults.dataDir))
+    .addOption(envOption("--default-deny", "AGENTMESH_DEFAULT_DENY", "refuse invocations no --allow rule permits"))
+    .addOption(envOption("--allow <rule...>", "AGENTMESH_ALLOW", "<spiffe-id glob>=<capability glob>, e.g. spiffe://agentmesh.local/sidecar/*=text.*"))
+    .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext and unsigned, loopback only (development)"))
+    .addOption(envOption("--log-level <level>", "AGENTMESH_LOG_LEVEL", "pino level", "info"))
+    .action(async (options: Record<string, unknown>) => {
+      const log = createLogger(String(options.logLevel));
+      const list = (value: unknown): string[] => (Array.isArray(value) ? value.map(String) : typeof value === "string" ? value.split(",") : []);
+      try {
+        const config: SidecarConfig = {
+          ...defaults,
+          servers: list(options.server),
+          host: String(options.host),
+          trustDomain: String(options.trustDomain),
+          joinToken: options.joinToken as string | undefined,
+          caCertFile: options.caCert as string | undefined,
+          certFile: options.cert as string | undefined,
+          keyFile: options.key as string | undefined,
+          insecureDev: Boolean(options.insecureDev),
+          inboundHost: String(options.inboundHost),
+          inboundPort: Number(options.inboundPort),
+          advertiseAddress: options.advertiseAddress as string | undefined,
+          localPort: Number(options.localPort),
+          capacity: Number(options.capacity),
+          dataDir: String(options.dataDir),
+          agents: agentsFromManifests(list(options.manifest)),
+          defaultDeny: Boolean(options.defaultDeny),
+          allowRules: list(options.allow),
+        };
+        if (config.insecureDev && config.inboundHost !== "127.0.0.1") config.inboundHost = "127.0.0.1";
+        const sidecar = await Sidecar.start(config, log);
+        // Machine-readable line for scripts and tests that use port 0.
+        log.info({ inboundAddress: sidecar.inboundAddress, localAddress: sidecar.localAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
+        const stop = (signal: string) => {
+          log.info({ signal }, "signal received, draining");
+          setTimeout(() => process.exit(1), EXIT_DEADLINE_MS).unref();
+          sidecar.close().then(
+            () => process.exit(0),
+            () => process.exit(1),
+          );
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      } catch (error) {
+        log.error(error instanceof MeshError ? { problem: error.message } : { err: error }, "cannot start sidecar");
+        process.exitCode = error instanceof MeshError ? 2 : 1;
+      }
+    });
+}

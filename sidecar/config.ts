@@ -1,0 +1,61 @@
+import type { AgentManifest } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
+import type { RestartPolicy as SupervisorRestartPolicy } from "./supervisor/process-spec.js";
+
+/** An agent the sidecar starts and supervises (from --manifest, or a Start command). */
+export interface LocalAgentSpec {
+  manifest: AgentManifest;
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd?: string;
+  restartPolicy: SupervisorRestartPolicy;
+  memoryLimitBytes?: number;
+  readinessTimeoutMs: number;
+  gracefulStopMs: number;
+  /** Empty for unmanaged agents. */
+  deployment: string;
+  /** Chosen by the orchestrator for managed agents; generated otherwise. */
+  instanceId?: string;
+}
+
+export interface SidecarConfig {
+  /** Control-plane addresses; the sidecar reconnects to the next on failure. */
+  servers: string[];
+  /** Host name: the sidecar's identity is spiffe://<td>/sidecar/<host>. */
+  host: string;
+  trustDomain: string;
+  /** Join token for the first certificate (with caCertFile), or certFile+keyFile. */
+  joinToken?: string;
+  caCertFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  /** Plaintext everywhere, loopback only, no signatures (development). */
+  insecureDev: boolean;
+  inboundHost: string;
+  inboundPort: number;
+  /** Address other sidecars dial (defaults to inboundHost:port, or 127.0.0.1 when bound to all). */
+  advertiseAddress?: string;
+  localPort: number;
+  /** Managed agents it accepts from the orchestrator (0 = only --manifest agents). */
+  capacity: number;
+  dataDir: string;
+  agents: LocalAgentSpec[];
+  defaultDeny: boolean;
+  allowRules: string[];
+  /** Time given to in-flight calls when draining before the process is stopped. */
+  drainTimeoutMs: number;
+}
+
+export const defaultSidecarConfig: Omit<SidecarConfig, "servers" | "host"> = {
+  trustDomain: "agentmesh.local",
+  insecureDev: false,
+  inboundHost: "0.0.0.0",
+  inboundPort: 7430,
+  localPort: 7431,
+  capacity: 0,
+  dataDir: ".agentmesh-sidecar",
+  agents: [],
+  defaultDeny: false,
+  allowRules: [],
+  drainTimeoutMs: 10_000,
+};

@@ -1,0 +1,118 @@
+import type { Logger } from "pino";
+import type { Clock } from "../sdk/ts/src/core/clock.js";
+import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
+import type { NonceCache } from "../sdk/ts/src/core/nonce-cache.js";
+import { verifyEnvelope } from "../sdk/ts/src/core/signing.js";
+import type { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
+import { type CallFrame, Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import type { AuditSink } from "../services/identity/ports.js";
+import type { AgentClientPool, AttachHub, InboundHandler, PeerInfo } from "./dataplane/index.js";
+import { decodeOpenInvocation } from "./dataplane/index.js";
+import type { DispatchOptions, DispatchOutcome } from "./dataplane/dispatch.js";
+import type { AllowPolicy } from "./allow-rules.js";
+import { type LocalAgent, callFinished } from "./local-agents.js";
+
+export const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
+export const invocationType = "agentmesh.v1.Invocation";
+
+export interface InboundOptions {
+  /** Our own SPIFFE ID: the audience every envelope must name. Absent in dev mode. */
+  selfSpiffeId: string | undefined;
+  verifier: PeerVerifier | undefined;
+  nonceCache: NonceCache;
+  policy: AllowPolicy;
+  clock: Clock;
+  audit: AuditSink;
+  log: Logger;
+  agents: ReadonlyMap<string, LocalAgent>;
+  attach: AttachHub;
+  agentClients: AgentClientPool;
+  onRejected: (reason: string) => void;
+}
+
+/**
+ * Admission of calls arriving over tunnels from other sidecars: the envelope must
+ * be signed by the mTLS peer itself, for us, fresh and never seen; the caller must
+ * be allowed; the agent's rate and in-flight limits must have room. Then the call
+ * goes to the local agent over its Attach stream or its AgentService port.
+ */
+export function createInboundHandler(options: InboundOptions): InboundHandler {
+  return {
+    verify: async (open: CallFrame, peer: PeerInfo): Promise<Invocation> => {
+      try {
+        if (!options.selfSpiffeId || !options.verifier) return decodeOpenInvocation(open);
+        const verified = options.verifier.verify(peer.authContext.sslPeerCertificate, options.clock.nowMs());
+        if (verified.spiffeId.kind !== "sidecar" && verified.spiffeId.kind !== "server") {
+          throw new MeshError("denied", "only sidecars and servers may open tunnels");
+        }
+        if (!open.envelope) throw new MeshError("unauthenticated", "signed envelope required");
+        await verifyEnvelope(open.envelope, {
+          publicKey: verified.publicKey,
+          expectedSigner: verified.spiffeId.uri,
+          expectedAudience: options.selfSpiffeId,
+          expectedMethod: invokeMethod,
+          expectedPayloadType: invocationType,
+          clock: options.clock,
+          nonceCache: options.nonceCache,
+        });
+        let invocation: Invocation;
+        try {
+          invocation = Invocation.decode(open.envelope.payload);
+        } catch {
+          throw new MeshError("invalidArgument", "envelope payload is not an Invocation");
+        }
+        // Who called is what the signature proves, not what the payload claims.
+        invocation.caller = verified.spiffeId.uri;
+        options.policy.check(invocation.caller, invocation.capability);
+        return invocation;
+      } catch (error) {
+        const reason = error instanceof MeshError ? error.message : "verification failed";
+        options.onRejected(reason);
+        options.audit
+          .append({ actor: peer.address, action: "invoke.rejected", target: open.instanceId, outcome: "denied", requestId: String(open.callId), details: { reason } })
+          .catch((failure: unknown) => options.log.error({ err: failure }, "audit append failed"));
+        throw error instanceof MeshError ? error : new MeshError("unauthenticated", "envelope verification failed");
+      }
+    },
+
+    dispatch: (invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome => {
+      const agent = options.agents.get(instanceId);
+      if (!agent) throw new MeshError("unavailable", "instance not on this sidecar");
+      if (agent.draining) throw new MeshError("unavailable", "instance draining");
+      if (invocation.payload.length > agent.maxMessageBytes) {
+        options.onRejected("message size");
+        throw new MeshError("overLimit", "limit exceeded: message size");
+      }
+      const refused = agent.limiter?.admit(instanceId);
+      if (refused) {
+        options.onRejected(refused);
+        throw new MeshError("overLimit", `limit exceeded: ${refused === "rate" ? "invoke rate" : "in-flight calls"}`);
+      }
+      agent.inFlight += 1;
+      const release = () => {
+        agent.limiter?.release(instanceId);
+        callFinished(agent);
+      };
+      const deadlineMs = invocation.deadlineMs;
+      const callOptions = { deadlineMs: deadlineMs === 0 ? undefined : deadlineMs, signal: dispatchOptions.signal };
+      if (dispatchOptions.streaming) {
+        const source = options.attach.isAttached(instanceId)
+          ? options.attach.dispatchStream(instanceId, invocation, callOptions)
+          : options.agentClients.invokeStream(agent.agentAddr, invocation, callOptions);
+        return releasing(source, release);
+      }
+      const reply = options.attach.isAttached(instanceId)
+        ? options.attach.dispatch(instanceId, invocation, callOptions)
+        : options.agentClients.invoke(agent.agentAddr, invocation, callOptions);
+      return reply.finally(release);
+    },
+  };
+}
+
+async function* releasing(source: AsyncIterable<Buffer>, release: () => void): AsyncIterable<Buffer> {
+  try {
+    yield* source;
+  } finally {
+    release();
+  }
+}

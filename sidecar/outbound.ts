@@ -1,0 +1,149 @@
+import { randomUUID } from "node:crypto";
+import { type ChannelCredentials, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { EnvelopeSigner } from "../sdk/ts/src/client/mesh-identity.js";
+import type { Clock } from "../sdk/ts/src/core/clock.js";
+import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
+import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { TunnelClient, type OpenFrameFields } from "./dataplane/index.js";
+import { invocationType, invokeMethod } from "./inbound.js";
+import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
+
+export interface OutboundOptions {
+  cache: EndpointCache;
+  credentials: ChannelCredentials;
+  /** Signs every envelope; absent in dev mode (invocations travel unsigned). */
+  signer: EnvelopeSigner | undefined;
+  clock: Clock;
+  log: Logger;
+  /** Caller identity put into invocations (our SPIFFE ID, or the host in dev mode). */
+  caller: string;
+  onCall?: (capability: string, version: string, code: status, durationMs: number) => void;
+}
+
+export interface OutboundCall {
+  capability: string;
+  versionRange: string;
+  labelSelector: LabelSelector | undefined;
+  payload: Uint8Array;
+  contentType: string;
+  idempotent: boolean;
+  metadata: Record<string, string>;
+  /** Absolute epoch ms, 0 = none. */
+  deadlineMs: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Calls from local agents to the mesh: pick from the Watch-fed cache (no control
+ * plane round trip), sign, send on the multiplexed tunnel to the target's sidecar,
+ * and retry an idempotent call once on another instance when the first is unavailable.
+ */
+export class Outbound {
+  private readonly tunnels = new Map<string, TunnelClient>();
+
+  constructor(private readonly options: OutboundOptions) {}
+
+  async invoke(call: OutboundCall): Promise<SidecarServiceInvokeResponse> {
+    const tried = new Set<string>();
+    for (let attempt = 0; ; attempt += 1) {
+      const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, tried);
+      tried.add(pick.instance.instanceId);
+      try {
+        return await this.invokeOn(pick, call);
+      } catch (error) {
+        const code = (error as { code?: number }).code;
+        if (code === status.UNAVAILABLE) this.options.cache.markUnroutable(pick.instance.instanceId);
+        const retry = call.idempotent && attempt === 0 && code === status.UNAVAILABLE && !call.signal?.aborted;
+        if (!retry) throw error;
+        this.options.log.debug({ instanceId: pick.instance.instanceId, capability: call.capability }, "retrying idempotent call elsewhere");
+      }
+    }
+  }
+
+  async *invokeStream(call: OutboundCall): AsyncIterable<Buffer> {
+    const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector);
+    const tunnel = this.tunnelTo(pick);
+    const done = this.options.cache.begin(pick.instance.instanceId);
+    try {
+      yield* tunnel.stream(this.openFrame(pick, call), { deadlineMs: call.deadlineMs || undefined, signal: call.signal });
+    } finally {
+      done();
+    }
+  }
+
+  close(): void {
+    for (const tunnel of this.tunnels.values()) tunnel.close();
+    this.tunnels.clear();
+  }
+
+  private async invokeOn(pick: Pick, call: OutboundCall): Promise<SidecarServiceInvokeResponse> {
+    const tunnel = this.tunnelTo(pick);
+    const done = this.options.cache.begin(pick.instance.instanceId);
+    const startedAt = performance.now();
+    try {
+      const reply = await tunnel.unary(this.openFrame(pick, call), { deadlineMs: call.deadlineMs || undefined, signal: call.signal });
+      this.options.onCall?.(call.capability, pick.version, status.OK, performance.now() - startedAt);
+      return { payload: reply.payload, contentType: reply.contentType, instanceId: pick.instance.instanceId, version: pick.version };
+    } catch (error) {
+      this.options.onCall?.(call.capability, pick.version, (error as { code?: number }).code ?? status.UNKNOWN, performance.now() - startedAt);
+      throw error;
+    } finally {
+      done();
+    }
+  }
+
+  private openFrame(pick: Pick, call: OutboundCall): OpenFrameFields {
+    const invocation: Invocation = {
+      callId: randomUUID(),
+      capability: call.capability,
+      version: pick.version,
+      payload: Buffer.from(call.payload),
+      contentType: call.contentType,
+      caller: this.options.caller,
+      deadlineMs: call.deadlineMs,
+      metadata: call.metadata,
+      traceparent: call.metadata.traceparent ?? "",
+    };
+    const signer = this.options.signer;
+    if (!signer) return { instanceId: pick.instance.instanceId, invocation };
+    // The payload bytes travel exactly as signed; the receiver never re-encodes them.
+    const envelope = signer.sign(Invocation.encode(invocation).finish(), invokeMethod, invocationType, pick.instance.spiffeId);
+    return { instanceId: pick.instance.instanceId, envelope };
+  }
+
+  private tunnelTo(pick: Pick): TunnelClient {
+    const address = pick.instance.endpoint;
+    if (address === "") throw new MeshError("unavailable", "instance has no endpoint");
+    let tunnel = this.tunnels.get(address);
+    if (!tunnel) {
+      tunnel = new TunnelClient({
+        address,
+        credentials: this.options.credentials,
+        // Peers are verified by SPIFFE ID; a fixed TLS name avoids IP addresses as SNI.
+        channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" },
+        logger: this.options.log,
+      });
+      tunnel.connect();
+      this.tunnels.set(address, tunnel);
+    }
+    return tunnel;
+  }
+}
+
+export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: AbortSignal): OutboundCall {
+  const fromTimeout = request.timeoutMs > 0 ? clock.nowMs() + request.timeoutMs : 0;
+  const deadlineMs = [fromTimeout, callDeadline].filter((value) => value > 0 && Number.isFinite(value)).reduce((left, right) => Math.min(left, right), Number.POSITIVE_INFINITY);
+  return {
+    capability: request.capability,
+    versionRange: request.versionRange,
+    labelSelector: request.labelSelector,
+    payload: request.payload,
+    contentType: request.contentType,
+    idempotent: request.idempotent,
+    metadata: request.metadata,
+    deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : 0,
+    signal,
+  };
+}

@@ -1,0 +1,137 @@
+import type { Clock, RandomSource } from "../../sdk/ts/src/core/clock.js";
+import { matchesLabelSelector } from "../../sdk/ts/src/core/label-selector.js";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { powerOfTwoChoices } from "../../sdk/ts/src/core/p2c.js";
+import { compareVersionsDescending, parseVersionRange } from "../../sdk/ts/src/core/semver-match.js";
+import { type LabelSelector, type WatchResponse, WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { PeakEwma } from "./peak-ewma.js";
+
+// DEGRADED instances stay routable with lower weight: they look this much busier.
+const DEGRADED_PENALTY = 8;
+
+export interface Pick {
+  instance: AgentInstance;
+  version: string;
+}
+
+/**
+ * The sidecar's copy of the routing table, fed by the registry's Watch stream, so
+ * no call needs a control-plane round trip. Picks by the Discover rules (newest
+ * matching version first) and then power of two choices on this sidecar's own
+ * outstanding calls, with peak-EWMA latency as the tie-break.
+ */
+export class EndpointCache {
+  private readonly instances = new Map<string, AgentInstance>();
+  private readonly outstanding = new Map<string, number>();
+  private readonly latency = new Map<string, PeakEwma>();
+  private synced = false;
+  private revision = 0;
+  private readonly syncWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly random: RandomSource = Math.random,
+  ) {}
+
+  get lastRevision(): number {
+    return this.revision;
+  }
+
+  get isSynced(): boolean {
+    return this.synced;
+  }
+
+  /** Resolves once the initial snapshot has arrived. */
+  waitSynced(): Promise<void> {
+    return this.synced ? Promise.resolve() : new Promise((resolve) => this.syncWaiters.push(resolve));
+  }
+
+  /** Applies one Watch event. A fresh snapshot (after a resync) replaces everything. */
+  apply(event: WatchResponse): void {
+    if (event.revision > this.revision) this.revision = event.revision;
+    switch (event.type) {
+      case WatchResponse_EventType.EVENT_TYPE_SYNCED:
+        this.synced = true;
+        for (const resolve of this.syncWaiters.splice(0)) resolve();
+        return;
+      case WatchResponse_EventType.EVENT_TYPE_ADDED:
+      case WatchResponse_EventType.EVENT_TYPE_UPDATED:
+        if (event.instance) this.instances.set(event.instance.instanceId, event.instance);
+        return;
+      case WatchResponse_EventType.EVENT_TYPE_REMOVED:
+        if (event.instance) this.forget(event.instance.instanceId);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Starts over from a snapshot (the Watch could not resume). */
+  reset(): void {
+    this.instances.clear();
+    this.synced = false;
+  }
+
+  /** Takes an instance out of routing at once (it failed a call, or is being drained locally). */
+  markUnroutable(instanceId: string): void {
+    const instance = this.instances.get(instanceId);
+    if (instance) this.instances.set(instanceId, { ...instance, state: HealthState.HEALTH_STATE_UNHEALTHY });
+  }
+
+  get(instanceId: string): AgentInstance | undefined {
+    return this.instances.get(instanceId);
+  }
+
+  candidates(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set()): Pick[] {
+    const range = parseVersionRange(versionRange);
+    const result: Pick[] = [];
+    for (const instance of this.instances.values()) {
+      if (exclude.has(instance.instanceId)) continue;
+      if (instance.state !== HealthState.HEALTH_STATE_READY && instance.state !== HealthState.HEALTH_STATE_DEGRADED) continue;
+      const offered = instance.manifest?.capabilities.find((candidate) => candidate.name === capability);
+      if (!offered || !range.satisfiedBy(offered.version)) continue;
+      if (!matchesLabelSelector(instance.manifest?.labels ?? {}, selector)) continue;
+      result.push({ instance, version: offered.version });
+    }
+    return result.sort((left, right) => compareVersionsDescending(left.version, right.version) || (left.instance.instanceId < right.instance.instanceId ? -1 : 1));
+  }
+
+  pick(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set()): Pick {
+    const all = this.candidates(capability, versionRange, selector, exclude);
+    const newest = all[0]?.version;
+    const eligible = all.filter((candidate) => candidate.version === newest);
+    const nowMs = this.clock.nowMs();
+    const chosen = powerOfTwoChoices(
+      eligible,
+      (candidate) => (this.outstanding.get(candidate.instance.instanceId) ?? 0) + (candidate.instance.state === HealthState.HEALTH_STATE_DEGRADED ? DEGRADED_PENALTY : 0),
+      this.random,
+      (candidate) => this.latency.get(candidate.instance.instanceId)?.get(nowMs) ?? 0,
+    );
+    if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
+    return chosen;
+  }
+
+  /** Brackets one call to an instance, for the balancer's load and latency view. */
+  begin(instanceId: string): () => void {
+    this.outstanding.set(instanceId, (this.outstanding.get(instanceId) ?? 0) + 1);
+    const startedAtMs = this.clock.nowMs();
+    return () => {
+      const left = (this.outstanding.get(instanceId) ?? 1) - 1;
+      if (left <= 0) this.outstanding.delete(instanceId);
+      else this.outstanding.set(instanceId, left);
+      let ewma = this.latency.get(instanceId);
+      if (!ewma) {
+        ewma = new PeakEwma();
+        this.latency.set(instanceId, ewma);
+      }
+      const nowMs = this.clock.nowMs();
+      ewma.observe(nowMs - startedAtMs, nowMs);
+    };
+  }
+
+  private forget(instanceId: string): void {
+    this.instances.delete(instanceId);
+    this.latency.delete(instanceId);
+  }
+}

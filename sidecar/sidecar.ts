@@ -1,0 +1,491 @@
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { Server, ServerCredentials, type ServiceError, credentials as grpcCredentials, experimental, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { MeshClient } from "../sdk/ts/src/client/mesh-client.js";
+import { MeshIdentity } from "../sdk/ts/src/client/mesh-identity.js";
+import { type Clock, systemClock } from "../sdk/ts/src/core/clock.js";
+import { Backoff } from "../sdk/ts/src/core/backoff.js";
+import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
+import { MemoryNonceCache } from "../sdk/ts/src/core/nonce-cache.js";
+import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
+import { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
+import { type AttachHello, SidecarServiceService, type SidecarServiceServer } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import type { Command, ConnectResponse } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { RestartPolicy_Mode } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { HealthState } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { FileAuditLog } from "../services/identity/audit-log.js";
+import { AllowPolicy, parseAllowRule } from "./allow-rules.js";
+import type { LocalAgentSpec, SidecarConfig } from "./config.js";
+import { AgentClientPool, AttachHub, TunnelServer } from "./dataplane/index.js";
+import { createInboundHandler } from "./inbound.js";
+import { type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
+import { Outbound, toOutboundCall } from "./outbound.js";
+import { EndpointCache } from "./routing/endpoint-cache.js";
+import { Supervisor } from "./supervisor/supervisor.js";
+import type { StateEvent } from "./supervisor/supervisor-events.js";
+
+/**
+ * The sidecar: one per host. It holds the identity (the key never leaves it),
+ * supervises agent processes, keeps one Connect stream for all of them, and
+ * carries their calls in (mTLS tunnel → local agent) and out (local agent →
+ * chosen instance's sidecar).
+ */
+export class Sidecar {
+  readonly agents = new Map<string, LocalAgent>();
+  readonly cache: EndpointCache;
+  private client!: MeshClient;
+  private identity: MeshIdentity | undefined;
+  private supervisor!: Supervisor;
+  private readonly attach: AttachHub;
+  private readonly agentClients = new AgentClientPool();
+  private tunnelServer!: TunnelServer;
+  private inboundServer!: Server;
+  private localServer!: Server;
+  private outbound!: Outbound;
+  private audit!: FileAuditLog;
+  private stopWatch: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
+  private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
+  inboundAddress = "";
+  localAddress = "";
+  rejectedCalls = 0;
+
+  private constructor(
+    readonly config: SidecarConfig,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+  ) {
+    this.cache = new EndpointCache(clock);
+    this.attach = new AttachHub({ logger: log.child({ component: "attach" }), admit: (hello) => this.admitAttach(hello) });
+  }
+
+  get spiffeId(): string {
+    return formatSpiffeId({ trustDomain: this.config.trustDomain, kind: "sidecar", name: this.config.host });
+  }
+
+  static async start(config: SidecarConfig, log: Logger, clock: Clock = systemClock): Promise<Sidecar> {
+    const sidecar = new Sidecar(config, log.child({ component: "sidecar", sidecarId: config.host }), clock);
+    await sidecar.begin();
+    return sidecar;
+  }
+
+  private async begin(): Promise<void> {
+    mkdirSync(this.config.dataDir, { recursive: true, mode: 0o700 });
+    this.audit = await FileAuditLog.open({ path: join(this.config.dataDir, "audit.log"), clock: this.clock });
+    const server = this.config.servers[0];
+    if (!server) throw new MeshError("invalidArgument", "--server: at least one address required");
+    if (!this.config.insecureDev) this.identity = await this.joinMesh(server);
+
+    await this.startInbound();
+    await this.startLocal();
+    this.supervisor = new Supervisor({
+      logger: this.log.child({ component: "supervisor" }),
+      clock: this.clock,
+      random: Math.random,
+      drain: async (instanceId) => {
+        const agent = this.agents.get(instanceId);
+        if (agent) await whenIdle(agent);
+      },
+    });
+    this.supervisor.on("state", (event) => this.onProcessState(event));
+    this.attach.on("attached", (instanceId: string) => this.onAttached(instanceId));
+    this.attach.on("detached", (instanceId: string) => this.onDetached(instanceId));
+
+    this.client = new MeshClient({
+      address: server,
+      sidecarId: this.config.host,
+      host: this.config.host,
+      credentials: this.identity?.channelCredentials(),
+      signer: this.identity,
+      inboundEndpoint: this.inboundAddress,
+      capacity: this.config.capacity,
+      onCommand: (response) => this.onCommand(response),
+      onEvent: (event) => {
+        if (event.type === "disconnected") this.log.warn({ code: event.code, details: event.details, retryInMs: event.retryInMs }, "control plane stream lost");
+        if (event.type === "connected") this.log.info({ unknown: event.unknownInstanceIds.length }, "connected to control plane");
+        if (event.type === "streamError") this.log.warn(event, "control plane reported a problem");
+      },
+    });
+    this.outbound = new Outbound({
+      cache: this.cache,
+      credentials: this.identity?.channelCredentials("sidecar") ?? grpcCredentials.createInsecure(),
+      signer: this.identity,
+      clock: this.clock,
+      log: this.log.child({ component: "outbound" }),
+      caller: this.identity?.spiffeId ?? this.config.host,
+    });
+    this.watch();
+    await this.client.waitConnected();
+    for (const spec of this.config.agents) await this.startAgent(spec);
+    this.log.info({ inbound: this.inboundAddress, local: this.localAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) }, "sidecar started");
+  }
+
+  private async joinMesh(server: string): Promise<MeshIdentity> {
+    if (this.config.certFile && this.config.keyFile && this.config.caCertFile) {
+      return MeshIdentity.fromFiles({ certFile: this.config.certFile, keyFile: this.config.keyFile, caFile: this.config.caCertFile });
+    }
+    if (!this.config.joinToken || !this.config.caCertFile) {
+      throw new MeshError("invalidArgument", "--join-token and --ca-cert are required (or --cert, --key and --ca-cert, or --insecure-dev)");
+    }
+    return MeshIdentity.join({
+      address: server,
+      trustBundlePem: await readFile(this.config.caCertFile, "utf8"),
+      spiffeId: this.spiffeId,
+      joinToken: this.config.joinToken,
+      onRenewError: (error, retryInMs) => this.log.error({ err: error, retryInMs }, "certificate renewal failed"),
+    });
+  }
+
+  private async startInbound(): Promise<void> {
+    const handler = createInboundHandler({
+      selfSpiffeId: this.identity?.spiffeId,
+      verifier: this.identity ? new PeerVerifier(this.config.trustDomain, this.identity.source.trustBundle) : undefined,
+      nonceCache: new MemoryNonceCache({ clock: this.clock }),
+      policy: new AllowPolicy(this.config.allowRules.map(parseAllowRule), this.config.defaultDeny),
+      clock: this.clock,
+      audit: this.audit,
+      log: this.log.child({ component: "inbound" }),
+      agents: this.agents,
+      attach: this.attach,
+      agentClients: this.agentClients,
+      onRejected: () => {
+        this.rejectedCalls += 1;
+      },
+    });
+    this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
+    this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
+    this.tunnelServer.addTo(this.inboundServer);
+    const identity = this.identity;
+    // Peers must present a mesh certificate at the handshake: no bootstrap RPC lives here.
+    const credentials = identity ? experimental.createCertificateProviderServerCredentials(identity.source, identity.source, true) : ServerCredentials.createInsecure();
+    const host = identity ? this.config.inboundHost : "127.0.0.1";
+    const port = await bind(this.inboundServer, `${host}:${this.config.inboundPort}`, credentials);
+    const advertisedHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+    this.inboundAddress = this.config.advertiseAddress ?? `${advertisedHost}:${port}`;
+  }
+
+  private async startLocal(): Promise<void> {
+    this.localServer = new Server();
+    const implementation: SidecarServiceServer = {
+      invoke: (call, callback) => {
+        const deadline = call.getDeadline();
+        const callDeadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? Number(deadline) : 0;
+        const controller = new AbortController();
+        call.on("cancelled", () => controller.abort());
+        this.outbound.invoke(toOutboundCall(call.request, this.clock, callDeadlineMs, controller.signal)).then(
+          (response) => callback(null, response),
+          (error: unknown) => callback(asServiceError(error, this.log)),
+        );
+      },
+      invokeStream: (call) => {
+        const controller = new AbortController();
+        call.on("cancelled", () => controller.abort());
+        const request = call.request;
+        const outboundCall = toOutboundCall({ ...request, idempotent: false }, this.clock, 0, controller.signal);
+        void (async () => {
+          try {
+            for await (const chunk of this.outbound.invokeStream(outboundCall)) call.write({ payload: chunk });
+            call.end();
+          } catch (error) {
+            call.emit("error", asServiceError(error, this.log));
+          }
+        })();
+      },
+      discover: (call, callback) => {
+        try {
+          const picks = this.cache.candidates(call.request.capability, call.request.versionRange, call.request.labelSelector);
+          callback(null, { instances: picks.map((pick) => pick.instance) });
+        } catch (error) {
+          callback(asServiceError(error, this.log));
+        }
+      },
+      attach: this.attach.attach,
+    };
+    this.localServer.addService(SidecarServiceService, implementation);
+    const port = await bind(this.localServer, `127.0.0.1:${this.config.localPort}`, ServerCredentials.createInsecure());
+    this.localAddress = `127.0.0.1:${port}`;
+  }
+
+  /** Keeps the endpoint cache fed from the registry's Watch, resuming after breaks. */
+  private watch(): void {
+    this.stopWatch = this.client.watch((event) => {
+      this.watchBackoff.reset();
+      this.cache.apply(event);
+    }, {
+      sinceRevision: this.cache.isSynced ? this.cache.lastRevision : 0,
+      onError: (error: ServiceError) => {
+        if (this.closing) return;
+        // A restarted server does not know our revision: start over from a snapshot.
+        if (error.code === status.INVALID_ARGUMENT) this.cache.reset();
+        setTimeout(() => this.watch(), this.watchBackoff.nextDelayMs()).unref();
+      },
+    });
+  }
+
+  /** Starts and supervises one agent process and registers it (STARTING until ready). */
+  async startAgent(spec: LocalAgentSpec): Promise<string> {
+    const instanceId = spec.instanceId ?? `${spec.manifest.name}-${randomBytes(4).toString("hex")}`;
+    if (this.agents.has(instanceId)) throw new MeshError("alreadyExists", "instance already runs here");
+    const agentAddr = `127.0.0.1:${await freePort()}`;
+    const agent = newLocalAgent({ instanceId, manifest: spec.manifest, deployment: spec.deployment, agentAddr, supervised: true }, this.clock);
+    this.agents.set(instanceId, agent);
+    try {
+      agent.handle = await this.client.register(spec.manifest, {
+        instanceId,
+        endpoint: this.inboundAddress,
+        deployment: spec.deployment,
+        reportedState: HealthState.HEALTH_STATE_STARTING,
+      });
+      this.supervisor.start({
+        instanceId,
+        agentName: spec.manifest.name,
+        command: spec.command,
+        args: spec.args,
+        env: { ...spec.env, AGENTMESH_INSTANCE_ID: instanceId },
+        cwd: spec.cwd,
+        restartPolicy: spec.restartPolicy,
+        memoryLimitBytes: spec.memoryLimitBytes,
+        readinessTimeoutMs: spec.readinessTimeoutMs,
+        gracefulStopMs: spec.gracefulStopMs,
+        agentAddr,
+        sidecarAddr: this.localAddress,
+      });
+    } catch (error) {
+      this.agents.delete(instanceId);
+      if (agent.handle) await this.client.deregister(agent.handle, "start failed").catch(() => undefined);
+      throw error;
+    }
+    this.audited("agent.start", instanceId, { agentName: spec.manifest.name, deployment: spec.deployment });
+    return instanceId;
+  }
+
+  /**
+   * Graceful stop: DRAINING (out of routing everywhere) → in-flight calls finish →
+   * SIGTERM → grace → SIGKILL → deregister.
+   */
+  async stopAgent(instanceId: string, graceMs: number, reason = "stop requested"): Promise<void> {
+    const agent = this.agents.get(instanceId);
+    if (!agent) throw new MeshError("notFound", "instance not on this sidecar");
+    await this.drainAgent(instanceId, reason);
+    if (agent.supervised) await this.supervisor.stop(instanceId, { graceMs, drainTimeoutMs: this.config.drainTimeoutMs });
+    this.supervisor.remove(instanceId);
+    if (agent.handle) {
+      this.client.reportState(agent.handle, HealthState.HEALTH_STATE_STOPPED, reason);
+      this.client.forget(agent.handle);
+      await this.client.deregister(agent.handle, reason).catch((error: unknown) => this.log.warn({ err: error, instanceId }, "deregister failed"));
+    }
+    this.agents.delete(instanceId);
+    this.audited("agent.stop", instanceId, { reason });
+  }
+
+  /** Takes an instance out of routing and waits (bounded) for its in-flight calls. */
+  async drainAgent(instanceId: string, reason = "drain requested"): Promise<void> {
+    const agent = this.agents.get(instanceId);
+    if (!agent) throw new MeshError("notFound", "instance not on this sidecar");
+    if (!agent.draining) {
+      agent.draining = true;
+      if (agent.handle) {
+        agent.handle.reportedState = HealthState.HEALTH_STATE_DRAINING;
+        this.client.reportState(agent.handle, HealthState.HEALTH_STATE_DRAINING, reason);
+      }
+      this.audited("agent.drain", instanceId, { reason });
+    }
+    await Promise.race([whenIdle(agent), delay(this.config.drainTimeoutMs)]);
+  }
+
+  async restartAgent(instanceId: string): Promise<void> {
+    const agent = this.agents.get(instanceId);
+    if (!agent?.supervised) throw new MeshError("notFound", "no supervised instance with this id");
+    this.audited("agent.restart", instanceId, {});
+    await this.supervisor.restart(instanceId, { drainTimeoutMs: this.config.drainTimeoutMs });
+  }
+
+  /** Drains and stops every agent, deregisters, then closes everything. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.log.info({ agents: this.agents.size }, "sidecar shutting down");
+      await Promise.allSettled([...this.agents.keys()].map((instanceId) => this.stopAgent(instanceId, 2000, "sidecar shutting down")));
+      this.stopWatch?.();
+      await this.tunnelServer.drain().catch(() => undefined);
+      this.outbound.close();
+      this.attach.close();
+      this.agentClients.close();
+      await this.supervisor.close();
+      this.client.close();
+      this.identity?.close();
+      this.inboundServer.forceShutdown();
+      this.localServer.forceShutdown();
+      await this.audit.close();
+      this.log.info("sidecar stopped");
+    })();
+    return this.closing;
+  }
+
+  private onProcessState(event: StateEvent): void {
+    const agent = this.agents.get(event.instanceId);
+    const handle = agent?.handle;
+    if (!agent || !handle) return;
+    switch (event.state) {
+      case "ready":
+        if (agent.draining) return;
+        handle.reportedState = HealthState.HEALTH_STATE_READY;
+        handle.paused = false;
+        this.client.beat(handle);
+        return;
+      case "backoff":
+      case "starting":
+        if (event.previous === "ready" || event.previous === "starting") {
+          // The process died: say so at once, long before a heartbeat would be missed.
+          handle.reportedState = HealthState.HEALTH_STATE_STARTING;
+          this.client.reportState(handle, HealthState.HEALTH_STATE_UNHEALTHY, event.reason, event.exitCode ?? 0);
+        }
+        return;
+      case "failed":
+        handle.paused = true;
+        this.client.reportState(handle, HealthState.HEALTH_STATE_FAILED, event.reason, event.exitCode ?? 0);
+        this.audited("agent.failed", event.instanceId, { reason: event.reason, restarts: event.restarts });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onAttached(instanceId: string): void {
+    const agent = this.agents.get(instanceId);
+    if (!agent) return;
+    if (agent.supervised) {
+      this.supervisor.markReady(instanceId);
+      return;
+    }
+    if (agent.handle) {
+      agent.handle.reportedState = HealthState.HEALTH_STATE_READY;
+      this.client.beat(agent.handle);
+    }
+  }
+
+  private onDetached(instanceId: string): void {
+    const agent = this.agents.get(instanceId);
+    if (!agent?.handle || agent.draining) return;
+    // An SDK agent's stream broke: it is gone (or going) — out of routing now.
+    agent.handle.reportedState = HealthState.HEALTH_STATE_STARTING;
+    this.client.reportState(agent.handle, HealthState.HEALTH_STATE_UNHEALTHY, "agent stream closed");
+  }
+
+  /** An SDK agent started outside the sidecar attaches with its manifest: register it as unmanaged. */
+  private async admitAttach(hello: AttachHello): Promise<void> {
+    if (this.agents.has(hello.instanceId)) return;
+    if (!hello.manifest) throw new MeshError("notFound", "unknown instance: attach with a manifest to register");
+    const agent = newLocalAgent({ instanceId: hello.instanceId, manifest: hello.manifest, deployment: "", agentAddr: "", supervised: false }, this.clock);
+    this.agents.set(hello.instanceId, agent);
+    try {
+      agent.handle = await this.client.register(hello.manifest, { instanceId: hello.instanceId, endpoint: this.inboundAddress, reportedState: HealthState.HEALTH_STATE_STARTING });
+    } catch (error) {
+      this.agents.delete(hello.instanceId);
+      throw error instanceof MeshError ? error : new MeshError("unavailable", "registration failed");
+    }
+  }
+
+  private onCommand(response: ConnectResponse): void {
+    if (response.msg?.$case !== "command") return;
+    const command = response.msg.value;
+    this.execute(command).then(
+      (instanceId) => this.client.sendCommandResult({ commandId: command.commandId, ok: true, message: "", instanceId }),
+      (error: unknown) => {
+        const message = error instanceof MeshError ? error.message : "command failed";
+        if (!(error instanceof MeshError)) this.log.error({ err: error, commandId: command.commandId }, "command failed");
+        this.client.sendCommandResult({ commandId: command.commandId, ok: false, message, instanceId: "" });
+      },
+    );
+  }
+
+  private async execute(command: Command): Promise<string> {
+    const action = command.action;
+    if (!action) throw new MeshError("invalidArgument", "command without action");
+    switch (action.$case) {
+      case "start":
+        return this.startAgent(specFromStart(action.value));
+      case "stop":
+        await this.stopAgent(action.value.instanceId, action.value.graceMs || 5000);
+        return action.value.instanceId;
+      case "drain":
+        await this.drainAgent(action.value.instanceId);
+        return action.value.instanceId;
+      case "restart":
+        await this.restartAgent(action.value.instanceId);
+        return action.value.instanceId;
+    }
+  }
+
+  private audited(action: string, target: string, details: Record<string, unknown>): void {
+    this.audit
+      .append({ actor: this.identity?.spiffeId ?? this.config.host, action, target, outcome: "success", requestId: "", details })
+      .catch((error: unknown) => this.log.error({ err: error }, "audit append failed"));
+  }
+}
+
+export function specFromStart(start: NonNullable<Extract<Command["action"], { $case: "start" }>>["value"]): LocalAgentSpec {
+  const manifest = start.manifest;
+  const process = start.process;
+  if (!manifest || !process || process.command === "") throw new MeshError("invalidArgument", "start: manifest and process.command required");
+  const policy = start.restartPolicy;
+  const modes: Record<number, "always" | "on-failure" | "never"> = {
+    [RestartPolicy_Mode.MODE_ALWAYS]: "always",
+    [RestartPolicy_Mode.MODE_ON_FAILURE]: "on-failure",
+    [RestartPolicy_Mode.MODE_NEVER]: "never",
+  };
+  return {
+    manifest,
+    command: process.command,
+    args: process.args,
+    env: process.env,
+    cwd: process.cwd || undefined,
+    restartPolicy: {
+      mode: modes[policy?.mode ?? RestartPolicy_Mode.MODE_ALWAYS] ?? "always",
+      maxRestarts: policy?.maxRestarts || 5,
+      windowMs: policy?.windowMs || 60_000,
+      initialBackoffMs: policy?.initialBackoffMs || 100,
+      maxBackoffMs: policy?.maxBackoffMs || 10_000,
+    },
+    memoryLimitBytes: Number(manifest.resources?.memoryLimitBytes ?? 0) || undefined,
+    readinessTimeoutMs: manifest.healthPolicy?.readinessTimeoutMs || 30_000,
+    gracefulStopMs: 5000,
+    deployment: start.deployment,
+    instanceId: start.instanceId,
+  };
+}
+
+function bind(server: Server, address: string, credentials: ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port))));
+}
+
+/** A free loopback port for an agent's AGENTMESH_AGENT_ADDR. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+function asServiceError(error: unknown, log: Logger): Partial<ServiceError> {
+  const code = (error as { code?: unknown }).code;
+  if (error instanceof MeshError || (typeof code === "number" && error instanceof Error)) {
+    return { code: code as number, details: (error as Error).message, message: (error as Error).message };
+  }
+  const requestId = randomBytes(6).toString("hex");
+  log.error({ err: error, requestId }, "local call failed");
+  return { code: status.INTERNAL, details: `internal error, request ${requestId}` };
+}
+
