@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { addCtlCommand } from "./ctl-command.js";
+import { addLifecycleCommands } from "./lifecycle-commands.js";
 import { addSecurityCommands } from "./security-commands.js";
 import { addServerCommand } from "./server-command.js";
 import { addSidecarCommand } from "./sidecar-command.js";
@@ -10,5 +11,7 @@ const program = new Command("agentmesh")
   .showHelpAfterError();
 addServerCommand(program);
 addSidecarCommand(program);
-addSecurityCommands(addCtlCommand(program));
+const ctl = addCtlCommand(program);
+addSecurityCommands(ctl);
+addLifecycleCommands(ctl);
 await program.parseAsync(process.argv);

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import { type ServerConfig, defaultServerConfig } from "../services/server/config.js";
@@ -47,6 +47,8 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--identity-rate <n>", "AGENTMESH_IDENTITY_RATE", "calls per second per identity", String(defaults.identityRatePerSecond)).argParser(parseNumber("--identity-rate", 0, 1e6)))
     .addOption(envOption("--identity-max-in-flight <n>", "AGENTMESH_IDENTITY_MAX_IN_FLIGHT", "concurrent calls per identity", String(defaults.identityMaxInFlight)).argParser(parseInteger("--identity-max-in-flight", 0, 1e6)))
     .addOption(envOption("--max-instances-per-identity <n>", "AGENTMESH_MAX_INSTANCES_PER_IDENTITY", "registered instances per identity", String(defaults.maxInstancesPerIdentity)).argParser(parseInteger("--max-instances-per-identity", 1, 1e6)))
+    .addOption(envOption("--alerts-config <file>", "AGENTMESH_ALERTS_CONFIG", "alert rules and receivers (YAML, see docs/alerts.md)"))
+    .addOption(envOption("--alert-webhook <url...>", "AGENTMESH_ALERT_WEBHOOKS", "Alertmanager-format webhook receiver(s)"))
     .action(async (options: Record<string, unknown>) => {
       const config: Partial<ServerConfig> = {
         host: options.host as string,
@@ -70,6 +72,8 @@ export function addServerCommand(program: Command): void {
         identityBurst: Number(options.identityRate) * 2,
         identityMaxInFlight: Number(options.identityMaxInFlight),
         maxInstancesPerIdentity: Number(options.maxInstancesPerIdentity),
+        alertsConfigText: options.alertsConfig ? readFileSync(String(options.alertsConfig), "utf8") : undefined,
+        alertWebhooks: Array.isArray(options.alertWebhook) ? options.alertWebhook.map(String) : typeof options.alertWebhook === "string" ? options.alertWebhook.split(",") : [],
       };
       const log = createLogger(config.logLevel ?? "info");
       try {

@@ -21,6 +21,7 @@ import { FileAuditLog } from "../services/identity/audit-log.js";
 import { AllowPolicy, parseAllowRule } from "./allow-rules.js";
 import type { LocalAgentSpec, SidecarConfig } from "./config.js";
 import { AgentClientPool, AttachHub, TunnelServer } from "./dataplane/index.js";
+import { verifyCommand } from "./command-verifier.js";
 import { createInboundHandler } from "./inbound.js";
 import { type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
 import { Outbound, toOutboundCall } from "./outbound.js";
@@ -49,6 +50,7 @@ export class Sidecar {
   private audit!: FileAuditLog;
   private stopWatch: (() => void) | undefined;
   private closing: Promise<void> | undefined;
+  private readonly commandNonces: MemoryNonceCache;
   private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
   inboundAddress = "";
   localAddress = "";
@@ -60,6 +62,7 @@ export class Sidecar {
     private readonly clock: Clock,
   ) {
     this.cache = new EndpointCache(clock);
+    this.commandNonces = new MemoryNonceCache({ clock });
     this.attach = new AttachHub({ logger: log.child({ component: "attach" }), admit: (hello) => this.admitAttach(hello) });
   }
 
@@ -391,7 +394,25 @@ export class Sidecar {
 
   private onCommand(response: ConnectResponse): void {
     if (response.msg?.$case !== "command") return;
-    const command = response.msg.value;
+    const received = response.msg.value;
+    const identity = this.identity;
+    const verified = identity
+      ? verifyCommand(received, { source: identity.source, selfSpiffeId: identity.spiffeId, trustDomain: this.config.trustDomain, clock: this.clock, nonceCache: this.commandNonces })
+      : Promise.resolve(received);
+    verified.then(
+      (command) => this.runCommand(command),
+      (error: unknown) => {
+        const reason = error instanceof MeshError ? error.message : "command verification failed";
+        this.log.warn({ commandId: received.commandId, reason }, "refused unverified command");
+        this.audit
+          .append({ actor: "control-plane", action: "command.rejected", target: received.commandId, outcome: "denied", requestId: "", details: { reason } })
+          .catch((failure: unknown) => this.log.error({ err: failure }, "audit append failed"));
+        this.client.sendCommandResult({ commandId: received.commandId, ok: false, message: reason, instanceId: "" });
+      },
+    );
+  }
+
+  private runCommand(command: Command): void {
     this.execute(command).then(
       (instanceId) => this.client.sendCommandResult({ commandId: command.commandId, ok: true, message: "", instanceId }),
       (error: unknown) => {

@@ -70,24 +70,3 @@ export function orchestratorHandlers(
     }),
   };
 }
-
-/** Lifecycle RPCs before an orchestrator backend is configured: an honest UNIMPLEMENTED. */
-export function unimplementedLifecycle(plumbing: RpcPlumbing): LifecycleHandlers {
-  const notYet = (method: string) =>
-    unary(plumbing, `${service}/${method}`, () => {
-      throw new MeshError("failedPrecondition", `${method} needs the lifecycle orchestrator`);
-    });
-  return {
-    invoke: notYet("Invoke"),
-    applyDeployment: notYet("ApplyDeployment"),
-    getDeployment: notYet("GetDeployment"),
-    listDeployments: notYet("ListDeployments"),
-    deleteDeployment: notYet("DeleteDeployment"),
-    scaleDeployment: notYet("ScaleDeployment"),
-    restartAgent: notYet("RestartAgent"),
-    drainAgent: notYet("DrainAgent"),
-    stopAgent: notYet("StopAgent"),
-    getRollout: notYet("GetRollout"),
-  };
-}
-

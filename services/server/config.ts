@@ -33,6 +33,11 @@ export interface ServerConfig {
   maxConcurrentStreams: number;
   maxInstancesPerIdentity: number;
   auditFsync: boolean;
+  /** Alert rules and receivers (YAML text); defaults apply when absent. */
+  alertsConfigText?: string;
+  /** Extra Alertmanager-format webhook receivers. */
+  alertWebhooks: string[];
+  reconcileIntervalMs: number;
 }
 
 export const defaultServerConfig: ServerConfig = {
@@ -61,6 +66,8 @@ export const defaultServerConfig: ServerConfig = {
   maxConcurrentStreams: 1000,
   maxInstancesPerIdentity: 10_000,
   auditFsync: false,
+  alertWebhooks: [],
+  reconcileIntervalMs: 1000,
 };
 
 const loopbackHosts = new Set(["127.0.0.1", "localhost", "::1"]);

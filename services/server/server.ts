@@ -12,7 +12,16 @@ import { identityHandlers } from "../identity/grpc-handlers.js";
 import { type Security, createSecurity } from "../identity/security.js";
 import { ConnectHub, type ConnectHubHooks } from "../orchestrator/connect-hub.js";
 import { FailureDetector } from "../orchestrator/failure-detector.js";
-import { type LifecycleHandlers, orchestratorHandlers, unimplementedLifecycle } from "../orchestrator/grpc-handlers.js";
+import { parse as parseYaml } from "yaml";
+import { type Alerting, type AlertsConfig, createAlerting, parseAlertsConfig, parseAlertsConfigText } from "../alerts/index.js";
+import { MemoryDeploymentStore } from "../orchestrator/adapters/memory-deployment-store.js";
+import { CommandSigner } from "../orchestrator/command-signer.js";
+import { orchestratorHandlers } from "../orchestrator/grpc-handlers.js";
+import { ServerInvoker } from "../orchestrator/invoker.js";
+import { Lifecycle } from "../orchestrator/lifecycle.js";
+import { lifecycleHandlers } from "../orchestrator/lifecycle-handlers.js";
+import type { DeploymentStore } from "../orchestrator/ports.js";
+import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { Resolver } from "../orchestrator/resolver.js";
 import { MemoryChangeFeed } from "../registry/adapters/memory-change-feed.js";
 import { MemoryInstanceStore } from "../registry/adapters/memory-instance-store.js";
@@ -33,8 +42,7 @@ export interface ServerDependencies {
   random?: RandomSource;
   store?: InstanceStore;
   feed?: ChangeFeed;
-  /** Lifecycle RPCs (deployments, restart, drain...) from the orchestrator backend. */
-  lifecycle?: (context: ServerContext) => LifecycleHandlers;
+  deployments?: DeploymentStore;
 }
 
 export interface ServerContext {
@@ -44,6 +52,8 @@ export interface ServerContext {
   resolver: Resolver;
   metrics: ServerMetrics;
   security: Security;
+  lifecycle: Lifecycle;
+  alerting: Alerting;
   log: Logger;
   clock: Clock;
   plumbing: RpcPlumbing;
@@ -69,6 +79,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   const metrics = new ServerMetrics(() => registryRef);
   const streams: StreamRegistry = new Map();
   let hubRef: ConnectHub | undefined;
+  const stateListeners: Array<(instance: AgentInstance) => void> = [];
+  const removeListeners: Array<(instance: AgentInstance) => void> = [];
 
   const security = await createSecurity({
     dataDir: config.dataDir,
@@ -101,8 +113,12 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     clock,
     log.child({ component: "registry" }),
     {
-      onStateChange: ({ instance, previousState }) =>
-        metrics.stateTransitions.inc({ from: healthStateName(previousState).toLowerCase(), to: healthStateName(instance.state).toLowerCase() }),
+      onRegistered: (instance) => stateListeners.forEach((listener) => listener(instance)),
+      onStateChange: ({ instance, previousState }) => {
+        metrics.stateTransitions.inc({ from: healthStateName(previousState).toLowerCase(), to: healthStateName(instance.state).toLowerCase() });
+        stateListeners.forEach((listener) => listener(instance));
+      },
+      onRemoved: (instance) => removeListeners.forEach((listener) => listener(instance)),
     },
     undefined,
     config.maxInstancesPerIdentity,
@@ -153,7 +169,40 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   );
   hubRef = hub;
   const resolver = new Resolver(registry, dependencies.random);
-  const context: ServerContext = { config, registry, hub, resolver, metrics, security, log, clock, plumbing };
+  const alerting = createAlerting({
+    config: alertsConfig(config),
+    clock,
+    registry: metrics.registry,
+    logger: log.child({ component: "alerts" }),
+  });
+  const lifecycle = new Lifecycle({
+    registry,
+    hub,
+    store: dependencies.deployments ?? new MemoryDeploymentStore(),
+    clock,
+    log: log.child({ component: "lifecycle" }),
+    audit: security.audit,
+    signer: security.tls ? new CommandSigner(security.tls.source, clock) : undefined,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+    onDeploymentReady: (deployment, ready, minReady) => alerting.engine.observe({ type: "deploymentReady", deployment, ready, minReady }),
+  });
+  stateListeners.push((instance) => {
+    lifecycle.onStateChange(instance);
+    alerting.engine.observe({
+      type: "instanceState",
+      instanceId: instance.instanceId,
+      agentName: instance.manifest?.name ?? "",
+      deployment: instance.deployment,
+      state: instance.state,
+      reason: instance.stateReason,
+    });
+  });
+  removeListeners.push((instance) => {
+    lifecycle.onRemoved(instance.instanceId);
+    alerting.engine.observe({ type: "instanceRemoved", instanceId: instance.instanceId });
+  });
+  const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }));
+  const context: ServerContext = { config, registry, hub, resolver, metrics, security, lifecycle, alerting, log, clock, plumbing };
 
   const server = new Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
@@ -166,8 +215,10 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     interceptors: security.tls ? [security.tls.auth.interceptor] : [],
   });
   server.addService(RegistryServiceService, registryHandlers(registry, plumbing, metrics, security.opener));
-  const lifecycle = dependencies.lifecycle?.(context) ?? unimplementedLifecycle(plumbing);
-  server.addService(OrchestratorServiceService, orchestratorHandlers(hub, resolver, plumbing, metrics, lifecycle));
+  server.addService(
+    OrchestratorServiceService,
+    orchestratorHandlers(hub, resolver, plumbing, metrics, lifecycleHandlers(lifecycle, invoker, plumbing, () => clock.nowMs())),
+  );
   server.addService(IdentityServiceService, identityHandlers(security.authority, security.audit, plumbing));
   const servedServices = ["agentmesh.v1.RegistryService", "agentmesh.v1.OrchestratorService", "agentmesh.v1.IdentityService"];
   const health = createHealth(servedServices);
@@ -182,6 +233,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     log.warn({ host: config.host, port: grpcPort }, "INSECURE DEV MODE: plaintext gRPC without authentication, loopback only");
   }
   detector.start();
+  lifecycle.start();
+  alerting.start();
 
   let ready = false;
   let closing: Promise<void> | undefined;
@@ -213,13 +266,26 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     for (const stream of streams.keys()) stream.end();
     streams.clear();
     detector.stop();
+    lifecycle.stop();
+    invoker.close();
     await shutdownGrpc(server, config.shutdownGraceMs);
+    await alerting.close(1000);
     await closeHttp(http.server);
     await security.close();
     log.info("server stopped");
   };
 
   return { ...context, grpcPort, httpPort: http.port, address: `${config.host}:${grpcPort}`, detector, close };
+}
+
+/** Alert rules from --alerts-config, plus one receiver per --alert-webhook. */
+function alertsConfig(config: ServerConfig): AlertsConfig {
+  const text = config.alertsConfigText ?? "{}";
+  const parsed = parseAlertsConfigText(text);
+  if (config.alertWebhooks.length === 0) return parsed;
+  const raw = (parseYaml(text) ?? {}) as Record<string, unknown>;
+  const receivers = [...(Array.isArray(raw.receivers) ? raw.receivers : []), ...config.alertWebhooks.map((url, index) => ({ name: `webhook-${index + 1}`, url }))];
+  return parseAlertsConfig({ ...raw, receivers });
 }
 
 /** What goes into the server certificate: loopback, the host name, the bind address and --server-name. */

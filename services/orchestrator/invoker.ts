@@ -1,0 +1,97 @@
+import { type KeyObject, createPrivateKey } from "node:crypto";
+import { type ChannelCredentials, credentials as grpcCredentials, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { Clock } from "../../sdk/ts/src/core/clock.js";
+import { signEnvelope } from "../../sdk/ts/src/core/signing.js";
+import type { CertificateSource } from "../../sdk/ts/src/core/tls/certificate-source.js";
+import { meshChannelCredentials } from "../../sdk/ts/src/core/tls/channel-credentials.js";
+import { Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import type { InvokeRequest, InvokeResponse } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { TunnelClient } from "../../sidecar/dataplane/index.js";
+import type { Resolver } from "./resolver.js";
+
+const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
+const invocationType = "agentmesh.v1.Invocation";
+
+/**
+ * OrchestratorService.Invoke for clients without a sidecar (grpcurl, scripts):
+ * the server resolves an instance and sends the call, signed with its own key,
+ * on a tunnel to the instance's sidecar — the same path sidecars use.
+ */
+export class ServerInvoker {
+  private readonly tunnels = new Map<string, TunnelClient>();
+  private readonly credentials: ChannelCredentials;
+  private key: { serial: string; key: KeyObject } | undefined;
+
+  constructor(
+    private readonly resolver: Resolver,
+    private readonly source: CertificateSource | undefined,
+    trustDomain: string,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {
+    this.credentials = source ? meshChannelCredentials(source, trustDomain, "sidecar") : grpcCredentials.createInsecure();
+  }
+
+  async invoke(request: InvokeRequest, caller: string, deadlineMs: number): Promise<InvokeResponse> {
+    const tried: string[] = [];
+    for (let attempt = 0; ; attempt += 1) {
+      const instance = this.resolver.resolve({
+        capability: request.capability,
+        versionRange: request.versionRange,
+        labelSelector: request.labelSelector,
+        excludeInstanceIds: tried,
+      });
+      tried.push(instance.instanceId);
+      try {
+        return await this.invokeOn(instance, request, caller, deadlineMs);
+      } catch (error) {
+        const code = (error as { code?: number }).code;
+        if (!(request.idempotent && attempt === 0 && code === status.UNAVAILABLE)) throw error;
+      }
+    }
+  }
+
+  close(): void {
+    for (const tunnel of this.tunnels.values()) tunnel.close();
+    this.tunnels.clear();
+  }
+
+  private async invokeOn(instance: AgentInstance, request: InvokeRequest, caller: string, deadlineMs: number): Promise<InvokeResponse> {
+    const version = instance.manifest?.capabilities.find((capability) => capability.name === request.capability)?.version ?? "";
+    const invocation: Invocation = {
+      callId: `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+      capability: request.capability,
+      version,
+      payload: Buffer.from(request.payload),
+      contentType: request.contentType,
+      caller,
+      deadlineMs,
+      metadata: request.metadata,
+      traceparent: request.metadata.traceparent ?? "",
+    };
+    const open = this.source
+      ? { instanceId: instance.instanceId, envelope: this.sign(Invocation.encode(invocation).finish(), instance.spiffeId) }
+      : { instanceId: instance.instanceId, invocation };
+    const reply = await this.tunnelTo(instance.endpoint).unary(open, { deadlineMs: deadlineMs || undefined });
+    return { payload: reply.payload, contentType: reply.contentType, instanceId: instance.instanceId, version };
+  }
+
+  private sign(payload: Uint8Array, audience: string) {
+    const identity = this.source?.current;
+    if (!identity) throw new Error("server has no certificate yet");
+    if (this.key?.serial !== identity.serial) this.key = { serial: identity.serial, key: createPrivateKey(identity.privateKeyPem) };
+    return signEnvelope({ payload, signer: identity.spiffeId, audience, method: invokeMethod, payloadType: invocationType, privateKey: this.key.key, clock: this.clock });
+  }
+
+  private tunnelTo(address: string): TunnelClient {
+    let tunnel = this.tunnels.get(address);
+    if (!tunnel) {
+      tunnel = new TunnelClient({ address, credentials: this.credentials, channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" }, logger: this.log });
+      tunnel.connect();
+      this.tunnels.set(address, tunnel);
+    }
+    return tunnel;
+  }
+}
