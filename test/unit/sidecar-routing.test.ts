@@ -1,0 +1,95 @@
+import { describe, expect, it } from "vitest";
+import { ManualClock } from "../../sdk/ts/src/core/clock.js";
+import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { AllowPolicy, parseAllowRule } from "../../sidecar/allow-rules.js";
+import { EndpointCache } from "../../sidecar/routing/endpoint-cache.js";
+import { PeakEwma } from "../../sidecar/routing/peak-ewma.js";
+import { manifest } from "../helpers/manifests.js";
+
+function instance(id: string, version: string, state = HealthState.HEALTH_STATE_READY, labels: Record<string, string> = {}): AgentInstance {
+  return {
+    instanceId: id,
+    spiffeId: "spiffe://t/sidecar/h",
+    manifest: manifest({ name: id, labels, capabilities: [{ name: "sql.query", version, attributes: {} }] }),
+    endpoint: "127.0.0.1:1",
+    host: "h",
+    state,
+    load: undefined,
+    registeredAtMs: 0,
+    lastHeartbeatAtMs: 0,
+    stateReason: "",
+    deployment: "",
+  };
+}
+
+function cacheWith(instances: AgentInstance[], random = () => 0.5): EndpointCache {
+  const cache = new EndpointCache(new ManualClock(), random);
+  instances.forEach((item, index) => cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: item, revision: index + 1, previousState: 0 }));
+  cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: instances.length, previousState: 0 });
+  return cache;
+}
+
+describe("EndpointCache", () => {
+  it("routes to the newest matching version only, among routable instances", () => {
+    const cache = cacheWith([instance("a", "1.0.0"), instance("b", "1.2.0"), instance("c", "1.2.0", HealthState.HEALTH_STATE_DRAINING), instance("d", "2.0.0")]);
+    for (let trial = 0; trial < 20; trial += 1) expect(cache.pick("sql.query", "^1", undefined).instance.instanceId).toBe("b");
+    expect(cache.pick("sql.query", "", undefined).version).toBe("2.0.0");
+  });
+
+  it("follows Watch updates and removals", () => {
+    const cache = cacheWith([instance("a", "1.0.0")]);
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0", HealthState.HEALTH_STATE_UNHEALTHY), revision: 5, previousState: 0 });
+    expect(() => cache.pick("sql.query", "", undefined)).toThrow(MeshError);
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 6, previousState: 0 });
+    expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_REMOVED, instance: instance("a", "1.0.0"), revision: 7, previousState: 0 });
+    expect(cache.candidates("sql.query", "", undefined)).toEqual([]);
+    expect(cache.lastRevision).toBe(7);
+  });
+
+  it("spreads by its own outstanding calls (power of two choices)", () => {
+    let toggle = 0;
+    const cache = cacheWith([instance("a", "1.0.0"), instance("b", "1.0.0")], () => (toggle++ % 2) * 0.6);
+    const first = cache.pick("sql.query", "", undefined).instance.instanceId;
+    const done = cache.begin(first);
+    const second = cache.pick("sql.query", "", undefined).instance.instanceId;
+    expect(second).not.toBe(first);
+    done();
+  });
+
+  it("honours exclusions (retry elsewhere) and marks failed instances unroutable", () => {
+    const cache = cacheWith([instance("a", "1.0.0"), instance("b", "1.0.0")]);
+    expect(cache.pick("sql.query", "", undefined, new Set(["a"])).instance.instanceId).toBe("b");
+    cache.markUnroutable("b");
+    expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+  });
+});
+
+describe("PeakEwma", () => {
+  it("jumps to a slow sample at once and decays towards fast ones with time", () => {
+    const ewma = new PeakEwma(1000);
+    ewma.observe(10, 0);
+    ewma.observe(100, 10);
+    expect(ewma.get(10)).toBe(100);
+    ewma.observe(10, 1010);
+    expect(ewma.get(1010)).toBeLessThan(100);
+    expect(ewma.get(1010)).toBeGreaterThan(10);
+    expect(ewma.get(10_000)).toBeLessThan(1);
+  });
+});
+
+describe("AllowPolicy", () => {
+  it("allows everything by default and only matching rules under default deny", () => {
+    expect(() => new AllowPolicy([], false).check("spiffe://t/sidecar/a", "sql.query")).not.toThrow();
+    const policy = new AllowPolicy([parseAllowRule("spiffe://t/sidecar/*=sql.*")], true);
+    expect(() => policy.check("spiffe://t/sidecar/a", "sql.query")).not.toThrow();
+    expect(() => policy.check("spiffe://t/sidecar/a", "text.stats")).toThrow("caller may not invoke this capability");
+    expect(() => policy.check("spiffe://other/sidecar/a", "sql.query")).toThrow(MeshError);
+  });
+
+  it.each(["no-equals", "=cap", "from="])("rejects the malformed rule %s", (text) => {
+    expect(() => parseAllowRule(text)).toThrow(MeshError);
+  });
+});
