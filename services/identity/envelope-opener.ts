@@ -1,13 +1,24 @@
+import type { KeyObject } from "node:crypto";
+import { X509Certificate } from "node:crypto";
+import type { PeerCertificate } from "node:tls";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import type { NonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { verifyEnvelope } from "../../sdk/ts/src/core/signing.js";
+import type { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import type { SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { CallerIdentity } from "../server/call-context.js";
+import type { RevocationList } from "./domain/revocations.js";
 
 /** What signed requests to the control plane name as their audience. */
 export function controlPlaneAudience(trustDomain: string): string {
   return `spiffe://${trustDomain}/server`;
+}
+
+/** Checks a certificate a signer attaches (signer_chain), as the mTLS interceptor checks peers. */
+export interface SignerChainCheck {
+  verifier: PeerVerifier;
+  revocations: RevocationList;
 }
 
 /**
@@ -20,6 +31,7 @@ export class EnvelopeOpener {
     private readonly trustDomain: string,
     private readonly nonceCache: NonceCache,
     private readonly clock: Clock,
+    private readonly signerChain?: SignerChainCheck,
   ) {}
 
   /**
@@ -30,7 +42,7 @@ export class EnvelopeOpener {
     if (!caller.publicKey) return undefined;
     if (!envelope) throw new MeshError("unauthenticated", "signed envelope required");
     await verifyEnvelope(envelope, {
-      publicKey: caller.publicKey,
+      publicKey: this.signingKey(envelope, caller),
       expectedSigner: caller.spiffeId,
       expectedAudience: controlPlaneAudience(this.trustDomain),
       expectedMethod: method,
@@ -39,5 +51,27 @@ export class EnvelopeOpener {
       nonceCache: this.nonceCache,
     });
     return envelope.payload;
+  }
+
+  /**
+   * The mTLS peer's key, or the key of a newer certificate of the same identity
+   * attached in signer_chain: a client that renewed (new key) keeps using its open
+   * connection, whose handshake still shows the previous certificate.
+   */
+  private signingKey(envelope: SignedEnvelope, caller: CallerIdentity): KeyObject | undefined {
+    const leafDer = envelope.signerChain[0];
+    if (!leafDer || !this.signerChain || leafDer.length === 0) return caller.publicKey;
+    let leaf: X509Certificate;
+    try {
+      leaf = new X509Certificate(leafDer);
+    } catch {
+      throw new MeshError("unauthenticated", "signer certificate unreadable");
+    }
+    const presented = { raw: Buffer.from(leafDer), fingerprint256: leaf.fingerprint256 } as PeerCertificate;
+    const verified = this.signerChain.verifier.verify(presented, this.clock.nowMs());
+    if (verified.serial === caller.serial) return caller.publicKey;
+    if (verified.spiffeId.uri !== caller.spiffeId) throw new MeshError("unauthenticated", "signer mismatch");
+    if (this.signerChain.revocations.isRevoked({ serial: verified.serial })) throw new MeshError("unauthenticated", "signer certificate revoked");
+    return verified.publicKey;
   }
 }

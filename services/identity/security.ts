@@ -76,7 +76,10 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     maxTtlMs: options.maxCertTtlMs,
     onRevoked: options.onRevoked,
   });
-  const opener = new EnvelopeOpener(options.trustDomain, new MemoryNonceCache({ clock: options.clock }), options.clock);
+  const anchors = [...new Set([...ca.trustBundle(), ...splitPemCertificates(ca.certificatePem)])];
+  // One verifier (and chain cache) for mTLS peers and for certificates attached to envelopes.
+  const verifier = new PeerVerifier(options.trustDomain, anchors);
+  const opener = new EnvelopeOpener(options.trustDomain, new MemoryNonceCache({ clock: options.clock }), options.clock, { verifier, revocations });
   const security: Security = {
     ca,
     audit,
@@ -90,9 +93,8 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
   };
   if (options.insecureDev) return security;
 
-  const anchors = [...ca.trustBundle(), ...splitPemCertificates(ca.certificatePem)];
   const source = new CertificateSource();
-  source.setTrustBundle([...new Set(anchors)]);
+  source.setTrustBundle(anchors);
   const spiffeId = formatSpiffeId({ trustDomain: options.trustDomain, kind: "server", name: options.serverId });
   const renewer = new CertificateRenewer({
     source,
@@ -115,7 +117,7 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
   // The identity provider comes first (grpc-js names the parameters the other way round).
   const credentials = experimental.createCertificateProviderServerCredentials(source, source, false);
   const auth = createMtlsAuth({
-    verifier: new PeerVerifier(options.trustDomain, anchors),
+    verifier,
     revocations,
     clock: options.clock,
     audit,

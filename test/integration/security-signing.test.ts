@@ -4,10 +4,12 @@
 // UNAUTHENTICATED (or a stream error), changes nothing, and is audited once.
 import { type ClientDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ManualClock } from "../../sdk/ts/src/core/clock.js";
+import { ManualClock, systemClock } from "../../sdk/ts/src/core/clock.js";
+import { signEnvelope } from "../../sdk/ts/src/core/signing.js";
 import { type ConnectRequest, type ConnectResponse, Hello } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegisterRequest, type RegisterResponse } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { HealthState, type SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { loadOrCreateCa } from "../../services/identity/domain/ca.js";
 import { EventLog } from "../helpers/events.js";
 import { manifest } from "../helpers/manifests.js";
 import {
@@ -18,7 +20,10 @@ import {
   connectMethod,
   expectCode,
   expectOnlyDenialAudited,
+  foreignCa,
+  joinOverRpc,
   mintIdentity,
+  readCaFiles,
   signedRegister,
   signerFor,
   snapshot,
@@ -114,6 +119,55 @@ describe("signed Register", () => {
     const before = snapshot(mesh.server);
     await expectCode(sendRegister(wrap(envelope)), status.INVALID_ARGUMENT);
     expect(snapshot(mesh.server)).toEqual(before);
+  });
+});
+
+describe("signer_chain: a renewed key on a connection opened with the previous certificate", () => {
+  const withChain = (signer: MintedIdentity, claimed: string, chainOf: MintedIdentity) => {
+    const { request, envelope } = signedRegister(
+      { spiffeId: claimed, sign: (payload, method, payloadType, audience) => signEnvelope({ payload, signer: claimed, audience, method, payloadType, privateKey: signer.privateKey, clock: systemClock, signerChain: [chainOf.certificate.raw] }) },
+      mesh.trustDomain,
+      manifest(),
+    );
+    expect(envelope.signerChain).toHaveLength(1);
+    return request;
+  };
+
+  it("a newer certificate of the same identity, attached, verifies the new key", async () => {
+    const renewed = await mintIdentity(mesh.server.security.ca, agent.spiffeId);
+    expect((await sendRegister(withChain(renewed, agent.spiffeId, renewed))).instance?.spiffeId).toBe(agent.spiffeId);
+    // Attaching the connection's own certificate works too.
+    expect((await sendRegister(withChain(agent, agent.spiffeId, agent))).instance?.spiffeId).toBe(agent.spiffeId);
+  });
+
+  const chainRefusals: Array<[string, () => Promise<RegisterRequest>, string]> = [
+    ["another identity's certificate", async () => withChain(other, agent.spiffeId, other), "signer mismatch"],
+    ["a certificate from another CA", async () => { const stranger = await mintIdentity(await foreignCa(mesh.trustDomain), agent.spiffeId); return withChain(stranger, agent.spiffeId, stranger); }, "client certificate not issued by the mesh CA"],
+    ["an expired certificate", async () => {
+      const { certPem, keyPem } = await readCaFiles(mesh.dataDir);
+      const pastCa = await loadOrCreateCa({ certPem, keyPem, trustDomain: mesh.trustDomain, clock: new ManualClock(Date.now() - 2 * 60 * 60_000) });
+      const expired = await mintIdentity(pastCa, agent.spiffeId, { ttlMs: 60_000 });
+      return withChain(expired, agent.spiffeId, expired);
+    }, "client certificate expired or not yet valid"],
+    ["garbage", async () => { const request = withChain(agent, agent.spiffeId, agent); (request.envelope as SignedEnvelope).signerChain = [Buffer.from("not a certificate")]; return request; }, "signer certificate unreadable"],
+  ];
+
+  it.each(chainRefusals)("attaching %s is UNAUTHENTICATED and changes nothing", async (_case, build, reason) => {
+    const request = await build();
+    const before = snapshot(mesh.server);
+    expect((await expectCode(sendRegister(request), status.UNAUTHENTICATED)).details).toBe(reason);
+    await expectOnlyDenialAudited(mesh.server, before, "call.denied");
+  });
+
+  it("attaching a revoked certificate of the same identity is UNAUTHENTICATED", async () => {
+    const { token } = await mesh.joinToken({ host: "host-s", agents: ["sql-agent"], uses: 2 });
+    const current = (await joinOverRpc(mesh, agent.spiffeId, token)).identity;
+    const revoked = (await joinOverRpc(mesh, agent.spiffeId, token)).identity;
+    await call((metadata, options, callback) => mesh.adminClients.identity.revokeCertificate({ target: revoked.serial, reason: "" }, metadata, options, callback));
+    clients = mesh.clientsFor(current);
+    const before = snapshot(mesh.server);
+    expect((await expectCode(sendRegister(withChain(revoked, agent.spiffeId, revoked)), status.UNAUTHENTICATED)).details).toBe("signer certificate revoked");
+    await expectOnlyDenialAudited(mesh.server, before, "call.denied");
   });
 });
 

@@ -41,6 +41,8 @@ export class MeshIdentity implements EnvelopeSigner {
   readonly source = new CertificateSource();
   readonly trustDomain: string;
   private privateKey: KeyObject | undefined;
+  /** DER of the current leaf, attached to envelopes (see sign). */
+  private leafDer: Buffer | undefined;
   private renewer: CertificateRenewer | undefined;
   private readonly clock: Clock;
 
@@ -100,7 +102,10 @@ export class MeshIdentity implements EnvelopeSigner {
 
   sign(payload: Uint8Array, method: string, payloadType: string, audience: string): SignedEnvelope {
     if (!this.privateKey) throw new Error("identity has no key yet");
-    return signEnvelope({ payload, signer: this.spiffeId, audience, method, payloadType, privateKey: this.privateKey, clock: this.clock });
+    // The leaf travels along: after a renewal the key is new, but an open connection
+    // still shows the server the previous certificate from its handshake.
+    const signerChain = this.leafDer ? [this.leafDer] : undefined;
+    return signEnvelope({ payload, signer: this.spiffeId, audience, method, payloadType, privateKey: this.privateKey, clock: this.clock, signerChain });
   }
 
   close(): void {
@@ -109,6 +114,7 @@ export class MeshIdentity implements EnvelopeSigner {
 
   private adopt(material: IdentityMaterial): void {
     this.privateKey = createPrivateKey(material.privateKeyPem);
+    this.leafDer = material.chainPem[0] ? new X509Certificate(material.chainPem[0]).raw : undefined;
   }
 
   private async requestCertificate(address: string, joinToken: string, ttlSeconds: number): Promise<IdentityMaterial> {

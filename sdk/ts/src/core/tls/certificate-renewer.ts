@@ -38,10 +38,16 @@ export class CertificateRenewer {
     clearTimeout(this.timer);
   }
 
-  /** Delay until the next renewal: half the lifetime, minus up to 10 % of it. */
+  /**
+   * Delay until the next renewal: half the lifetime, minus up to 10 % of it. The
+   * lifetime counts from when the certificate arrived, not from notBefore: the CA
+   * backdates notBefore by minutes for clock skew, which would put "half-life" of a
+   * short certificate in the past and renew it in a tight loop.
+   */
   static renewalDelayMs(identity: IdentityMaterial, nowMs: number, random: RandomSource): number {
-    const lifetimeMs = identity.expiresAtMs - identity.notBeforeMs;
-    const renewAtMs = identity.notBeforeMs + lifetimeMs / 2 - random() * lifetimeMs * 0.1;
+    const startMs = Math.max(identity.notBeforeMs, Math.min(nowMs, identity.expiresAtMs));
+    const lifetimeMs = identity.expiresAtMs - startMs;
+    const renewAtMs = startMs + lifetimeMs / 2 - random() * lifetimeMs * 0.1;
     return Math.max(0, renewAtMs - nowMs);
   }
 
