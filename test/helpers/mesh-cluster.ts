@@ -351,6 +351,71 @@ export class MeshCluster {
   }
 }
 
+export interface CallRecord {
+  /** Client-side send and answer times (epoch ms). */
+  startedAtMs: number;
+  endedAtMs: number;
+  ok: boolean;
+  /** gRPC status code of a failed call. */
+  code?: number;
+  details?: string;
+  instanceId?: string;
+  version?: string;
+  payload?: string;
+}
+
+export interface CallLoop {
+  readonly records: CallRecord[];
+  /** Resolves once `count` more calls have finished. */
+  waitForCalls(count: number, timeoutMs?: number): Promise<void>;
+  /** Stops sending, waits for the calls in flight and answers every record. */
+  stop(): Promise<CallRecord[]>;
+}
+
+/**
+ * Sends idempotent calls through `caller` back to back on `concurrency` lanes
+ * until stopped, recording each one's times, outcome and answering instance.
+ */
+export function startCallLoop(
+  caller: MeshCaller,
+  capability: string,
+  payload: () => string,
+  options: { concurrency?: number; timeoutMs?: number; idempotent?: boolean } = {},
+): CallLoop {
+  const records: CallRecord[] = [];
+  let running = true;
+  const lane = async () => {
+    while (running) {
+      const startedAtMs = Date.now();
+      try {
+        const result = await caller.invoke(capability, payload(), { idempotent: options.idempotent ?? true, timeoutMs: options.timeoutMs ?? 5000 });
+        records.push({ startedAtMs, endedAtMs: Date.now(), ok: true, instanceId: result.instanceId, version: result.version, payload: result.payload.toString("utf8") });
+      } catch (error) {
+        const serviceError = error as Partial<ServiceError>;
+        records.push({ startedAtMs, endedAtMs: Date.now(), ok: false, code: serviceError.code, details: serviceError.details ?? String(error) });
+      }
+    }
+  };
+  const lanes = Array.from({ length: options.concurrency ?? 1 }, () => lane());
+  return {
+    records,
+    waitForCalls: (count, timeoutMs = 15_000) => {
+      const target = records.length + count;
+      return waitFor(`${count} more calls`, () => (records.length >= target ? true : undefined), timeoutMs).then(() => undefined);
+    },
+    stop: async () => {
+      running = false;
+      await Promise.all(lanes);
+      return records;
+    },
+  };
+}
+
+/** Failed calls, shortened for a readable assertion message. */
+export function failures(records: readonly CallRecord[]): Array<Pick<CallRecord, "code" | "details" | "startedAtMs">> {
+  return records.filter((record) => !record.ok).map(({ code, details, startedAtMs }) => ({ code, details, startedAtMs }));
+}
+
 /** A deployment YAML for the echo fixture agent (test.echo), tuned for quick tests. */
 export function echoDeploymentYaml(options: {
   name?: string;
