@@ -23,6 +23,8 @@ export class ServerInvoker {
   private readonly tunnels = new Map<string, TunnelClient>();
   private readonly credentials: ChannelCredentials;
   private key: { serial: string; key: KeyObject } | undefined;
+  private callsInFlight = 0;
+  private closing = false;
 
   constructor(
     private readonly resolver: Resolver,
@@ -35,6 +37,26 @@ export class ServerInvoker {
   }
 
   async invoke(request: InvokeRequest, caller: string, deadlineMs: number): Promise<InvokeResponse> {
+    this.callsInFlight += 1;
+    try {
+      return await this.invokeWithRetry(request, caller, deadlineMs);
+    } finally {
+      this.callsInFlight -= 1;
+      if (this.closing && this.callsInFlight === 0) this.closeTunnels();
+    }
+  }
+
+  /**
+   * Closes the tunnels once the calls in flight have finished: server shutdown
+   * (DESIGN §6) lets in-flight calls complete while gRPC drains, and closing the
+   * tunnels at once would fail them with UNAVAILABLE.
+   */
+  close(): void {
+    this.closing = true;
+    if (this.callsInFlight === 0) this.closeTunnels();
+  }
+
+  private async invokeWithRetry(request: InvokeRequest, caller: string, deadlineMs: number): Promise<InvokeResponse> {
     const tried: string[] = [];
     for (let attempt = 0; ; attempt += 1) {
       const instance = this.resolver.resolve({
@@ -53,7 +75,7 @@ export class ServerInvoker {
     }
   }
 
-  close(): void {
+  private closeTunnels(): void {
     for (const tunnel of this.tunnels.values()) tunnel.close();
     this.tunnels.clear();
   }
