@@ -38,7 +38,7 @@ describe("parseDeploymentYaml", () => {
         resources: { memoryLimitBytes: 256 * 1024 * 1024, maxInFlight: 64 },
         healthPolicy: { heartbeatIntervalMs: 1000, readinessTimeoutMs: 30_000 },
       },
-      process: { command: "node", args: ["examples/agents/word-stats.mjs"], env: { LOG_LEVEL: "info" } },
+      process: { command: "node", args: ["dist/examples/agents/word-stats.js"], env: { LOG_LEVEL: "info" } },
       restartPolicy: { mode: RestartPolicy_Mode.MODE_ALWAYS, maxRestarts: 5, windowMs: 60_000, initialBackoffMs: 200, maxBackoffMs: 30_000 },
       strategy: { maxSurge: 1, maxUnavailable: 0, readyTimeoutMs: 30_000, maxErrorRate: 0.5, canaryWeightPercent: 0 },
     });
