@@ -4,7 +4,7 @@
 // sidecars spawned included — is gone after close().
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type ServiceError, status } from "@grpc/grpc-js";
+import type { ServiceError } from "@grpc/grpc-js";
 import { MeshCaller } from "../../sdk/ts/src/agent/invoke.js";
 import type { CreateJoinTokenResponse } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import type { GetDeploymentResponse } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
@@ -266,9 +266,8 @@ export class MeshCluster {
     const log = new EventLog<TimedWatchEvent>();
     const stream = this.admin.registry.watch({ sinceRevision: 0, capability });
     stream.on("data", (event: WatchResponse) => log.push({ receivedAtMs: Date.now(), event }));
-    stream.on("error", (error: ServiceError) => {
-      if (error.code !== status.CANCELLED) log.push({ receivedAtMs: Date.now(), event: { type: -1, revision: 0, instance: undefined } as unknown as WatchResponse });
-    });
+    // A broken watch just stops adding events; a test waiting on it then times out naming what it missed.
+    stream.on("error", () => undefined);
     this.watches.push(() => stream.cancel());
     return log;
   }
