@@ -2,7 +2,7 @@
 // (mTLS, its own temp data dir), admin credentials from `ctl init-admin`, and
 // sidecars joined with join tokens. Every process it starts — agents the
 // sidecars spawned included — is gone after close().
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ServiceError } from "@grpc/grpc-js";
 import { MeshCaller } from "../../sdk/ts/src/agent/invoke.js";
@@ -108,7 +108,7 @@ export interface ClusterOptions {
 /**
  * A server and its sidecars as child processes. Built with `MeshCluster.start`,
  * torn down with `close()` (sidecars first, newest first, then the server, then
- * any agent process a killed sidecar left behind).
+ * any agent process a killed sidecar left behind; then its temp dir).
  */
 export class MeshCluster {
   readonly sidecars: SidecarNode[] = [];
@@ -297,6 +297,7 @@ export class MeshCluster {
     if (this.server) await stopProcess(this.server);
     for (const managed of this.pastServers) await stopProcess(managed, "SIGKILL");
     this.killLeftoverAgents();
+    rmSync(this.workDir, { recursive: true, force: true });
   }
 
   private async startServer(port: number): Promise<void> {
