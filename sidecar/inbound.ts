@@ -1,3 +1,4 @@
+import { status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
@@ -14,6 +15,18 @@ import { type LocalAgent, callFinished } from "./local-agents.js";
 
 export const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
 export const invocationType = "agentmesh.v1.Invocation";
+
+// Refusals made before the call reaches the agent. A caller picked the instance
+// from a routing view a few ms old (its DRAINING or removal still on the way), so
+// the call may go to another instance even when not idempotent: it cannot run twice.
+const instanceGone = "instance not on this sidecar";
+const instanceDraining = "instance draining";
+
+/** True for an UNAVAILABLE this inbound side answered before handing the call to the agent. */
+export function refusedBeforeDelivery(error: unknown): boolean {
+  const { code, message } = error as { code?: number; message?: string };
+  return code === status.UNAVAILABLE && (message === instanceGone || message === instanceDraining);
+}
 
 export interface InboundOptions {
   /** Our own SPIFFE ID: the audience every envelope must name. Absent in dev mode. */
@@ -77,8 +90,8 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
 
     dispatch: (invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome => {
       const agent = options.agents.get(instanceId);
-      if (!agent) throw new MeshError("unavailable", "instance not on this sidecar");
-      if (agent.draining) throw new MeshError("unavailable", "instance draining");
+      if (!agent) throw new MeshError("unavailable", instanceGone);
+      if (agent.draining) throw new MeshError("unavailable", instanceDraining);
       if (invocation.payload.length > agent.maxMessageBytes) {
         options.onRejected("message size");
         throw new MeshError("overLimit", "limit exceeded: message size");

@@ -7,7 +7,7 @@ import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { TunnelClient, type OpenFrameFields } from "./dataplane/index.js";
-import { invocationType, invokeMethod } from "./inbound.js";
+import { invocationType, invokeMethod, refusedBeforeDelivery } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
 
 export interface OutboundOptions {
@@ -55,9 +55,9 @@ export class Outbound {
       } catch (error) {
         const code = (error as { code?: number }).code;
         if (code === status.UNAVAILABLE) this.options.cache.markUnroutable(pick.instance.instanceId);
-        const retry = call.idempotent && attempt === 0 && code === status.UNAVAILABLE && !call.signal?.aborted;
-        if (!retry) throw error;
-        this.options.log.debug({ instanceId: pick.instance.instanceId, capability: call.capability }, "retrying idempotent call elsewhere");
+        const retryable = call.idempotent ? code === status.UNAVAILABLE : refusedBeforeDelivery(error);
+        if (!retryable || attempt > 0 || call.signal?.aborted) throw error;
+        this.options.log.debug({ instanceId: pick.instance.instanceId, capability: call.capability }, "retrying call elsewhere");
       }
     }
   }
