@@ -24,6 +24,13 @@ export interface ServeOptions {
   /** Defaults to AGENTMESH_INSTANCE_ID. */
   instanceId?: string;
   onError?: (error: unknown) => void;
+  /**
+   * Without a sidecar for this long (it died, or no longer knows this instance),
+   * the agent is an orphan: `onOrphaned` runs, by default exiting the process so
+   * a SIGKILLed sidecar leaves no agents behind. Default 15 s; 0 disables.
+   */
+  orphanTimeoutMs?: number;
+  onOrphaned?: () => void;
 }
 
 export interface Serving {
@@ -47,6 +54,17 @@ export function serve(options: ServeOptions): Serving {
   const running = new Map<string, AbortController>();
   let stream: ClientDuplexStream<AttachRequest, AttachResponse> | undefined;
   let closed = false;
+  const orphanTimeoutMs = options.orphanTimeoutMs ?? 15_000;
+  let orphanTimer: NodeJS.Timeout | undefined;
+  const armOrphanTimer = () => {
+    if (orphanTimeoutMs <= 0 || orphanTimer || closed) return;
+    orphanTimer = setTimeout(() => {
+      orphanTimer = undefined;
+      if (closed) return;
+      (options.onOrphaned ?? (() => process.exit(1)))();
+    }, orphanTimeoutMs);
+    orphanTimer.unref();
+  };
   let markReady: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
     markReady = resolve;
@@ -99,6 +117,8 @@ export function serve(options: ServeOptions): Serving {
       if (!message) return;
       if (message.$case === "welcome") {
         backoff.reset();
+        clearTimeout(orphanTimer);
+        orphanTimer = undefined;
         markReady();
         return;
       }
@@ -116,6 +136,7 @@ export function serve(options: ServeOptions): Serving {
       running.clear();
       if (closed) return;
       if (error) options.onError?.(error);
+      armOrphanTimer();
       setTimeout(open, backoff.nextDelayMs());
     };
     current.on("error", reopen);
@@ -123,11 +144,13 @@ export function serve(options: ServeOptions): Serving {
     current.write({ msg: { $case: "hello", value: { instanceId, manifest: undefined } } });
   };
   open();
+  armOrphanTimer();
 
   return {
     ready,
     close: () => {
       closed = true;
+      clearTimeout(orphanTimer);
       stream?.end();
       stream = undefined;
       client.close();
