@@ -8,6 +8,8 @@
  *   npm run bench:lifecycle -- [--start-samples 20] [--crash-samples 20] [--rss-agents 10]
  *     [--rate 1000] [--seconds 10] [--rounds 5] [--warmup-seconds 2]
  *     [--rollout-rate 500] [--rollout-replicas 2] [--payload-bytes 1024]
+ *     [--profile-dir D]   (sidecars run under --cpu-prof, profiles written to D at exit)
+ *     [--keep-dir]        (keep the temp dir with data dirs and audit logs)
  *
  * Phases: (1) scale a trivial SDK agent up one replica at a time (start → READY,
  * sidecar RSS with 1 and N agents); (2) kill -9 each of those once (detection,
@@ -17,13 +19,16 @@
  * Writes bench/results/lifecycle.json.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Metadata, type ServiceError, credentials } from "@grpc/grpc-js";
 import { type CtlClients, call, ctlClients } from "../cli/ctl-command.js";
+import { systemClock } from "../sdk/ts/src/core/clock.js";
+import { MemoryNonceCache } from "../sdk/ts/src/core/nonce-cache.js";
+import { signEnvelope, verifyEnvelope } from "../sdk/ts/src/core/signing.js";
 import type { CreateJoinTokenResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import {
   AgentServiceClient,
@@ -50,6 +55,7 @@ const { values: args } = parseArgs({
     "rollout-replicas": { type: "string", default: "2" },
     "payload-bytes": { type: "string", default: "1024" },
     "keep-dir": { type: "boolean", default: false },
+    "profile-dir": { type: "string" },
   },
 });
 const startSamples = Number(args["start-samples"]);
@@ -184,7 +190,9 @@ async function startSidecar(mesh: Omit<Mesh, "caller" | "runner">, host: string,
   const token = await call<CreateJoinTokenResponse>((metadata, options, callback) =>
     mesh.admin.identity.createJoinToken({ host, allowedAgentNames: ["*"], maxUses: 1, ttlSeconds: 600 }, metadata, options, callback),
   );
+  const profile = args["profile-dir"] ? ["--cpu-prof", "--cpu-prof-dir", args["profile-dir"]] : [];
   const sidecar = startProcess(`sidecar ${host}`, [
+    ...profile,
     cliPath, "sidecar",
     "--server", mesh.serverAddress,
     "--host", host,
@@ -593,6 +601,9 @@ interface ScenarioResult {
   callerSidecarCpuPercent?: number;
   runnerSidecarCpuPercent?: number;
   agentCpuPercent?: number;
+  /** One call in flight at a time (closed loop), before the open-loop rounds. */
+  oneInFlightP50Ms: number;
+  oneInFlightP99Ms: number;
 }
 
 interface Scenario {
@@ -602,6 +613,23 @@ interface Scenario {
   /** Processes whose CPU is charged to this scenario: [caller sidecar, runner sidecar, agent]. */
   cpuPids: number[];
   windows: Array<{ load: LoadResult; cpuPercent: number[] }>;
+  oneInFlightMs?: number[];
+}
+
+const oneInFlightCalls = 500;
+
+/** Latencies of the successful ones of `count` calls made one after another. */
+async function closedLoop(callFn: CallFn, count: number): Promise<number[]> {
+  const latenciesMs: number[] = [];
+  for (let index = 0; index < count; index += 1) {
+    const startedAtMs = performance.now();
+    const ok = await callFn().then(
+      () => true,
+      () => false,
+    );
+    if (ok) latenciesMs.push(performance.now() - startedAtMs);
+  }
+  return latenciesMs;
 }
 
 async function measureWindow(scenario: Scenario, rate: number, seconds: number): Promise<void> {
@@ -633,6 +661,8 @@ function summarize(scenario: Scenario): ScenarioResult {
     p90Ms: round(percentile(latencies, 0.9), 3),
     p99Ms: round(percentile(latencies, 0.99), 3),
     maxMs: round(percentile(latencies, 1), 3),
+    oneInFlightP50Ms: round(percentile(scenario.oneInFlightMs ?? [], 0.5), 3),
+    oneInFlightP99Ms: round(percentile(scenario.oneInFlightMs ?? [], 0.99), 3),
   };
   if (scenario.cpuPids.length === 3) {
     result.callerSidecarCpuPercent = cpu(0);
@@ -683,6 +713,8 @@ async function measureLatency(mesh: Mesh, watch: WatchRecorder): Promise<Scenari
       },
     ];
     for (const scenario of scenarios) await openLoop(scenario.call, ratePerSecond, deadlinePassed(warmupSeconds * 1000));
+    // One call at a time first: the hops' own cost, without any queueing.
+    for (const scenario of scenarios) scenario.oneInFlightMs = await closedLoop(scenario.call, oneInFlightCalls);
     for (let roundNumber = 1; roundNumber <= rounds; roundNumber += 1) {
       process.stdout.write(`  latency round ${roundNumber}/${rounds}\n`);
       for (const scenario of scenarios) await measureWindow(scenario, ratePerSecond, latencySeconds / rounds);
@@ -743,6 +775,62 @@ async function measureRollout(mesh: Mesh, caller: SidecarServiceClient, fromVers
   };
 }
 
+// ---------------------------------------------------------------- reference figures
+
+interface References {
+  /** `node -e 0`: spawn to exit. */
+  nodeBootMs: number[];
+  /** spawn to exit of a node that only imports the SDK's serve() (grpc-js and the generated stubs). */
+  sdkImportMs: number[];
+  signMicros: number;
+  verifyMicros: number;
+}
+
+async function timedRun(argv: string[]): Promise<number> {
+  const startedAtMs = performance.now();
+  const child = spawn(process.execPath, argv, { stdio: "ignore" });
+  await new Promise((resolveExit) => child.once("exit", resolveExit));
+  return performance.now() - startedAtMs;
+}
+
+/**
+ * What the budgets rest on, measured on this machine at this moment: how long a
+ * node process takes to boot and load the SDK (the floor under start → READY),
+ * and what one ES256 envelope costs to sign and to verify (paid on every call).
+ */
+async function measureReferences(): Promise<References> {
+  const nodeBootMs: number[] = [];
+  const sdkImportMs: number[] = [];
+  const serveModule = join(distRoot, "sdk", "ts", "src", "agent", "serve.js");
+  for (let index = 0; index < 5; index += 1) {
+    nodeBootMs.push(await timedRun(["-e", "0"]));
+    sdkImportMs.push(await timedRun(["--input-type=module", "-e", `await import(${JSON.stringify(serveModule)})`]));
+  }
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  const payload = randomBytes(payloadBytes + 100);
+  const envelopeFields = { signer: "spiffe://bench/sidecar/a", audience: "spiffe://bench/sidecar/b", method: "/agentmesh.v1.AgentService/Invoke", payloadType: "agentmesh.v1.Invocation" };
+  const iterations = 1000;
+  const envelopes: Array<ReturnType<typeof signEnvelope>> = [];
+  let startedAtMs = performance.now();
+  for (let index = 0; index < iterations; index += 1) envelopes.push(signEnvelope({ ...envelopeFields, payload, privateKey, clock: systemClock }));
+  const signMicros = ((performance.now() - startedAtMs) * 1000) / iterations;
+  const nonceCache = new MemoryNonceCache({ clock: systemClock });
+  startedAtMs = performance.now();
+  for (const envelope of envelopes) {
+    await verifyEnvelope(envelope, {
+      publicKey,
+      expectedSigner: envelopeFields.signer,
+      expectedAudience: envelopeFields.audience,
+      expectedMethod: envelopeFields.method,
+      expectedPayloadType: envelopeFields.payloadType,
+      clock: systemClock,
+      nonceCache,
+    });
+  }
+  const verifyMicros = ((performance.now() - startedAtMs) * 1000) / iterations;
+  return { nodeBootMs, sdkImportMs, signMicros, verifyMicros };
+}
+
 // ---------------------------------------------------------------- report
 
 const mib = (bytes: number) => round(bytes / 2 ** 20, 1);
@@ -755,6 +843,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `bench:lifecycle — node ${process.version}, ${payloadBytes} B payloads, load average ${loadBefore.map((value) => value.toFixed(2)).join(" ")} (2 shared cores)\n`,
   );
+  const references = await measureReferences();
   const mesh = await startMesh();
   const watch = new WatchRecorder(mesh.admin);
   let failure: unknown;
@@ -797,6 +886,9 @@ async function main(): Promise<void> {
     const latencyOk = (delta: { p50: number; p90: number; p99: number }) => delta.p50 < 0.5 && delta.p90 < 1 && delta.p99 < 3;
     const rows: BenchRow[] = [
       { metric: "load average 1/5/15 min, before → after", value: `${loadBefore.map((value) => value.toFixed(1)).join("/")} → ${loadAfter.map((value) => value.toFixed(1)).join("/")}`, unit: "" },
+      { metric: "reference: `node -e 0` spawn → exit p50 / max (n=5)", value: `${p(references.nodeBootMs, 0.5, 0)} / ${p(references.nodeBootMs, 1, 0)}`, unit: "ms" },
+      { metric: "reference: node importing the SDK's serve() p50 / max (n=5)", value: `${p(references.sdkImportMs, 0.5, 0)} / ${p(references.sdkImportMs, 1, 0)}`, unit: "ms" },
+      { metric: "reference: ES256 envelope sign / verify (1 KB payload)", value: `${round(references.signMicros, 0)} / ${round(references.verifyMicros, 0)}`, unit: "µs" },
       { metric: `agent start → READY p50 / p99 (n=${start.totalMs.length})`, value: pair(start.totalMs), unit: "ms", budget: "< 300", ok: percentile(start.totalMs, 0.99) < 300 },
       { metric: "  of which: scale RPC → registered (STARTING)", value: pair(start.toRegisteredMs), unit: "ms" },
       { metric: "  of which: registered → READY (process boot + attach)", value: pair(start.registeredToReadyMs), unit: "ms" },
@@ -804,12 +896,19 @@ async function main(): Promise<void> {
       { metric: "detection → removed from caller routing p50 / p99", value: pair(crash.detectionToRemovedMs, 2), unit: "ms", budget: "< 100", ok: percentile(crash.detectionToRemovedMs, 0.99) < 100 },
       { metric: "crash → removed from caller routing p50 / p99", value: pair(crash.crashToRemovedMs), unit: "ms" },
       { metric: "crash → READY again p50 / p99", value: pair(crash.crashToReadyMs), unit: "ms", budget: "< 1000", ok: percentile(crash.crashToReadyMs, 0.99) < 1000 },
+      { metric: `1 call in flight (n=${oneInFlightCalls}): direct / mesh → SDK agent / mesh → plain agent p50`, value: `${direct.oneInFlightP50Ms} / ${meshAttach.oneInFlightP50Ms} / ${meshPlain.oneInFlightP50Ms}`, unit: "ms" },
+      { metric: "1 call in flight: added by the mesh p50 / p99 (SDK agent)", value: `${round(meshAttach.oneInFlightP50Ms - direct.oneInFlightP50Ms, 3)} / ${round(meshAttach.oneInFlightP99Ms - direct.oneInFlightP99Ms, 3)}`, unit: "ms" },
       { metric: `direct p50 / p90 / p99 (${direct.achievedRatePerSecond}/s, ${direct.errors} errors)`, value: `${direct.p50Ms} / ${direct.p90Ms} / ${direct.p99Ms}`, unit: "ms" },
       { metric: `mesh → SDK agent p50 / p90 / p99 (${meshAttach.errors} errors)`, value: `${meshAttach.p50Ms} / ${meshAttach.p90Ms} / ${meshAttach.p99Ms}`, unit: "ms" },
       { metric: "  added by the mesh p50 / p90 / p99", value: `${addedAttach.p50} / ${addedAttach.p90} / ${addedAttach.p99}`, unit: "ms", budget: "< 0.5 / 1 / 3", ok: latencyOk(addedAttach) && meshAttach.errors === 0 },
       { metric: `mesh → plain agent p50 / p90 / p99 (${meshPlain.errors} errors)`, value: `${meshPlain.p50Ms} / ${meshPlain.p90Ms} / ${meshPlain.p99Ms}`, unit: "ms" },
       { metric: "  added by the mesh p50 / p90 / p99", value: `${addedPlain.p50} / ${addedPlain.p90} / ${addedPlain.p99}`, unit: "ms", budget: "< 0.5 / 1 / 3", ok: latencyOk(addedPlain) && meshPlain.errors === 0 },
       { metric: "sidecar CPU per 1,000 calls/s, caller A / runner B", value: `${cpuCaller} / ${cpuRunner}`, unit: "% of a core", budget: "< 25 each", ok: cpuCaller < 25 && cpuRunner < 25 },
+      {
+        metric: "reference: CPU of the direct echo agent (a plain unary gRPC server) per 1,000 calls/s",
+        value: round(((direct.agentCpuPercent ?? 0) * 1000) / direct.achievedRatePerSecond, 1),
+        unit: "% of a core",
+      },
       ...rollouts.map((rollout) => ({
         metric: `rolling update ${rollout.fromVersion} → ${rollout.toVersion} (${rollout.idempotent ? "idempotent" : "plain"} calls, ${rollout.calls} sent, ${rollout.phase} in ${rollout.rolloutMs} ms)`,
         value: rollout.failed,
@@ -846,6 +945,7 @@ async function main(): Promise<void> {
       loadAverageBefore: loadBefore,
       loadAverageAfter: loadAfter,
       rows,
+      references,
       startToReadyMs: { samples: start.totalMs.map((value) => round(value, 1)), toRegistered: start.toRegisteredMs.map((value) => round(value, 1)) },
       crash: {
         detectionMs: crash.detectionMs.map((value) => round(value, 1)),
