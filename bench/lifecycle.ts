@@ -91,8 +91,16 @@ interface BenchProcess {
   tail(): string;
 }
 
+const children = new Set<ChildProcess>();
+// Should the bench die, SIGTERM still reaches every process it started: the
+// sidecars then stop their agents as on any shutdown, and nothing is left behind.
+process.on("exit", () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+});
+
 function startProcess(name: string, argv: string[], env: NodeJS.ProcessEnv = {}): BenchProcess {
   const child = spawn(process.execPath, argv, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
   // Only the lines someone waits for are kept, so a chatty process cannot grow the bench's memory.
   const wanted = new Set<{ predicate: (line: Record<string, unknown>) => boolean; found: (line: Record<string, unknown>) => void }>();
   const seen: Array<Record<string, unknown>> = [];

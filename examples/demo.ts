@@ -39,11 +39,19 @@ interface Running {
   stop(): Promise<number | null>;
 }
 
+const children = new Set<ChildProcess>();
+// Should the demo itself die, SIGTERM still reaches every process it started: the
+// sidecars then stop their agents as on any shutdown, and nothing is left behind.
+process.on("exit", () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+});
+
 /** Starts `agentmesh <args>` with its JSON log going to a file in the demo directory. */
 function startAgentmesh(name: string, args: string[], logDir: string): Running {
   const logPath = join(logDir, `${name}.log`);
   const log = createWriteStream(logPath);
   const child = spawn(process.execPath, [cliPath, ...args], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
   const waiters = new Set<(line: Record<string, unknown>) => void>();
   const seen: Array<Record<string, unknown>> = [];
   let buffered = "";
