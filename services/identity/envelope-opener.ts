@@ -15,6 +15,8 @@ export function controlPlaneAudience(trustDomain: string): string {
   return `spiffe://${trustDomain}/server`;
 }
 
+const maxParsedLeaves = 10_000;
+
 /** Checks a certificate a signer attaches (signer_chain), as the mTLS interceptor checks peers. */
 export interface SignerChainCheck {
   verifier: PeerVerifier;
@@ -27,6 +29,8 @@ export interface SignerChainCheck {
  * fresh, and never seen before. Answers the payload bytes exactly as signed.
  */
 export class EnvelopeOpener {
+  private readonly presentedByDer = new Map<string, PeerCertificate>();
+
   constructor(
     private readonly trustDomain: string,
     private readonly nonceCache: NonceCache,
@@ -61,17 +65,33 @@ export class EnvelopeOpener {
   private signingKey(envelope: SignedEnvelope, caller: CallerIdentity): KeyObject | undefined {
     const leafDer = envelope.signerChain[0];
     if (!leafDer || !this.signerChain || leafDer.length === 0) return caller.publicKey;
-    let leaf: X509Certificate;
-    try {
-      leaf = new X509Certificate(leafDer);
-    } catch {
-      throw new MeshError("unauthenticated", "signer certificate unreadable");
-    }
-    const presented = { raw: Buffer.from(leafDer), fingerprint256: leaf.fingerprint256 } as PeerCertificate;
-    const verified = this.signerChain.verifier.verify(presented, this.clock.nowMs());
+    const verified = this.signerChain.verifier.verify(this.presented(leafDer), this.clock.nowMs());
     if (verified.serial === caller.serial) return caller.publicKey;
     if (verified.spiffeId.uri !== caller.spiffeId) throw new MeshError("unauthenticated", "signer mismatch");
     if (this.signerChain.revocations.isRevoked({ serial: verified.serial })) throw new MeshError("unauthenticated", "signer certificate revoked");
     return verified.publicKey;
+  }
+
+  /**
+   * The attached leaf as a TLS peer certificate. Parsing costs more than the
+   * signature check itself, and a client attaches the same leaf to every envelope
+   * until it renews, so parsed leaves are kept (chain, validity and revocation are
+   * still checked on every call by the verifier).
+   */
+  private presented(leafDer: Uint8Array): PeerCertificate {
+    const key = Buffer.from(leafDer.buffer, leafDer.byteOffset, leafDer.byteLength).toString("base64");
+    let presented = this.presentedByDer.get(key);
+    if (!presented) {
+      let leaf: X509Certificate;
+      try {
+        leaf = new X509Certificate(leafDer);
+      } catch {
+        throw new MeshError("unauthenticated", "signer certificate unreadable");
+      }
+      presented = { raw: Buffer.from(leafDer), fingerprint256: leaf.fingerprint256 } as PeerCertificate;
+      if (this.presentedByDer.size >= maxParsedLeaves) this.presentedByDer.clear();
+      this.presentedByDer.set(key, presented);
+    }
+    return presented;
   }
 }
