@@ -25,10 +25,10 @@ import {
   credentials,
   status,
 } from "@grpc/grpc-js";
-import { AgentClientPool } from "../sidecar/dataplane/agent-client.js";
-import { AttachHub } from "../sidecar/dataplane/attach-hub.js";
-import { TunnelClient } from "../sidecar/dataplane/tunnel-client.js";
-import { type InboundHandler, TunnelServer } from "../sidecar/dataplane/tunnel-server.js";
+import { AgentClientPool } from "../sdk/ts/src/core/dataplane/agent-client.js";
+import { AttachHub } from "../sdk/ts/src/core/dataplane/attach-hub.js";
+import { TunnelClient } from "../sdk/ts/src/core/dataplane/tunnel-client.js";
+import { type InboundHandler, TunnelServer } from "../sdk/ts/src/core/dataplane/tunnel-server.js";
 import {
   AgentServiceClient,
   type AgentServiceInvokeRequest,

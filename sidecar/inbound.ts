@@ -7,9 +7,9 @@ import { verifyEnvelope } from "../sdk/ts/src/core/signing.js";
 import type { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
 import { type CallFrame, Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { AuditSink } from "../services/identity/ports.js";
-import type { AgentClientPool, AttachHub, InboundHandler, PeerInfo } from "./dataplane/index.js";
-import { decodeOpenInvocation } from "./dataplane/index.js";
-import type { DispatchOptions, DispatchOutcome } from "./dataplane/dispatch.js";
+import type { AgentClientPool, AttachHub, InboundHandler, PeerInfo } from "../sdk/ts/src/core/dataplane/index.js";
+import { decodeOpenInvocation } from "../sdk/ts/src/core/dataplane/index.js";
+import type { DispatchOptions, DispatchOutcome } from "../sdk/ts/src/core/dataplane/dispatch.js";
 import type { AllowPolicy } from "./allow-rules.js";
 import { type LocalAgent, callFinished } from "./local-agents.js";
 

@@ -6,7 +6,7 @@ import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
-import { TunnelClient, type OpenFrameFields } from "./dataplane/index.js";
+import { TunnelClient, type OpenFrameFields } from "../sdk/ts/src/core/dataplane/index.js";
 import { invocationType, invokeMethod, refusedBeforeDelivery } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
 

@@ -20,9 +20,10 @@ import { HealthState } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { FileAuditLog } from "../services/identity/audit-log.js";
 import { AllowPolicy, parseAllowRule } from "./allow-rules.js";
 import type { LocalAgentSpec, SidecarConfig } from "./config.js";
-import { AgentClientPool, AttachHub, TunnelServer } from "./dataplane/index.js";
+import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";
 import { verifyCommand } from "./command-verifier.js";
 import { createInboundHandler } from "./inbound.js";
+import { createLocalCallHandler } from "./local-calls.js";
 import { type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
 import { Outbound, toOutboundCall } from "./outbound.js";
 import { EndpointCache } from "./routing/endpoint-cache.js";
@@ -44,6 +45,7 @@ export class Sidecar {
   private readonly attach: AttachHub;
   private readonly agentClients = new AgentClientPool();
   private tunnelServer!: TunnelServer;
+  private localCalls!: TunnelServer;
   private inboundServer!: Server;
   private localServer!: Server;
   private outbound!: Outbound;
@@ -172,6 +174,7 @@ export class Sidecar {
   }
 
   private async startLocal(): Promise<void> {
+    this.localCalls = new TunnelServer({ handler: createLocalCallHandler(() => this.outbound, this.clock), logger: this.log.child({ component: "local-calls" }) });
     this.localServer = new Server();
     const implementation: SidecarServiceServer = {
       invoke: (call, callback) => {
@@ -207,6 +210,7 @@ export class Sidecar {
         }
       },
       attach: this.attach.attach,
+      call: (call) => this.localCalls.accept(call as never),
     };
     this.localServer.addService(SidecarServiceService, implementation);
     const port = await bind(this.localServer, `127.0.0.1:${this.config.localPort}`, ServerCredentials.createInsecure());
@@ -313,7 +317,7 @@ export class Sidecar {
       this.log.info({ agents: this.agents.size }, "sidecar shutting down");
       await Promise.allSettled([...this.agents.keys()].map((instanceId) => this.stopAgent(instanceId, 2000, "sidecar shutting down")));
       this.stopWatch?.();
-      await this.tunnelServer.drain().catch(() => undefined);
+      await Promise.all([this.tunnelServer.drain(), this.localCalls.drain()]).catch(() => undefined);
       this.outbound.close();
       this.attach.close();
       this.agentClients.close();

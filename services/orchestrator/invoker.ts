@@ -8,7 +8,7 @@ import { meshChannelCredentials } from "../../sdk/ts/src/core/tls/channel-creden
 import { Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { InvokeRequest, InvokeResponse } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
-import { TunnelClient } from "../../sidecar/dataplane/index.js";
+import { TunnelClient } from "../../sdk/ts/src/core/dataplane/index.js";
 import type { Resolver } from "./resolver.js";
 
 const invokeMethod = "/agentmesh.v1.AgentService/Invoke";

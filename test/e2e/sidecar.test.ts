@@ -17,7 +17,7 @@ import {
 import { WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import type { SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { loadOrCreateCa } from "../../services/identity/domain/ca.js";
-import { openFrame } from "../../sidecar/dataplane/index.js";
+import { openFrame } from "../../sdk/ts/src/core/dataplane/index.js";
 import { invocationType, invokeMethod } from "../../sidecar/inbound.js";
 import { EventLog } from "../helpers/events.js";
 import { MeshCluster, type SidecarNode, echoDeploymentYaml, waitFor } from "../helpers/mesh-cluster.js";

@@ -11,10 +11,10 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentClientPool } from "../../sidecar/dataplane/agent-client.js";
-import { AttachHub, type AttachHubOptions } from "../../sidecar/dataplane/attach-hub.js";
-import { TunnelClient } from "../../sidecar/dataplane/tunnel-client.js";
-import { TunnelServer } from "../../sidecar/dataplane/tunnel-server.js";
+import { AgentClientPool } from "../../sdk/ts/src/core/dataplane/agent-client.js";
+import { AttachHub, type AttachHubOptions } from "../../sdk/ts/src/core/dataplane/attach-hub.js";
+import { TunnelClient } from "../../sdk/ts/src/core/dataplane/tunnel-client.js";
+import { TunnelServer } from "../../sdk/ts/src/core/dataplane/tunnel-server.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import {
   type AgentServiceInvokeRequest,
@@ -139,7 +139,7 @@ describe("AttachHub", () => {
     expect(hub.isAttached("instance-a")).toBe(true);
 
     const reply = await hub.dispatch("instance-a", invocation("hello agent"));
-    expect(reply).toEqual({ payload: Buffer.from("HELLO AGENT"), contentType: "text/plain" });
+    expect(reply).toMatchObject({ payload: Buffer.from("HELLO AGENT"), contentType: "text/plain" });
     const open = agent.received[0];
     expect(open).toMatchObject({ kind: CallFrame_Kind.KIND_OPEN, instanceId: "instance-a", streaming: false });
     expect(open?.invocation?.capability).toBe("text.upper");

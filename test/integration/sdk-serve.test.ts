@@ -2,7 +2,7 @@ import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Serving, serve } from "../../sdk/ts/src/agent/serve.js";
 import { SidecarServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
-import { AttachHub } from "../../sidecar/dataplane/index.js";
+import { AttachHub } from "../../sdk/ts/src/core/dataplane/index.js";
 
 let server: Server | undefined;
 let serving: Serving | undefined;

@@ -1,11 +1,11 @@
 import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { backoffDelayMs, defaultBackoffPolicy } from "../../sidecar/dataplane/backoff.js";
-import { CallMultiplexer } from "../../sidecar/dataplane/call-multiplexer.js";
-import { CallStatusError } from "../../sidecar/dataplane/call-status.js";
-import { CallTable } from "../../sidecar/dataplane/call-table.js";
-import { dataFrame, endFrame } from "../../sidecar/dataplane/frames.js";
-import type { TimerHandle, Timers } from "../../sidecar/dataplane/timers.js";
+import { backoffDelayMs, defaultBackoffPolicy } from "../../sdk/ts/src/core/dataplane/backoff.js";
+import { CallMultiplexer } from "../../sdk/ts/src/core/dataplane/call-multiplexer.js";
+import { CallStatusError } from "../../sdk/ts/src/core/dataplane/call-status.js";
+import { CallTable } from "../../sdk/ts/src/core/dataplane/call-table.js";
+import { dataFrame, endFrame } from "../../sdk/ts/src/core/dataplane/frames.js";
+import type { TimerHandle, Timers } from "../../sdk/ts/src/core/dataplane/timers.js";
 import { ManualClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { type CallFrame, CallFrame_Kind } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { describe, expect, it } from "vitest";
-import { FrameBatcher } from "../../sidecar/dataplane/frame-batcher.js";
-import { dataFrame, endFrame } from "../../sidecar/dataplane/frames.js";
+import { FrameBatcher } from "../../sdk/ts/src/core/dataplane/frame-batcher.js";
+import { dataFrame, endFrame } from "../../sdk/ts/src/core/dataplane/frames.js";
 import type { CallFrame } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
 
 class FakeStream extends EventEmitter {

@@ -176,5 +176,7 @@ function emptyFrame(): CallFrame {
     statusMessage: "",
     contentType: "",
     invocation: undefined,
+    request: undefined,
+    version: "",
   };
 }

@@ -64,6 +64,14 @@ export interface AgentServiceInvokeStreamResponse {
   payload: Buffer;
 }
 
+export interface SidecarServiceCallRequest {
+  frames: CallFrame[];
+}
+
+export interface SidecarServiceCallResponse {
+  frames: CallFrame[];
+}
+
 export interface SidecarServiceInvokeRequest {
   capability: string;
   versionRange: string;
@@ -161,7 +169,18 @@ export interface CallFrame {
   statusMessage: string;
   contentType: string;
   /** For OPEN without a sidecar-level envelope (Attach): the invocation. */
-  invocation?: Invocation | undefined;
+  invocation?:
+    | Invocation
+    | undefined;
+  /** For OPEN on SidecarService.Call: what to call and how to route it. */
+  request?:
+    | SidecarServiceInvokeRequest
+    | undefined;
+  /**
+   * For the DATA frame of a unary reply on SidecarService.Call: the capability
+   * version that answered (`instance_id` names the instance).
+   */
+  version: string;
 }
 
 export enum CallFrame_Kind {
@@ -858,6 +877,144 @@ export const AgentServiceInvokeStreamResponse: MessageFns<AgentServiceInvokeStre
   ): AgentServiceInvokeStreamResponse {
     const message = createBaseAgentServiceInvokeStreamResponse();
     message.payload = object.payload ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseSidecarServiceCallRequest(): SidecarServiceCallRequest {
+  return { frames: [] };
+}
+
+export const SidecarServiceCallRequest: MessageFns<SidecarServiceCallRequest> = {
+  encode(message: SidecarServiceCallRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.frames) {
+      CallFrame.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SidecarServiceCallRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSidecarServiceCallRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.frames.push(CallFrame.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SidecarServiceCallRequest {
+    return {
+      frames: globalThis.Array.isArray(object?.frames) ? object.frames.map((e: any) => CallFrame.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: SidecarServiceCallRequest): unknown {
+    const obj: any = {};
+    if (message.frames?.length) {
+      obj.frames = message.frames.map((e) => CallFrame.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SidecarServiceCallRequest>, I>>(base?: I): SidecarServiceCallRequest {
+    return SidecarServiceCallRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SidecarServiceCallRequest>, I>>(object: I): SidecarServiceCallRequest {
+    const message = createBaseSidecarServiceCallRequest();
+    message.frames = object.frames?.map((e) => CallFrame.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSidecarServiceCallResponse(): SidecarServiceCallResponse {
+  return { frames: [] };
+}
+
+export const SidecarServiceCallResponse: MessageFns<SidecarServiceCallResponse> = {
+  encode(message: SidecarServiceCallResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.frames) {
+      CallFrame.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SidecarServiceCallResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSidecarServiceCallResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.frames.push(CallFrame.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SidecarServiceCallResponse {
+    return {
+      frames: globalThis.Array.isArray(object?.frames) ? object.frames.map((e: any) => CallFrame.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: SidecarServiceCallResponse): unknown {
+    const obj: any = {};
+    if (message.frames?.length) {
+      obj.frames = message.frames.map((e) => CallFrame.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SidecarServiceCallResponse>, I>>(base?: I): SidecarServiceCallResponse {
+    return SidecarServiceCallResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SidecarServiceCallResponse>, I>>(object: I): SidecarServiceCallResponse {
+    const message = createBaseSidecarServiceCallResponse();
+    message.frames = object.frames?.map((e) => CallFrame.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2271,6 +2428,8 @@ function createBaseCallFrame(): CallFrame {
     statusMessage: "",
     contentType: "",
     invocation: undefined,
+    request: undefined,
+    version: "",
   };
 }
 
@@ -2311,6 +2470,12 @@ export const CallFrame: MessageFns<CallFrame> = {
     }
     if (message.invocation !== undefined) {
       Invocation.encode(message.invocation, writer.uint32(98).fork()).join();
+    }
+    if (message.request !== undefined) {
+      SidecarServiceInvokeRequest.encode(message.request, writer.uint32(106).fork()).join();
+    }
+    if (message.version !== "") {
+      writer.uint32(114).string(message.version);
     }
     return writer;
   },
@@ -2424,6 +2589,22 @@ export const CallFrame: MessageFns<CallFrame> = {
             message.invocation = Invocation.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.request = SidecarServiceInvokeRequest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2470,6 +2651,8 @@ export const CallFrame: MessageFns<CallFrame> = {
         ? globalThis.String(object.content_type)
         : "",
       invocation: isSet(object.invocation) ? Invocation.fromJSON(object.invocation) : undefined,
+      request: isSet(object.request) ? SidecarServiceInvokeRequest.fromJSON(object.request) : undefined,
+      version: isSet(object.version) ? globalThis.String(object.version) : "",
     };
   },
 
@@ -2511,6 +2694,12 @@ export const CallFrame: MessageFns<CallFrame> = {
     if (message.invocation !== undefined) {
       obj.invocation = Invocation.toJSON(message.invocation);
     }
+    if (message.request !== undefined) {
+      obj.request = SidecarServiceInvokeRequest.toJSON(message.request);
+    }
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
     return obj;
   },
 
@@ -2535,6 +2724,10 @@ export const CallFrame: MessageFns<CallFrame> = {
     message.invocation = (object.invocation !== undefined && object.invocation !== null)
       ? Invocation.fromPartial(object.invocation)
       : undefined;
+    message.request = (object.request !== undefined && object.request !== null)
+      ? SidecarServiceInvokeRequest.fromPartial(object.request)
+      : undefined;
+    message.version = object.version ?? "";
     return message;
   },
 };
@@ -2802,6 +2995,22 @@ export const SidecarServiceService = {
     responseSerialize: (value: AttachResponse): Buffer => Buffer.from(AttachResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AttachResponse => AttachResponse.decode(value),
   },
+  /**
+   * An SDK client makes its outbound calls as frames on this one stream (DESIGN
+   * §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
+   * carry `request`; answers come back as DATA/END frames with the same call id.
+   */
+  call: {
+    path: "/agentmesh.v1.SidecarService/Call" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: SidecarServiceCallRequest): Buffer =>
+      Buffer.from(SidecarServiceCallRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SidecarServiceCallRequest => SidecarServiceCallRequest.decode(value),
+    responseSerialize: (value: SidecarServiceCallResponse): Buffer =>
+      Buffer.from(SidecarServiceCallResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SidecarServiceCallResponse => SidecarServiceCallResponse.decode(value),
+  },
 } as const;
 
 export interface SidecarServiceServer extends UntypedServiceImplementation {
@@ -2810,6 +3019,12 @@ export interface SidecarServiceServer extends UntypedServiceImplementation {
   discover: handleUnaryCall<SidecarServiceDiscoverRequest, SidecarServiceDiscoverResponse>;
   /** An SDK agent opens this once and receives its invocations over it. */
   attach: handleBidiStreamingCall<AttachRequest, AttachResponse>;
+  /**
+   * An SDK client makes its outbound calls as frames on this one stream (DESIGN
+   * §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
+   * carry `request`; answers come back as DATA/END frames with the same call id.
+   */
+  call: handleBidiStreamingCall<SidecarServiceCallRequest, SidecarServiceCallResponse>;
 }
 
 export interface SidecarServiceClient extends Client {
@@ -2856,6 +3071,17 @@ export interface SidecarServiceClient extends Client {
   attach(): ClientDuplexStream<AttachRequest, AttachResponse>;
   attach(options: Partial<CallOptions>): ClientDuplexStream<AttachRequest, AttachResponse>;
   attach(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<AttachRequest, AttachResponse>;
+  /**
+   * An SDK client makes its outbound calls as frames on this one stream (DESIGN
+   * §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
+   * carry `request`; answers come back as DATA/END frames with the same call id.
+   */
+  call(): ClientDuplexStream<SidecarServiceCallRequest, SidecarServiceCallResponse>;
+  call(options: Partial<CallOptions>): ClientDuplexStream<SidecarServiceCallRequest, SidecarServiceCallResponse>;
+  call(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<SidecarServiceCallRequest, SidecarServiceCallResponse>;
 }
 
 export const SidecarServiceClient = makeGenericClientConstructor(

@@ -1,4 +1,4 @@
-import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
+import { MeshError, invalidArgument } from "../mesh-error.js";
 
 /**
  * Call ids and the bounded in-flight window of one multiplexed stream.

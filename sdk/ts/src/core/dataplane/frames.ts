@@ -1,15 +1,18 @@
 import { status } from "@grpc/grpc-js";
-import { invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
-import { type CallFrame, CallFrame_Kind, Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import { invalidArgument } from "../mesh-error.js";
+import { type CallFrame, CallFrame_Kind, Invocation } from "../../gen/agentmesh/v1/agent.js";
 
 /** What the caller puts in an OPEN frame; the transport adds the call id. */
 export type OpenFrameFields = Pick<CallFrame, "instanceId"> &
-  Partial<Pick<CallFrame, "envelope" | "invocation" | "contentType" | "payload">>;
+  Partial<Pick<CallFrame, "envelope" | "invocation" | "contentType" | "payload" | "request">>;
 
 /** A finished unary reply. */
 export interface CallReply {
   payload: Buffer;
   contentType: string;
+  /** Who answered, when the replier says (SidecarService.Call replies do). */
+  instanceId?: string;
+  version?: string;
 }
 
 const emptyBytes = Buffer.alloc(0);
@@ -30,6 +33,8 @@ function frame(callId: number, kind: CallFrame_Kind): CallFrame {
     statusMessage: "",
     contentType: "",
     invocation: undefined,
+    request: undefined,
+    version: "",
   };
 }
 
@@ -38,6 +43,7 @@ export function openFrame(callId: number, fields: OpenFrameFields, streaming: bo
   open.instanceId = fields.instanceId;
   open.envelope = fields.envelope;
   open.invocation = fields.invocation;
+  open.request = fields.request;
   open.contentType = fields.contentType ?? "";
   open.payload = fields.payload ?? emptyBytes;
   open.streaming = streaming;
@@ -45,12 +51,18 @@ export function openFrame(callId: number, fields: OpenFrameFields, streaming: bo
 }
 
 /** One chunk of a reply; `end` marks a unary reply complete in a single frame. */
-export function dataFrame(callId: number, payload: Buffer, options: { sequence?: number; end?: boolean; contentType?: string } = {}): CallFrame {
+export function dataFrame(
+  callId: number,
+  payload: Buffer,
+  options: { sequence?: number; end?: boolean; contentType?: string; instanceId?: string; version?: string } = {},
+): CallFrame {
   const data = frame(callId, CallFrame_Kind.KIND_DATA);
   data.payload = payload;
   data.sequence = options.sequence ?? 0;
   data.end = options.end ?? false;
   data.contentType = options.contentType ?? "";
+  data.instanceId = options.instanceId ?? "";
+  data.version = options.version ?? "";
   return data;
 }
 

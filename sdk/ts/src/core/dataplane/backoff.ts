@@ -1,4 +1,4 @@
-import type { RandomSource } from "../../sdk/ts/src/core/clock.js";
+import type { RandomSource } from "../clock.js";
 
 export interface BackoffPolicy {
   initialMs: number;

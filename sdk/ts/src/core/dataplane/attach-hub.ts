@@ -1,9 +1,9 @@
 import { EventEmitter } from "node:events";
 import { type ServerDuplexStream, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type Clock, systemClock } from "../../sdk/ts/src/core/clock.js";
-import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
-import type { AttachHello, AttachRequest, AttachResponse, Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import { type Clock, systemClock } from "../clock.js";
+import { MeshError, invalidArgument } from "../mesh-error.js";
+import type { AttachHello, AttachRequest, AttachResponse, Invocation } from "../../gen/agentmesh/v1/agent.js";
 import { CallMultiplexer, type CallOptions } from "./call-multiplexer.js";
 import { statusOfError } from "./call-status.js";
 import { ChunkQueue } from "./chunk-queue.js";

@@ -1,4 +1,4 @@
-import type { CallFrame } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import type { CallFrame } from "../../gen/agentmesh/v1/agent.js";
 
 /** The writable half of a gRPC stream, as far as the batcher needs it. */
 export interface FrameStream<M> {

@@ -1,6 +1,6 @@
-import type { Clock } from "../../sdk/ts/src/core/clock.js";
-import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { type CallFrame, CallFrame_Kind } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import type { Clock } from "../clock.js";
+import { MeshError } from "../mesh-error.js";
+import { type CallFrame, CallFrame_Kind } from "../../gen/agentmesh/v1/agent.js";
 import { errorFromStatus } from "./call-status.js";
 import { CallTable } from "./call-table.js";
 import { ChunkQueue } from "./chunk-queue.js";
@@ -26,7 +26,7 @@ export interface CallMultiplexerOptions {
 }
 
 interface CallSink {
-  data(payload: Buffer, contentType: string): void;
+  data(payload: Buffer, contentType: string, frame: CallFrame): void;
   finish(): void;
   fail(error: Error): void;
 }
@@ -69,12 +69,22 @@ export class CallMultiplexer {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let contentType = "";
+      let instanceId = "";
+      let version = "";
       this.start(fields, false, callOptions, {
-        data: (payload, type) => {
+        data: (payload, type, frame) => {
           if (payload.length > 0) chunks.push(payload);
           if (contentType === "") contentType = type;
+          if (frame.instanceId !== "") instanceId = frame.instanceId;
+          if (frame.version !== "") version = frame.version;
         },
-        finish: () => resolve({ payload: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks), contentType }),
+        finish: () =>
+          resolve({
+            payload: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks),
+            contentType,
+            ...(instanceId === "" ? {} : { instanceId }),
+            ...(version === "" ? {} : { version }),
+          }),
         fail: reject,
       });
     });
@@ -103,7 +113,7 @@ export class CallMultiplexer {
     const call = this.table.get(frame.callId);
     if (call === undefined) return;
     if (frame.kind === CallFrame_Kind.KIND_DATA) {
-      call.sink.data(frame.payload, frame.contentType);
+      call.sink.data(frame.payload, frame.contentType, frame);
       if (frame.end) {
         this.settle(call);
         call.sink.finish();

@@ -1,6 +1,6 @@
 import { Metadata, type Server, type ServerDuplexStream, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { MeshError } from "../mesh-error.js";
 import {
   type CallFrame,
   CallFrame_Kind,
@@ -9,11 +9,11 @@ import {
   PeerServiceService,
   type TunnelRequest,
   type TunnelResponse,
-} from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+} from "../../gen/agentmesh/v1/agent.js";
 import { statusOfError } from "./call-status.js";
 import { type DispatchOptions, type DispatchOutcome, collectChunks, isAsyncIterable } from "./dispatch.js";
 import { FrameBatcher, type FrameBatcherOptions } from "./frame-batcher.js";
-import { dataFrame, decodeOpenInvocation, endFrame } from "./frames.js";
+import { type CallReply, dataFrame, decodeOpenInvocation, endFrame } from "./frames.js";
 import { silentLogger } from "./silent-logger.js";
 
 type TunnelCall = ServerDuplexStream<TunnelRequest, TunnelResponse>;
@@ -89,7 +89,11 @@ export class TunnelServer {
     for (const tunnel of this.tunnels) tunnel.abort();
   }
 
-  private accept(call: TunnelCall): void {
+  /**
+   * Serves one stream of frames. PeerService.Tunnel streams come here, and so do
+   * SidecarService.Call streams of local SDK clients (the same frames, another service).
+   */
+  accept(call: TunnelCall): void {
     if (this.draining) {
       // Refused before the headers, so the client does not take it for a healthy peer and reset its backoff.
       call.emit("error", Object.assign(new Error("peer sidecar draining"), { code: status.UNAVAILABLE, details: "peer sidecar draining" }));
@@ -206,11 +210,11 @@ class InboundTunnel {
       const outcome = handler.dispatch(invocation, open.instanceId, { signal, streaming: open.streaming });
       if (isAsyncIterable(outcome)) {
         if (open.streaming) await this.sendChunks(callId, outcome, signal);
-        else this.sendReply(callId, false, await collectChunks(outcome, signal), "", signal);
+        else this.sendReply(callId, false, { payload: await collectChunks(outcome, signal), contentType: "" }, signal);
         return;
       }
       const reply = await outcome;
-      this.sendReply(callId, open.streaming, reply.payload, reply.contentType, signal);
+      this.sendReply(callId, open.streaming, reply, signal);
     } catch (error) {
       // A cancelled call has nobody waiting for its END.
       if (signal.aborted) return;
@@ -218,13 +222,14 @@ class InboundTunnel {
     }
   }
 
-  private sendReply(callId: number, streaming: boolean, payload: Buffer, contentType: string, signal: AbortSignal): void {
+  private sendReply(callId: number, streaming: boolean, reply: CallReply, signal: AbortSignal): void {
     if (signal.aborted) return;
+    const { payload, contentType } = reply;
     if (streaming) {
       this.batcher.push(dataFrame(callId, payload, { sequence: 1, contentType }));
       this.batcher.push(endFrame(callId));
     } else {
-      this.batcher.push(dataFrame(callId, payload, { end: true, contentType }));
+      this.batcher.push(dataFrame(callId, payload, { end: true, contentType, instanceId: reply.instanceId, version: reply.version }));
     }
   }
 

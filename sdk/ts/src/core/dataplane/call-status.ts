@@ -1,5 +1,5 @@
 import { status } from "@grpc/grpc-js";
-import { MeshError, type MeshErrorKind } from "../../sdk/ts/src/core/mesh-error.js";
+import { MeshError, type MeshErrorKind } from "../mesh-error.js";
 
 /**
  * A call ended with a gRPC code that has no MeshError kind (INTERNAL,

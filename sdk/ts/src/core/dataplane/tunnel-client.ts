@@ -1,14 +1,15 @@
 import { EventEmitter } from "node:events";
 import { type ChannelCredentials, type ChannelOptions, type ClientDuplexStream, Metadata } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
-import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { type Clock, type RandomSource, systemClock } from "../clock.js";
+import { MeshError } from "../mesh-error.js";
 import {
   type CallFrame,
   PeerServiceClient,
+  SidecarServiceClient,
   type TunnelRequest,
   type TunnelResponse,
-} from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+} from "../../gen/agentmesh/v1/agent.js";
 import { type BackoffPolicy, backoffDelayMs, defaultBackoffPolicy } from "./backoff.js";
 import { CallMultiplexer, type CallOptions } from "./call-multiplexer.js";
 import { ChunkQueue } from "./chunk-queue.js";
@@ -29,6 +30,8 @@ export interface TunnelClientOptions {
   address: string;
   /** mTLS in production; plaintext in tests and benches. */
   credentials: ChannelCredentials;
+  /** `peer` (default): PeerService.Tunnel to another sidecar; `sidecar`: SidecarService.Call to the local sidecar. */
+  service?: "peer" | "sidecar";
   channelOptions?: ChannelOptions;
   /** Calls in flight on the tunnel at most; further calls fail with overLimit. */
   windowSize?: number;
@@ -65,7 +68,7 @@ const defaultKeepaliveTimeoutMs = 5_000;
  */
 export class TunnelClient extends EventEmitter {
   readonly address: string;
-  private readonly client: PeerServiceClient;
+  private readonly client: PeerServiceClient | SidecarServiceClient;
   private readonly calls: CallMultiplexer;
   private readonly backoff: BackoffPolicy;
   private readonly timers: Timers;
@@ -84,7 +87,8 @@ export class TunnelClient extends EventEmitter {
     this.timers = options.timers ?? systemTimers;
     this.random = options.random ?? Math.random;
     this.logger = (options.logger ?? silentLogger).child({ component: "tunnel-client", peerAddress: options.address });
-    this.client = new PeerServiceClient(options.address, options.credentials, {
+    const ClientClass = options.service === "sidecar" ? SidecarServiceClient : PeerServiceClient;
+    this.client = new ClientClass(options.address, options.credentials, {
       // Let the channel's own reconnects keep pace with ours instead of grpc-js' 1 s..120 s default.
       "grpc.initial_reconnect_backoff_ms": this.backoff.initialMs,
       "grpc.max_reconnect_backoff_ms": this.backoff.maxMs,
@@ -164,7 +168,9 @@ export class TunnelClient extends EventEmitter {
   }
 
   private openStream(): void {
-    const stream = this.client.tunnel(this.options.metadata ?? new Metadata());
+    const metadata = this.options.metadata ?? new Metadata();
+    // Both services carry the same frames: {repeated CallFrame frames} each way.
+    const stream = (this.client instanceof SidecarServiceClient ? this.client.call(metadata) : this.client.tunnel(metadata)) as ClientDuplexStream<TunnelRequest, TunnelResponse>;
     this.tunnelStream = stream;
     this.batcher = new FrameBatcher<TunnelRequest>(stream, (frames) => ({ frames }), this.options.batcher);
     this.setState("connecting");

@@ -1,11 +1,11 @@
 import { type ChannelCredentials, type ChannelOptions, credentials, Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { MeshError } from "../mesh-error.js";
 import {
   AgentServiceClient,
   type AgentServiceInvokeStreamResponse,
   type Invocation,
-} from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+} from "../../gen/agentmesh/v1/agent.js";
 import type { CallOptions } from "./call-multiplexer.js";
 import { type CallStatusError, errorFromStatus } from "./call-status.js";
 import type { CallReply } from "./frames.js";
