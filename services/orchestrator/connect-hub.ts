@@ -30,6 +30,8 @@ export interface ConnectHubHooks {
   onSessionOpen?(session: ConnectSession): void;
   onSessionClosed?(session: ConnectSession): void;
   onInstanceEvent?(session: ConnectSession, event: InstanceEvent): void;
+  /** A refused Hello, replayed sequence or claim on another's instance: audited by the server. */
+  onRejected?(callerSpiffeId: string, requestId: string, reason: string): void;
 }
 
 /**
@@ -56,6 +58,7 @@ export class ConnectSession {
     readonly call: ConnectCall,
     readonly caller: CallerIdentity,
     readonly log: Logger,
+    readonly requestId = "",
   ) {}
 
   get callerSpiffeId(): string {
@@ -115,7 +118,7 @@ export class ConnectHub {
   }
 
   handle(call: ConnectCall, caller: CallerIdentity, requestId: string): void {
-    const session = new ConnectSession(call, caller, this.log.child({ requestId, spiffeId: caller.spiffeId }));
+    const session = new ConnectSession(call, caller, this.log.child({ requestId, spiffeId: caller.spiffeId }), requestId);
     if (this.shuttingDown) {
       call.emit("error", { code: status.UNAVAILABLE, details: "server shutting down" });
       return;
@@ -342,6 +345,9 @@ export class ConnectHub {
   }
 
   private streamError(session: ConnectSession, code: status, message: string, instanceId: string): void {
+    if (code === status.PERMISSION_DENIED || code === status.UNAUTHENTICATED || code === status.INVALID_ARGUMENT) {
+      this.hooks.onRejected?.(session.callerSpiffeId, session.requestId, message);
+    }
     session.send({ msg: { $case: "error", value: { code, message, instanceId } } });
   }
 
@@ -349,6 +355,7 @@ export class ConnectHub {
     if (error instanceof MeshError) {
       // Problems with one message do not end a healthy stream, except a broken handshake.
       if (!session.hello) {
+        this.hooks.onRejected?.(session.callerSpiffeId, session.requestId, error.message);
         session.call.emit("error", { code: error.code, details: error.message });
         return;
       }

@@ -147,6 +147,10 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     },
   );
   const hubHooks: ConnectHubHooks = {
+    onRejected: (caller, requestId, reason) =>
+      security.audit
+        .append({ actor: caller || "anonymous", action: "connect.denied", target: "/agentmesh.v1.OrchestratorService/Connect", outcome: "denied", requestId, details: { reason } })
+        .catch((failure: unknown) => log.error({ err: failure }, "audit append failed")),
     onHeartbeats: (count) => metrics.heartbeats.inc(count),
     onStreamLost: () => metrics.detections.inc({ reason: "stream_lost" }),
     onStreamCountChange: (open) => metrics.connectStreams.set(open),
@@ -208,6 +212,11 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     "grpc.max_receive_message_length": config.maxMessageBytes,
     "grpc.max_send_message_length": config.maxMessageBytes,
     "grpc.max_concurrent_streams": config.maxConcurrentStreams,
+    // Clients renew at half-life but show a new certificate only on new connections,
+    // and the interceptor checks the connection's certificate on every call (ADR 0001):
+    // retire connections well before a certificate can expire. Open streams keep
+    // their connection (the grace is unlimited), so Connect and Watch are not cut.
+    "grpc.max_connection_age_ms": Math.max(1000, Math.floor(config.certTtlMs / 4)),
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,

@@ -153,6 +153,8 @@ export function heartbeatIntervalMsOf(manifest: AgentManifest): number {
   return interval === 0 ? limits.defaultHeartbeatIntervalMs : interval;
 }
 
+/** Echo at most 40 printable characters of caller input back in an error message. */
 function truncate(text: string): string {
-  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+  const printable = text.replace(/[^\x20-\x7e]/g, "?");
+  return printable.length > 40 ? `${printable.slice(0, 40)}…` : printable;
 }

@@ -25,6 +25,8 @@ export class TokenBucket {
   }
 }
 
+const MAX_KEYS = 10_000;
+
 /** Per-key buckets and in-flight counters, for limits "per identity" and "per agent". */
 export class KeyedLimiter {
   private readonly buckets = new Map<string, TokenBucket>();
@@ -42,6 +44,8 @@ export class KeyedLimiter {
     if (this.options.ratePerSecond > 0) {
       let bucket = this.buckets.get(key);
       if (!bucket) {
+        // Bounded memory: forget idle keys' buckets (a fresh bucket starts full, which is what an idle one is).
+        if (this.buckets.size >= MAX_KEYS) for (const idle of this.buckets.keys()) if (!this.inFlight.has(idle)) this.buckets.delete(idle);
         bucket = new TokenBucket(this.options.ratePerSecond, Math.max(1, this.options.burst), this.clock);
         this.buckets.set(key, bucket);
       }
