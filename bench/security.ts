@@ -29,7 +29,7 @@ import { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
 import { type CreateJoinTokenResponse, IdentityServiceClient, type IssueCertificateResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { type DiscoverResponse, RegisterRequest, type RegisterResponse, RegistryServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import type { AgentManifest } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
-import { FileAuditLog } from "../services/identity/audit-log.js";
+import { FileAuditLog } from "../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "../services/identity/domain/ca.js";
 import { RevocationList } from "../services/identity/domain/revocations.js";
 import { MemoryCertificateStore } from "../services/identity/adapters/memory-certificate-store.js";

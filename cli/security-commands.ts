@@ -5,7 +5,7 @@ import { systemClock } from "../sdk/ts/src/core/clock.js";
 import { generateKeyAndCsr } from "../sdk/ts/src/core/csr.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
 import type { CreateJoinTokenResponse, ListAuditEventsResponse, RevokeCertificateResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
-import { verifyAuditLog } from "../services/identity/audit-log.js";
+import { verifyAuditLog } from "../sdk/ts/src/core/audit-log.js";
 import { loadOrCreateCa } from "../services/identity/domain/ca.js";
 import { defaultServerConfig } from "../services/server/config.js";
 import { adminFiles } from "./ctl-connection.js";

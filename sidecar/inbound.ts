@@ -6,7 +6,7 @@ import type { NonceCache } from "../sdk/ts/src/core/nonce-cache.js";
 import { verifyEnvelope } from "../sdk/ts/src/core/signing.js";
 import type { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
 import { type CallFrame, Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
-import type { AuditSink } from "../services/identity/ports.js";
+import type { AuditSink } from "../sdk/ts/src/core/audit-log.js";
 import type { AgentClientPool, AttachHub, InboundHandler, PeerInfo } from "../sdk/ts/src/core/dataplane/index.js";
 import { decodeOpenInvocation } from "../sdk/ts/src/core/dataplane/index.js";
 import type { DispatchOptions, DispatchOutcome } from "../sdk/ts/src/core/dataplane/dispatch.js";

@@ -17,7 +17,7 @@ import { type AttachHello, SidecarServiceService, type SidecarServiceServer } fr
 import type { Command, ConnectResponse } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RestartPolicy_Mode } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { HealthState } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
-import { FileAuditLog } from "../services/identity/audit-log.js";
+import { FileAuditLog } from "../sdk/ts/src/core/audit-log.js";
 import { AllowPolicy, parseAllowRule } from "./allow-rules.js";
 import type { LocalAgentSpec, SidecarConfig } from "./config.js";
 import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";

@@ -1,7 +1,7 @@
 import type { IdentityServiceServer } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import { type RpcPlumbing, unary } from "../server/rpc-wrapper.js";
-import type { FileAuditLog } from "./audit-log.js";
+import type { FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import type { IdentityAuthority } from "./identity-authority.js";
 
 const service = "/agentmesh.v1.IdentityService";

@@ -12,7 +12,8 @@ import type { CallerIdentity } from "../server/call-context.js";
 import type { MeshCa } from "./domain/ca.js";
 import type { JoinTokens } from "./domain/join-tokens.js";
 import type { RevocationList } from "./domain/revocations.js";
-import type { AuditSink, CertificateStore, RevocationRecord } from "./ports.js";
+import type { AuditSink } from "../../sdk/ts/src/core/audit-log.js";
+import type { CertificateStore, RevocationRecord } from "./ports.js";
 
 export interface IdentityAuthorityOptions {
   ca: MeshCa;

@@ -7,7 +7,7 @@ import { type KeyedLimiter } from "../../sdk/ts/src/core/token-bucket.js";
 import type { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import type { AuthenticatableCall, Authenticator, CallerIdentity } from "../server/call-context.js";
 import type { RevocationList } from "./domain/revocations.js";
-import type { AuditSink } from "./ports.js";
+import type { AuditSink } from "../../sdk/ts/src/core/audit-log.js";
 
 /** RPCs a caller without a certificate may make: joining and fetching the roots. */
 export const bootstrapMethods: ReadonlySet<string> = new Set([

@@ -65,24 +65,3 @@ export interface RevocationStore {
   /** Revocations of certificates not yet expired at nowMs. */
   listActive(nowMs: number): Promise<RevocationRecord[]>;
 }
-
-export type AuditOutcome = "success" | "denied" | "failure";
-
-/** What a component reports; the audit log adds seq, time and the hash chain. */
-export interface AuditEvent {
-  /** SPIFFE ID of who acted (the mTLS peer), or `system` for the server itself. */
-  actor: string;
-  /** Dotted verb, for example `agent.register`, `cert.issue`, `call.denied`. */
-  action: string;
-  /** What was acted on: an instance id, a SPIFFE ID, a serial, an RPC method. */
-  target: string;
-  outcome: AuditOutcome;
-  requestId: string;
-  /** JSON values only; never keys, tokens or payloads. */
-  details?: Record<string, unknown>;
-}
-
-export interface AuditSink {
-  /** Resolves once the event is written (per the sink's durability policy). */
-  append(event: AuditEvent): Promise<void>;
-}

@@ -13,7 +13,7 @@ import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import { MemoryCertificateStore } from "./adapters/memory-certificate-store.js";
 import { MemoryJoinTokenStore } from "./adapters/memory-join-token-store.js";
 import { MemoryRevocationStore } from "./adapters/memory-revocation-store.js";
-import { FileAuditLog } from "./audit-log.js";
+import { FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "./domain/ca.js";
 import { JoinTokens } from "./domain/join-tokens.js";
 import { RevocationList } from "./domain/revocations.js";

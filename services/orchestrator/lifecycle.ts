@@ -4,7 +4,7 @@ import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import type { Command, Deployment, DeploymentStatus, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
-import type { AuditSink } from "../identity/ports.js";
+import type { AuditSink } from "../../sdk/ts/src/core/audit-log.js";
 import type { Registry } from "../registry/registry.js";
 import type { CallerIdentity } from "../server/call-context.js";
 import type { CommandSigner } from "./command-signer.js";

@@ -32,7 +32,7 @@ import {
 import { OrchestratorServiceClient } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegisterRequest, RegistryServiceClient } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import type { AgentManifest, SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
-import type { AuditEntry } from "../../services/identity/audit-log.js";
+import type { AuditEntry } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, caCertFileName, caKeyFileName, loadOrCreateCa } from "../../services/identity/domain/ca.js";
 import type { ServerConfig } from "../../services/server/config.js";
 import { type RunningServer, startServer } from "../../services/server/server.js";

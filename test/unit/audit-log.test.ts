@@ -9,9 +9,8 @@ import {
   FileAuditLog,
   genesisHash,
   verifyAuditLog,
-} from "../../services/identity/audit-log.js";
-import type { AuditEntry } from "../../services/identity/audit-log.js";
-import type { AuditEvent } from "../../services/identity/ports.js";
+} from "../../sdk/ts/src/core/audit-log.js";
+import type { AuditEntry, AuditEvent } from "../../sdk/ts/src/core/audit-log.js";
 
 let dir: string;
 let path: string;

@@ -14,9 +14,29 @@
 import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import type { Clock } from "../../sdk/ts/src/core/clock.js";
-import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import type { AuditEvent, AuditSink } from "./ports.js";
+import type { Clock } from "./clock.js";
+import { MeshError } from "./mesh-error.js";
+
+export type AuditOutcome = "success" | "denied" | "failure";
+
+/** What a component reports; the audit log adds seq, time and the hash chain. */
+export interface AuditEvent {
+  /** SPIFFE ID of who acted (the mTLS peer), or `system` for the server itself. */
+  actor: string;
+  /** Dotted verb, for example `agent.register`, `cert.issue`, `call.denied`. */
+  action: string;
+  /** What was acted on: an instance id, a SPIFFE ID, a serial, an RPC method. */
+  target: string;
+  outcome: AuditOutcome;
+  requestId: string;
+  /** JSON values only; never keys, tokens or payloads. */
+  details?: Record<string, unknown>;
+}
+
+export interface AuditSink {
+  /** Resolves once the event is written (per the sink's durability policy). */
+  append(event: AuditEvent): Promise<void>;
+}
 
 /** prevHash of the first entry. */
 export const genesisHash = "0".repeat(64);
