@@ -18,6 +18,7 @@
  * (4) two rolling updates under --rollout-rate, plain calls then idempotent ones.
  * Writes bench/results/lifecycle.json.
  */
+import { MeshCaller } from "../sdk/ts/src/agent/invoke.js";
 import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
@@ -698,6 +699,8 @@ async function measureLatency(mesh: Mesh, watch: WatchRecorder): Promise<Scenari
   const listening = await directAgent.waitForLine((line) => line.msg === "echo agent listening");
   const direct = new AgentServiceClient(`127.0.0.1:${String(listening.port)}`, credentials.createInsecure());
   const caller = new SidecarServiceClient(mesh.caller.localAddress, credentials.createInsecure());
+  // The SDK's caller: calls as frames on one SidecarService.Call stream.
+  const sdkCaller = new MeshCaller(mesh.caller.localAddress);
   try {
     await untilRouted(caller, "bench.echo", (instances) => instances.length === 1);
     await untilRouted(caller, "bench.echo-unary", (instances) => instances.length === 1);
@@ -707,7 +710,14 @@ async function measureLatency(mesh: Mesh, watch: WatchRecorder): Promise<Scenari
       { name: "direct", path: "client → echo agent (unary AgentService, plaintext)", call: directCall(direct, payload), cpuPids: [directAgent.pid], windows: [] },
       {
         name: "mesh → SDK agent",
-        path: "client → sidecar A (local unary) → mTLS tunnel, signed → sidecar B → agent (Attach stream)",
+        path: "SDK client → sidecar A (Call stream) → mTLS tunnel, signed → sidecar B → agent (Attach stream)",
+        call: () => sdkCaller.invoke("bench.echo", payload, { contentType: "application/octet-stream", timeoutMs: callTimeoutMs }),
+        cpuPids: [...sidecarPids, attachPid],
+        windows: [],
+      },
+      {
+        name: "mesh (unary local hop) → SDK agent",
+        path: "client → sidecar A (local unary Invoke) → mTLS tunnel, signed → sidecar B → agent (Attach stream)",
         call: meshCall(caller, "bench.echo", payload, false),
         cpuPids: [...sidecarPids, attachPid],
         windows: [],
@@ -731,6 +741,7 @@ async function measureLatency(mesh: Mesh, watch: WatchRecorder): Promise<Scenari
   } finally {
     direct.close();
     caller.close();
+    sdkCaller.close();
     await directAgent.stop(2000);
     await remove(mesh, "echo-unary");
   }
@@ -879,7 +890,7 @@ async function main(): Promise<void> {
     }
     const loadAfter = loadavg();
 
-    const [direct, meshAttach, meshPlain] = latency as [ScenarioResult, ScenarioResult, ScenarioResult];
+    const [direct, meshAttach, meshUnaryLocal, meshPlain] = latency as [ScenarioResult, ScenarioResult, ScenarioResult, ScenarioResult];
     const added = (result: ScenarioResult) => ({
       p50: round(result.p50Ms - direct.p50Ms, 3),
       p90: round(result.p90Ms - direct.p90Ms, 3),
@@ -887,6 +898,7 @@ async function main(): Promise<void> {
     });
     const addedAttach = added(meshAttach);
     const addedPlain = added(meshPlain);
+    const perThousandOf = (result: ScenarioResult, percent: number | undefined) => round(((percent ?? 0) * 1000) / result.achievedRatePerSecond, 1);
     const perThousand = (percent: number | undefined) => round(((percent ?? 0) * 1000) / meshAttach.achievedRatePerSecond, 1);
     const cpuCaller = perThousand(meshAttach.callerSidecarCpuPercent);
     const cpuRunner = perThousand(meshAttach.runnerSidecarCpuPercent);
@@ -909,6 +921,8 @@ async function main(): Promise<void> {
       { metric: `direct p50 / p90 / p99 (${direct.achievedRatePerSecond}/s, ${direct.errors} errors)`, value: `${direct.p50Ms} / ${direct.p90Ms} / ${direct.p99Ms}`, unit: "ms" },
       { metric: `mesh → SDK agent p50 / p90 / p99 (${meshAttach.errors} errors)`, value: `${meshAttach.p50Ms} / ${meshAttach.p90Ms} / ${meshAttach.p99Ms}`, unit: "ms" },
       { metric: "  added by the mesh p50 / p90 / p99", value: `${addedAttach.p50} / ${addedAttach.p90} / ${addedAttach.p99}`, unit: "ms", budget: "< 0.5 / 1 / 3", ok: latencyOk(addedAttach) && meshAttach.errors === 0 },
+      { metric: `mesh, unary local hop → SDK agent p50 / p90 / p99 (${meshUnaryLocal.errors} errors)`, value: `${meshUnaryLocal.p50Ms} / ${meshUnaryLocal.p90Ms} / ${meshUnaryLocal.p99Ms}`, unit: "ms" },
+      { metric: "  sidecar CPU per 1,000 calls/s with the unary local hop, A / B", value: `${perThousandOf(meshUnaryLocal, meshUnaryLocal.callerSidecarCpuPercent)} / ${perThousandOf(meshUnaryLocal, meshUnaryLocal.runnerSidecarCpuPercent)}`, unit: "% of a core" },
       { metric: `mesh → plain agent p50 / p90 / p99 (${meshPlain.errors} errors)`, value: `${meshPlain.p50Ms} / ${meshPlain.p90Ms} / ${meshPlain.p99Ms}`, unit: "ms" },
       { metric: "  added by the mesh p50 / p90 / p99", value: `${addedPlain.p50} / ${addedPlain.p90} / ${addedPlain.p99}`, unit: "ms", budget: "< 0.5 / 1 / 3", ok: latencyOk(addedPlain) && meshPlain.errors === 0 },
       { metric: "sidecar CPU per 1,000 calls/s, caller A / runner B", value: `${cpuCaller} / ${cpuRunner}`, unit: "% of a core", budget: "< 25 each", ok: cpuCaller < 25 && cpuRunner < 25 },

@@ -62,7 +62,7 @@ async function startServerProcess(): Promise<{ address: string; httpPort: number
   const logPath = join(dataDir, "server.log");
   const child = spawn(
     process.execPath,
-    [cli, "server", "--insecure-dev", "--port", "0", "--http-port", "0", "--data-dir", dataDir, "--reconnect-grace-ms", String(graceMs)],
+    [cli, "server", "--insecure-dev", "--port", "0", "--http-port", "0", "--data-dir", dataDir, "--reconnect-grace-ms", String(graceMs), "--max-instances-per-identity", "1000000"],
     { stdio: ["ignore", openSync(logPath, "a"), "inherit"] },
   );
   let listening: { grpcAddress: string; httpPort: number } | undefined;
