@@ -6,6 +6,7 @@ import { createLogger } from "../services/server/logger.js";
 import { startServer } from "../services/server/server.js";
 import { parseDurationMs } from "./duration.js";
 import { envOption, parseInteger, parseNumber } from "./options.js";
+import { exitOnSignal } from "./shutdown.js";
 
 // The process must be gone within 5 s of SIGTERM, whatever is still in flight.
 const EXIT_DEADLINE_MS = 5000;
@@ -81,16 +82,7 @@ export function addServerCommand(program: Command): void {
         const running = await startServer(config, { log });
         // Machine-readable line for scripts and tests that start the server on port 0.
         log.info({ grpcAddress: running.address, httpPort: running.httpPort }, "listening");
-        const stop = (signal: string) => {
-          log.info({ signal }, "signal received, shutting down");
-          setTimeout(() => process.exit(1), EXIT_DEADLINE_MS).unref();
-          running.close().then(
-            () => process.exit(0),
-            () => process.exit(1),
-          );
-        };
-        process.once("SIGTERM", () => stop("SIGTERM"));
-        process.once("SIGINT", () => stop("SIGINT"));
+        exitOnSignal(log, () => running.close(), EXIT_DEADLINE_MS);
       } catch (error) {
         if (error instanceof MeshError || (error instanceof Error && /--ca-|CA /.test(error.message))) {
           log.error({ problem: error.message }, "cannot start server");

@@ -8,6 +8,7 @@ import type { LocalAgentSpec, SidecarConfig } from "../sidecar/config.js";
 import { defaultSidecarConfig } from "../sidecar/config.js";
 import { Sidecar, specFromStart } from "../sidecar/sidecar.js";
 import { envOption, parseInteger } from "./options.js";
+import { exitOnSignal } from "./shutdown.js";
 
 const EXIT_DEADLINE_MS = 15_000;
 
@@ -74,16 +75,7 @@ export function addSidecarCommand(program: Command): void {
         const sidecar = await Sidecar.start(config, log);
         // Machine-readable line for scripts and tests that use port 0.
         log.info({ inboundAddress: sidecar.inboundAddress, localAddress: sidecar.localAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
-        const stop = (signal: string) => {
-          log.info({ signal }, "signal received, draining");
-          setTimeout(() => process.exit(1), EXIT_DEADLINE_MS).unref();
-          sidecar.close().then(
-            () => process.exit(0),
-            () => process.exit(1),
-          );
-        };
-        process.once("SIGTERM", () => stop("SIGTERM"));
-        process.once("SIGINT", () => stop("SIGINT"));
+        exitOnSignal(log, () => sidecar.close(), EXIT_DEADLINE_MS);
       } catch (error) {
         log.error(error instanceof MeshError ? { problem: error.message } : { err: error }, "cannot start sidecar");
         process.exitCode = error instanceof MeshError ? 2 : 1;

@@ -5,7 +5,7 @@ import { matchesLabelSelector } from "../../sdk/ts/src/core/label-selector.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import { compareVersionsDescending, parseVersionRange } from "../../sdk/ts/src/core/semver-match.js";
 import { type LabelSelector, WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
-import { type AgentInstance, type AgentManifest, HealthState, type Load } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { AgentInstance, type AgentManifest, HealthState, type Load } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { type HealthEvent, healthStateName, isRoutable, nextHealthState } from "./domain/health-state.js";
 import {
   heartbeatIntervalMsOf,
@@ -410,19 +410,7 @@ export function emptyLoad(): Load {
 }
 
 function emptyInstance(): AgentInstance {
-  return {
-    instanceId: "",
-    spiffeId: "",
-    manifest: undefined,
-    endpoint: "",
-    host: "",
-    state: HealthState.HEALTH_STATE_UNSPECIFIED,
-    load: undefined,
-    registeredAtMs: 0,
-    lastHeartbeatAtMs: 0,
-    stateReason: "",
-    deployment: "",
-  };
+  return AgentInstance.fromPartial({});
 }
 
 function copyInstance(instance: AgentInstance): AgentInstance {

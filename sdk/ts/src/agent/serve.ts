@@ -1,5 +1,6 @@
 import { type ClientDuplexStream, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { Backoff } from "../core/backoff.js";
+import { dataFrame, endFrame } from "../core/dataplane/frames.js";
 import { MeshError } from "../core/mesh-error.js";
 import { type AttachRequest, type AttachResponse, type CallFrame, CallFrame_Kind, type Invocation, SidecarServiceClient } from "../gen/agentmesh/v1/agent.js";
 
@@ -70,8 +71,8 @@ export function serve(options: ServeOptions): Serving {
     markReady = resolve;
   });
 
-  const reply = (frame: Partial<CallFrame> & { callId: number; kind: CallFrame_Kind }) => {
-    stream?.write({ msg: { $case: "reply", value: { ...emptyFrame(), ...frame } } });
+  const reply = (frame: CallFrame) => {
+    stream?.write({ msg: { $case: "reply", value: frame } });
   };
 
   const handle = async (frame: CallFrame): Promise<void> => {
@@ -87,22 +88,22 @@ export function serve(options: ServeOptions): Serving {
         for await (const chunk of streamHandler(Buffer.from(invocation.payload), context)) {
           if (controller.signal.aborted) return;
           sequence += 1;
-          reply({ callId: frame.callId, kind: CallFrame_Kind.KIND_DATA, payload: toBytes(chunk), sequence });
+          reply(dataFrame(frame.callId, toBytes(chunk), { sequence }));
         }
-        reply({ callId: frame.callId, kind: CallFrame_Kind.KIND_END, statusCode: status.OK });
+        reply(endFrame(frame.callId, status.OK));
         return;
       }
       const handler = options.handlers?.[invocation.capability];
       if (!handler) throw new MeshError("notFound", `capability ${invocation.capability} not served here`);
       const result = await handler(Buffer.from(invocation.payload), context);
-      if (!controller.signal.aborted) reply({ callId: frame.callId, kind: CallFrame_Kind.KIND_DATA, payload: toBytes(result), end: true });
+      if (!controller.signal.aborted) reply(dataFrame(frame.callId, toBytes(result), { end: true }));
     } catch (error) {
       if (controller.signal.aborted) return;
       // Agents choose what callers see through MeshError; anything else stays inside.
       const code = error instanceof MeshError ? error.code : status.INTERNAL;
       const message = error instanceof MeshError ? error.message : "agent failed";
       if (!(error instanceof MeshError)) options.onError?.(error);
-      reply({ callId: frame.callId, kind: CallFrame_Kind.KIND_END, statusCode: code, statusMessage: message });
+      reply(endFrame(frame.callId, code, message));
     } finally {
       running.delete(String(frame.callId));
     }
@@ -160,23 +161,4 @@ export function serve(options: ServeOptions): Serving {
 
 function toBytes(result: HandlerResult): Buffer {
   return typeof result === "string" ? Buffer.from(result, "utf8") : Buffer.from(result);
-}
-
-function emptyFrame(): CallFrame {
-  return {
-    callId: 0,
-    kind: CallFrame_Kind.KIND_UNSPECIFIED,
-    envelope: undefined,
-    instanceId: "",
-    payload: Buffer.alloc(0),
-    sequence: 0,
-    end: false,
-    streaming: false,
-    statusCode: 0,
-    statusMessage: "",
-    contentType: "",
-    invocation: undefined,
-    request: undefined,
-    version: "",
-  };
 }
