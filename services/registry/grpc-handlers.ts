@@ -1,5 +1,9 @@
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { RegisterRequest, type RegistryServiceServer } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import { status } from "@grpc/grpc-js";
+import { type RegisterBatchResult, RegisterRequest, type RegistryServiceServer } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import type { CallContext } from "../server/call-context.js";
+import { toGrpcStatus } from "../server/errors.js";
 import type { EnvelopeOpener } from "../identity/envelope-opener.js";
 import { mayActForAgent } from "../server/call-context.js";
 import type { ServerMetrics } from "../server/metrics.js";
@@ -7,6 +11,7 @@ import { type RpcPlumbing, serverStream, unary } from "../server/rpc-wrapper.js"
 import type { Registry } from "./registry.js";
 
 const service = "/agentmesh.v1.RegistryService";
+const MAX_BATCH = 1000;
 
 /** Decodes RegistryService calls, checks who may do what, calls the registry, encodes. */
 export function registryHandlers(
@@ -15,30 +20,50 @@ export function registryHandlers(
   metrics: ServerMetrics,
   opener: EnvelopeOpener,
 ): RegistryServiceServer {
-  return {
-    register: unary(plumbing, `${service}/Register`, async (outer, { caller }) => {
-      try {
-        // With mTLS the request is what was signed, decoded only after the signature checks out.
-        const signed = await opener.open(outer.envelope, caller, `${service}/Register`, "agentmesh.v1.RegisterRequest");
-        const request = signed ? decodeSigned(signed) : outer;
-        const agentName = request.manifest?.name ?? "";
-        if (agentName !== "" && !mayActForAgent(caller, agentName)) {
-          throw new MeshError("denied", "identity may not register this agent name");
-        }
-        const result = await registry.register({
-          manifest: request.manifest,
-          instanceId: request.instanceId,
-          endpoint: request.endpoint,
-          host: request.host,
-          owner: caller.spiffeId,
-          deployment: request.deployment,
-        });
-        metrics.registrations.inc({ outcome: "ok" });
-        return { instance: result.instance, revision: result.revision };
-      } catch (error) {
-        metrics.registrations.inc({ outcome: outcomeOf(error) });
-        throw error;
+  /** One registration: verify its signature, check the caller may act for the name, store. */
+  const registerOne = async (outer: RegisterRequest, { caller }: CallContext): Promise<{ instance: AgentInstance; revision: number }> => {
+    try {
+      // With mTLS the request is what was signed, decoded only after the signature checks out.
+      const signed = await opener.open(outer.envelope, caller, `${service}/Register`, "agentmesh.v1.RegisterRequest");
+      const request = signed ? decodeSigned(signed) : outer;
+      const agentName = request.manifest?.name ?? "";
+      if (agentName !== "" && !mayActForAgent(caller, agentName)) {
+        throw new MeshError("denied", "identity may not register this agent name");
       }
+      const result = await registry.register({
+        manifest: request.manifest,
+        instanceId: request.instanceId,
+        endpoint: request.endpoint,
+        host: request.host,
+        owner: caller.spiffeId,
+        deployment: request.deployment,
+      });
+      metrics.registrations.inc({ outcome: "ok" });
+      return result;
+    } catch (error) {
+      metrics.registrations.inc({ outcome: outcomeOf(error) });
+      throw error;
+    }
+  };
+
+  return {
+    register: unary(plumbing, `${service}/Register`, (outer, context) => registerOne(outer, context)),
+
+    registerBatch: unary(plumbing, `${service}/RegisterBatch`, async (request, context) => {
+      if (request.registrations.length === 0) throw new MeshError("invalidArgument", "registrations: at least one required");
+      if (request.registrations.length > MAX_BATCH) throw new MeshError("invalidArgument", `registrations: at most ${MAX_BATCH}`);
+      const results: RegisterBatchResult[] = [];
+      for (const registration of request.registrations) {
+        try {
+          const { instance } = await registerOne(registration, context);
+          results.push({ instance, code: status.OK, message: "" });
+        } catch (error) {
+          if (error instanceof MeshError && ["denied", "unauthenticated", "overLimit"].includes(error.kind)) plumbing.onRejected?.(context, error);
+          const failure = toGrpcStatus(error, context.requestId, plumbing.log);
+          results.push({ instance: undefined, code: failure.code, message: failure.details });
+        }
+      }
+      return { results, revision: registry.currentRevision };
     }),
 
     deregister: unary(plumbing, `${service}/Deregister`, async (request, { caller }) => {

@@ -87,6 +87,31 @@ describe("registry over gRPC", () => {
   });
 });
 
+describe("RegisterBatch", () => {
+  it("registers each item on its own: good ones stored, a bad one refused with its own status", async () => {
+    const agent = client();
+    const { handles, failures } = await agent.registerMany([
+      { manifest: manifest({ name: "batch-a" }) },
+      { manifest: manifest({ name: "Bad_Name" }) },
+      { manifest: manifest({ name: "batch-c" }) },
+    ]);
+    expect(handles.map((handle) => handle.manifest.name)).toEqual(["batch-a", "batch-c"]);
+    expect(failures).toEqual([{ index: 1, code: status.INVALID_ARGUMENT, message: expect.stringContaining("manifest.name") }]);
+    expect(server.registry.size).toBe(2);
+    await expect.poll(() => [...server.registry.all()].every((instance) => instance.state === HealthState.HEALTH_STATE_READY)).toBe(true);
+  });
+
+  it("refuses an empty or oversized batch as a whole", async () => {
+    const agent = client();
+    for (const registrations of [[], Array.from({ length: 1001 }, () => ({ manifest: manifest(), instanceId: "", endpoint: "", host: "", envelope: undefined, deployment: "" }))]) {
+      const error = await new Promise<ServiceError>((resolve) => agent.registry.registerBatch({ registrations }, (failure) => resolve(failure as ServiceError)));
+      expect(error.code).toBe(status.INVALID_ARGUMENT);
+      expect(error.details).toMatch(/^registrations: /);
+    }
+    expect(server.registry.size).toBe(0);
+  });
+});
+
 describe("health over Connect", () => {
   it("heartbeat silence makes an agent UNHEALTHY, and a heartbeat makes it READY again", async () => {
     const agent = client();

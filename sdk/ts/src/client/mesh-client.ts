@@ -19,6 +19,8 @@ import {
 import {
   type DiscoverResponse,
   type LabelSelector,
+  type RegisterBatchRequest,
+  type RegisterBatchResponse,
   RegisterRequest,
   RegistryServiceClient,
   type WatchResponse,
@@ -138,6 +140,36 @@ export class MeshClient {
     return handle;
   }
 
+  /**
+   * Registers many agents in one RegisterBatch call and announces them on the
+   * Connect stream in one message. Each item succeeds or fails on its own.
+   */
+  async registerMany(items: Array<{ manifest: AgentManifest; options?: RegisterOptions }>): Promise<{ handles: AgentHandle[]; failures: Array<{ index: number; code: number; message: string }> }> {
+    const response = await unaryCall<RegisterBatchRequest, RegisterBatchResponse>((call, metadata, callback) => this.registry.registerBatch(call, metadata, callback))({
+      registrations: items.map((item) => this.registerRequest(item.manifest, item.options ?? {})),
+    });
+    const handles: AgentHandle[] = [];
+    const failures: Array<{ index: number; code: number; message: string }> = [];
+    response.results.forEach((result, index) => {
+      const item = items[index];
+      if (result.code !== status.OK || !result.instance || !item) {
+        failures.push({ index, code: result.code, message: result.message });
+        return;
+      }
+      const handle = new AgentHandle(result.instance, item.manifest, item.options ?? {});
+      if (item.options?.reportedState !== undefined) handle.reportedState = item.options.reportedState;
+      this.agents.set(handle.instanceId, handle);
+      this.ensureTimer(handle.heartbeatIntervalMs);
+      handles.push(handle);
+    });
+    if (this.stream && this.connected && handles.length > 0) {
+      this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: handles.map((handle) => this.beatOf(handle, true)) } } });
+    } else {
+      this.openStream();
+    }
+    return { handles, failures };
+  }
+
   async deregister(handle: AgentHandle, reason = "deregistered by client"): Promise<void> {
     this.agents.delete(handle.instanceId);
     await unaryCall<{ instanceId: string; reason: string }, unknown>((request, metadata, callback) =>
@@ -223,6 +255,15 @@ export class MeshClient {
   }
 
   private async registerRaw(manifest: AgentManifest, registerOptions: RegisterOptions): Promise<AgentInstance> {
+    const response = await unaryCall<RegisterRequest, { instance?: AgentInstance }>((call, metadata, callback) =>
+      this.registry.register(call, metadata, callback),
+    )(this.registerRequest(manifest, registerOptions));
+    if (!response.instance) throw new Error("register returned no instance");
+    return response.instance;
+  }
+
+  /** The RegisterRequest for one agent; signed (the server then reads only the envelope) when there is a signer. */
+  private registerRequest(manifest: AgentManifest, registerOptions: RegisterOptions): RegisterRequest {
     const inner: RegisterRequest = {
       manifest,
       instanceId: registerOptions.instanceId ?? "",
@@ -232,18 +273,11 @@ export class MeshClient {
       deployment: registerOptions.deployment ?? "",
     };
     const signer = this.options.signer;
-    // Signed: the server reads the request from the envelope, exactly as signed.
-    const request: RegisterRequest = signer
-      ? {
-          ...RegisterRequest.fromPartial({}),
-          envelope: signer.sign(RegisterRequest.encode(inner).finish(), "/agentmesh.v1.RegistryService/Register", "agentmesh.v1.RegisterRequest", this.audience),
-        }
-      : inner;
-    const response = await unaryCall<RegisterRequest, { instance?: AgentInstance }>((call, metadata, callback) =>
-      this.registry.register(call, metadata, callback),
-    )(request);
-    if (!response.instance) throw new Error("register returned no instance");
-    return response.instance;
+    if (!signer) return inner;
+    return {
+      ...RegisterRequest.fromPartial({}),
+      envelope: signer.sign(RegisterRequest.encode(inner).finish(), "/agentmesh.v1.RegistryService/Register", "agentmesh.v1.RegisterRequest", this.audience),
+    };
   }
 
   private openStream(): void {
@@ -278,7 +312,7 @@ export class MeshClient {
         this.backoff.reset();
         const unknown = message.value.unknownInstanceIds;
         this.options.onEvent?.({ type: "connected", unknownInstanceIds: unknown });
-        for (const instanceId of unknown) this.reregister(instanceId);
+        this.reregister(unknown);
         // Announce everything: agents registered while the stream was opening were not in Hello.
         const unknownIds = new Set(unknown);
         const beats = [...this.agents.values()].filter((handle) => !handle.paused && !unknownIds.has(handle.instanceId));
@@ -300,14 +334,26 @@ export class MeshClient {
     }
   }
 
-  /** The server lost an instance (it restarted): register it again under the same id. */
-  private reregister(instanceId: string): void {
-    const handle = this.agents.get(instanceId);
-    if (!handle) return;
-    this.registerRaw(handle.manifest, { ...handle.registerOptions, instanceId }).then(
-      () => this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: [this.beatOf(handle, true)] } } }),
+  /** The server lost these instances (it restarted): register them again, in one batch, under the same ids. */
+  private reregister(instanceIds: string[]): void {
+    const handles = instanceIds.map((instanceId) => this.agents.get(instanceId)).filter((handle): handle is AgentHandle => handle !== undefined);
+    if (handles.length === 0) return;
+    unaryCall<RegisterBatchRequest, RegisterBatchResponse>((call, metadata, callback) => this.registry.registerBatch(call, metadata, callback))({
+      registrations: handles.map((handle) => this.registerRequest(handle.manifest, { ...handle.registerOptions, instanceId: handle.instanceId })),
+    }).then(
+      (response) => {
+        const registered = handles.filter((handle, index) => {
+          const result = response.results[index];
+          if (result?.code === status.OK) return true;
+          this.options.onEvent?.({ type: "streamError", code: result?.code ?? status.UNKNOWN, message: result?.message ?? "re-register failed", instanceId: handle.instanceId });
+          return false;
+        });
+        if (registered.length > 0) {
+          this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: registered.map((handle) => this.beatOf(handle, true)) } } });
+        }
+      },
       (error: ServiceError) =>
-        this.options.onEvent?.({ type: "streamError", code: error.code ?? status.UNKNOWN, message: error.details ?? "re-register failed", instanceId }),
+        this.options.onEvent?.({ type: "streamError", code: error.code ?? status.UNKNOWN, message: error.details ?? "re-register failed", instanceId: "" }),
     );
   }
 

@@ -60,6 +60,27 @@ export interface RegisterResponse {
   revision: number;
 }
 
+export interface RegisterBatchRequest {
+  /** 1 to 1000 registrations. */
+  registrations: RegisterRequest[];
+}
+
+export interface RegisterBatchResponse {
+  /** One result per registration, in request order. */
+  results: RegisterBatchResult[];
+  revision: number;
+}
+
+export interface RegisterBatchResult {
+  /** Set when the registration succeeded. */
+  instance?:
+    | AgentInstance
+    | undefined;
+  /** gRPC status code of this registration (0 = OK) and its message. */
+  code: number;
+  message: string;
+}
+
 export interface DeregisterRequest {
   instanceId: string;
   reason: string;
@@ -491,6 +512,267 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
       ? AgentInstance.fromPartial(object.instance)
       : undefined;
     message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseRegisterBatchRequest(): RegisterBatchRequest {
+  return { registrations: [] };
+}
+
+export const RegisterBatchRequest: MessageFns<RegisterBatchRequest> = {
+  encode(message: RegisterBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.registrations) {
+      RegisterRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterBatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.registrations.push(RegisterRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegisterBatchRequest {
+    return {
+      registrations: globalThis.Array.isArray(object?.registrations)
+        ? object.registrations.map((e: any) => RegisterRequest.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: RegisterBatchRequest): unknown {
+    const obj: any = {};
+    if (message.registrations?.length) {
+      obj.registrations = message.registrations.map((e) => RegisterRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RegisterBatchRequest>, I>>(base?: I): RegisterBatchRequest {
+    return RegisterBatchRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisterBatchRequest>, I>>(object: I): RegisterBatchRequest {
+    const message = createBaseRegisterBatchRequest();
+    message.registrations = object.registrations?.map((e) => RegisterRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRegisterBatchResponse(): RegisterBatchResponse {
+  return { results: [], revision: 0 };
+}
+
+export const RegisterBatchResponse: MessageFns<RegisterBatchResponse> = {
+  encode(message: RegisterBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      RegisterBatchResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(RegisterBatchResult.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegisterBatchResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => RegisterBatchResult.fromJSON(e))
+        : [],
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: RegisterBatchResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => RegisterBatchResult.toJSON(e));
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RegisterBatchResponse>, I>>(base?: I): RegisterBatchResponse {
+    return RegisterBatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisterBatchResponse>, I>>(object: I): RegisterBatchResponse {
+    const message = createBaseRegisterBatchResponse();
+    message.results = object.results?.map((e) => RegisterBatchResult.fromPartial(e)) || [];
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseRegisterBatchResult(): RegisterBatchResult {
+  return { instance: undefined, code: 0, message: "" };
+}
+
+export const RegisterBatchResult: MessageFns<RegisterBatchResult> = {
+  encode(message: RegisterBatchResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instance !== undefined) {
+      AgentInstance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterBatchResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterBatchResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instance = AgentInstance.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegisterBatchResult {
+    return {
+      instance: isSet(object.instance) ? AgentInstance.fromJSON(object.instance) : undefined,
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: RegisterBatchResult): unknown {
+    const obj: any = {};
+    if (message.instance !== undefined) {
+      obj.instance = AgentInstance.toJSON(message.instance);
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RegisterBatchResult>, I>>(base?: I): RegisterBatchResult {
+    return RegisterBatchResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisterBatchResult>, I>>(object: I): RegisterBatchResult {
+    const message = createBaseRegisterBatchResult();
+    message.instance = (object.instance !== undefined && object.instance !== null)
+      ? AgentInstance.fromPartial(object.instance)
+      : undefined;
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
     return message;
   },
 };
@@ -1857,6 +2139,21 @@ export const RegistryServiceService = {
     responseSerialize: (value: RegisterResponse): Buffer => Buffer.from(RegisterResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RegisterResponse => RegisterResponse.decode(value),
   },
+  /**
+   * Registers up to 1000 instances in one call, each by the Register rules and
+   * each signed on its own; one bad item fails only itself. A sidecar uses it to
+   * register (or re-register, after a server restart) all its agents at once.
+   */
+  registerBatch: {
+    path: "/agentmesh.v1.RegistryService/RegisterBatch" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RegisterBatchRequest): Buffer => Buffer.from(RegisterBatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RegisterBatchRequest => RegisterBatchRequest.decode(value),
+    responseSerialize: (value: RegisterBatchResponse): Buffer =>
+      Buffer.from(RegisterBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RegisterBatchResponse => RegisterBatchResponse.decode(value),
+  },
   /** Removes an instance. Only its owner (or an admin) may deregister it. */
   deregister: {
     path: "/agentmesh.v1.RegistryService/Deregister" as const,
@@ -1920,6 +2217,12 @@ export interface RegistryServiceServer extends UntypedServiceImplementation {
    * Re-registering with the same instance_id by the same owner replaces the manifest.
    */
   register: handleUnaryCall<RegisterRequest, RegisterResponse>;
+  /**
+   * Registers up to 1000 instances in one call, each by the Register rules and
+   * each signed on its own; one bad item fails only itself. A sidecar uses it to
+   * register (or re-register, after a server restart) all its agents at once.
+   */
+  registerBatch: handleUnaryCall<RegisterBatchRequest, RegisterBatchResponse>;
   /** Removes an instance. Only its owner (or an admin) may deregister it. */
   deregister: handleUnaryCall<DeregisterRequest, DeregisterResponse>;
   getAgent: handleUnaryCall<GetAgentRequest, GetAgentResponse>;
@@ -1956,6 +2259,26 @@ export interface RegistryServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RegisterResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Registers up to 1000 instances in one call, each by the Register rules and
+   * each signed on its own; one bad item fails only itself. A sidecar uses it to
+   * register (or re-register, after a server restart) all its agents at once.
+   */
+  registerBatch(
+    request: RegisterBatchRequest,
+    callback: (error: ServiceError | null, response: RegisterBatchResponse) => void,
+  ): ClientUnaryCall;
+  registerBatch(
+    request: RegisterBatchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RegisterBatchResponse) => void,
+  ): ClientUnaryCall;
+  registerBatch(
+    request: RegisterBatchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RegisterBatchResponse) => void,
   ): ClientUnaryCall;
   /** Removes an instance. Only its owner (or an admin) may deregister it. */
   deregister(
