@@ -127,19 +127,13 @@ async function runSdkAgent(sidecarAddress: string): Promise<void> {
       process.send?.({ type: "ready", ports: {} } satisfies ChildMessage);
       return;
     }
-    if (response.msg?.$case !== "call") return;
-    const frame = response.msg.value;
-    if (frame.kind !== CallFrame_Kind.KIND_OPEN) return;
-    const reply: CallFrame = {
-      ...frame,
-      kind: CallFrame_Kind.KIND_DATA,
-      invocation: undefined,
-      payload: frame.invocation?.payload ?? Buffer.alloc(0),
-      end: true,
-    };
-    stream.write({ msg: { $case: "reply", value: reply } });
+    const frames = response.msg?.$case === "call" ? [response.msg.value, ...response.calls] : response.calls;
+    const replies: CallFrame[] = frames
+      .filter((frame) => frame.kind === CallFrame_Kind.KIND_OPEN)
+      .map((frame) => ({ ...frame, kind: CallFrame_Kind.KIND_DATA, invocation: undefined, payload: frame.invocation?.payload ?? Buffer.alloc(0), end: true }));
+    if (replies.length > 0) stream.write({ msg: undefined, replies });
   });
-  stream.write({ msg: { $case: "hello", value: { instanceId: "sdk-agent" } } });
+  stream.write({ msg: { $case: "hello", value: { instanceId: "sdk-agent" } }, replies: [] });
   serveCpuProbes();
 }
 

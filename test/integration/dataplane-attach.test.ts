@@ -89,9 +89,10 @@ class FakeSdkAgent {
       this.stream.on("data", (response: AttachResponse) => {
         if (response.msg?.$case === "welcome") resolve(response.msg.value.instanceId);
         if (response.msg?.$case === "call") this.answer(response.msg.value);
+        for (const frame of response.calls) this.answer(frame);
       });
     });
-    this.stream.write({ msg: { $case: "hello", value: { instanceId } } });
+    this.stream.write({ msg: { $case: "hello", value: { instanceId } }, replies: [] });
   }
 
   whenReceived(kind: CallFrame_Kind): Promise<CallFrame> {
@@ -114,7 +115,7 @@ class FakeSdkAgent {
     const text = frame.invocation.payload.toString();
     if (text === "hang") return;
     const reply = (fields: Partial<CallFrame>): boolean =>
-      this.stream.write({ msg: { $case: "reply", value: { ...frame, invocation: undefined, ...fields } as CallFrame } });
+      this.stream.write({ msg: { $case: "reply", value: { ...frame, invocation: undefined, ...fields } as CallFrame }, replies: [] });
     if (!frame.streaming) {
       reply({ kind: CallFrame_Kind.KIND_DATA, payload: Buffer.from(text.toUpperCase()), end: true, contentType: "text/plain" });
       return;
@@ -207,7 +208,7 @@ describe("AttachHub", () => {
     closers.push(() => client.close());
     const stream = client.attach();
     const failed = once(stream, "error");
-    stream.write({ msg: { $case: "reply", value: CallFrame.fromPartial({ callId: 1 }) } });
+    stream.write({ msg: { $case: "reply", value: CallFrame.fromPartial({ callId: 1 }) }, replies: [] });
     const [error] = (await failed) as [ServiceError];
     expect(error.code).toBe(status.INVALID_ARGUMENT);
   });

@@ -1,5 +1,6 @@
 import { type ClientDuplexStream, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { Backoff } from "../core/backoff.js";
+import { FrameBatcher } from "../core/dataplane/frame-batcher.js";
 import { dataFrame, endFrame } from "../core/dataplane/frames.js";
 import { MeshError } from "../core/mesh-error.js";
 import { type AttachRequest, type AttachResponse, type CallFrame, CallFrame_Kind, type Invocation, SidecarServiceClient } from "../gen/agentmesh/v1/agent.js";
@@ -71,9 +72,9 @@ export function serve(options: ServeOptions): Serving {
     markReady = resolve;
   });
 
-  const reply = (frame: CallFrame) => {
-    stream?.write({ msg: { $case: "reply", value: frame } });
-  };
+  let batcher: FrameBatcher<AttachRequest> | undefined;
+  // Replies ready in the same tick travel to the sidecar in one message.
+  const reply = (frame: CallFrame) => batcher?.push(frame);
 
   const handle = async (frame: CallFrame): Promise<void> => {
     const invocation = frame.invocation;
@@ -109,11 +110,21 @@ export function serve(options: ServeOptions): Serving {
     }
   };
 
+  const onFrame = (frame: CallFrame) => {
+    if (frame.kind === CallFrame_Kind.KIND_CANCEL) {
+      running.get(String(frame.callId))?.abort();
+      return;
+    }
+    if (frame.kind === CallFrame_Kind.KIND_OPEN) void handle(frame);
+  };
+
   const open = () => {
     if (closed) return;
     const current = client.attach(new Metadata());
     stream = current;
+    batcher = new FrameBatcher<AttachRequest>(current, (frames) => ({ msg: undefined, replies: frames }));
     current.on("data", (response: AttachResponse) => {
+      for (const frame of response.calls) onFrame(frame);
       const message = response.msg;
       if (!message) return;
       if (message.$case === "welcome") {
@@ -123,16 +134,13 @@ export function serve(options: ServeOptions): Serving {
         markReady();
         return;
       }
-      const frame = message.value;
-      if (frame.kind === CallFrame_Kind.KIND_CANCEL) {
-        running.get(String(frame.callId))?.abort();
-        return;
-      }
-      if (frame.kind === CallFrame_Kind.KIND_OPEN) void handle(frame);
+      onFrame(message.value);
     });
     const reopen = (error?: ServiceError) => {
       if (stream !== current) return;
       stream = undefined;
+      batcher?.close();
+      batcher = undefined;
       for (const controller of running.values()) controller.abort();
       running.clear();
       if (closed) return;
@@ -142,7 +150,7 @@ export function serve(options: ServeOptions): Serving {
     };
     current.on("error", reopen);
     current.on("end", () => reopen());
-    current.write({ msg: { $case: "hello", value: { instanceId, manifest: undefined } } });
+    current.write({ msg: { $case: "hello", value: { instanceId, manifest: undefined } }, replies: [] });
   };
   open();
   armOrphanTimer();

@@ -7,6 +7,7 @@ import type { AttachHello, AttachRequest, AttachResponse, Invocation } from "../
 import { CallMultiplexer, type CallOptions } from "./call-multiplexer.js";
 import { statusOfError } from "./call-status.js";
 import { ChunkQueue } from "./chunk-queue.js";
+import { FrameBatcher } from "./frame-batcher.js";
 import type { CallReply } from "./frames.js";
 import { silentLogger } from "./silent-logger.js";
 import { type Timers, systemTimers } from "./timers.js";
@@ -35,6 +36,7 @@ interface AttachSession {
   helloSeen: boolean;
   gone: boolean;
   attachment: Attachment | undefined;
+  batcher?: FrameBatcher<AttachResponse>;
 }
 
 interface Attachment {
@@ -108,6 +110,7 @@ export class AttachHub extends EventEmitter {
     call.on("data", (request: AttachRequest) => this.receive(session, request));
     const onGone = (): void => {
       session.gone = true;
+      session.batcher?.close();
       if (session.attachment !== undefined) this.remove(session.attachment);
     };
     call.on("cancelled", onGone);
@@ -124,6 +127,7 @@ export class AttachHub extends EventEmitter {
     const message = request.msg;
     if (session.attachment !== undefined) {
       if (message?.$case === "reply") session.attachment.calls.receive(message.value);
+      for (const frame of request.replies) session.attachment.calls.receive(frame);
       return;
     }
     if (session.helloSeen) return;
@@ -150,11 +154,14 @@ export class AttachHub extends EventEmitter {
       endWithError(call, new MeshError("alreadyExists", "instance already attached"));
       return;
     }
+    // Frames written in the same tick go to the agent in one message.
+    const batcher = new FrameBatcher<AttachResponse>(call, (frames) => ({ msg: undefined, calls: frames }));
+    session.batcher = batcher;
     const attachment: Attachment = {
       instanceId,
       call,
       calls: new CallMultiplexer({
-        send: (frame) => call.write({ msg: { $case: "call", value: frame } }),
+        send: (frame) => batcher.push(frame),
         windowSize: this.options.maxInFlightPerAgent ?? defaultMaxInFlightPerAgent,
         windowFullMessage: "agent in-flight limit reached",
         maxBufferedChunks: this.options.maxBufferedChunks ?? defaultMaxBufferedChunks,
@@ -164,7 +171,7 @@ export class AttachHub extends EventEmitter {
     };
     session.attachment = attachment;
     this.attachments.set(instanceId, attachment);
-    call.write({ msg: { $case: "welcome", value: { instanceId } } });
+    call.write({ msg: { $case: "welcome", value: { instanceId } }, calls: [] });
     this.logger.info({ instanceId }, "agent attached");
     this.emit("attached", instanceId, hello);
   }

@@ -134,6 +134,8 @@ export interface AttachRequest {
     /** An answer to an invocation (or one chunk of a streamed answer). */
     { $case: "reply"; value: CallFrame }
     | undefined;
+  /** Answers batched: the frames ready at one moment travel in one message. */
+  replies: CallFrame[];
 }
 
 export interface AttachHello {
@@ -143,7 +145,12 @@ export interface AttachHello {
 }
 
 export interface AttachResponse {
-  msg?: { $case: "welcome"; value: AttachWelcome } | { $case: "call"; value: CallFrame } | undefined;
+  msg?:
+    | { $case: "welcome"; value: AttachWelcome }
+    | { $case: "call"; value: CallFrame }
+    | undefined;
+  /** Invocations (and cancels) batched: the frames ready at one moment in one message. */
+  calls: CallFrame[];
 }
 
 export interface AttachWelcome {
@@ -2049,7 +2056,7 @@ export const SidecarServiceDiscoverResponse: MessageFns<SidecarServiceDiscoverRe
 };
 
 function createBaseAttachRequest(): AttachRequest {
-  return { msg: undefined };
+  return { msg: undefined, replies: [] };
 }
 
 export const AttachRequest: MessageFns<AttachRequest> = {
@@ -2061,6 +2068,9 @@ export const AttachRequest: MessageFns<AttachRequest> = {
       case "reply":
         CallFrame.encode(message.msg.value, writer.uint32(18).fork()).join();
         break;
+    }
+    for (const v of message.replies) {
+      CallFrame.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2094,6 +2104,14 @@ export const AttachRequest: MessageFns<AttachRequest> = {
             message.msg = { $case: "reply", value: CallFrame.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.replies.push(CallFrame.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2113,6 +2131,7 @@ export const AttachRequest: MessageFns<AttachRequest> = {
         : isSet(object.reply)
         ? { $case: "reply", value: CallFrame.fromJSON(object.reply) }
         : undefined,
+      replies: globalThis.Array.isArray(object?.replies) ? object.replies.map((e: any) => CallFrame.fromJSON(e)) : [],
     };
   },
 
@@ -2122,6 +2141,9 @@ export const AttachRequest: MessageFns<AttachRequest> = {
       obj.hello = AttachHello.toJSON(message.msg.value);
     } else if (message.msg?.$case === "reply") {
       obj.reply = CallFrame.toJSON(message.msg.value);
+    }
+    if (message.replies?.length) {
+      obj.replies = message.replies.map((e) => CallFrame.toJSON(e));
     }
     return obj;
   },
@@ -2145,6 +2167,7 @@ export const AttachRequest: MessageFns<AttachRequest> = {
         break;
       }
     }
+    message.replies = object.replies?.map((e) => CallFrame.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2241,7 +2264,7 @@ export const AttachHello: MessageFns<AttachHello> = {
 };
 
 function createBaseAttachResponse(): AttachResponse {
-  return { msg: undefined };
+  return { msg: undefined, calls: [] };
 }
 
 export const AttachResponse: MessageFns<AttachResponse> = {
@@ -2253,6 +2276,9 @@ export const AttachResponse: MessageFns<AttachResponse> = {
       case "call":
         CallFrame.encode(message.msg.value, writer.uint32(18).fork()).join();
         break;
+    }
+    for (const v of message.calls) {
+      CallFrame.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2286,6 +2312,14 @@ export const AttachResponse: MessageFns<AttachResponse> = {
             message.msg = { $case: "call", value: CallFrame.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.calls.push(CallFrame.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2305,6 +2339,7 @@ export const AttachResponse: MessageFns<AttachResponse> = {
         : isSet(object.call)
         ? { $case: "call", value: CallFrame.fromJSON(object.call) }
         : undefined,
+      calls: globalThis.Array.isArray(object?.calls) ? object.calls.map((e: any) => CallFrame.fromJSON(e)) : [],
     };
   },
 
@@ -2314,6 +2349,9 @@ export const AttachResponse: MessageFns<AttachResponse> = {
       obj.welcome = AttachWelcome.toJSON(message.msg.value);
     } else if (message.msg?.$case === "call") {
       obj.call = CallFrame.toJSON(message.msg.value);
+    }
+    if (message.calls?.length) {
+      obj.calls = message.calls.map((e) => CallFrame.toJSON(e));
     }
     return obj;
   },
@@ -2337,6 +2375,7 @@ export const AttachResponse: MessageFns<AttachResponse> = {
         break;
       }
     }
+    message.calls = object.calls?.map((e) => CallFrame.fromPartial(e)) || [];
     return message;
   },
 };
