@@ -1,4 +1,5 @@
-import { Metadata, type ServiceError } from "@grpc/grpc-js";
+import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
+import { healthStateName } from "../services/registry/domain/health-state.js";
 import type { Command } from "commander";
 import { parseLabelSelector } from "../sdk/ts/src/core/label-selector.js";
 import { IdentityServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
@@ -51,9 +52,7 @@ export function call<Response>(
   );
 }
 
-export function stateName(state: HealthState): string {
-  return (HealthState[state] ?? "UNKNOWN").replace("HEALTH_STATE_", "");
-}
+const stateName = healthStateName;
 
 export function print(options: ConnectionOptions, json: unknown, table: () => string): void {
   process.stdout.write(`${options.output === "json" ? JSON.stringify(json, null, 2) : table()}\n`);
@@ -182,7 +181,7 @@ export function addCtlCommand(program: Command): Command {
             `${event.revision}\t${type}\t${instance?.manifest?.name ?? ""}\t${instance?.instanceId ?? ""}\t${stateName(instance?.state ?? 0)}\t${instance?.stateReason ?? ""}\n`,
           );
         });
-        stream.on("error", (error: ServiceError) => (error.code === 1 ? resolve() : reject(error)));
+        stream.on("error", (error: ServiceError) => (error.code === status.CANCELLED ? resolve() : reject(error)));
         stream.on("end", () => resolve());
       });
     }),

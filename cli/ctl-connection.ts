@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { type ChannelCredentials, type ServiceError, credentials } from "@grpc/grpc-js";
+import { type ChannelCredentials, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import type { Command } from "commander";
 import { MeshIdentity } from "../sdk/ts/src/client/mesh-identity.js";
 import { envOption } from "./options.js";
@@ -53,11 +53,6 @@ export function describeRpcError(error: unknown): string {
   return `error: ${error instanceof Error ? error.message : String(error)}`;
 }
 
-const statusNames = [
-  "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-  "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-];
-
 function statusName(code: number): string {
-  return statusNames[code] ?? String(code);
+  return status[code] ?? String(code);
 }

@@ -13,6 +13,7 @@ import {
 import { parseDeploymentYaml } from "../services/orchestrator/deployment-yaml.js";
 import { call, ctlAction, print } from "./ctl-command.js";
 import { parseDurationMs } from "./duration.js";
+import { parseInteger } from "./options.js";
 import { formatAge, renderTable } from "./table.js";
 
 /** ctl commands for deployments and agent lifecycle. */
@@ -90,9 +91,10 @@ export function addLifecycleCommands(ctl: Program): void {
 
   const scale = ctl.command("scale <deployment> <replicas>").description("set a deployment's replica count");
   scale.action(
-    ctlAction(scale, async ({ orchestrator, options }, name: string, replicas: string) => {
+    ctlAction(scale, async ({ orchestrator, options }, name: string, replicasText: string) => {
+      const replicas = parseInteger("replicas", 0, 1000)(replicasText);
       const response = await call<ScaleDeploymentResponse>((metadata, callOptions, callback) =>
-        orchestrator.scaleDeployment({ name, replicas: Number(replicas) }, metadata, callOptions, callback),
+        orchestrator.scaleDeployment({ name, replicas }, metadata, callOptions, callback),
       );
       print(options, response, () => `deployment/${name} scaled to ${response.deployment?.replicas}`);
     }),

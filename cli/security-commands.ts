@@ -11,7 +11,7 @@ import { defaultServerConfig } from "../services/server/config.js";
 import { adminFiles } from "./ctl-connection.js";
 import { call, ctlAction, print } from "./ctl-command.js";
 import { parseDurationMs } from "./duration.js";
-import { envOption } from "./options.js";
+import { envOption, parseInteger } from "./options.js";
 
 /** ctl commands for identity: init-admin, join-token, certs, audit. */
 export function addSecurityCommands(ctl: Command): void {
@@ -48,17 +48,17 @@ export function addSecurityCommands(ctl: Command): void {
     .description("create a join token for a sidecar (admin)")
     .requiredOption("--host <host>", "the sidecar's host name: it becomes spiffe://<td>/sidecar/<host>")
     .requiredOption("--agents <names>", "comma-separated agent names it may register, or *")
-    .option("--uses <n>", "how many joins it allows", "1")
+    .option("--uses <n>", "how many joins it allows", parseInteger("--uses", 1, 100_000), 1)
     .option("--ttl <duration>", "how long it is valid", "10m");
   joinToken.action(
     ctlAction(joinToken, async ({ identity, options }) => {
-      const flags = joinToken.opts() as { host: string; agents: string; uses: string; ttl: string };
+      const flags = joinToken.opts() as { host: string; agents: string; uses: number; ttl: string };
       const response = await call<CreateJoinTokenResponse>((metadata, callOptions, callback) =>
         identity.createJoinToken(
           {
             host: flags.host,
             allowedAgentNames: flags.agents.split(",").map((name) => name.trim()).filter((name) => name !== ""),
-            maxUses: Number(flags.uses),
+            maxUses: flags.uses,
             ttlSeconds: Math.ceil(parseDurationMs(flags.ttl) / 1000),
           },
           metadata,
@@ -83,12 +83,12 @@ export function addSecurityCommands(ctl: Command): void {
   );
 
   const audit = ctl.command("audit").description("the tamper-evident audit log");
-  const tail = audit.command("tail").description("the most recent audit entries").option("-n, --lines <n>", "how many", "20");
+  const tail = audit.command("tail").description("the most recent audit entries").option("-n, --lines <n>", "how many", parseInteger("--lines", 1, 1000), 20);
   tail.action(
     ctlAction(tail, async ({ identity, options }) => {
-      const flags = tail.opts() as { lines: string };
+      const flags = tail.opts() as { lines: number };
       const response = await call<ListAuditEventsResponse>((metadata, callOptions, callback) =>
-        identity.listAuditEvents({ limit: Number(flags.lines) }, metadata, callOptions, callback),
+        identity.listAuditEvents({ limit: flags.lines }, metadata, callOptions, callback),
       );
       print(options, response.entriesJson.map((line) => JSON.parse(line) as unknown), () => response.entriesJson.join("\n"));
     }),

@@ -21,7 +21,7 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--http-host <host>", "AGENTMESH_HTTP_HOST", "bind address of /metrics, /healthz, /readyz", defaults.httpHost))
     .addOption(envOption("--http-port <port>", "AGENTMESH_HTTP_PORT", "HTTP port for /metrics, /healthz, /readyz", String(defaults.httpPort)).argParser(parseInteger("--http-port", 0, 65535)))
     .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "directory for what the server keeps on disk (CA, audit log)", defaults.dataDir))
-    .addOption(envOption("--role <role>", "AGENTMESH_ROLE", "all | registry | orchestrator", defaults.role))
+    .addOption(envOption("--role <role>", "AGENTMESH_ROLE", "all (registry and orchestrator alone need the shared PostgreSQL/Redis store, not built yet)", defaults.role))
     .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
     .addOption(envOption("--server-id <id>", "AGENTMESH_SERVER_ID", "id of this replica", defaults.serverId))
     .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext gRPC on 127.0.0.1 only, no authentication (development)"))

@@ -3,7 +3,7 @@ import { type ChannelCredentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { EnvelopeSigner } from "../sdk/ts/src/client/mesh-identity.js";
 import type { Clock } from "../sdk/ts/src/core/clock.js";
-import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
+import { MeshError, invalidArgument } from "../sdk/ts/src/core/mesh-error.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { TunnelClient, type OpenFrameFields } from "../sdk/ts/src/core/dataplane/index.js";
@@ -19,7 +19,6 @@ export interface OutboundOptions {
   log: Logger;
   /** Caller identity put into invocations (our SPIFFE ID, or the host in dev mode). */
   caller: string;
-  onCall?: (capability: string, version: string, code: status, durationMs: number) => void;
 }
 
 export interface OutboundCall {
@@ -81,14 +80,9 @@ export class Outbound {
   private async invokeOn(pick: Pick, call: OutboundCall): Promise<SidecarServiceInvokeResponse> {
     const tunnel = this.tunnelTo(pick);
     const done = this.options.cache.begin(pick.instance.instanceId);
-    const startedAt = performance.now();
     try {
       const reply = await tunnel.unary(this.openFrame(pick, call), { deadlineMs: call.deadlineMs || undefined, signal: call.signal });
-      this.options.onCall?.(call.capability, pick.version, status.OK, performance.now() - startedAt);
       return { payload: reply.payload, contentType: reply.contentType, instanceId: pick.instance.instanceId, version: pick.version };
-    } catch (error) {
-      this.options.onCall?.(call.capability, pick.version, (error as { code?: number }).code ?? status.UNKNOWN, performance.now() - startedAt);
-      throw error;
     } finally {
       done();
     }
@@ -133,6 +127,7 @@ export class Outbound {
 }
 
 export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: AbortSignal): OutboundCall {
+  if (request.capability === "") throw invalidArgument("capability: required");
   const fromTimeout = request.timeoutMs > 0 ? clock.nowMs() + request.timeoutMs : 0;
   const deadlineMs = [fromTimeout, callDeadline].filter((value) => value > 0 && Number.isFinite(value)).reduce((left, right) => Math.min(left, right), Number.POSITIVE_INFINITY);
   return {

@@ -181,10 +181,22 @@ export class Sidecar {
         const deadline = call.getDeadline();
         const callDeadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? Number(deadline) : 0;
         const controller = new AbortController();
-        call.on("cancelled", () => controller.abort());
-        this.outbound.invoke(toOutboundCall(call.request, this.clock, callDeadlineMs, controller.signal)).then(
-          (response) => callback(null, response),
-          (error: unknown) => callback(asServiceError(error, this.log)),
+        let answered = false;
+        // grpc-js also emits "cancelled" after a call completes; aborting then would only build an unused DOMException.
+        call.on("cancelled", () => {
+          if (!answered) controller.abort();
+        });
+        Promise.resolve()
+          .then(() => this.outbound.invoke(toOutboundCall(call.request, this.clock, callDeadlineMs, controller.signal)))
+          .then(
+          (response) => {
+            answered = true;
+            callback(null, response);
+          },
+          (error: unknown) => {
+            answered = true;
+            callback(asServiceError(error, this.log));
+          },
         );
       },
       invokeStream: (call) => {
@@ -225,12 +237,21 @@ export class Sidecar {
     }, {
       sinceRevision: this.cache.isSynced ? this.cache.lastRevision : 0,
       onError: (error: ServiceError) => {
-        if (this.closing) return;
         // A restarted server does not know our revision: start over from a snapshot.
         if (error.code === status.INVALID_ARGUMENT) this.cache.reset();
-        setTimeout(() => this.watch(), this.watchBackoff.nextDelayMs()).unref();
+        this.resumeWatch(error.details);
       },
+      onEnd: () => this.resumeWatch("stream ended by the server"),
     });
+  }
+
+  private resumeWatch(reason: string): void {
+    if (this.closing) return;
+    const retryInMs = this.watchBackoff.nextDelayMs();
+    this.log.warn({ reason, retryInMs, revision: this.cache.lastRevision }, "registry watch lost; resuming");
+    setTimeout(() => {
+      if (!this.closing) this.watch();
+    }, retryInMs).unref();
   }
 
   /** Starts and supervises one agent process and registers it (STARTING until ready). */

@@ -1,7 +1,6 @@
-import { type KeyObject, X509Certificate, createPrivateKey } from "node:crypto";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
-import { signEnvelope } from "../../sdk/ts/src/core/signing.js";
 import type { CertificateSource } from "../../sdk/ts/src/core/tls/certificate-source.js";
+import { SourceSigner } from "../../sdk/ts/src/core/tls/source-signer.js";
 import { Command } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 
 export const commandMethod = "/agentmesh.v1.OrchestratorService/Connect";
@@ -13,34 +12,14 @@ export const commandType = "agentmesh.v1.Command";
  * against its trust bundle without knowing which replica sent it.
  */
 export class CommandSigner {
-  private cached: { serial: string; key: KeyObject; chainDer: Buffer[] } | undefined;
+  private readonly signer: SourceSigner;
 
-  constructor(
-    private readonly source: CertificateSource,
-    private readonly clock: Clock,
-  ) {}
+  constructor(source: CertificateSource, clock: Clock) {
+    this.signer = new SourceSigner(source, clock);
+  }
 
   sign(command: Command, audience: string): Command {
-    const identity = this.source.current;
-    if (!identity) throw new Error("server has no certificate yet");
-    if (this.cached?.serial !== identity.serial) {
-      this.cached = {
-        serial: identity.serial,
-        key: createPrivateKey(identity.privateKeyPem),
-        chainDer: identity.chainPem.map((pem) => new X509Certificate(pem).raw),
-      };
-    }
     const payload = Command.encode({ ...command, envelope: undefined }).finish();
-    const envelope = signEnvelope({
-      payload,
-      signer: identity.spiffeId,
-      audience,
-      method: commandMethod,
-      payloadType: commandType,
-      privateKey: this.cached.key,
-      clock: this.clock,
-      signerChain: this.cached.chainDer,
-    });
-    return { ...command, envelope };
+    return { ...command, envelope: this.signer.sign(payload, commandMethod, commandType, audience, true) };
   }
 }

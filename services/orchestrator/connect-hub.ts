@@ -27,9 +27,6 @@ export interface ConnectHubHooks {
   onStreamLost?(instanceId: string): void;
   onStreamCountChange?(open: number): void;
   onCommandResult?(sidecarId: string, result: { commandId: string; ok: boolean; message: string; instanceId: string }): void;
-  onSessionOpen?(session: ConnectSession): void;
-  onSessionClosed?(session: ConnectSession): void;
-  onInstanceEvent?(session: ConnectSession, event: InstanceEvent): void;
   /** A refused Hello, replayed sequence or claim on another's instance: audited by the server. */
   onRejected?(callerSpiffeId: string, requestId: string, reason: string): void;
 }
@@ -234,7 +231,6 @@ export class ConnectHub {
       },
     });
     session.log.info({ sidecarId: hello.sidecarId, instances: hello.instanceIds.length, unknown: unknown.length }, "sidecar connected");
-    this.hooks.onSessionOpen?.(session);
   }
 
   private onHeartbeat(session: ConnectSession, heartbeat: Heartbeat): void {
@@ -284,7 +280,6 @@ export class ConnectHub {
       default:
         break;
     }
-    this.hooks.onInstanceEvent?.(session, event);
   }
 
   private announce(session: ConnectSession, instanceId: string, requested: boolean): boolean {
@@ -320,7 +315,6 @@ export class ConnectHub {
     if (!this.sessions.delete(session)) return;
     session.closed = true;
     this.hooks.onStreamCountChange?.(this.sessions.size);
-    this.hooks.onSessionClosed?.(session);
     if (this.shuttingDown) return;
     session.log.info({ sidecarId: session.sidecarId, instances: session.instanceIds.size, reason }, "sidecar stream closed");
     for (const instanceId of session.instanceIds) {
@@ -345,7 +339,8 @@ export class ConnectHub {
   }
 
   private streamError(session: ConnectSession, code: status, message: string, instanceId: string): void {
-    if (code === status.PERMISSION_DENIED || code === status.UNAUTHENTICATED || code === status.INVALID_ARGUMENT) {
+    // Denials are audited; malformed or out-of-order messages only answer (a replay storm must not flood the log).
+    if (code === status.PERMISSION_DENIED || code === status.UNAUTHENTICATED) {
       this.hooks.onRejected?.(session.callerSpiffeId, session.requestId, message);
     }
     session.send({ msg: { $case: "error", value: { code, message, instanceId } } });

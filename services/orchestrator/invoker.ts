@@ -1,10 +1,9 @@
-import { type KeyObject, createPrivateKey } from "node:crypto";
 import { type ChannelCredentials, credentials as grpcCredentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
-import { signEnvelope } from "../../sdk/ts/src/core/signing.js";
 import type { CertificateSource } from "../../sdk/ts/src/core/tls/certificate-source.js";
 import { meshChannelCredentials } from "../../sdk/ts/src/core/tls/channel-credentials.js";
+import { SourceSigner } from "../../sdk/ts/src/core/tls/source-signer.js";
 import { Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { InvokeRequest, InvokeResponse } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
@@ -22,18 +21,19 @@ const invocationType = "agentmesh.v1.Invocation";
 export class ServerInvoker {
   private readonly tunnels = new Map<string, TunnelClient>();
   private readonly credentials: ChannelCredentials;
-  private key: { serial: string; key: KeyObject } | undefined;
+  private readonly signer: SourceSigner | undefined;
   private callsInFlight = 0;
   private closing = false;
 
   constructor(
     private readonly resolver: Resolver,
-    private readonly source: CertificateSource | undefined,
+    source: CertificateSource | undefined,
     trustDomain: string,
-    private readonly clock: Clock,
+    clock: Clock,
     private readonly log: Logger,
   ) {
     this.credentials = source ? meshChannelCredentials(source, trustDomain, "sidecar") : grpcCredentials.createInsecure();
+    this.signer = source ? new SourceSigner(source, clock) : undefined;
   }
 
   async invoke(request: InvokeRequest, caller: string, deadlineMs: number): Promise<InvokeResponse> {
@@ -93,18 +93,11 @@ export class ServerInvoker {
       metadata: request.metadata,
       traceparent: request.metadata.traceparent ?? "",
     };
-    const open = this.source
-      ? { instanceId: instance.instanceId, envelope: this.sign(Invocation.encode(invocation).finish(), instance.spiffeId) }
+    const open = this.signer
+      ? { instanceId: instance.instanceId, envelope: this.signer.sign(Invocation.encode(invocation).finish(), invokeMethod, invocationType, instance.spiffeId) }
       : { instanceId: instance.instanceId, invocation };
     const reply = await this.tunnelTo(instance.endpoint).unary(open, { deadlineMs: deadlineMs || undefined });
     return { payload: reply.payload, contentType: reply.contentType, instanceId: instance.instanceId, version };
-  }
-
-  private sign(payload: Uint8Array, audience: string) {
-    const identity = this.source?.current;
-    if (!identity) throw new Error("server has no certificate yet");
-    if (this.key?.serial !== identity.serial) this.key = { serial: identity.serial, key: createPrivateKey(identity.privateKeyPem) };
-    return signEnvelope({ payload, signer: identity.spiffeId, audience, method: invokeMethod, payloadType: invocationType, privateKey: this.key.key, clock: this.clock });
   }
 
   private tunnelTo(address: string): TunnelClient {

@@ -27,6 +27,8 @@ export interface LifecycleOptions {
   reconcileIntervalMs: number;
   onDeploymentReady?: (deployment: string, ready: number, minReady: number) => void;
   onRollback?: (deployment: string, fromVersion: string, toVersion: string, reason: string) => void;
+  /** Every command sent, by action. */
+  onCommandSent?: (action: string) => void;
 }
 
 /**
@@ -131,6 +133,7 @@ export class Lifecycle {
   }
 
   rollout(name: string): Rollout {
+    if (name === "") throw invalidArgument("deployment: required");
     const rollout = this.rollouts.get(name);
     if (!rollout) throw new MeshError("notFound", "no rollout for this deployment");
     return rollout;
@@ -239,6 +242,7 @@ export class Lifecycle {
   private send(session: ConnectSession, action: Command["action"]): void {
     const command: Command = { commandId: randomBytes(8).toString("hex"), action, envelope: undefined };
     session.sendCommand(this.options.signer ? this.options.signer.sign(command, session.callerSpiffeId) : command);
+    this.options.onCommandSent?.(action?.$case ?? "none");
   }
 
   private sidecarSnapshot(): SidecarSnapshot[] {

@@ -17,6 +17,8 @@ export class ServerMetrics {
   readonly detectionDelay: Histogram<"reason">;
   readonly resolves: Counter<"outcome">;
   readonly limitRejections: Counter<"limit">;
+  readonly commands: Counter<"action" | "outcome">;
+  readonly rollbacks: Counter<"deployment">;
 
   constructor(registryOf: () => Registry | undefined) {
     const registers = [this.registry];
@@ -72,6 +74,18 @@ export class ServerMetrics {
       name: "agentmesh_limit_rejections_total",
       help: "Calls refused with RESOURCE_EXHAUSTED, by the limit that refused them.",
       labelNames: ["limit"],
+      registers,
+    });
+    this.commands = new Counter({
+      name: "agentmesh_commands_total",
+      help: "Lifecycle commands sent to sidecars (outcome sent) and their results (ok, failed).",
+      labelNames: ["action", "outcome"],
+      registers,
+    });
+    this.rollbacks = new Counter({
+      name: "agentmesh_rollbacks_total",
+      help: "Rolling updates rolled back automatically.",
+      labelNames: ["deployment"],
       registers,
     });
     new Gauge({

@@ -1,7 +1,7 @@
 import type { Server as HttpServer } from "node:http";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server, ServerCredentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
@@ -103,7 +103,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onRevoked: (records) => {
       const serials = new Set(records.map((record) => record.serial));
       hubRef?.disconnectSerials(serials, "certificate revoked");
-      for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: 16, details: "certificate revoked" });
+      for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
   });
 
@@ -154,6 +154,10 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onHeartbeats: (count) => metrics.heartbeats.inc(count),
     onStreamLost: () => metrics.detections.inc({ reason: "stream_lost" }),
     onStreamCountChange: (open) => metrics.connectStreams.set(open),
+    onCommandResult: (sidecarId, result) => {
+      metrics.commands.inc({ action: "any", outcome: result.ok ? "ok" : "failed" });
+      if (!result.ok) log.warn({ sidecarId, commandId: result.commandId, instanceId: result.instanceId, problem: result.message }, "sidecar could not carry out a command");
+    },
   };
   const hub = new ConnectHub(
     registry,
@@ -189,6 +193,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     signer: security.tls ? new CommandSigner(security.tls.source, clock) : undefined,
     reconcileIntervalMs: config.reconcileIntervalMs,
     onDeploymentReady: (deployment, ready, minReady) => alerting.engine.observe({ type: "deploymentReady", deployment, ready, minReady }),
+    onRollback: (deployment) => metrics.rollbacks.inc({ deployment }),
+    onCommandSent: (action) => metrics.commands.inc({ action, outcome: "sent" }),
   });
   stateListeners.push((instance) => {
     lifecycle.onStateChange(instance);
@@ -203,6 +209,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   });
   removeListeners.push((instance) => {
     lifecycle.onRemoved(instance.instanceId);
+    resolver.forget(instance.instanceId);
     alerting.engine.observe({ type: "instanceRemoved", instanceId: instance.instanceId });
   });
   const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }));

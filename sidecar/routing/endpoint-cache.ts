@@ -23,15 +23,20 @@ export interface Pick {
  */
 export class EndpointCache {
   private readonly instances = new Map<string, AgentInstance>();
+  /** capability name → ids of the instances offering it. */
+  private readonly byCapability = new Map<string, Set<string>>();
   private readonly outstanding = new Map<string, number>();
   private readonly latency = new Map<string, PeakEwma>();
   private synced = false;
   private revision = 0;
   private readonly syncWaiters: Array<() => void> = [];
 
+  private resyncFrom: Map<string, AgentInstance> | undefined;
+
   constructor(
     private readonly clock: Clock,
     private readonly random: RandomSource = Math.random,
+    private readonly staleGraceMs = 10_000,
   ) {}
 
   get lastRevision(): number {
@@ -52,12 +57,13 @@ export class EndpointCache {
     if (event.revision > this.revision) this.revision = event.revision;
     switch (event.type) {
       case WatchResponse_EventType.EVENT_TYPE_SYNCED:
+        this.finishResync();
         this.synced = true;
         for (const resolve of this.syncWaiters.splice(0)) resolve();
         return;
       case WatchResponse_EventType.EVENT_TYPE_ADDED:
       case WatchResponse_EventType.EVENT_TYPE_UPDATED:
-        if (event.instance) this.instances.set(event.instance.instanceId, event.instance);
+        if (event.instance) this.put(event.instance);
         return;
       case WatchResponse_EventType.EVENT_TYPE_REMOVED:
         if (event.instance) this.forget(event.instance.instanceId);
@@ -67,10 +73,27 @@ export class EndpointCache {
     }
   }
 
-  /** Starts over from a snapshot (the Watch could not resume). */
+  /**
+   * Starts over from a snapshot (the Watch could not resume, e.g. the server restarted).
+   * The old entries keep routing until the snapshot is complete; those it does not
+   * contain stay `staleGraceMs` longer, since a restarted server learns its instances
+   * again only as their sidecars re-register. Then they go, unless they came back.
+   */
   reset(): void {
-    this.instances.clear();
+    this.resyncFrom = new Map(this.instances);
     this.synced = false;
+  }
+
+  private finishResync(): void {
+    const previous = this.resyncFrom;
+    if (!previous) return;
+    this.resyncFrom = undefined;
+    const stale = [...previous].filter(([instanceId, instance]) => this.instances.get(instanceId) === instance);
+    if (stale.length === 0) return;
+    setTimeout(() => {
+      // Same object as before the resync: no event has mentioned it since.
+      for (const [instanceId, instance] of stale) if (this.instances.get(instanceId) === instance) this.forget(instanceId);
+    }, this.staleGraceMs).unref();
   }
 
   /** Takes an instance out of routing at once (it failed a call, or is being drained locally). */
@@ -86,8 +109,10 @@ export class EndpointCache {
   candidates(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set()): Pick[] {
     const range = parseVersionRange(versionRange);
     const result: Pick[] = [];
-    for (const instance of this.instances.values()) {
-      if (exclude.has(instance.instanceId)) continue;
+    // Only the instances offering the capability: a call never scans the whole mesh.
+    for (const instanceId of this.byCapability.get(capability) ?? []) {
+      const instance = this.instances.get(instanceId);
+      if (!instance || exclude.has(instanceId)) continue;
       if (instance.state !== HealthState.HEALTH_STATE_READY && instance.state !== HealthState.HEALTH_STATE_DEGRADED) continue;
       const offered = instance.manifest?.capabilities.find((candidate) => candidate.name === capability);
       if (!offered || !range.satisfiedBy(offered.version)) continue;
@@ -130,7 +155,31 @@ export class EndpointCache {
     };
   }
 
+  private put(instance: AgentInstance): void {
+    const previous = this.instances.get(instance.instanceId);
+    if (previous) this.unindex(previous);
+    this.instances.set(instance.instanceId, instance);
+    for (const capability of instance.manifest?.capabilities ?? []) {
+      let ids = this.byCapability.get(capability.name);
+      if (!ids) {
+        ids = new Set();
+        this.byCapability.set(capability.name, ids);
+      }
+      ids.add(instance.instanceId);
+    }
+  }
+
+  private unindex(instance: AgentInstance): void {
+    for (const capability of instance.manifest?.capabilities ?? []) {
+      const ids = this.byCapability.get(capability.name);
+      ids?.delete(instance.instanceId);
+      if (ids?.size === 0) this.byCapability.delete(capability.name);
+    }
+  }
+
   private forget(instanceId: string): void {
+    const instance = this.instances.get(instanceId);
+    if (instance) this.unindex(instance);
     this.instances.delete(instanceId);
     this.latency.delete(instanceId);
   }

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ManualClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
@@ -64,6 +64,25 @@ describe("EndpointCache", () => {
     expect(cache.pick("sql.query", "", undefined, new Set(["a"])).instance.instanceId).toBe("b");
     cache.markUnroutable("b");
     expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+  });
+});
+
+describe("EndpointCache resync", () => {
+  it("keeps routing to known instances while a restarted server relearns them, then drops the ones that never came back", () => {
+    vi.useFakeTimers();
+    try {
+      const cache = new EndpointCache(new ManualClock(), () => 0.5, 1000);
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0 });
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("b", "1.0.0"), revision: 2, previousState: 0 });
+      cache.reset();
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: 0, previousState: 0 });
+      expect(cache.candidates("sql.query", "", undefined).map((pick) => pick.instance.instanceId)).toEqual(["a", "b"]);
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0 });
+      vi.advanceTimersByTime(1001);
+      expect(cache.candidates("sql.query", "", undefined).map((pick) => pick.instance.instanceId)).toEqual(["a"]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

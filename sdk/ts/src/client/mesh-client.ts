@@ -195,11 +195,18 @@ export class MeshClient {
   }
 
   /** Streams registry changes; returns a function that stops the stream. */
-  watch(onEvent: (event: WatchResponse) => void, options: { sinceRevision?: number; capability?: string; onError?: (error: ServiceError) => void } = {}): () => void {
+  watch(
+    onEvent: (event: WatchResponse) => void,
+    options: { sinceRevision?: number; capability?: string; onError?: (error: ServiceError) => void; onEnd?: () => void } = {},
+  ): () => void {
     const call = this.registry.watch({ sinceRevision: options.sinceRevision ?? 0, capability: options.capability ?? "" });
     call.on("data", onEvent);
     call.on("error", (error: ServiceError) => {
       if (error.code !== status.CANCELLED) options.onError?.(error);
+    });
+    // The server ended the stream cleanly (it is shutting down): the caller may want to resume elsewhere.
+    call.on("status", (result: { code: number }) => {
+      if (result.code === status.OK) options.onEnd?.();
     });
     return () => call.cancel();
   }

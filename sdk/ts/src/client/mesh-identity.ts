@@ -1,15 +1,15 @@
-import { type KeyObject, X509Certificate, createPrivateKey } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { type ChannelCredentials, Metadata, type ServiceError, credentials as grpcCredentials } from "@grpc/grpc-js";
 import type { PeerCertificate } from "node:tls";
 import type { Clock } from "../core/clock.js";
 import { systemClock } from "../core/clock.js";
 import { generateKeyAndCsr } from "../core/csr.js";
-import { signEnvelope } from "../core/signing.js";
 import { parseSpiffeId, spiffeIdsFromCertificate, tryParseSpiffeId } from "../core/spiffe-id.js";
 import { CertificateRenewer } from "../core/tls/certificate-renewer.js";
 import { CertificateSource, type IdentityMaterial } from "../core/tls/certificate-source.js";
 import { meshChannelCredentials } from "../core/tls/channel-credentials.js";
+import { SourceSigner } from "../core/tls/source-signer.js";
 import { IdentityServiceClient, type IssueCertificateResponse } from "../gen/agentmesh/v1/identity.js";
 import type { SignedEnvelope } from "../gen/agentmesh/v1/types.js";
 
@@ -40,18 +40,15 @@ export interface JoinOptions {
 export class MeshIdentity implements EnvelopeSigner {
   readonly source = new CertificateSource();
   readonly trustDomain: string;
-  private privateKey: KeyObject | undefined;
-  /** DER of the current leaf, attached to envelopes (see sign). */
-  private leafDer: Buffer | undefined;
   private renewer: CertificateRenewer | undefined;
-  private readonly clock: Clock;
+  private readonly signer: SourceSigner;
 
   private constructor(
     readonly spiffeId: string,
     clock: Clock,
   ) {
     this.trustDomain = parseSpiffeId(spiffeId).trustDomain;
-    this.clock = clock;
+    this.signer = new SourceSigner(this.source, clock);
   }
 
   /** Joins with a token, then keeps the certificate renewed. */
@@ -66,10 +63,9 @@ export class MeshIdentity implements EnvelopeSigner {
         first = false;
         return identity.requestCertificate(options.address, useToken ? options.joinToken : "", options.ttlSeconds ?? 0);
       },
-      onRenewed: (material) => identity.adopt(material),
       onError: options.onRenewError,
     });
-    identity.adopt(await identity.renewer.start());
+    await identity.renewer.start();
     return identity;
   }
 
@@ -91,7 +87,6 @@ export class MeshIdentity implements EnvelopeSigner {
       spiffeId,
     };
     identity.source.setIdentity(material);
-    identity.adopt(material);
     return identity;
   }
 
@@ -101,20 +96,13 @@ export class MeshIdentity implements EnvelopeSigner {
   }
 
   sign(payload: Uint8Array, method: string, payloadType: string, audience: string): SignedEnvelope {
-    if (!this.privateKey) throw new Error("identity has no key yet");
-    // The leaf travels along: after a renewal the key is new, but an open connection
+    // The chain travels along: after a renewal the key is new, but an open connection
     // still shows the server the previous certificate from its handshake.
-    const signerChain = this.leafDer ? [this.leafDer] : undefined;
-    return signEnvelope({ payload, signer: this.spiffeId, audience, method, payloadType, privateKey: this.privateKey, clock: this.clock, signerChain });
+    return this.signer.sign(payload, method, payloadType, audience, true);
   }
 
   close(): void {
     this.renewer?.stop();
-  }
-
-  private adopt(material: IdentityMaterial): void {
-    this.privateKey = createPrivateKey(material.privateKeyPem);
-    this.leafDer = material.chainPem[0] ? new X509Certificate(material.chainPem[0]).raw : undefined;
   }
 
   private async requestCertificate(address: string, joinToken: string, ttlSeconds: number): Promise<IdentityMaterial> {
