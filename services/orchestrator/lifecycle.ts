@@ -159,10 +159,16 @@ export class Lifecycle {
     const deployments = await this.options.store.list();
     const nowMs = this.options.clock.nowMs();
     const snapshot = this.sidecarSnapshot();
+    // One pass over the registry per reconcile, not one per deployment.
+    const byDeployment = new Map<string, AgentInstance[]>();
+    for (const instance of this.options.registry.all()) {
+      if (instance.deployment === "") continue;
+      const group = byDeployment.get(instance.deployment);
+      if (group) group.push(instance);
+      else byDeployment.set(instance.deployment, [instance]);
+    }
     for (const desired of deployments) {
-      const observed = [...this.options.registry.all()]
-        .filter((instance) => instance.deployment === desired.name)
-        .map((instance) => observeInstance(instance, instance.host, this.readyAt.get(instance.instanceId)));
+      const observed = (byDeployment.get(desired.name) ?? []).map((instance) => observeInstance(instance, instance.host, this.readyAt.get(instance.instanceId)));
       const others = [...this.states.entries()].filter(([name]) => name !== desired.name).map(([, state]) => state);
       const result = plan({
         desired,

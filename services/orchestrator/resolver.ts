@@ -29,17 +29,7 @@ export class Resolver {
   ) {}
 
   resolve(input: ResolveInput): AgentInstance {
-    const candidates = this.registry.discover({
-      capability: input.capability,
-      versionRange: input.versionRange,
-      labelSelector: input.labelSelector,
-      limit: 1000,
-      includeUnhealthy: false,
-    });
-    const excluded = new Set(input.excludeInstanceIds);
-    const eligible = candidates.filter((instance) => !excluded.has(instance.instanceId));
-    const newestVersion = versionOf(eligible[0], input.capability);
-    const newest = eligible.filter((instance) => versionOf(instance, input.capability) === newestVersion);
+    const newest = this.registry.newestRoutable(input.capability, input.versionRange, input.labelSelector, new Set(input.excludeInstanceIds));
     const chosen = powerOfTwoChoices(newest, (instance) => this.loadOf(instance), this.random, (instance) => instance.load?.p50Ms ?? 0);
     if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
     this.recordPick(chosen);
@@ -62,8 +52,4 @@ export class Resolver {
     if (picks && picks.heartbeatAtMs === instance.lastHeartbeatAtMs) picks.count += 1;
     else this.picksSinceHeartbeat.set(instance.instanceId, { count: 1, heartbeatAtMs: instance.lastHeartbeatAtMs });
   }
-}
-
-function versionOf(instance: AgentInstance | undefined, capability: string): string | undefined {
-  return instance?.manifest?.capabilities.find((offered) => offered.name === capability)?.version;
 }

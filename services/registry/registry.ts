@@ -233,6 +233,30 @@ export class Registry {
   }
 
   /**
+   * The routable instances of the newest capability version that has any, by the
+   * Discover rules, unsorted: what Resolve chooses among, without building and
+   * sorting the whole Discover answer on every call.
+   */
+  newestRoutable(capability: string, versionRange: string, labelSelector: LabelSelector | undefined, exclude: ReadonlySet<string>): AgentInstance[] {
+    validateCapabilityName(capability);
+    const range = parseVersionRange(versionRange);
+    validateLabelSelector(labelSelector);
+    const entry = this.capabilityIndex.get(capability);
+    if (!entry) return [];
+    for (const version of this.sortedVersions(entry)) {
+      if (!range.satisfiedBy(version)) continue;
+      const group: AgentInstance[] = [];
+      for (const instanceId of entry.byVersion.get(version) ?? []) {
+        const instance = this.instances.get(instanceId);
+        if (!instance || exclude.has(instanceId) || !isRoutable(instance.state)) continue;
+        if (matchesLabelSelector(instance.manifest?.labels ?? {}, labelSelector)) group.push(instance);
+      }
+      if (group.length > 0) return group;
+    }
+    return [];
+  }
+
+  /**
    * Records a heartbeat. Returns the state change it caused, if any; load updates
    * alone publish nothing (they would flood every Watch at 10,000 agents/s).
    */
