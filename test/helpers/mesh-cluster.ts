@@ -393,6 +393,8 @@ export function startCallLoop(
       } catch (error) {
         const serviceError = error as Partial<ServiceError>;
         records.push({ startedAtMs, endedAtMs: Date.now(), ok: false, code: serviceError.code, details: serviceError.details ?? String(error) });
+        // A failure that comes back without I/O must not turn the lane into a microtask loop that starves the event loop.
+        await new Promise((resolve) => setImmediate(resolve));
       }
     }
   };

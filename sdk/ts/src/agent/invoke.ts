@@ -51,6 +51,7 @@ export class MeshCaller {
   /** Rejects with an error carrying the gRPC `code` and `details`, like a grpc-js ServiceError. */
   async invoke(capability: string, payload: Uint8Array | string, options: InvokeOptions = {}): Promise<InvokeResult> {
     try {
+      await this.whenConnected(Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
       const reply = await this.calls.unary({ instanceId: "", request: this.request(capability, payload, options, options.idempotent ?? false) }, this.callOptions(options));
       return { payload: reply.payload, contentType: reply.contentType, instanceId: reply.instanceId ?? "", version: reply.version ?? "" };
     } catch (error) {
@@ -71,6 +72,27 @@ export class MeshCaller {
       ),
     );
     return response.instances;
+  }
+
+  /**
+   * The local sidecar is the only way out, so while its stream reconnects a call
+   * waits for it (until its deadline) instead of failing at once, as a call to
+   * one of many peers would. It has not been sent, so waiting is always safe.
+   */
+  private whenConnected(deadlineMs: number): Promise<void> {
+    if (this.calls.state !== "backoff") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.calls.off("stateChange", onState);
+        resolve();
+      };
+      const onState = (state: string) => {
+        if (state === "connecting" || state === "ready" || state === "closed") done();
+      };
+      const timer = setTimeout(done, Math.max(0, deadlineMs - Date.now()));
+      this.calls.on("stateChange", onState);
+    });
   }
 
   close(): void {
