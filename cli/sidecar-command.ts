@@ -29,7 +29,7 @@ export function addSidecarCommand(program: Command): void {
   program
     .command("sidecar")
     .description("run beside agents: identity, supervision, signed data plane")
-    .addOption(envOption("--server <address...>", "AGENTMESH_SERVER", "control-plane address(es) host:port", ["127.0.0.1:7420"] as never))
+    .addOption(envOption("--server <address...>", "AGENTMESH_SERVER", "control-plane address host:port (the first is used)", ["127.0.0.1:7420"] as never))
     .addOption(envOption("--host <name>", "AGENTMESH_HOST_NAME", "this host's name: the identity is spiffe://<td>/sidecar/<host>", hostname()))
     .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
     .addOption(envOption("--join-token <token>", "AGENTMESH_JOIN_TOKEN", "one-time token from 'ctl join-token'"))

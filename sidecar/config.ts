@@ -19,7 +19,7 @@ export interface LocalAgentSpec {
 }
 
 export interface SidecarConfig {
-  /** Control-plane addresses; the sidecar reconnects to the next on failure. */
+  /** Control-plane addresses; the sidecar uses the first (failover between replicas comes with the shared store). */
   servers: string[];
   /** Host name: the sidecar's identity is spiffe://<td>/sidecar/<host>. */
   host: string;
