@@ -35,6 +35,7 @@ function frame(callId: number, kind: CallFrame_Kind): CallFrame {
     invocation: undefined,
     request: undefined,
     version: "",
+    refusedBeforeDelivery: false,
   };
 }
 

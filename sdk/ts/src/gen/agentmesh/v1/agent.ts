@@ -188,6 +188,12 @@ export interface CallFrame {
    * version that answered (`instance_id` names the instance).
    */
   version: string;
+  /**
+   * For END: the receiver refused the call before any agent saw it (instance
+   * draining or gone, a limit at the receiving sidecar). The caller may send it
+   * to another instance even when it is not idempotent: it cannot have run.
+   */
+  refusedBeforeDelivery: boolean;
 }
 
 export enum CallFrame_Kind {
@@ -200,6 +206,14 @@ export enum CallFrame_Kind {
   KIND_END = 3,
   /** KIND_CANCEL - The caller gave up; the receiver stops work for this call. */
   KIND_CANCEL = 4,
+  /**
+   * KIND_PING - Liveness probe on a long-lived stream (Attach, Tunnel). `call_id` is 0 and
+   * `sequence` numbers the probe; the receiver answers at once with a PONG
+   * carrying the same sequence. A peer that stops answering (a frozen process,
+   * a stalled event loop) is treated as hung although its connection is open.
+   */
+  KIND_PING = 5,
+  KIND_PONG = 6,
   UNRECOGNIZED = -1,
 }
 
@@ -220,6 +234,12 @@ export function callFrame_KindFromJSON(object: any): CallFrame_Kind {
     case 4:
     case "KIND_CANCEL":
       return CallFrame_Kind.KIND_CANCEL;
+    case 5:
+    case "KIND_PING":
+      return CallFrame_Kind.KIND_PING;
+    case 6:
+    case "KIND_PONG":
+      return CallFrame_Kind.KIND_PONG;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -239,6 +259,10 @@ export function callFrame_KindToJSON(object: CallFrame_Kind): string {
       return "KIND_END";
     case CallFrame_Kind.KIND_CANCEL:
       return "KIND_CANCEL";
+    case CallFrame_Kind.KIND_PING:
+      return "KIND_PING";
+    case CallFrame_Kind.KIND_PONG:
+      return "KIND_PONG";
     case CallFrame_Kind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -2469,6 +2493,7 @@ function createBaseCallFrame(): CallFrame {
     invocation: undefined,
     request: undefined,
     version: "",
+    refusedBeforeDelivery: false,
   };
 }
 
@@ -2515,6 +2540,9 @@ export const CallFrame: MessageFns<CallFrame> = {
     }
     if (message.version !== "") {
       writer.uint32(114).string(message.version);
+    }
+    if (message.refusedBeforeDelivery !== false) {
+      writer.uint32(120).bool(message.refusedBeforeDelivery);
     }
     return writer;
   },
@@ -2644,6 +2672,14 @@ export const CallFrame: MessageFns<CallFrame> = {
             message.version = reader.string();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.refusedBeforeDelivery = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2692,6 +2728,11 @@ export const CallFrame: MessageFns<CallFrame> = {
       invocation: isSet(object.invocation) ? Invocation.fromJSON(object.invocation) : undefined,
       request: isSet(object.request) ? SidecarServiceInvokeRequest.fromJSON(object.request) : undefined,
       version: isSet(object.version) ? globalThis.String(object.version) : "",
+      refusedBeforeDelivery: isSet(object.refusedBeforeDelivery)
+        ? globalThis.Boolean(object.refusedBeforeDelivery)
+        : isSet(object.refused_before_delivery)
+        ? globalThis.Boolean(object.refused_before_delivery)
+        : false,
     };
   },
 
@@ -2739,6 +2780,9 @@ export const CallFrame: MessageFns<CallFrame> = {
     if (message.version !== "") {
       obj.version = message.version;
     }
+    if (message.refusedBeforeDelivery !== false) {
+      obj.refusedBeforeDelivery = message.refusedBeforeDelivery;
+    }
     return obj;
   },
 
@@ -2767,6 +2811,7 @@ export const CallFrame: MessageFns<CallFrame> = {
       ? SidecarServiceInvokeRequest.fromPartial(object.request)
       : undefined;
     message.version = object.version ?? "";
+    message.refusedBeforeDelivery = object.refusedBeforeDelivery ?? false;
     return message;
   },
 };
