@@ -44,6 +44,9 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--ca-cert <file>", "AGENTMESH_CA_CERT_FILE", "operator CA certificate PEM (root, or intermediate then its chain)"))
     .addOption(envOption("--ca-key <file>", "AGENTMESH_CA_KEY_FILE", "operator CA private key PEM"))
     .addOption(envOption("--cert-ttl <duration>", "AGENTMESH_CERT_TTL", "lifetime of issued certificates", "1h").argParser(parseDurationMs))
+    .addOption(
+      envOption("--max-connection-age <duration>", "AGENTMESH_MAX_CONNECTION_AGE", "retire client connections after this long (0 = a quarter of --cert-ttl)", "0").argParser((text) => (text === "0" ? 0 : parseDurationMs(text))),
+    )
     .addOption(envOption("--server-name <name...>", "AGENTMESH_SERVER_NAMES", "extra DNS names or IPs for the server certificate"))
     .addOption(envOption("--identity-rate <n>", "AGENTMESH_IDENTITY_RATE", "calls per second per identity", String(defaults.identityRatePerSecond)).argParser(parseNumber("--identity-rate", 0, 1e6)))
     .addOption(envOption("--identity-max-in-flight <n>", "AGENTMESH_IDENTITY_MAX_IN_FLIGHT", "concurrent calls per identity", String(defaults.identityMaxInFlight)).argParser(parseInteger("--identity-max-in-flight", 0, 1e6)))
@@ -68,6 +71,7 @@ export function addServerCommand(program: Command): void {
         caCertFile: options.caCert as string | undefined,
         caKeyFile: options.caKey as string | undefined,
         certTtlMs: typeof options.certTtl === "string" ? parseDurationMs(options.certTtl) : Number(options.certTtl),
+        maxConnectionAgeMs: options.maxConnectionAge === "0" ? 0 : Number(options.maxConnectionAge),
         serverNames: (options.serverName as string[] | undefined) ?? [],
         identityRatePerSecond: Number(options.identityRate),
         identityBurst: Number(options.identityRate) * 2,

@@ -38,6 +38,11 @@ export interface ServerConfig {
   /** Extra Alertmanager-format webhook receivers. */
   alertWebhooks: string[];
   reconcileIntervalMs: number;
+  /**
+   * Connections are retired (HTTP/2 GOAWAY) after this long, so a client shows a
+   * renewed certificate on a new connection; 0 = a quarter of --cert-ttl.
+   */
+  maxConnectionAgeMs: number;
 }
 
 export const defaultServerConfig: ServerConfig = {
@@ -68,6 +73,7 @@ export const defaultServerConfig: ServerConfig = {
   auditFsync: false,
   alertWebhooks: [],
   reconcileIntervalMs: 1000,
+  maxConnectionAgeMs: 0,
 };
 
 const loopbackHosts = new Set(["127.0.0.1", "localhost", "::1"]);
@@ -88,6 +94,9 @@ export function validateServerConfig(config: ServerConfig): void {
   }
   if (!(config.certTtlMs >= 1000 && config.certTtlMs <= config.maxCertTtlMs)) {
     throw new MeshError("invalidArgument", "--cert-ttl: must be at least 1s and at most the maximum certificate lifetime");
+  }
+  if (!(config.maxConnectionAgeMs === 0 || (config.maxConnectionAgeMs >= 1000 && config.maxConnectionAgeMs <= config.certTtlMs / 2))) {
+    throw new MeshError("invalidArgument", "--max-connection-age: must be at least 1s and at most half of --cert-ttl (0 = a quarter of --cert-ttl)");
   }
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(config.trustDomain)) {
     throw new MeshError("invalidArgument", "--trust-domain: must be a lowercase DNS name");

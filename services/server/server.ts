@@ -223,7 +223,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     // and the interceptor checks the connection's certificate on every call (ADR 0001):
     // retire connections well before a certificate can expire. Open streams keep
     // their connection (the grace is unlimited), so Connect and Watch are not cut.
-    "grpc.max_connection_age_ms": Math.max(1000, Math.floor(config.certTtlMs / 4)),
+    "grpc.max_connection_age_ms": config.maxConnectionAgeMs || Math.max(1000, Math.floor(config.certTtlMs / 4)),
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,
