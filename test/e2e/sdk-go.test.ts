@@ -125,7 +125,7 @@ describe("Go SDK agent under a real sidecar", () => {
 
 describe("Go SDK direct mode against a real mTLS server", () => {
   it("joins with a token from `ctl join-token`, invokes through the server, registers signed, and keeps working across renewals", async () => {
-    // A short certificate for the client only (--ttl 3s): it renews at half-life within seconds,
+    // A short certificate for the client only (--ttl 6s): it renews at half-life within seconds,
     // and the client moves its calls to a connection with the new certificate each time.
     cluster = await MeshCluster.start();
     await cluster.startSidecar({ host: "host-go", manifests: [cluster.writeFile("go.yaml", goAgentYaml())] });
@@ -136,7 +136,7 @@ describe("Go SDK direct mode against a real mTLS server", () => {
     const direct = await run(
       directInvokePath,
       ["--server", cluster.address, "--ca", cluster.caCertFile, "--token", token, "--spiffe-id", "spiffe://agentmesh.local/agent/script",
-        "--capability", "go.echo", "--payload", "direct", "--register", "--renewals", "2", "--ttl", "3s"],
+        "--capability", "go.echo", "--payload", "direct", "--register", "--renewals", "2", "--ttl", "6s"],
       60_000,
     );
     const steps = direct.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
