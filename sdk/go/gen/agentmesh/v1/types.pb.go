@@ -249,6 +249,13 @@ type HealthPolicy struct {
 	DegradedErrorRate float64 `protobuf:"fixed64,2,opt,name=degraded_error_rate,json=degradedErrorRate,proto3" json:"degraded_error_rate,omitempty"`
 	// Time allowed from start to READY, in milliseconds (0 = 30000).
 	ReadinessTimeoutMs uint32 `protobuf:"varint,3,opt,name=readiness_timeout_ms,json=readinessTimeoutMs,proto3" json:"readiness_timeout_ms,omitempty"`
+	// How long a running agent may stay hung (it stopped answering its sidecar's
+	// Attach pings, or its grpc.health.v1 checks time out) before the sidecar
+	// kills it with SIGKILL and restarts it under its restart policy, counted
+	// as a restart. Counted from the moment it is found hung (which takes 1.5 to
+	// 2 heartbeat intervals), so an agent that recovers sooner keeps running.
+	// 0 means the default, 10 heartbeat intervals; at most 86400000 (24 h).
+	HungRestartAfterMs uint32 `protobuf:"varint,4,opt,name=hung_restart_after_ms,json=hungRestartAfterMs,proto3" json:"hung_restart_after_ms,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -300,6 +307,13 @@ func (x *HealthPolicy) GetDegradedErrorRate() float64 {
 func (x *HealthPolicy) GetReadinessTimeoutMs() uint32 {
 	if x != nil {
 		return x.ReadinessTimeoutMs
+	}
+	return 0
+}
+
+func (x *HealthPolicy) GetHungRestartAfterMs() uint32 {
+	if x != nil {
+		return x.HungRestartAfterMs
 	}
 	return 0
 }
@@ -774,11 +788,12 @@ const file_agentmesh_v1_types_proto_rawDesc = "" +
 	"\x16invoke_rate_per_second\x18\x02 \x01(\x01R\x13invokeRatePerSecond\x12!\n" +
 	"\finvoke_burst\x18\x03 \x01(\rR\vinvokeBurst\x12\"\n" +
 	"\rmax_in_flight\x18\x04 \x01(\rR\vmaxInFlight\x12*\n" +
-	"\x11max_message_bytes\x18\x05 \x01(\rR\x0fmaxMessageBytes\"\xa4\x01\n" +
+	"\x11max_message_bytes\x18\x05 \x01(\rR\x0fmaxMessageBytes\"\xd7\x01\n" +
 	"\fHealthPolicy\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\x12.\n" +
 	"\x13degraded_error_rate\x18\x02 \x01(\x01R\x11degradedErrorRate\x120\n" +
-	"\x14readiness_timeout_ms\x18\x03 \x01(\rR\x12readinessTimeoutMs\"\x97\x03\n" +
+	"\x14readiness_timeout_ms\x18\x03 \x01(\rR\x12readinessTimeoutMs\x121\n" +
+	"\x15hung_restart_after_ms\x18\x04 \x01(\rR\x12hungRestartAfterMs\"\x97\x03\n" +
 	"\rAgentManifest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12<\n" +
