@@ -673,6 +673,7 @@ func (x *LabelSelector) GetMatchExpressions() []*LabelRequirement {
 	return nil
 }
 
+// One requirement on a label (Kubernetes style): `key` In / NotIn `values`, Exists, DoesNotExist.
 type LabelRequirement struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
 	Key           string                    `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`

@@ -110,6 +110,7 @@ export interface LabelSelector_MatchLabelsEntry {
   value: string;
 }
 
+/** One requirement on a label (Kubernetes style): `key` In / NotIn `values`, Exists, DoesNotExist. */
 export interface LabelRequirement {
   key: string;
   operator: LabelRequirement_Operator;
