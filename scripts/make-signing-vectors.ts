@@ -88,11 +88,15 @@ if (existsSync(outputPath)) {
 function signatureFor(keyName: KeyName, canonical: Buffer): Buffer {
   const { key, description } = keys[keyName];
   if (description.alg === "Ed25519") return sign(null, canonical, key);
-  for (const kept of previousSignatures.get(`${keyName}:${canonical.toString("hex")}`) ?? []) {
+  const cacheKey = `${keyName}:${canonical.toString("hex")}`;
+  for (const kept of previousSignatures.get(cacheKey) ?? []) {
     const signature = Buffer.from(kept, "hex");
     if (signature.length === 64 && verify("sha256", canonical, { key, dsaEncoding: "ieee-p1363" }, signature)) return signature;
   }
-  return sign("sha256", canonical, { key, dsaEncoding: "ieee-p1363" });
+  const fresh = sign("sha256", canonical, { key, dsaEncoding: "ieee-p1363" });
+  // Cases over the same bytes share one signature, so the next run keeps the file as it is.
+  previousSignatures.set(cacheKey, [fresh.toString("hex")]);
+  return fresh;
 }
 
 interface Inputs {
