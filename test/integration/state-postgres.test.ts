@@ -3,6 +3,7 @@ import { PostgresChangeLog } from "../../services/state/adapters/postgres-change
 import { PostgresDatabase } from "../../services/state/adapters/postgres-database.js";
 import type { ChangeLog } from "../../services/state/ports.js";
 import { describeChangeLog } from "../contract/change-log.js";
+import { describePortsOnChangeLog } from "../contract/port-suites.js";
 import { startPostgres, type ThrowawayPostgres } from "../helpers/postgres.js";
 
 let server: ThrowawayPostgres;
@@ -37,5 +38,20 @@ describeChangeLog("postgres", async () => {
       return openReplica(opened === 1 ? schema : `${schema}_${opened}`);
     },
     openAgain: () => openReplica(schema),
+  };
+});
+
+describePortsOnChangeLog("postgres", async () => {
+  schemaCounter += 1;
+  const schema = `ports_${schemaCounter}`;
+  const log = await openReplica(schema);
+  const replica = await openReplica(schema);
+  return {
+    log,
+    replica,
+    close: async () => {
+      await log.close();
+      await replica.close();
+    },
   };
 });
