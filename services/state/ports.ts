@@ -94,7 +94,13 @@ export interface ChangeLog {
    * within one epoch: a position from another epoch must resync.
    */
   readonly epoch: string;
-  /** All-or-nothing: every compare holds and the fence is current, or nothing is written. */
+  /**
+   * All-or-nothing: every compare holds and the fence is current, or nothing is
+   * written. Rejects with MeshError invalidArgument for a malformed txn (nothing
+   * queued) and unavailable when the database failed; after unavailable the outcome
+   * is unknown (the connection may have died after COMMIT was sent), so re-read
+   * before retrying a compare-and-swap.
+   */
   txn(ops: TxnOp[], options?: TxnOptions): Promise<TxnResult>;
   get(key: string): Promise<{ revision: number; item: KeyValue | undefined }>;
   /** Keys starting with `prefix`, ordered by key, consistent at `revision`. */

@@ -1,6 +1,4 @@
-import { decodeJson, encodeJson } from "../../state/json-codec.js";
-import { stateKeys } from "../../state/keys.js";
-import type { ChangeLog, KeyValue } from "../../state/ports.js";
+import { decodeJson, encodeJson, stateKeys, type ChangeLog, type KeyValue } from "../../state/index.js";
 import type { CertificateStore, IssuedCertificateRecord } from "../ports.js";
 
 /**

@@ -1,7 +1,5 @@
 import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
-import { decodeJson, encodeJson } from "../../state/json-codec.js";
-import { stateKeys } from "../../state/keys.js";
-import type { ChangeLog } from "../../state/ports.js";
+import { decodeJson, encodeJson, stateKeys, type ChangeLog } from "../../state/index.js";
 import type { JoinTokenRecord, JoinTokenStore } from "../ports.js";
 
 /**

@@ -1,6 +1,4 @@
-import { decodeJson, encodeJson } from "../../state/json-codec.js";
-import { stateKeys } from "../../state/keys.js";
-import type { ChangeLog } from "../../state/ports.js";
+import { decodeJson, encodeJson, stateKeys, type ChangeLog } from "../../state/index.js";
 import type { RevocationRecord, RevocationStore } from "../ports.js";
 
 /** Revocations as keys of the change log; durable, and seen by every replica. */

@@ -1,7 +1,6 @@
 import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
 import { Deployment } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
-import { stateKeys } from "../../state/keys.js";
-import type { ChangeLog, FencingToken, TxnOp, TxnResult } from "../../state/ports.js";
+import { stateKeys, type ChangeLog, type FencingToken, type TxnOp, type TxnResult } from "../../state/index.js";
 import type { DeploymentStore } from "../ports.js";
 
 export interface ChangeLogDeploymentStoreOptions {
