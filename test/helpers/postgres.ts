@@ -34,7 +34,12 @@ export interface ThrowawayPostgres {
 
 let databaseCounter = 0;
 
-export async function startPostgres(): Promise<ThrowawayPostgres> {
+export interface StartPostgresOptions {
+  /** fsync as in production (for measurements); off by default, tests do not need it. */
+  durable?: boolean;
+}
+
+export async function startPostgres(options: StartPostgresOptions = {}): Promise<ThrowawayPostgres> {
   const initdb = postgresBinary("initdb");
   const postgres = postgresBinary("postgres");
   const runAs = unprivilegedUser("postgres");
@@ -54,8 +59,7 @@ export async function startPostgres(): Promise<ThrowawayPostgres> {
     "-k", socketDirectory,
     "-c", "listen_addresses=127.0.0.1",
     // A test server: durability is not what these tests measure, speed is welcome.
-    "-c", "fsync=off",
-    "-c", "full_page_writes=off",
+    ...(options.durable ? [] : ["-c", "fsync=off", "-c", "full_page_writes=off"]),
     "-c", "max_connections=200",
     "-c", "shared_buffers=32MB",
   ];
