@@ -137,6 +137,11 @@ describe("Redis coordination across a Redis restart", () => {
     expect(await first.log.txn([{ type: "put", key: "/deployments/web", value: new Uint8Array([9]) }], { fence: takeover.fence })).toMatchObject({ ok: false, reason: "fenced" });
   });
 
+  it("refuses to open with unavailable when Redis is not there", async () => {
+    await redis.stop();
+    await expect(RedisCoordination.open({ url: redis.url, clock: systemClock, commandTimeoutMs: 500 })).rejects.toMatchObject({ kind: "unavailable", message: "coordination store unavailable" });
+  });
+
   it("answers unavailable while Redis is down: nonce checks and rate limits fail closed", async () => {
     const [replica] = await twoReplicas();
     const nonces = replica.coordination.nonceCache({ windowMs: 30_000 });

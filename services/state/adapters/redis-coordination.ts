@@ -143,6 +143,11 @@ export class RedisCoordination implements Coordination {
   private readonly prefix: string;
   private readonly subscriber: Redis;
   private readonly wakeListeners = new Set<(revision: number | undefined) => void>();
+  private markSubscribed: () => void = () => undefined;
+  /** Resolves once the first subscription is confirmed: from then on no hint is missed silently. */
+  private readonly subscribed = new Promise<void>((resolve) => {
+    this.markSubscribed = resolve;
+  });
 
   private constructor(
     private readonly redis: Redis,
@@ -157,7 +162,10 @@ export class RedisCoordination implements Coordination {
     // while we were away is then in the log, and everything after reaches us.
     this.subscriber.on("ready", () => {
       this.subscriber.subscribe(channel).then(
-        () => this.notifyWake(undefined),
+        () => {
+          this.markSubscribed();
+          this.notifyWake(undefined);
+        },
         (error: unknown) => options.logger?.warn({ component: "coordination", err: error }, "redis subscribe failed"),
       );
     });
@@ -227,7 +235,7 @@ export class RedisCoordination implements Coordination {
     };
   }
 
-  /** Connects (both connections) and answers once Redis answered a PING. */
+  /** Connects both connections; answers once Redis answered a PING and confirmed the wake-up subscription. */
   static async open(options: RedisCoordinationOptions): Promise<RedisCoordination> {
     const redis = new Redis(options.url, {
       commandTimeout: options.commandTimeoutMs ?? 2_000,
@@ -241,6 +249,7 @@ export class RedisCoordination implements Coordination {
     const coordination = new RedisCoordination(redis, options);
     try {
       await coordination.guard(() => redis.ping());
+      await coordination.guard(() => withTimeout(coordination.subscribed, options.commandTimeoutMs ?? 2_000));
       return coordination;
     } catch (error) {
       await coordination.close();
@@ -284,6 +293,22 @@ export class RedisCoordination implements Coordination {
       throw new MeshError("unavailable", "coordination store unavailable");
     }
   }
+}
+
+function withTimeout(promise: Promise<void>, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready within ${timeoutMs} ms`)), timeoutMs);
+    promise.then(
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }
 
 /** Keys of bounded length whatever the caller's identifiers look like. */
