@@ -117,13 +117,25 @@ import {
   startLoggedProcess,
   writeResults,
 } from "./bench-kit.js";
+import {
+  type CallRecord,
+  type FaultKind,
+  type FaultWindow,
+  type PathName,
+  type PlannedFault,
+  type RssSample,
+  causeOf,
+  classify,
+  faultKinds,
+  judgeRss,
+  pathNames,
+  planFaults,
+  reroutedGraceMs,
+  windowOutcome,
+  wrongAnswerCode,
+} from "./soak-accounting.js";
 
 // ---------------------------------------------------------------- options
-
-const faultKinds = ["agent-kill", "agent-stop", "sidecar-kill", "server-kill", "rollout"] as const;
-type FaultKind = (typeof faultKinds)[number];
-type PathName = "local" | "server";
-const pathNames: readonly PathName[] = ["local", "server"];
 
 interface SoakOptions {
   runMs: number;
@@ -210,6 +222,7 @@ function toFaultKind(name: string): FaultKind {
 const nowMs = (): number => performance.timeOrigin + performance.now();
 const seconds = (ms: number, digits = 1): number => round(ms / 1000, digits);
 const mib = (bytes: number): number => round(bytes / 2 ** 20, 1);
+const orBlank = (value: number): number | string => (Number.isFinite(value) ? value : "");
 const statusName = (code: number): string => status[code] ?? String(code);
 const stateName = (state: HealthState): string => (HealthState[state] ?? String(state)).replace("HEALTH_STATE_", "");
 
@@ -609,19 +622,6 @@ async function stopGracefully(managed: LoggedProcess, graceMs: number): Promise<
 
 // ---------------------------------------------------------------- calls
 
-interface CallRecord {
-  path: PathName;
-  capability: string;
-  /** Due time (open loop: sent then, whatever earlier calls did). */
-  startMs: number;
-  endMs: number;
-  /** gRPC status code; 0 = OK. A wrong answer is recorded as code -1. */
-  code: number;
-  message: string;
-  instanceId: string;
-  version: string;
-}
-
 type Sender = (capability: string, payload: Payload, deadlineMs: number) => Promise<{ payload: Buffer; instanceId: string; version: string }>;
 
 /**
@@ -685,7 +685,7 @@ class OpenLoop {
           record.version = answer.version;
           const wrong = payload.check(answer.payload);
           if (wrong) {
-            record.code = -1;
+            record.code = wrongAnswerCode;
             record.message = wrong;
           }
         },
@@ -820,13 +820,6 @@ class WatchRecorder {
   }
 }
 
-interface RssSample {
-  component: string;
-  incarnation: number;
-  atMs: number;
-  rssBytes: number;
-}
-
 function sampleRss(mesh: Mesh, samples: RssSample[]): void {
   const components = [mesh.server, ...mesh.sidecars.values()];
   for (const component of components) {
@@ -871,60 +864,6 @@ const baselineRestored = (snapshot: Snapshot, baseline: Baseline): boolean =>
 const nothingUnready = (snapshot: Snapshot): boolean => snapshot.instances.every((instance) => instance.state === HealthState.HEALTH_STATE_READY);
 
 const instanceIn = (snapshot: Snapshot, instanceId: string): AgentInstance | undefined => snapshot.instances.find((instance) => instance.instanceId === instanceId);
-
-interface FaultWindow {
-  /** "agent-stop #1" */
-  fault: string;
-  kind: FaultKind;
-  phase: string;
-  target: string;
-  /** Failed calls on these paths overlapping the window are explained by it. */
-  paths: PathName[];
-  startMs: number;
-  budgetMs: number;
-  budgetWhy: string;
-  /** Observed recovery; undefined when never seen. */
-  endMs?: number;
-  /** When the harness stopped waiting for a window that did not close. */
-  gaveUpAtMs?: number;
-  /** Detection (the target leaving READY in the Watch), where the fault has one. */
-  detectedMs?: number;
-  notes: string[];
-}
-
-const reroutedGraceMs = 100;
-
-function capOf(window: FaultWindow, margin: number): number {
-  return window.startMs + window.budgetMs * margin;
-}
-
-function windowOutcome(window: FaultWindow, margin: number): "ok" | "late" | "never" | "skipped" {
-  if (window.phase === "not injected") return "skipped";
-  if (window.endMs === undefined) return "never";
-  return window.endMs <= capOf(window, margin) ? "ok" : "late";
-}
-
-/**
- * What a lost process or a slow recovery can answer. Anything else (UNAUTHENTICATED,
- * INTERNAL, a wrong answer, ...) is a defect whenever it happens: no window explains it.
- */
-const faultCodes: ReadonlySet<number> = new Set([status.UNAVAILABLE, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED, status.CANCELLED, status.ABORTED]);
-
-/** Where a failed call falls: explained by a window, inside a window after its budget ran out, or outside every window. */
-function classify(record: CallRecord, windows: FaultWindow[], margin: number): { kind: "explained" | "overrun" | "outside"; window?: FaultWindow } {
-  if (!faultCodes.has(record.code)) return { kind: "outside" };
-  for (const window of windows) {
-    if (!window.paths.includes(record.path)) continue;
-    const explainedUntil = Math.min(window.endMs ?? Number.POSITIVE_INFINITY, capOf(window, margin)) + reroutedGraceMs;
-    if (record.endMs >= window.startMs && record.startMs <= explainedUntil) return { kind: "explained", window };
-  }
-  for (const window of windows) {
-    if (!window.paths.includes(record.path)) continue;
-    const overrunUntil = (window.endMs ?? window.gaveUpAtMs ?? Number.POSITIVE_INFINITY) + reroutedGraceMs;
-    if (record.endMs >= capOf(window, margin) && record.startMs <= overrunUntil) return { kind: "overrun", window };
-  }
-  return { kind: "outside" };
-}
 
 // ---------------------------------------------------------------- faults
 
@@ -972,7 +911,7 @@ function openWindow(context: FaultContext, fields: Omit<FaultWindow, "notes" | "
 }
 
 function notInjected(context: FaultContext, fault: string, kind: FaultKind, why: string): void {
-  openWindow(context, { fault, kind, phase: "not injected", target: "", paths: [], budgetMs: 0, budgetWhy: "", endMs: nowMs() }).notes.push(why);
+  openWindow(context, { fault, kind, phase: "not injected", target: "", paths: [], budgetMs: 0, budgetWhy: "", endMs: nowMs(), skipped: true }).notes.push(why);
 }
 
 /** A READY instance of `deployment` whose process the harness can signal, chosen with the seed. */
@@ -1185,40 +1124,6 @@ function firstLine(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split("\n")[0] ?? "";
 }
 
-interface PlannedFault {
-  kind: FaultKind;
-  atMs: number;
-  round: number;
-  label: string;
-}
-
-/**
- * Rounds of every chosen fault kind, each round in seeded order, spread evenly
- * between the warm-up and the cool-down (about one fault a minute in long runs).
- */
-function planFaults(options: SoakOptions, random: () => number, faultsFromMs: number, faultsUntilMs: number): { plan: PlannedFault[]; slotMs: number } {
-  if (options.faults.length === 0) return { plan: [], slotMs: 0 };
-  const availableMs = Math.max(0, faultsUntilMs - faultsFromMs);
-  const rounds = Math.max(1, Math.floor(availableMs / (options.faults.length * 60_000)));
-  const slotMs = availableMs / (rounds * options.faults.length);
-  const plan: PlannedFault[] = [];
-  const counts = new Map<FaultKind, number>();
-  for (let roundIndex = 0; roundIndex < rounds; roundIndex += 1) {
-    const order = [...options.faults];
-    for (let index = order.length - 1; index > 0; index -= 1) {
-      const swap = Math.floor(random() * (index + 1));
-      [order[index], order[swap]] = [order[swap] as FaultKind, order[index] as FaultKind];
-    }
-    order.forEach((kind, index) => {
-      const count = (counts.get(kind) ?? 0) + 1;
-      counts.set(kind, count);
-      const slotStartMs = faultsFromMs + (roundIndex * order.length + index) * slotMs;
-      plan.push({ kind, round: roundIndex, atMs: slotStartMs + random() * 0.2 * slotMs, label: `${kind} #${count}` });
-    });
-  }
-  return { plan, slotMs };
-}
-
 async function runFault(context: FaultContext, planned: PlannedFault): Promise<void> {
   const { deployments } = context;
   // Round r: agent-stop and rollout take deployment r, agent-kill the next one (SDK and plain agents take turns).
@@ -1261,7 +1166,7 @@ function deploymentStates(snapshot: Snapshot, deployments: SoakDeployment[]): De
       hosts: [...new Set(ready.map((instance) => instance.host))].sort(),
       others: snapshot.instances
         .filter((instance) => instance.deployment === deployment.name && instance.state !== HealthState.HEALTH_STATE_READY)
-        .map((instance) => `${instance.instanceId.slice(0, 8)} ${stateName(instance.state)} on ${instance.host}`),
+        .map((instance) => `${instance.instanceId} ${stateName(instance.state)} on ${instance.host}`),
       statusPhase: known ? `${known.status?.readyReplicas ?? 0}/${known.replicas} ${known.status?.phase ?? ""}` : "missing",
       known: Boolean(known),
     };
@@ -1277,7 +1182,7 @@ function steadyProblems(snapshot: Snapshot, deployments: SoakDeployment[]): stri
   }
   const unready = snapshot.instances.filter((instance) => instance.state !== HealthState.HEALTH_STATE_READY);
   if (unready.length > 0) {
-    problems.push(`instances not READY: ${unready.map((instance) => `${instance.deployment || instance.manifest?.name} ${instance.instanceId.slice(0, 8)} ${stateName(instance.state)} on ${instance.host}`).join("; ")}`);
+    problems.push(`instances not READY: ${unready.map((instance) => `${instance.instanceId} ${stateName(instance.state)} on ${instance.host}`).join("; ")}`);
   }
   return problems;
 }
@@ -1301,61 +1206,6 @@ async function awaitSteady(mesh: Mesh, deployments: SoakDeployment[], timeoutMs:
 }
 
 // ---------------------------------------------------------------- analysis
-
-interface RssVerdict {
-  component: string;
-  incarnation: number;
-  lifeS: number;
-  baselineMiB: number;
-  endMiB: number;
-  maxMiB: number;
-  growthMiB: number;
-  judged: boolean;
-  ok: boolean;
-}
-
-const rssBoundBytes = 32 * 2 ** 20;
-
-function judgeRss(samples: RssSample[]): RssVerdict[] {
-  const lives = new Map<string, RssSample[]>();
-  for (const sample of samples) {
-    const key = `${sample.component}\u0000${sample.incarnation}`;
-    lives.set(key, [...(lives.get(key) ?? []), sample]);
-  }
-  return [...lives.values()].map((life) => {
-    const first = life[0] as RssSample;
-    const settled = life.filter((sample) => sample.atMs >= first.atMs + 10_000);
-    const lifeMs = (life[life.length - 1] as RssSample).atMs - first.atMs;
-    const baseline = settled.filter((sample) => sample.atMs < (settled[0]?.atMs ?? 0) + 30_000).map((sample) => sample.rssBytes);
-    const end = life.slice(-10).map((sample) => sample.rssBytes);
-    const judged = lifeMs >= 60_000 && baseline.length > 0;
-    const baselineBytes = baseline.length > 0 ? percentile(baseline, 0.5) : Number.NaN;
-    const endBytes = percentile(end, 0.5);
-    const growth = endBytes - baselineBytes;
-    return {
-      component: first.component,
-      incarnation: first.incarnation,
-      lifeS: seconds(lifeMs, 0),
-      baselineMiB: mib(baselineBytes),
-      endMiB: mib(endBytes),
-      maxMiB: mib(Math.max(...life.map((sample) => sample.rssBytes))),
-      growthMiB: mib(growth),
-      judged,
-      ok: !judged || growth <= rssBoundBytes,
-    };
-  });
-}
-
-/** A failure message with ids and numbers taken out, so alike failures group together. */
-function causeOf(record: CallRecord): string {
-  const name = record.code === -1 ? "WRONG_ANSWER" : statusName(record.code);
-  const message = record.message
-    .replace(/[0-9a-f]{8}-[0-9a-f-]{27,}/gi, "<id>")
-    .replace(/\b[0-9a-f]{12,}\b/gi, "<hex>")
-    .replace(/\d+(\.\d+)?/g, "N")
-    .slice(0, 90);
-  return `${name} ${message}`;
-}
 
 interface PathSummary {
   path: PathName;
@@ -1452,7 +1302,7 @@ async function main(): Promise<number> {
     runStartMs = nowMs();
     for (const loop of loops) loop.start();
     const edgeMs = Math.max(10_000, options.runMs * 0.05);
-    const { plan, slotMs } = planFaults(options, random, runStartMs + edgeMs, runStartMs + options.runMs - edgeMs);
+    const { plan, slotMs } = planFaults(options.faults, random, runStartMs + edgeMs, runStartMs + options.runMs - edgeMs);
     if (plan.length > 0 && slotMs < 20_000) process.stdout.write(`note: ${plan.length} faults in ${seconds(options.runMs, 0)} s leave ${seconds(slotMs)} s each; faults wait for the previous one to end\n`);
     const context: FaultContext = { mesh, watch, deployments, options, random, windows, stoppedPids, versions: new Map(), rolloutFiles: 0 };
     let lastFaultEndMs = runStartMs;
@@ -1614,7 +1464,16 @@ async function main(): Promise<number> {
     printGrid(
       "memory: RSS per process life (bound: +32 MiB from its first 30 s to its end; lives < 60 s not judged)",
       ["process", "life", "lived s", "start MiB", "end MiB", "max MiB", "growth MiB", "result"],
-      rss.map((verdict) => [verdict.component, verdict.incarnation, verdict.lifeS, verdict.baselineMiB, verdict.endMiB, verdict.maxMiB, verdict.growthMiB, verdict.judged ? (verdict.ok ? "ok" : "OVER") : "too short"]),
+      rss.map((verdict) => [
+        verdict.component,
+        verdict.incarnation,
+        verdict.lifeS,
+        orBlank(verdict.baselineMiB),
+        verdict.endMiB,
+        verdict.maxMiB,
+        orBlank(verdict.growthMiB),
+        verdict.judged ? (verdict.ok ? "ok" : "OVER") : "too short",
+      ]),
     );
     printGrid(
       `final state (after up to 30 s for it to settle; waited ${seconds(final.waitedMs)} s)`,
@@ -1647,7 +1506,7 @@ async function main(): Promise<number> {
       capability: entry.record.capability,
       startS: at(entry.record.startMs),
       durationMs: round(entry.record.endMs - entry.record.startMs, 1),
-      code: entry.record.code === -1 ? "WRONG_ANSWER" : statusName(entry.record.code),
+      code: causeOf(entry.record).split(" ")[0],
       message: entry.record.message,
       where: entry.kind === "outside" ? "outside" : `${entry.kind}: ${entry.window?.fault} ${entry.window?.phase}`,
     }));
