@@ -13,7 +13,7 @@
  *                            certificate renews ≥ 6 times: renewal comes at 40-50 % of the TTL)
  *   --max-connection-age D   server --max-connection-age (default: a quarter of --cert-ttl)
  *   --faults all|none|LIST   comma list of agent-kill, agent-stop, sidecar-kill, server-kill,
- *                            rollout (default all)
+ *                            rollout (default all; a kind listed twice runs twice a round)
  *   --seed N                 fault order, targets and payloads (default 1): same seed, same run
  *   --call-timeout D         deadline of every call (default 2s)
  *   --budget-margin N        a window may take budget × N before it counts as overrun (default 3:
@@ -67,6 +67,9 @@
  *
  * Assertions at the end (each failure listed, exit code 1):
  *   - no failed call outside the windows; no window over budget × margin; every fault injected
+ *   - no instance changes to UNHEALTHY, DEGRADED or FAILED outside the faults (registry Watch; a
+ *     fault spans its windows and the time between them): renewals and connection ageing must
+ *     not make states flap
  *   - every deployment at its desired READY replicas, spread over both hosts (replicas ≥ 2),
  *     no registered instance in any other state
  *   - `ctl audit verify` passes on every audit log (server and each sidecar data dir)
@@ -84,7 +87,7 @@
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { execFile } from "node:child_process";
-import { loadavg, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Metadata, type ServiceError, connectivityState, credentials, status } from "@grpc/grpc-js";
@@ -379,7 +382,9 @@ interface LogEvent {
 interface AgentProcessRecord {
   pid: number;
   instanceId: string;
-  host: string;
+  host: SidecarHost;
+  /** Which life of the sidecar started it (a killed sidecar's agents live on as orphans). */
+  incarnation: number;
   startedAtMs: number;
 }
 
@@ -517,11 +522,16 @@ class Mesh {
     return this.logEvents.filter((event) => event.component === component && event.atMs >= fromMs && (typeof msg === "string" ? event.msg === msg : msg.test(event.msg)));
   }
 
-  /** The live agent process of `instanceId`, from the newest supervisor line naming it. */
+  /**
+   * The live agent process of `instanceId`, from the newest supervisor line naming it,
+   * when the sidecar that started it is still the running one (not an orphan of a killed one).
+   */
   agentPid(instanceId: string): number | undefined {
     for (let index = this.agentProcesses.length - 1; index >= 0; index -= 1) {
       const record = this.agentProcesses[index] as AgentProcessRecord;
-      if (record.instanceId === instanceId) return isAlive(record.pid) ? record.pid : undefined;
+      if (record.instanceId !== instanceId) continue;
+      const current = this.sidecars.get(record.host);
+      return isAlive(record.pid) && current?.process.isRunning() && current.incarnation === record.incarnation ? record.pid : undefined;
     }
     return undefined;
   }
@@ -600,7 +610,7 @@ class Mesh {
       this.logEvents.push({ atMs, component, incarnation, msg, fields: line });
     }
     if (msg === "agent process state changed" && host && typeof line.pid === "number" && line.state === "starting") {
-      this.agentProcesses.push({ pid: line.pid, instanceId: String(line.instanceId), host, startedAtMs: atMs });
+      this.agentProcesses.push({ pid: line.pid, instanceId: String(line.instanceId), host, incarnation, startedAtMs: atMs });
     }
     const level = typeof line.level === "number" ? line.level : 0;
     if (level >= 40) {
@@ -1401,7 +1411,15 @@ async function main(): Promise<number> {
     }
     const serverDown = windows.filter((window) => window.kind === "server-kill");
     const inServerWindow = (atMs: number) => serverDown.some((window) => atMs >= window.startMs && atMs <= (window.endMs ?? window.gaveUpAtMs ?? runEndMs));
-    const inAnyWindow = (atMs: number) => windows.some((window) => atMs >= window.startMs && atMs <= (window.endMs ?? window.gaveUpAtMs ?? runEndMs) + reroutedGraceMs);
+    // For side effects (state flaps, streams lost) a fault counts from its first window's start to its last one's end:
+    // the 10 s an agent stays stopped is part of its fault even though it explains no failed call.
+    const faultSpans = new Map<string, { startMs: number; endMs: number }>();
+    for (const window of windows) {
+      const endMs = (window.endMs ?? window.gaveUpAtMs ?? runEndMs) + reroutedGraceMs;
+      const span = faultSpans.get(window.fault) ?? { startMs: window.startMs, endMs };
+      faultSpans.set(window.fault, { startMs: Math.min(span.startMs, window.startMs), endMs: Math.max(span.endMs, endMs) });
+    }
+    const inAnyWindow = (atMs: number) => [...faultSpans.values()].some((span) => atMs >= span.startMs && atMs <= span.endMs);
     const aged = connectivity.filter((change) => change.from === "READY" && !inServerWindow(change.atMs));
     const requiredAgeings = Math.min(3, Math.floor(runWindowMs / options.maxConnectionAgeMs) - 1);
     if (aged.length < requiredAgeings) failures.push(`the harness's server connection went away ${aged.length} time(s) outside server restarts; --max-connection-age ${seconds(options.maxConnectionAgeMs)} s should age it ≥ ${requiredAgeings} times`);
@@ -1410,6 +1428,10 @@ async function main(): Promise<number> {
       return { host, total: lost.length, outsideWindows: lost.filter((event) => !inAnyWindow(event.atMs)).length, details: [...new Set(lost.map((event) => `${statusName(Number(event.fields.code))} ${String(event.fields.details ?? "")}`))] };
     });
     const watchCutsOutside = watch.cuts.filter((cut) => cut.atMs >= runStartMs && cut.atMs <= runEndMs && !inServerWindow(cut.atMs));
+    // A state a user sees flap (ctl agents, alerts, routing) with no fault to explain it: ageing and renewals must not cause one.
+    const flapStates = new Set([HealthState.HEALTH_STATE_UNHEALTHY, HealthState.HEALTH_STATE_DEGRADED, HealthState.HEALTH_STATE_FAILED]);
+    const flaps = watch.events.filter((event) => !event.snapshot && event.atMs >= runStartMs && event.atMs <= runEndMs && event.type === "UPDATED" && flapStates.has(event.state) && !inAnyWindow(event.atMs));
+    if (flaps.length > 0) failures.push(`${flaps.length} instance state change(s) to ${[...new Set(flaps.map((event) => stateName(event.state)))].join("/")} outside every fault (first at ${seconds((flaps[0] as SeenWatchEvent).atMs - runStartMs)} s)`);
 
     // ---- memory
     const rss = judgeRss(rssSamples.filter((sample) => sample.atMs >= runStartMs && sample.atMs <= runEndMs));
@@ -1419,6 +1441,8 @@ async function main(): Promise<number> {
 
     // ---- report
     const at = (ms: number) => seconds(ms - runStartMs);
+    const loadAfter = loadavg();
+    process.stdout.write(`\nload average (1/5/15 min) before → after: ${loadBefore.map((value) => value.toFixed(1)).join("/")} → ${loadAfter.map((value) => value.toFixed(1)).join("/")} on ${cpus().length} cores\n`);
     printGrid(
       `soak — ${seconds(runWindowMs, 0)} s measured (+${seconds(setupMs, 0)} s setup), ${options.ratePerSecond} calls/s per path, deadline ${options.callTimeoutMs} ms, cert TTL ${seconds(options.certTtlMs)} s, max connection age ${seconds(options.maxConnectionAgeMs)} s, seed ${options.seed}`,
       ["path", "calls", "ok", "failed", "explained", "overrun", "OUTSIDE", "ok p50 / p99 / max ms", "calls/s"],
@@ -1458,7 +1482,8 @@ async function main(): Promise<number> {
       [
         ["harness → server connection went away (READY → other), outside server restarts", aged.length, `need ≥ ${requiredAgeings}; every ${seconds(options.maxConnectionAgeMs)} s expected`],
         ["harness Watch stream cut, outside server restarts", watchCutsOutside.length, [...new Set(watchCutsOutside.map((cut) => `${statusName(cut.code)} ${cut.details}`))].join("; ").slice(0, 120)],
-        ...streamLost.map((lost) => [`sidecar ${lost.host}: Connect stream lost (total / outside fault windows)`, `${lost.total} / ${lost.outsideWindows}`, lost.details.join("; ").slice(0, 120)]),
+        ["instance state flaps (to UNHEALTHY/DEGRADED/FAILED) outside faults", flaps.length, flaps.slice(0, 3).map((event) => `${event.instanceId} ${stateName(event.state)} at ${seconds(event.atMs - runStartMs)} s`).join("; ")],
+        ...streamLost.map((lost) => [`sidecar ${lost.host}: Connect stream lost (total / outside faults)`, `${lost.total} / ${lost.outsideWindows}`, lost.details.join("; ").slice(0, 120)]),
       ],
     );
     printGrid(
@@ -1514,7 +1539,8 @@ async function main(): Promise<number> {
       at: new Date().toISOString(),
       node: process.version,
       loadAverageBefore: loadBefore,
-      loadAverageAfter: loadavg(),
+      loadAverageAfter: loadAfter,
+      cores: cpus().length,
       parameters: { ...options, deploymentFile: options.deploymentFile.replace(`${repoRoot}/`, "") },
       setupS: seconds(setupMs),
       measuredS: seconds(runWindowMs),
@@ -1531,6 +1557,7 @@ async function main(): Promise<number> {
       connectionAgeing: {
         harnessConnectionChanges: connectivity.map((change) => ({ ...change, atS: at(change.atMs) })),
         agedOutsideServerRestarts: aged.length,
+        stateFlapsOutsideWindows: flaps.map((event) => ({ atS: at(event.atMs), instanceId: event.instanceId, host: event.host, state: stateName(event.state) })),
         watchCuts: watch.cuts.map((cut) => ({ atS: at(cut.atMs), code: statusName(cut.code), details: cut.details })),
         sidecarStreamsLost: streamLost,
       },
