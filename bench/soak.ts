@@ -868,10 +868,19 @@ function baselineOf(snapshot: Snapshot, deployments: SoakDeployment[]): Baseline
   return new Map(deployments.map((deployment) => [deployment.name, readyOf(snapshot, deployment.name).length]));
 }
 
-const baselineRestored = (snapshot: Snapshot, baseline: Baseline): boolean =>
-  [...baseline].every(([deployment, count]) => readyOf(snapshot, deployment).length >= count);
+/** What is missing for a recovery; empty when it is complete. */
+type Missing = string[];
 
-const nothingUnready = (snapshot: Snapshot): boolean => snapshot.instances.every((instance) => instance.state === HealthState.HEALTH_STATE_READY);
+const belowBaseline = (snapshot: Snapshot, baseline: Baseline): Missing =>
+  [...baseline].flatMap(([deployment, count]) => {
+    const ready = readyOf(snapshot, deployment).length;
+    return ready >= count ? [] : [`${deployment} ${ready}/${count} READY`];
+  });
+
+const unready = (snapshot: Snapshot): Missing => {
+  const others = snapshot.instances.filter((instance) => instance.state !== HealthState.HEALTH_STATE_READY);
+  return others.length === 0 ? [] : [`not READY: ${others.slice(0, 3).map((instance) => `${instance.instanceId} ${stateName(instance.state)} on ${instance.host}`).join(", ")}${others.length > 3 ? ` and ${others.length - 3} more` : ""}`];
+};
 
 const instanceIn = (snapshot: Snapshot, instanceId: string): AgentInstance | undefined => snapshot.instances.find((instance) => instance.instanceId === instanceId);
 
@@ -893,21 +902,27 @@ interface FaultContext {
 const pollIntervalMs = 100;
 
 /**
- * Polls until `recovered` holds for a snapshot, and sets the window's end to
- * that snapshot's time. Waits up to budget × margin, then as long again (at
- * least 10 s) to see a late recovery, then gives up and records it.
+ * Polls until `missing` answers nothing for a snapshot, and sets the window's
+ * end to that snapshot's time. Waits up to budget × margin, then as long again
+ * (at least 10 s) to see a late recovery, then gives up and notes what was still
+ * missing.
  */
-async function observeWindow(context: FaultContext, window: FaultWindow, recovered: (snapshot: Snapshot) => boolean | Promise<boolean>, untilMs?: number): Promise<void> {
+async function observeWindow(context: FaultContext, window: FaultWindow, missing: (snapshot: Snapshot) => Missing | Promise<Missing>, untilMs?: number): Promise<void> {
   const capMs = window.budgetMs * context.options.budgetMargin;
   const giveUpAtMs = untilMs ?? window.startMs + capMs + Math.max(10_000, capMs);
+  let last: Missing = ["the registry did not answer"];
   for (;;) {
     const snapshot = await takeSnapshot(context.mesh);
-    if (snapshot && (await recovered(snapshot))) {
-      window.endMs = snapshot.atMs;
-      return;
+    if (snapshot) {
+      last = await missing(snapshot);
+      if (last.length === 0) {
+        window.endMs = snapshot.atMs;
+        return;
+      }
     }
     if (nowMs() >= giveUpAtMs) {
       window.gaveUpAtMs = nowMs();
+      window.notes.push(`still missing: ${last.join("; ")}`);
       return;
     }
     await delay(pollIntervalMs);
@@ -955,7 +970,11 @@ async function agentKill(context: FaultContext, fault: string, deployment: SoakD
   await observeWindow(context, window, (snapshot) => {
     const now = instanceIn(snapshot, instanceId);
     const replaced = now === undefined || context.mesh.agentStartsSince(instanceId, window.startMs).length > 0;
-    return replaced && (now === undefined || now.state === HealthState.HEALTH_STATE_READY) && baselineRestored(snapshot, baseline);
+    return [
+      ...(replaced ? [] : ["no new process for the instance"]),
+      ...(now === undefined || now.state === HealthState.HEALTH_STATE_READY ? [] : [`the instance is ${stateName(now.state)}`]),
+      ...belowBaseline(snapshot, baseline),
+    ];
   });
   window.detectedMs = context.watch.leftReady(instanceId, window.startMs)?.atMs;
 }
@@ -980,9 +999,8 @@ async function agentStop(context: FaultContext, fault: string, deployment: SoakD
   context.stoppedPids.add(picked.pid);
   signalAgent(picked.pid, "SIGSTOP");
   const continueAtMs = stopped.startMs + stopHoldMs;
-  await observeWindow(context, stopped, (snapshot) => instanceIn(snapshot, instanceId)?.state !== HealthState.HEALTH_STATE_READY, continueAtMs);
+  await observeWindow(context, stopped, (snapshot) => (instanceIn(snapshot, instanceId)?.state === HealthState.HEALTH_STATE_READY ? [`still READY after ${seconds(stopHoldMs, 0)} s stopped`] : []), continueAtMs);
   stopped.detectedMs = context.watch.leftReady(instanceId, stopped.startMs)?.atMs ?? stopped.endMs;
-  if (stopped.endMs === undefined) stopped.notes.push(`still READY after ${seconds(stopHoldMs, 0)} s stopped`);
   // The hold is the fault itself (10 s of a frozen process), not a wait for state.
   await delay(Math.max(0, continueAtMs - nowMs()));
   const continued = signalAgent(picked.pid, "SIGCONT");
@@ -999,7 +1017,7 @@ async function agentStop(context: FaultContext, fault: string, deployment: SoakD
   if (!continued) resumed.notes.push("process gone before SIGCONT (the sidecar replaced it)");
   await observeWindow(context, resumed, (snapshot) => {
     const now = instanceIn(snapshot, instanceId);
-    return (now === undefined || now.state === HealthState.HEALTH_STATE_READY) && baselineRestored(snapshot, baseline);
+    return [...(now === undefined || now.state === HealthState.HEALTH_STATE_READY ? [] : [`the instance is ${stateName(now.state)}`]), ...belowBaseline(snapshot, baseline)];
   });
 }
 
@@ -1043,7 +1061,13 @@ async function sidecarKill(context: FaultContext, fault: string): Promise<void> 
   const fresh = (instance: AgentInstance) => instance.registeredAtMs >= window.startMs || context.mesh.agentStartsSince(instance.instanceId, window.startMs).some((record) => record.host === host);
   await observeWindow(context, window, (now) => {
     const onHost = now.instances.filter((instance) => instance.host === host);
-    return baselineRestored(now, baseline) && nothingUnready(now) && onHost.length > 0 && onHost.every(fresh);
+    const stale = onHost.filter((instance) => !fresh(instance));
+    return [
+      ...belowBaseline(now, baseline),
+      ...unready(now),
+      ...(onHost.length === 0 ? [`nothing registered on ${host}`] : []),
+      ...(stale.length === 0 ? [] : [`still the killed sidecar's: ${stale.map((instance) => instance.instanceId).join(", ")}`]),
+    ];
   });
   window.detectedMs = context.watch.events.find((event) => !event.snapshot && event.atMs >= window.startMs && event.host === host && (event.type === "REMOVED" || event.state !== HealthState.HEALTH_STATE_READY))?.atMs;
 }
@@ -1082,13 +1106,15 @@ async function serverKill(context: FaultContext, fault: string): Promise<void> {
   }
   const names = context.deployments.map((deployment) => deployment.name);
   await observeWindow(context, window, (now) => {
-    const reconnected = sidecarHosts.every((host) => context.mesh.eventsOf(`sidecar ${host}`, "connected to control plane", window.startMs).length > 0);
-    const known = names.every((name) => now.deployments.some((deployment) => deployment.name === name));
-    return reconnected && known && baselineRestored(now, baseline) && nothingUnready(now);
+    const away = sidecarHosts.filter((host) => context.mesh.eventsOf(`sidecar ${host}`, "connected to control plane", window.startMs).length === 0);
+    const unknown = names.filter((name) => !now.deployments.some((deployment) => deployment.name === name));
+    return [
+      ...(away.length === 0 ? [] : [`not reconnected: ${away.join(", ")}`]),
+      ...(unknown.length === 0 ? [] : [`deployments not known after the restart: ${unknown.join(", ")}`]),
+      ...belowBaseline(now, baseline),
+      ...unready(now),
+    ];
   });
-  const listed = await takeSnapshot(context.mesh);
-  const missing = names.filter((name) => !listed?.deployments.some((deployment) => deployment.name === name));
-  if (missing.length > 0) window.notes.push(`deployments not known after the restart: ${missing.join(", ")}`);
 }
 
 async function rollout(context: FaultContext, fault: string, deployment: SoakDeployment): Promise<void> {
@@ -1111,15 +1137,16 @@ async function rollout(context: FaultContext, fault: string, deployment: SoakDep
     return;
   }
   context.versions.set(deployment.name, to);
-  let lastPhase = "";
   await observeWindow(context, window, async (snapshot) => {
     const state = await context.mesh.rollout(deployment.name).catch(() => undefined);
-    lastPhase = state ? `${(Rollout_Phase[state.phase] ?? "").replace("PHASE_", "").toLowerCase()} (to ${state.toVersion})` : "";
-    if (state?.phase !== Rollout_Phase.PHASE_COMPLETE || state.toVersion !== to) return false;
+    const phase = state ? `${(Rollout_Phase[state.phase] ?? "").replace("PHASE_", "").toLowerCase()} to ${state.toVersion}` : "no rollout known";
     const own = snapshot.instances.filter((instance) => instance.deployment === deployment.name);
-    return own.length === deployment.replicas && own.every((instance) => instance.state === HealthState.HEALTH_STATE_READY && instance.manifest?.version === to);
+    const current = own.filter((instance) => instance.state === HealthState.HEALTH_STATE_READY && instance.manifest?.version === to);
+    return [
+      ...(state?.phase === Rollout_Phase.PHASE_COMPLETE && state.toVersion === to ? [] : [`rollout ${phase}`]),
+      ...(current.length === deployment.replicas && own.length === deployment.replicas ? [] : [`${current.length} of ${own.length} instances READY on ${to}, ${deployment.replicas} wanted`]),
+    ];
   });
-  if (window.endMs === undefined) window.notes.push(`rollout last seen: ${lastPhase || "unknown"}`);
 }
 
 /** Deployment documents as a YAML stream (JSON documents are YAML) for `ctl apply -f`. */
