@@ -59,13 +59,17 @@ class AttachSession:
     agent_ended: asyncio.Event = field(default_factory=asyncio.Event)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     _finish: asyncio.Event = field(default_factory=asyncio.Event)
+    # grpc.aio takes one write at a time per stream.
+    _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, *frames: agent_pb2.CallFrame) -> None:
-        await self.context.write(agent_pb2.AttachResponse(calls=list(frames)))
+        async with self._writing:
+            await self.context.write(agent_pb2.AttachResponse(calls=list(frames)))
 
     async def send_single(self, frame: agent_pb2.CallFrame) -> None:
         """The older one-frame form (`call` in the oneof) that senders may still use."""
-        await self.context.write(agent_pb2.AttachResponse(call=frame))
+        async with self._writing:
+            await self.context.write(agent_pb2.AttachResponse(call=frame))
 
     def end(self) -> None:
         """The sidecar ends the stream (OK status)."""
@@ -78,9 +82,11 @@ class CallSession:
 
     context: grpc.aio.ServicerContext[agent_pb2.SidecarServiceCallRequest, agent_pb2.SidecarServiceCallResponse]
     received: FrameLog = field(default_factory=FrameLog)
+    _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, *frames: agent_pb2.CallFrame) -> None:
-        await self.context.write(agent_pb2.SidecarServiceCallResponse(frames=list(frames)))
+        async with self._writing:
+            await self.context.write(agent_pb2.SidecarServiceCallResponse(frames=list(frames)))
 
 
 def open_invocation(

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, cast
 
@@ -123,7 +123,8 @@ class MeshCaller:
         # Created on first use, inside the caller's event loop.
         self._channel: grpc.aio.Channel | None = None
         self._outbox: FrameOutbox[agent_pb2.SidecarServiceCallRequest] | None = None
-        self._stream_changed: asyncio.Event | None = None
+        # Set on every state change; calls waiting for a usable stream watch it.
+        self._stream_changed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._stream_call: grpc.aio.StreamStreamCall[
             agent_pb2.SidecarServiceCallRequest, agent_pb2.SidecarServiceCallResponse
@@ -211,7 +212,7 @@ class MeshCaller:
         timeout_s: float | None = None,
         content_type: str = "",
         metadata: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """A streamed reply, chunk by chunk (``async for chunk in caller.invoke_stream(...)``).
 
         Errors surface from the iteration. Leaving the loop early cancels the call at
@@ -267,8 +268,6 @@ class MeshCaller:
             return
         self._set_state("closed")
         self._fail_all(Unavailable("caller closed"))
-        if self._stream_changed is not None:
-            self._stream_changed.set()
         if self._stream_call is not None:
             self._stream_call.cancel()
         if self._runner is not None:
@@ -398,8 +397,10 @@ class MeshCaller:
         return self._channel
 
     def _start(self) -> None:
+        if self._state != "idle":
+            return
         self._ensure_channel()
-        self._stream_changed = asyncio.Event()
+        self._set_state("connecting")
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="agentmesh-call-stream")
 
     async def _wait_for_stream(self, deadline: float) -> FrameOutbox[agent_pb2.SidecarServiceCallRequest]:
@@ -411,7 +412,6 @@ class MeshCaller:
             if self._outbox is not None and self._state in ("connecting", "ready"):
                 return self._outbox
             changed = self._stream_changed
-            assert changed is not None
             changed.clear()
             try:
                 async with asyncio.timeout_at(deadline):
@@ -424,8 +424,7 @@ class MeshCaller:
             return
         _log.debug("call stream %s -> %s", self._state, state)
         self._state = state
-        if self._stream_changed is not None:
-            self._stream_changed.set()
+        self._stream_changed.set()
 
     async def _run(self) -> None:
         channel = self._ensure_channel()
