@@ -407,3 +407,20 @@ def test_handlers_register_by_decorator_or_dict() -> None:
     by_decorator = Agent()
     assert by_decorator.unary("a")(upper) is upper
     assert by_dict.handlers == by_decorator.handlers == {"a": upper}
+
+
+async def test_giving_up_on_ready_does_not_cancel_readiness(served: list[Serving]) -> None:
+    later = SidecarDouble()
+    await later.start()
+    port = later.port
+    await later.stop()
+    serving = await Agent().start(sidecar_address=f"127.0.0.1:{port}", instance_id="py-late", backoff=FAST_BACKOFF, orphan_timeout_s=0)
+    served.append(serving)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(serving.ready, 0.05)
+    await later.start(port)
+    try:
+        await asyncio.wait_for(serving.ready, WAIT_S)
+        assert serving.state == "attached"
+    finally:
+        await later.stop()

@@ -307,8 +307,11 @@ class Serving:
 
     @property
     def ready(self) -> asyncio.Future[None]:
-        """Resolves once the sidecar welcomed the stream; raises Unavailable if serving closed first."""
-        return self._ready
+        """Resolves once the sidecar welcomed the stream; raises Unavailable if serving closed first.
+
+        Shielded: a caller that gives up waiting (``wait_for`` timing out) does not cancel readiness.
+        """
+        return asyncio.shield(self._ready)
 
     @property
     def state(self) -> ServingState:
@@ -357,7 +360,8 @@ class Serving:
                     if task in pending:
                         stream.forced.add(call_id)
                         task.cancel()
-                await asyncio.wait(pending)
+                # Bounded: a handler that swallows its cancellation must not hold the exit.
+                await asyncio.wait(pending, timeout=_FLUSH_TIMEOUT_S)
         if stream is not None and not stream.outbox.closed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stream.outbox.flushed(), _FLUSH_TIMEOUT_S)
@@ -471,7 +475,8 @@ class Serving:
                 context._cancelled.set()
                 task.cancel()
             if stream.running:
-                await asyncio.wait([task for task, _ in stream.running.values()])
+                # Bounded, as in shutdown(): reconnecting must not wait on a handler that ignores its cancel.
+                await asyncio.wait([task for task, _ in stream.running.values()], timeout=_FLUSH_TIMEOUT_S)
             if writer is not None:
                 writer.cancel()
                 with contextlib.suppress(BaseException):
