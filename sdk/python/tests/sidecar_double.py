@@ -134,7 +134,9 @@ class SidecarDouble:
                 response_serializer=agent_pb2.SidecarServiceDiscoverResponse.SerializeToString,
             ),
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("agentmesh.v1.SidecarService", handlers),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("agentmesh.v1.SidecarService", handlers),)
+        )
         self.port = server.add_insecure_port(f"127.0.0.1:{port}")
         if self.port == 0:
             raise RuntimeError(f"could not bind 127.0.0.1:{port}")
@@ -180,7 +182,9 @@ class SidecarDouble:
             await context.abort(*self.refuse_attach)
             return
         session = AttachSession(hello=first.hello, context=context)
-        await context.write(agent_pb2.AttachResponse(welcome=agent_pb2.AttachWelcome(instance_id=first.hello.instance_id)))
+        await context.write(
+            agent_pb2.AttachResponse(welcome=agent_pb2.AttachWelcome(instance_id=first.hello.instance_id))
+        )
         self.attach_sessions.append(session)
         self._attached.set()
 
@@ -228,7 +232,9 @@ class SidecarDouble:
     async def _discover(
         self,
         request: agent_pb2.SidecarServiceDiscoverRequest,
-        _context: grpc.aio.ServicerContext[agent_pb2.SidecarServiceDiscoverRequest, agent_pb2.SidecarServiceDiscoverResponse],
+        _context: grpc.aio.ServicerContext[
+            agent_pb2.SidecarServiceDiscoverRequest, agent_pb2.SidecarServiceDiscoverResponse
+        ],
     ) -> agent_pb2.SidecarServiceDiscoverResponse:
         self.discover_requests.append(request)
         return agent_pb2.SidecarServiceDiscoverResponse(instances=self.discover_answer)

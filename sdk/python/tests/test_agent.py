@@ -22,7 +22,7 @@ OK = 0
 async def until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
     """Yields to the loop until `condition` holds (state changes made by other tasks), bounded."""
     async with asyncio.timeout(timeout_s):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 (Serving's state has no event of its own)
             await asyncio.sleep(0)
 
 
@@ -38,8 +38,9 @@ def is_reply(call_id: int) -> FramePredicate:
 
 
 def is_end(call_id: int) -> FramePredicate:
-    return lambda frame: frame.call_id == call_id and (
-        frame.kind == CallFrame.KIND_END or (frame.kind == CallFrame.KIND_DATA and frame.end)
+    return lambda frame: (
+        frame.call_id == call_id
+        and (frame.kind == CallFrame.KIND_END or (frame.kind == CallFrame.KIND_DATA and frame.end))
     )
 
 
@@ -414,7 +415,9 @@ async def test_giving_up_on_ready_does_not_cancel_readiness(served: list[Serving
     await later.start()
     port = later.port
     await later.stop()
-    serving = await Agent().start(sidecar_address=f"127.0.0.1:{port}", instance_id="py-late", backoff=FAST_BACKOFF, orphan_timeout_s=0)
+    serving = await Agent().start(
+        sidecar_address=f"127.0.0.1:{port}", instance_id="py-late", backoff=FAST_BACKOFF, orphan_timeout_s=0
+    )
     served.append(serving)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(serving.ready, 0.05)

@@ -45,7 +45,9 @@ async def echo(open_frame: agent_pb2.CallFrame, session: CallSession) -> None:
     request = open_frame.request
     if open_frame.streaming:
         for sequence, word in enumerate(request.payload.split(), start=1):
-            await session.send(CallFrame(call_id=open_frame.call_id, kind=CallFrame.KIND_DATA, payload=word, sequence=sequence))
+            await session.send(
+                CallFrame(call_id=open_frame.call_id, kind=CallFrame.KIND_DATA, payload=word, sequence=sequence)
+            )
         await session.send(CallFrame(call_id=open_frame.call_id, kind=CallFrame.KIND_END))
         return
     await session.send(
@@ -188,7 +190,12 @@ async def test_invoke_stream_yields_chunks_in_order(sidecar: SidecarDouble, call
 
 async def test_leaving_a_stream_early_cancels_it(sidecar: SidecarDouble, callers: list[MeshCaller]) -> None:
     async def endless(open_frame: agent_pb2.CallFrame, session: CallSession) -> None:
-        await session.send(*(CallFrame(call_id=open_frame.call_id, kind=CallFrame.KIND_DATA, payload=b"tok", sequence=n) for n in range(1, 4)))
+        await session.send(
+            *(
+                CallFrame(call_id=open_frame.call_id, kind=CallFrame.KIND_DATA, payload=b"tok", sequence=n)
+                for n in range(1, 4)
+            )
+        )
 
     sidecar.call_script = endless
     caller = new_caller(sidecar, callers)

@@ -21,11 +21,17 @@ Op = registry_pb2.LabelRequirement
         (
             "env=prod,tier in (a|b),!canary,gpu",
             {"env": "prod"},
-            [("tier", Op.OPERATOR_IN, ["a", "b"]), ("canary", Op.OPERATOR_DOES_NOT_EXIST, []), ("gpu", Op.OPERATOR_EXISTS, [])],
+            [
+                ("tier", Op.OPERATOR_IN, ["a", "b"]),
+                ("canary", Op.OPERATOR_DOES_NOT_EXIST, []),
+                ("gpu", Op.OPERATOR_EXISTS, []),
+            ],
         ),
     ],
 )
-def test_parses_the_compact_syntax(text: str, labels: dict[str, str], expressions: list[tuple[str, int, list[str]]]) -> None:
+def test_parses_the_compact_syntax(
+    text: str, labels: dict[str, str], expressions: list[tuple[str, int, list[str]]]
+) -> None:
     selector = parse_label_selector(text)
     assert dict(selector.match_labels) == labels
     assert [(e.key, e.operator, list(e.values)) for e in selector.match_expressions] == expressions

@@ -63,7 +63,9 @@ class JsonLogProcess:
         for raw in self.process.stderr:
             self.stderr.append(raw)
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = START_TIMEOUT_S
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         with self._changed:
             while True:
@@ -71,10 +73,14 @@ class JsonLogProcess:
                     if predicate(line):
                         return line
                 if self.process.poll() is not None:
-                    raise AssertionError(f"{self.args[2]} exited ({self.process.returncode}): {''.join(self.stderr)[-2000:]}")
+                    raise AssertionError(
+                        f"{self.args[2]} exited ({self.process.returncode}): {''.join(self.stderr)[-2000:]}"
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for a log line of {self.args[2]}: {''.join(self.stderr)[-2000:]}")
+                    raise AssertionError(
+                        f"timed out waiting for a log line of {self.args[2]}: {''.join(self.stderr)[-2000:]}"
+                    )
                 self._changed.wait(remaining)
 
     def stop(self) -> None:
@@ -101,7 +107,18 @@ class Mesh:
         if not (REPO_ROOT / "dist" / "cli" / "main.js").exists():
             pytest.fail("dist/cli/main.js is missing: run `npm run build` first (`npm test` does)")
         self.server = JsonLogProcess(
-            [node, str(CLI), "server", "--insecure-dev", "--port", "0", "--http-port", "0", "--data-dir", str(self.work_dir / "server")]
+            [
+                node,
+                str(CLI),
+                "server",
+                "--insecure-dev",
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--data-dir",
+                str(self.work_dir / "server"),
+            ]
         )
         server_address = self.server.wait_for(lambda line: line.get("msg") == "listening")["grpcAddress"]
         manifest = self.work_dir / "py-echo.yaml"
@@ -144,7 +161,9 @@ class Mesh:
                 str(manifest),
             ]
         )
-        self.local_address = str(self.sidecar.wait_for(lambda line: line.get("msg") == "sidecar listening")["localAddress"])
+        self.local_address = str(
+            self.sidecar.wait_for(lambda line: line.get("msg") == "sidecar listening")["localAddress"]
+        )
 
     def agent_states(self) -> list[dict[str, Any]]:
         assert self.sidecar is not None
@@ -214,7 +233,7 @@ async def test_streams_chunks_through_the_mesh(caller: MeshCaller) -> None:
 
 
 async def test_an_error_the_agent_raises_reaches_the_caller_typed(caller: MeshCaller) -> None:
-    with pytest.raises(InvalidArgument, match="^payload needs a name$"):
+    with pytest.raises(InvalidArgument, match=r"^payload needs a name$"):
         await caller.invoke("py.echo", json.dumps({"fail": "payload needs a name"}))
 
 

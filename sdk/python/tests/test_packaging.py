@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,8 +13,28 @@ SDK_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_carries_types_and_generated_code_and_imports_from_it(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    source = tmp_path / "source"
+    shutil.copytree(
+        SDK_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            "build", "*.egg-info", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(tmp_path), str(SDK_ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path),
+            str(source),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("agentmesh-*.whl")

@@ -228,4 +228,6 @@ def test_only_p256_and_ed25519_keys_sign() -> None:
     with pytest.raises(InvalidArgument, match="ECDSA P-256 or Ed25519"):
         sign_envelope(b"", signer="s", audience="a", method="m", payload_type="t", private_key=p384)
     with pytest.raises(InvalidArgument, match="non-negative"):
-        canonical_bytes(signer="", audience="", method="", payload_type="", issued_at_ms=-1, nonce=b"", payload_sha256=b"")
+        canonical_bytes(
+            signer="", audience="", method="", payload_type="", issued_at_ms=-1, nonce=b"", payload_sha256=b""
+        )

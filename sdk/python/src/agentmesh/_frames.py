@@ -62,8 +62,6 @@ def pong_frame(sequence: int) -> agent_pb2.CallFrame:
     return CallFrame(call_id=0, kind=KIND_PONG, sequence=sequence)
 
 
-def open_frame(
-    call_id: int, request: agent_pb2.SidecarServiceInvokeRequest, *, streaming: bool
-) -> agent_pb2.CallFrame:
+def open_frame(call_id: int, request: agent_pb2.SidecarServiceInvokeRequest, *, streaming: bool) -> agent_pb2.CallFrame:
     """An OPEN on SidecarService.Call: the routing request travels in ``request``."""
     return CallFrame(call_id=call_id, kind=KIND_OPEN, request=request, streaming=streaming)

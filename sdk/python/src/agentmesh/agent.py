@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypedDict, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypedDict, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -39,8 +39,8 @@ __all__ = [
     "Agent",
     "HandlerResult",
     "InvocationContext",
-    "Serving",
     "ServeOptions",
+    "Serving",
     "ServingState",
     "StreamHandler",
     "UnaryHandler",
@@ -49,9 +49,7 @@ __all__ = [
 #: What a handler answers: bytes, or a str sent as UTF-8.
 HandlerResult: TypeAlias = bytes | bytearray | memoryview | str
 #: ``async def handler(payload, context) -> bytes | str`` (or a plain ``def``, run in a thread).
-UnaryHandler: TypeAlias = Callable[
-    ["bytes", "InvocationContext"], "Awaitable[HandlerResult] | HandlerResult"
-]
+UnaryHandler: TypeAlias = Callable[["bytes", "InvocationContext"], "Awaitable[HandlerResult] | HandlerResult"]
 #: ``async def handler(payload, context)`` yielding chunks (or a plain generator, run in a thread).
 StreamHandler: TypeAlias = Callable[
     ["bytes", "InvocationContext"], "AsyncIterable[HandlerResult] | Iterable[HandlerResult]"
@@ -249,7 +247,6 @@ class _AttachStream:
     running: dict[int, tuple[asyncio.Task[None], InvocationContext]] = field(default_factory=dict)
     # Calls cut short by the end of the shutdown grace (they get END UNAVAILABLE).
     forced: set[int] = field(default_factory=set)
-    welcomed: bool = False
 
 
 class Serving:
@@ -297,12 +294,12 @@ class Serving:
                 ("grpc.enable_retries", 0),
             ],
         )
-        self._attach: grpc.aio.StreamStreamMultiCallable[
-            agent_pb2.AttachRequest, agent_pb2.AttachResponse
-        ] = self._channel.stream_stream(
-            _frames.ATTACH_METHOD,
-            request_serializer=agent_pb2.AttachRequest.SerializeToString,
-            response_deserializer=agent_pb2.AttachResponse.FromString,
+        self._attach: grpc.aio.StreamStreamMultiCallable[agent_pb2.AttachRequest, agent_pb2.AttachResponse] = (
+            self._channel.stream_stream(
+                _frames.ATTACH_METHOD,
+                request_serializer=agent_pb2.AttachRequest.SerializeToString,
+                response_deserializer=agent_pb2.AttachResponse.FromString,
+            )
         )
 
     @property
@@ -486,14 +483,13 @@ class Serving:
     def _receive(self, stream: _AttachStream, response: agent_pb2.AttachResponse) -> None:
         which = response.WhichOneof("msg")
         if which == "welcome":
-            self._on_welcome(stream)
+            self._on_welcome()
         elif which == "call":
             self._on_frame(stream, response.call)
         for frame in response.calls:
             self._on_frame(stream, frame)
 
-    def _on_welcome(self, stream: _AttachStream) -> None:
-        stream.welcomed = True
+    def _on_welcome(self) -> None:
         self._backoff.reset()
         self._disarm_orphan_timer()
         if self._state != "draining":
@@ -535,7 +531,9 @@ class Serving:
             return
         if not frame.HasField("invocation"):
             stream.outbox.push(
-                _frames.end_frame(call_id, grpc.StatusCode.INVALID_ARGUMENT.value[0], "open frame carries no invocation")
+                _frames.end_frame(
+                    call_id, grpc.StatusCode.INVALID_ARGUMENT.value[0], "open frame carries no invocation"
+                )
             )
             return
         context = InvocationContext(frame.invocation)
@@ -571,7 +569,9 @@ class Serving:
         except asyncio.CancelledError:
             if call_id in stream.forced:
                 outbox.push(
-                    _frames.end_frame(call_id, grpc.StatusCode.UNAVAILABLE.value[0], "agent stopped before the call finished")
+                    _frames.end_frame(
+                        call_id, grpc.StatusCode.UNAVAILABLE.value[0], "agent stopped before the call finished"
+                    )
                 )
             # Otherwise the caller gave up or the stream is gone: nobody waits for an END.
         except MeshError as error:
@@ -587,7 +587,7 @@ class Serving:
 
 
 async def _call_unary(handler: UnaryHandler, payload: bytes, context: InvocationContext) -> HandlerResult:
-    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__):
         result = handler(payload, context)
     else:
         # A plain function may block: run it in a thread so PINGs and other calls go on.

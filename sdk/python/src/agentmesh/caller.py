@@ -126,9 +126,9 @@ class MeshCaller:
         # Set on every state change; calls waiting for a usable stream watch it.
         self._stream_changed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._stream_call: grpc.aio.StreamStreamCall[
-            agent_pb2.SidecarServiceCallRequest, agent_pb2.SidecarServiceCallResponse
-        ] | None = None
+        self._stream_call: (
+            grpc.aio.StreamStreamCall[agent_pb2.SidecarServiceCallRequest, agent_pb2.SidecarServiceCallResponse] | None
+        ) = None
 
     async def __aenter__(self) -> MeshCaller:
         self.connect()
@@ -448,7 +448,9 @@ class MeshCaller:
             lost = len(self._calls)
             self._fail_all(Unavailable("sidecar stream broke"))
             delay_s = self._backoff.next_delay_s()
-            _log.warning("call stream to sidecar lost (%r, %d call(s) failed); reopening in %.3f s", error, lost, delay_s)
+            _log.warning(
+                "call stream to sidecar lost (%r, %d call(s) failed); reopening in %.3f s", error, lost, delay_s
+            )
             self._set_state("backoff")
             await asyncio.sleep(delay_s)
 

@@ -27,8 +27,8 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
-    "error_from_status",
     "error_from_rpc_error",
+    "error_from_status",
     "status_code_from_value",
 ]
 
@@ -146,9 +146,7 @@ def status_code_from_value(value: int) -> grpc.StatusCode:
     return _code_by_value.get(value, grpc.StatusCode.UNKNOWN)
 
 
-def error_from_status(
-    code: grpc.StatusCode | int, message: str, *, refused_before_delivery: bool = False
-) -> MeshError:
+def error_from_status(code: grpc.StatusCode | int, message: str, *, refused_before_delivery: bool = False) -> MeshError:
     """The error a caller sees for a non-OK status (from an END frame or an RPC)."""
     status = code if isinstance(code, grpc.StatusCode) else status_code_from_value(code)
     text = message if message else f"call failed with {status.name}"

@@ -27,9 +27,9 @@ from agentmesh.errors import InvalidArgument, Unauthenticated
 from agentmesh.v1 import types_pb2
 
 __all__ = [
+    "DEFAULT_WINDOW_MS",
     "NONCE_LENGTH_BYTES",
     "SIGNATURE_DOMAIN",
-    "DEFAULT_WINDOW_MS",
     "MemoryNonceCache",
     "NonceCache",
     "PrivateKey",
@@ -272,9 +272,7 @@ def verify_envelope(
         raise _reject(VerifyFailure.UNSUPPORTED_ALG)
     if len(envelope.nonce) != NONCE_LENGTH_BYTES:
         raise _reject(VerifyFailure.BAD_NONCE_LENGTH)
-    signer_ok = (
-        expected_signer(envelope.signer) if callable(expected_signer) else envelope.signer == expected_signer
-    )
+    signer_ok = expected_signer(envelope.signer) if callable(expected_signer) else envelope.signer == expected_signer
     if not signer_ok:
         raise _reject(VerifyFailure.SIGNER_MISMATCH)
     if envelope.audience != expected_audience:
