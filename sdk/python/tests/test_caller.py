@@ -318,7 +318,18 @@ def test_bad_arguments_are_refused_before_anything_is_sent(monkeypatch: pytest.M
         MeshCaller("127.0.0.1:1", default_timeout_s=0)
 
 
-async def test_a_non_positive_timeout_is_refused(sidecar: SidecarDouble, callers: list[MeshCaller]) -> None:
+@pytest.mark.parametrize("timeout_s", [0, -1.5])
+async def test_a_deadline_already_passed_fails_without_sending(
+    sidecar: SidecarDouble, callers: list[MeshCaller], timeout_s: float
+) -> None:
+    sidecar.call_script = echo
     caller = new_caller(sidecar, callers)
-    with pytest.raises(ValueError, match="timeout_s must be positive"):
-        await caller.invoke("text.echo", b"", timeout_s=0)
+    with pytest.raises(DeadlineExceeded):
+        await caller.invoke("text.echo", b"", timeout_s=timeout_s)
+    with pytest.raises(DeadlineExceeded):
+        async for _ in caller.invoke_stream("text.words", b"a", timeout_s=timeout_s):
+            pass
+    await caller.invoke("text.echo", b"")
+    session = await sidecar.call_stream()
+    opens = [frame for frame in session.received.frames if frame.kind == CallFrame.KIND_OPEN]
+    assert len(opens) == 1

@@ -280,11 +280,9 @@ class MeshCaller:
     # -- calls -------------------------------------------------------------------
 
     def _timeout(self, timeout_s: float | None) -> float:
-        if timeout_s is None:
-            return self._default_timeout_s
-        if timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
-        return timeout_s
+        # 0 or less is a deadline already passed (``context.remaining_s()`` of an expired call):
+        # the call fails DeadlineExceeded without being sent.
+        return self._default_timeout_s if timeout_s is None else timeout_s
 
     async def _open(
         self,
@@ -299,8 +297,10 @@ class MeshCaller:
         *,
         streaming: bool,
     ) -> _Call:
-        # Checked before anything is sent, so a bad selector costs no round trip.
+        # Checked before anything is sent, so a bad selector or a passed deadline costs no round trip.
         selector = to_label_selector(labels)
+        if deadline <= asyncio.get_running_loop().time():
+            raise DeadlineExceeded("deadline exceeded")
         outbox = await self._wait_for_stream(deadline)
         if len(self._calls) >= self._window_size:
             raise ResourceExhausted("too many calls in flight to the sidecar")

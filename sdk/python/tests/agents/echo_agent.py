@@ -63,7 +63,7 @@ async def relay(payload: bytes, context: InvocationContext) -> bytes:
         request["capability"],
         request.get("payload", ""),
         version_range=request.get("versionRange", ""),
-        timeout_s=context.remaining_s() or 5.0,
+        timeout_s=context.remaining_s(),
     )
     return b"relay:" + result.payload
 
