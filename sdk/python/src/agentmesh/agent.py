@@ -283,6 +283,7 @@ class Serving:
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._main: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._last_stream_error = ""
         self.orphaned = False
         self._log = logging.LoggerAdapter(_log, {"instance_id": instance_id})
         self._channel = grpc.aio.insecure_channel(
@@ -412,9 +413,13 @@ class Serving:
         if isinstance(error, grpc.aio.AioRpcError):
             if error.code() == grpc.StatusCode.CANCELLED and self._stop.is_set():
                 return
-            self._log.warning("attach stream lost: %s %s", error.code().name, error.details())
+            reason = f"{error.code().name} {error.details()}"
         else:
-            self._log.warning("attach stream lost: %r", error)
+            reason = repr(error)
+        # The first failure (or a new reason) at warning; the same one again every backoff step at debug.
+        level = logging.DEBUG if reason == self._last_stream_error else logging.WARNING
+        self._last_stream_error = reason
+        self._log.log(level, "attach stream lost: %s", reason)
 
     def _arm_orphan_timer(self) -> None:
         if self._orphan_timeout_s <= 0 or self._orphan_timer is not None or self._stop.is_set():
@@ -491,6 +496,7 @@ class Serving:
 
     def _on_welcome(self) -> None:
         self._backoff.reset()
+        self._last_stream_error = ""
         self._disarm_orphan_timer()
         if self._state != "draining":
             self._transition("attached")

@@ -443,13 +443,16 @@ class MeshCaller:
                 error = rpc_error
             except Exception as other:
                 error = other
+            was_ready = self._state == "ready"
             if self.closed:
                 return
             lost = len(self._calls)
             self._fail_all(Unavailable("sidecar stream broke"))
             delay_s = self._backoff.next_delay_s()
-            _log.warning(
-                "call stream to sidecar lost (%r, %d call(s) failed); reopening in %.3f s", error, lost, delay_s
+            # A stream that worked breaking is news; failed reopens while the sidecar is away are not.
+            level = logging.WARNING if was_ready or lost else logging.DEBUG
+            _log.log(
+                level, "call stream to sidecar lost (%r, %d call(s) failed); reopening in %.3f s", error, lost, delay_s
             )
             self._set_state("backoff")
             await asyncio.sleep(delay_s)
