@@ -50,7 +50,7 @@ function manifestFor(index: number): AgentManifest {
     capabilities: [{ name: `cap.c${capability}`, version: `${1 + (index % 3)}.${index % 5}.0`, attributes: {} }],
     labels: { zone: `z${index % 4}` },
     resources: undefined,
-    healthPolicy: { heartbeatIntervalMs: intervalMs, degradedErrorRate: 0, readinessTimeoutMs: 0 },
+    healthPolicy: { heartbeatIntervalMs: intervalMs, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 },
     agentCardJson: "",
   };
 }

@@ -65,7 +65,7 @@ const manifest: AgentManifest = {
   capabilities: [{ name: "bench.echo", version: "1.0.0", attributes: { lang: "en" } }],
   labels: { zone: "z1" },
   resources: undefined,
-  healthPolicy: { heartbeatIntervalMs: 1000, degradedErrorRate: 0, readinessTimeoutMs: 0 },
+  healthPolicy: { heartbeatIntervalMs: 1000, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 },
   agentCardJson: "",
 };
 

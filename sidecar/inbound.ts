@@ -41,6 +41,8 @@ export interface InboundOptions {
   attach: AttachHub;
   agentClients: AgentClientPool;
   onRejected: (reason: string) => void;
+  /** How each unary call handed to an agent ended (error undefined: it answered); for outlier detection. */
+  onOutcome?: (instanceId: string, error: unknown, deadlineMs: number) => void;
 }
 
 /**
@@ -117,9 +119,14 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
       const reply = options.attach.isAttached(instanceId)
         ? options.attach.dispatch(instanceId, invocation, callOptions)
         : options.agentClients.invoke(agent.agentAddr, invocation, callOptions);
-      return reply.finally(release);
+      return observed(reply.finally(release), (error) => options.onOutcome?.(instanceId, error, deadlineMs));
     },
   };
+}
+
+function observed<T>(reply: Promise<T>, onEnd: (error: unknown) => void): Promise<T> {
+  reply.then(() => onEnd(undefined), onEnd);
+  return reply;
 }
 
 async function* releasing(source: AsyncIterable<Buffer>, release: () => void): AsyncIterable<Buffer> {

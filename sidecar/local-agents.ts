@@ -3,6 +3,14 @@ import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { KeyedLimiter } from "../sdk/ts/src/core/token-bucket.js";
 import type { AgentManifest } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 
+/**
+ * Why a live agent is kept out of routing although its process runs: it stopped
+ * answering (Attach pings, health checks) or says it is NOT_SERVING
+ * (unresponsive), or its calls keep timing out (outlier). Each maps to the
+ * reason reported with UNHEALTHY.
+ */
+export type HealthCondition = "unresponsive" | "outlier";
+
 /** One agent instance this sidecar speaks for. */
 export interface LocalAgent {
   instanceId: string;
@@ -15,6 +23,8 @@ export interface LocalAgent {
   /** Started and supervised by this sidecar (false: an SDK agent that attached on its own). */
   supervised: boolean;
   draining: boolean;
+  /** Empty while routable; see HealthCondition. */
+  conditions: Map<HealthCondition, string>;
   inFlight: number;
   /** Resolves waiters when inFlight reaches zero (drain). */
   idleWaiters: Array<() => void>;
@@ -32,6 +42,7 @@ export function newLocalAgent(input: { instanceId: string; manifest: AgentManife
     ...input,
     handle: undefined,
     draining: false,
+    conditions: new Map(),
     inFlight: 0,
     idleWaiters: [],
     limiter: rate > 0 || maxInFlight > 0 ? new KeyedLimiter({ ratePerSecond: rate, burst: resources?.invokeBurst || Math.max(1, Math.ceil(rate)), maxInFlight }, clock) : undefined,

@@ -13,6 +13,7 @@ import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import { MemoryNonceCache } from "../sdk/ts/src/core/nonce-cache.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
 import { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
+import { livenessTiming, hungRestartAfterMs } from "../sdk/ts/src/core/liveness.js";
 import { type AttachHello, SidecarServiceService, type SidecarServiceServer } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { Command, ConnectResponse } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RestartPolicy_Mode } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
@@ -24,11 +25,15 @@ import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dat
 import { verifyCommand } from "./command-verifier.js";
 import { createInboundHandler } from "./inbound.js";
 import { createLocalCallHandler } from "./local-calls.js";
-import { type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
+import { type HealthCondition, type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
+import { OutlierDetector, classifyOutcome } from "./outlier-detector.js";
 import { Outbound, toOutboundCall } from "./outbound.js";
 import { EndpointCache } from "./routing/endpoint-cache.js";
 import { Supervisor } from "./supervisor/supervisor.js";
-import type { StateEvent } from "./supervisor/supervisor-events.js";
+import type { ExitEvent, StateEvent } from "./supervisor/supervisor-events.js";
+
+/** An outlier's first ejection, in heartbeat intervals (the same bound as a hung agent's restart). */
+const ejectionIntervals = 10;
 
 /**
  * The sidecar: one per host. It holds the identity (the key never leaves it),
@@ -43,6 +48,7 @@ export class Sidecar {
   private identity: MeshIdentity | undefined;
   private supervisor!: Supervisor;
   private readonly attach: AttachHub;
+  private readonly outliers: OutlierDetector;
   private readonly agentClients = new AgentClientPool();
   private tunnelServer!: TunnelServer;
   private localCalls!: TunnelServer;
@@ -65,7 +71,21 @@ export class Sidecar {
   ) {
     this.cache = new EndpointCache(clock);
     this.commandNonces = new MemoryNonceCache({ clock });
-    this.attach = new AttachHub({ logger: log.child({ component: "attach" }), admit: (hello) => this.admitAttach(hello) });
+    this.attach = new AttachHub({
+      logger: log.child({ component: "attach" }),
+      admit: (hello) => this.admitAttach(hello),
+      liveness: (instanceId) => {
+        const handle = this.agents.get(instanceId)?.handle;
+        return handle === undefined ? undefined : livenessTiming(handle.heartbeatIntervalMs);
+      },
+    });
+    this.outliers = new OutlierDetector({
+      timers: { setTimeout: (callback, delayMs) => setTimeout(callback, delayMs).unref(), clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout) },
+      baseEjectionMs: (instanceId) => (this.agents.get(instanceId)?.handle?.heartbeatIntervalMs ?? 1000) * ejectionIntervals,
+      mayEject: (instanceId) => this.hasOtherRoutableInstance(instanceId),
+      onEject: (instanceId, reason) => this.setCondition(instanceId, "outlier", reason),
+      onReturn: (instanceId) => this.setCondition(instanceId, "outlier", undefined),
+    });
   }
 
   get spiffeId(): string {
@@ -97,8 +117,11 @@ export class Sidecar {
       },
     });
     this.supervisor.on("state", (event) => this.onProcessState(event));
+    this.supervisor.on("exit", (event) => this.onProcessExit(event));
     this.attach.on("attached", (instanceId: string) => this.onAttached(instanceId));
     this.attach.on("detached", (instanceId: string) => this.onDetached(instanceId));
+    this.attach.on("hung", (instanceId: string, silentMs: number) => this.onAttachHung(instanceId, silentMs));
+    this.attach.on("responsive", (instanceId: string) => this.onAttachResponsive(instanceId));
 
     this.client = new MeshClient({
       address: server,
@@ -160,6 +183,7 @@ export class Sidecar {
       onRejected: () => {
         this.rejectedCalls += 1;
       },
+      onOutcome: (instanceId, error, deadlineMs) => this.outliers.record(instanceId, classifyOutcome(error, deadlineMs, this.clock.nowMs())),
     });
     this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
@@ -281,6 +305,9 @@ export class Sidecar {
         gracefulStopMs: spec.gracefulStopMs,
         agentAddr,
         sidecarAddr: this.localAddress,
+        // Plain agents: grpc.health.v1 checks go on after READY (SDK agents are pinged on Attach instead).
+        liveness: livenessTiming(agent.handle.heartbeatIntervalMs),
+        hungRestartAfterMs: hungRestartAfterMs(agent.handle.heartbeatIntervalMs, spec.manifest.healthPolicy?.hungRestartAfterMs ?? 0),
       });
     } catch (error) {
       this.agents.delete(instanceId);
@@ -307,6 +334,7 @@ export class Sidecar {
       await this.client.deregister(agent.handle, reason).catch((error: unknown) => this.log.warn({ err: error, instanceId }, "deregister failed"));
     }
     this.agents.delete(instanceId);
+    this.outliers.forget(instanceId);
     this.audited("agent.stop", instanceId, { reason });
   }
 
@@ -341,6 +369,7 @@ export class Sidecar {
       await Promise.all([this.tunnelServer.drain(), this.localCalls.drain()]).catch(() => undefined);
       this.outbound.close();
       this.attach.close();
+      this.outliers.close();
       this.agentClients.close();
       await this.supervisor.close();
       this.client.close();
@@ -360,13 +389,24 @@ export class Sidecar {
     switch (event.state) {
       case "ready":
         if (agent.draining) return;
-        handle.reportedState = HealthState.HEALTH_STATE_READY;
         handle.paused = false;
+        if (event.previous === "unresponsive") {
+          this.setCondition(event.instanceId, "unresponsive", undefined);
+          return;
+        }
+        if (agent.conditions.size > 0) return;
+        handle.reportedState = HealthState.HEALTH_STATE_READY;
         this.client.beat(handle);
+        return;
+      case "unresponsive":
+        this.setCondition(event.instanceId, "unresponsive", event.reason);
         return;
       case "backoff":
       case "starting":
-        if (event.previous === "ready" || event.previous === "starting") {
+        // A new process starts with a clean slate: whatever kept the old one out of routing died with it.
+        agent.conditions.clear();
+        this.outliers.forget(event.instanceId);
+        if (event.previous === "ready" || event.previous === "starting" || event.previous === "unresponsive") {
           // The process died: say so at once, long before a heartbeat would be missed.
           handle.reportedState = HealthState.HEALTH_STATE_STARTING;
           this.client.reportState(handle, HealthState.HEALTH_STATE_UNHEALTHY, event.reason, event.exitCode ?? 0);
@@ -382,14 +422,87 @@ export class Sidecar {
     }
   }
 
+  /** An exit nobody asked for (a crash, or our own kill for memory, readiness or a hang): warn-logged by the supervisor, audited here. */
+  private onProcessExit(event: ExitEvent): void {
+    if (!event.unexpected) return;
+    this.audited(
+      "agent.crashed",
+      event.instanceId,
+      { agentName: event.agentName, pid: event.pid, exitCode: event.exitCode, signal: event.signal, reason: event.reason, uptimeMs: event.uptimeMs },
+      "failure",
+    );
+  }
+
+  /** An attached SDK agent stopped answering pings: supervised ones go through the supervisor (it owns the restart bound). */
+  private onAttachHung(instanceId: string, silentMs: number): void {
+    const agent = this.agents.get(instanceId);
+    if (!agent) return;
+    const reason = `agent stopped answering pings for ${Math.round(silentMs)} ms`;
+    if (agent.supervised) this.supervisor.markUnresponsive(instanceId, reason, { restart: true });
+    else this.setCondition(instanceId, "unresponsive", reason);
+  }
+
+  private onAttachResponsive(instanceId: string): void {
+    const agent = this.agents.get(instanceId);
+    if (!agent) return;
+    if (agent.supervised) this.supervisor.markResponsive(instanceId, "agent answers pings again");
+    else this.setCondition(instanceId, "unresponsive", undefined);
+  }
+
+  /**
+   * Sets or clears one reason to keep a live agent out of routing. The first reason reports
+   * UNHEALTHY at once (and takes it out of this sidecar's own routing without waiting for the
+   * Watch); clearing the last reports READY, if its process is up. Heartbeats carry the same
+   * state meanwhile, so a lost event cannot leave it routable.
+   */
+  private setCondition(instanceId: string, condition: HealthCondition, reason: string | undefined): void {
+    const agent = this.agents.get(instanceId);
+    const handle = agent?.handle;
+    if (!agent || !handle) return;
+    const wasRoutable = agent.conditions.size === 0;
+    if (reason === undefined) agent.conditions.delete(condition);
+    else agent.conditions.set(condition, reason);
+    const routable = agent.conditions.size === 0;
+    if (agent.draining || routable === wasRoutable) return;
+    const fields = { instanceId, agentName: agent.manifest.name, condition };
+    if (!routable) {
+      this.log.warn({ ...fields, reason }, "agent out of routing");
+      handle.reportedState = HealthState.HEALTH_STATE_UNHEALTHY;
+      this.cache.markUnroutable(instanceId);
+      this.client.reportState(handle, HealthState.HEALTH_STATE_UNHEALTHY, reason ?? condition);
+      return;
+    }
+    const up = agent.supervised ? this.supervisor.get(instanceId)?.state === "ready" : this.attach.isAttached(instanceId);
+    if (!up) return;
+    this.log.info(fields, "agent back in routing");
+    handle.reportedState = HealthState.HEALTH_STATE_READY;
+    this.client.beat(handle);
+  }
+
+  /** Outlier ejection never takes out the last routable instance of an agent: callers would get UNAVAILABLE instead of slow answers. */
+  private hasOtherRoutableInstance(instanceId: string): boolean {
+    const manifest = this.agents.get(instanceId)?.manifest;
+    const capability = manifest?.capabilities[0];
+    if (!manifest || !capability) return false;
+    return this.cache
+      .candidates(capability.name, "", undefined, new Set([instanceId]))
+      .some((candidate) => candidate.instance.manifest?.name === manifest.name);
+  }
+
   private onAttached(instanceId: string): void {
     const agent = this.agents.get(instanceId);
     if (!agent) return;
     if (agent.supervised) {
       this.supervisor.markReady(instanceId);
+      // A stream that comes back answers: whatever found the old one hung no longer holds.
+      this.supervisor.markResponsive(instanceId, "agent attached again");
       return;
     }
-    if (agent.handle) {
+    if (agent.conditions.has("unresponsive")) {
+      this.setCondition(instanceId, "unresponsive", undefined);
+      return;
+    }
+    if (agent.handle && agent.conditions.size === 0) {
       agent.handle.reportedState = HealthState.HEALTH_STATE_READY;
       this.client.beat(agent.handle);
     }
@@ -466,9 +579,9 @@ export class Sidecar {
     }
   }
 
-  private audited(action: string, target: string, details: Record<string, unknown>): void {
+  private audited(action: string, target: string, details: Record<string, unknown>, outcome: "success" | "failure" = "success"): void {
     this.audit
-      .append({ actor: this.identity?.spiffeId ?? this.config.host, action, target, outcome: "success", requestId: "", details })
+      .append({ actor: this.identity?.spiffeId ?? this.config.host, action, target, outcome, requestId: "", details })
       .catch((error: unknown) => this.log.error({ err: error }, "audit append failed"));
   }
 }

@@ -171,11 +171,12 @@ function readResources(source: YamlSource, value: unknown): Resources {
 function readHealth(source: YamlSource, value: unknown): HealthPolicy {
   const path = ["health"];
   const map = readMap(source, value, path);
-  checkKeys(source, map, ["heartbeatInterval", "degradedErrorRate", "readinessTimeout"], path);
+  checkKeys(source, map, ["heartbeatInterval", "degradedErrorRate", "readinessTimeout", "hungRestartAfter"], path);
   return {
     heartbeatIntervalMs: map.heartbeatInterval === undefined ? 0 : readDuration(source, map.heartbeatInterval, [...path, "heartbeatInterval"]),
     degradedErrorRate: map.degradedErrorRate === undefined ? 0 : readNumber(source, map.degradedErrorRate, [...path, "degradedErrorRate"]),
     readinessTimeoutMs: map.readinessTimeout === undefined ? 0 : readDuration(source, map.readinessTimeout, [...path, "readinessTimeout"]),
+    hungRestartAfterMs: map.hungRestartAfter === undefined ? 0 : readDuration(source, map.hungRestartAfter, [...path, "hungRestartAfter"]),
   };
 }
 
@@ -353,6 +354,7 @@ const yamlNames: readonly (readonly [string, string])[] = [
   ["manifest.health_policy.heartbeat_interval_ms", "health.heartbeatInterval"],
   ["manifest.health_policy.degraded_error_rate", "health.degradedErrorRate"],
   ["manifest.health_policy.readiness_timeout_ms", "health.readinessTimeout"],
+  ["manifest.health_policy.hung_restart_after_ms", "health.hungRestartAfter"],
   ["manifest.resources.invoke_rate_per_second", "resources.invokeRatePerSecond"],
   ["manifest.agent_card_json", "agentCard"],
   ["manifest.", ""],

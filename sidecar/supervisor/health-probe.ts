@@ -1,4 +1,4 @@
-import { Client, type ServiceError, credentials } from "@grpc/grpc-js";
+import { Client, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 
 export interface ReadinessProbeOptions {
@@ -50,22 +50,56 @@ export function createGrpcHealthProbe(): ReadinessProbe {
   };
 }
 
+/** One grpc.health.v1 Check after READY: SERVING, an answer that is not SERVING, or none in time. */
+export type HealthAnswer = "serving" | "not-serving" | "no-answer";
+
+/** Checks one agent's health port; one channel for the life of a process. */
+export interface HealthChecker {
+  check(service: string, deadlineMs: number): Promise<HealthAnswer>;
+  close(): void;
+}
+
+export type HealthCheckerFactory = (address: string) => HealthChecker;
+
+export const createGrpcHealthChecker: HealthCheckerFactory = (address) => {
+  const client = new Client(address, credentials.createInsecure(), probeChannelOptions);
+  return {
+    check: (service, deadlineMs) =>
+      new Promise((resolve) => {
+        call(client, service, deadlineMs, (error, response) => {
+          if (error === null) resolve(response?.status === "SERVING" ? "serving" : "not-serving");
+          // No connection, or no answer in time: the agent is not answering. Any other status
+          // (NOT_FOUND for the service, UNIMPLEMENTED) is an answer, just not SERVING.
+          else resolve(error.code === status.DEADLINE_EXCEEDED || error.code === status.UNAVAILABLE ? "no-answer" : "not-serving");
+        });
+      }),
+    close: () => client.close(),
+  };
+};
+
 function checkOnce(client: Client, service: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    // Not listening yet (UNAVAILABLE), NOT_FOUND for the service, deadline: all mean "not yet".
+    call(client, service, checkDeadlineMs, (error, response) => resolve(error === null ? response?.status : undefined));
+  });
+}
+
+function call(
+  client: Client,
+  service: string,
+  deadlineMs: number,
+  done: (error: ServiceError | null, response?: HealthCheckResponse) => void,
+): void {
   const method = healthService.Check;
   if (method === undefined) throw new Error("grpc-health-check has no Check method");
-  return new Promise((resolve) => {
-    client.makeUnaryRequest<{ service: string }, HealthCheckResponse>(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize as (bytes: Buffer) => HealthCheckResponse,
-      { service },
-      { deadline: Date.now() + checkDeadlineMs },
-      (error: ServiceError | null, response?: HealthCheckResponse) => {
-        // Not listening yet (UNAVAILABLE), NOT_FOUND for the service, deadline: all mean "not yet".
-        resolve(error === null ? response?.status : undefined);
-      },
-    );
-  });
+  client.makeUnaryRequest<{ service: string }, HealthCheckResponse>(
+    method.path,
+    method.requestSerialize,
+    method.responseDeserialize as (bytes: Buffer) => HealthCheckResponse,
+    { service },
+    { deadline: Date.now() + deadlineMs },
+    (error: ServiceError | null, response?: HealthCheckResponse) => done(error, response),
+  );
 }
 
 function pause(ms: number, signal: AbortSignal): Promise<void> {

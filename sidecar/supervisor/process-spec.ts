@@ -1,3 +1,4 @@
+import type { LivenessTiming } from "../../sdk/ts/src/core/liveness.js";
 import { invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 
 /** always: restart on any exit; on-failure: only on a non-zero exit, a signal or a kill by us; never: never. */
@@ -42,6 +43,13 @@ export interface ProcessSpec {
   readiness?: ReadinessMode;
   /** grpc.health.v1 service name to check; "" (the default) means the whole server. */
   healthService?: string;
+  /**
+   * Keep checking grpc.health.v1 after READY at this cadence (agents that became ready by
+   * their health check, i.e. plain agents); undefined = no checks after READY.
+   */
+  liveness?: LivenessTiming;
+  /** Unresponsive (hung) this long → SIGKILL and restart under the restart policy; undefined = never. */
+  hungRestartAfterMs?: number;
 }
 
 const hostPortPattern = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
@@ -70,6 +78,11 @@ export function validateProcessSpec(spec: ProcessSpec): void {
   if (spec.memoryLimitBytes !== undefined) requirePositive(spec.memoryLimitBytes, "memoryLimitBytes");
   requirePositive(spec.readinessTimeoutMs, "readinessTimeoutMs");
   requireNonNegative(spec.gracefulStopMs, "gracefulStopMs");
+  if (spec.liveness !== undefined) {
+    requirePositive(spec.liveness.probeIntervalMs, "liveness.probeIntervalMs");
+    requirePositive(spec.liveness.deadlineMs, "liveness.deadlineMs");
+  }
+  if (spec.hungRestartAfterMs !== undefined) requirePositive(spec.hungRestartAfterMs, "hungRestartAfterMs");
   if (spec.readiness !== undefined && spec.readiness !== "grpc-health" && spec.readiness !== "external") {
     throw invalidArgument("readiness must be grpc-health or external");
   }

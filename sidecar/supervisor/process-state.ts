@@ -7,6 +7,7 @@ import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 export type ProcessState =
   | "starting" // spawned, waiting for its readiness signal
   | "ready" // serving; routable
+  | "unresponsive" // alive but not answering (pings, health checks) or answering NOT_SERVING; out of routing
   | "draining" // out of routing, in-flight calls finishing
   | "stopping" // SIGTERM sent, waiting for exit (SIGKILL after grace)
   | "stopped" // not running, on purpose (stop, or a clean exit the policy keeps down)
@@ -17,7 +18,10 @@ const allowedNext: Record<ProcessState, readonly ProcessState[]> = {
   // `stopped` when a clean exit is not restarted; `stopping` when stopped before READY (nothing to drain).
   starting: ["ready", "backoff", "failed", "stopped", "stopping"],
   // `stopping` without `draining` is the forced path used by close().
-  ready: ["draining", "stopping", "backoff", "failed", "stopped"],
+  ready: ["unresponsive", "draining", "stopping", "backoff", "failed", "stopped"],
+  // `ready` when it answers again; an exit (a crash, or our kill when it stays hung) as from ready.
+  // Never `draining`: its calls in flight cannot finish while it does not answer.
+  unresponsive: ["ready", "stopping", "backoff", "failed", "stopped"],
   // The process may exit on its own while draining; it is never restarted then.
   draining: ["stopping", "stopped"],
   stopping: ["stopped"],
@@ -50,5 +54,5 @@ export function transition(from: ProcessState, to: ProcessState): ProcessState {
 
 /** States in which a child process exists (or may still exist) and must be killed on close. */
 export function isRunning(state: ProcessState): boolean {
-  return state === "starting" || state === "ready" || state === "draining" || state === "stopping";
+  return state === "starting" || state === "ready" || state === "unresponsive" || state === "draining" || state === "stopping";
 }

@@ -4,7 +4,9 @@ import type { Logger } from "pino";
 import type { Clock, RandomSource } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { Backoff } from "./backoff.js";
-import { type ReadinessProbe, createGrpcHealthProbe } from "./health-probe.js";
+import { type Timers, systemTimers } from "../../sdk/ts/src/core/dataplane/timers.js";
+import { type HealthCheckerFactory, type ReadinessProbe, createGrpcHealthChecker, createGrpcHealthProbe } from "./health-probe.js";
+import { HealthWatch, type WatchedHealth } from "./health-watch.js";
 import { forwardLines } from "./output-forwarder.js";
 import { type RssReader, readProcRssBytes } from "./process-memory.js";
 import { type ProcessSpec, validateProcessSpec } from "./process-spec.js";
@@ -21,6 +23,10 @@ export interface SupervisorOptions {
   random: RandomSource;
   drain?: DrainHook;
   probe?: ReadinessProbe;
+  /** Health checks after READY (specs with `liveness`); default grpc.health.v1 over a channel per process. */
+  healthChecker?: HealthCheckerFactory;
+  /** Timers of those checks; default the system's. */
+  timers?: Timers;
   readRssBytes?: RssReader;
   /** RSS sampling period (limit enforcement and load reports); default 500 ms. */
   memoryPollIntervalMs?: number;
@@ -98,6 +104,10 @@ interface Run {
   readonly readiness: AbortController;
   readinessTimer?: NodeJS.Timeout;
   memoryTimer?: NodeJS.Timeout;
+  /** Health checks after READY (plain agents). */
+  healthWatch?: HealthWatch;
+  /** Armed while unresponsive: kills the process when it stays so for the spec's hungRestartAfterMs. */
+  hungTimer?: NodeJS.Timeout;
 }
 
 interface Managed {
@@ -134,6 +144,8 @@ export class Supervisor {
   };
   private readonly log: Logger;
   private readonly probe: ReadinessProbe;
+  private readonly healthChecker: HealthCheckerFactory;
+  private readonly timers: Timers;
   private readonly readRssBytes: RssReader;
   private readonly memoryPollIntervalMs: number;
   private readonly readinessPollIntervalMs: number;
@@ -148,6 +160,8 @@ export class Supervisor {
   constructor(private readonly options: SupervisorOptions) {
     this.log = options.logger.child({ component: "supervisor" });
     this.probe = options.probe ?? createGrpcHealthProbe();
+    this.healthChecker = options.healthChecker ?? createGrpcHealthChecker;
+    this.timers = options.timers ?? unrefTimers;
     this.readRssBytes = options.readRssBytes ?? readProcRssBytes;
     this.memoryPollIntervalMs = options.memoryPollIntervalMs ?? defaultMemoryPollIntervalMs;
     this.readinessPollIntervalMs = options.readinessPollIntervalMs ?? defaultReadinessPollIntervalMs;
@@ -198,9 +212,39 @@ export class Supervisor {
    */
   markReady(instanceId: string): boolean {
     const managed = this.require(instanceId);
-    if (managed.state === "ready") return true;
+    if (managed.state === "ready" || managed.state === "unresponsive") return true;
     if (managed.state !== "starting" || managed.run === undefined) return false;
     this.becomeReady(managed, managed.run, "attached");
+    return true;
+  }
+
+  /**
+   * A running instance stopped answering (Attach pings, health checks), or answers that it is
+   * not serving: UNRESPONSIVE, out of routing. With `restart` (it is hung, not merely NOT_SERVING),
+   * a process still unresponsive after its spec's hungRestartAfterMs is killed with SIGKILL (a
+   * stopped process cannot handle SIGTERM) and restarted under its restart policy, counted as a
+   * restart. Returns false when the instance is not ready or unresponsive (it exited meanwhile).
+   */
+  markUnresponsive(instanceId: string, reason: string, options: { restart: boolean }): boolean {
+    const managed = this.processes.get(instanceId);
+    const run = managed?.run;
+    if (managed === undefined || run === undefined || run.exited) return false;
+    if (managed.state !== "ready" && managed.state !== "unresponsive") return false;
+    if (options.restart) this.armHungKill(managed, run);
+    else this.disarmHungKill(run);
+    if (managed.state === "ready") this.setState(managed, "unresponsive", reason, { pid: run.pid });
+    return true;
+  }
+
+  /** It answers again: READY, the restart bound disarmed. Returns false when it is not unresponsive or ready. */
+  markResponsive(instanceId: string, reason: string): boolean {
+    const managed = this.processes.get(instanceId);
+    const run = managed?.run;
+    if (managed === undefined || run === undefined || run.exited) return false;
+    if (managed.state === "ready") return true;
+    if (managed.state !== "unresponsive") return false;
+    this.disarmHungKill(run);
+    this.setState(managed, "ready", reason, { pid: run.pid });
     return true;
   }
 
@@ -356,6 +400,50 @@ export class Supervisor {
     run.readyAtMs = this.options.clock.nowMs();
     this.endReadiness(run);
     this.setState(managed, "ready", reason, { pid: run.pid });
+    // Ready by its health check: a plain agent, whose health port stays the only sign of life.
+    if (reason === "healthy" && managed.spec.liveness !== undefined) this.watchHealth(managed, run, managed.spec.liveness);
+  }
+
+  private watchHealth(managed: Managed, run: Run, timing: NonNullable<ProcessSpec["liveness"]>): void {
+    const { spec } = managed;
+    run.healthWatch = new HealthWatch({
+      checker: this.healthChecker(spec.agentAddr),
+      service: spec.healthService ?? "",
+      timing,
+      clock: this.options.clock,
+      timers: this.timers,
+      onChange: (health: WatchedHealth, silentMs: number) => {
+        if (managed.run !== run || run.exited) return;
+        if (health === "serving") this.markResponsive(spec.instanceId, "health check answers SERVING again");
+        else if (health === "hung") this.markUnresponsive(spec.instanceId, `health checks unanswered for ${Math.round(silentMs)} ms`, { restart: true });
+        else this.markUnresponsive(spec.instanceId, "health check answers NOT_SERVING", { restart: false });
+      },
+    });
+    run.healthWatch.start();
+  }
+
+  private armHungKill(managed: Managed, run: Run): void {
+    const afterMs = managed.spec.hungRestartAfterMs;
+    if (afterMs === undefined || run.hungTimer !== undefined) return;
+    run.hungTimer = setTimeout(() => {
+      run.hungTimer = undefined;
+      if (managed.run !== run || managed.state !== "unresponsive") return;
+      const { agentName, instanceId } = managed.spec;
+      this.log.warn({ agentName, instanceId, pid: run.pid, durationMs: afterMs }, "agent still hung, killing it to restart");
+      this.killFor(run, `hung for ${afterMs} ms`);
+    }, afterMs).unref();
+  }
+
+  private disarmHungKill(run: Run): void {
+    clearTimeout(run.hungTimer);
+    run.hungTimer = undefined;
+  }
+
+  /** Everything that watches a run once it is up; stopped when it exits or is being stopped. */
+  private endWatching(run: Run): void {
+    this.disarmHungKill(run);
+    run.healthWatch?.stop();
+    run.healthWatch = undefined;
   }
 
   private endReadiness(run: Run): void {
@@ -407,6 +495,7 @@ export class Supervisor {
     if (run.exited) return;
     run.exited = true;
     this.endReadiness(run);
+    this.endWatching(run);
     clearInterval(run.memoryTimer);
     // The leader is gone; anything left in its group is an orphan of this agent.
     signalGroup(run, "SIGKILL");
@@ -419,6 +508,11 @@ export class Supervisor {
     const reason = run.killReason ?? spawnError ?? describeExit(exitCode, signal);
     managed.lastExit = { exitCode, signal, reason, atMs: nowMs };
     const exitFields = { pid: run.pid, exitCode, signal };
+    const unexpected = !run.stopRequested && managed.state !== "draining" && managed.state !== "stopping";
+    if (unexpected) {
+      // Not asked for: a crash (or our kill for memory, readiness, a hang), worth an operator's look.
+      this.log.warn({ agentName: managed.spec.agentName, instanceId, pid: run.pid, exitCode, signal, reason, uptimeMs }, "agent crashed");
+    }
     this.emit("exit", {
       instanceId,
       agentName: managed.spec.agentName,
@@ -427,7 +521,7 @@ export class Supervisor {
       signal,
       reason,
       uptimeMs,
-      unexpected: !run.stopRequested,
+      unexpected,
     });
 
     if (run.stopRequested || managed.state === "draining" || managed.state === "stopping") {
@@ -479,6 +573,7 @@ export class Supervisor {
     if (run === undefined) return;
     run.stopRequested = true;
     this.endReadiness(run);
+    this.endWatching(run);
     if (managed.state === "ready" && drain) {
       this.setState(managed, "draining", "stop requested", { pid: run.pid });
       await this.runDrainHook(spec.instanceId, options.drainTimeoutMs ?? spec.gracefulStopMs);
@@ -555,6 +650,12 @@ export class Supervisor {
     }
   }
 }
+
+// Supervision timers must never be what keeps the sidecar process alive.
+const unrefTimers: Timers = {
+  setTimeout: (callback, delayMs) => setTimeout(callback, delayMs).unref(),
+  clearTimeout: systemTimers.clearTimeout,
+};
 
 function toInfo(managed: Managed): ManagedProcessInfo {
   const run = managed.run;

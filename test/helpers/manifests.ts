@@ -7,7 +7,7 @@ export function manifest(overrides: Partial<AgentManifest> = {}): AgentManifest 
     capabilities: [{ name: "sql.query", version: "2.1.0", attributes: {} }],
     labels: { env: "test" },
     resources: undefined,
-    healthPolicy: { heartbeatIntervalMs: 100, degradedErrorRate: 0, readinessTimeoutMs: 0 },
+    healthPolicy: { heartbeatIntervalMs: 100, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 },
     agentCardJson: "",
     ...overrides,
   };

@@ -131,7 +131,7 @@ describe("health over Connect", () => {
   it("a cut stream makes its agents UNHEALTHY after the reconnect grace", async () => {
     const agent = client();
     const watch = watchEvents(client("watcher"));
-    await agent.register(manifest({ healthPolicy: { heartbeatIntervalMs: 1000, degradedErrorRate: 0, readinessTimeoutMs: 0 } }));
+    await agent.register(manifest({ healthPolicy: { heartbeatIntervalMs: 1000, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 } }));
     await watch.next((event) => event.instance?.state === HealthState.HEALTH_STATE_READY);
     agent.close();
     const unhealthy = await watch.next((event) => event.instance?.state === HealthState.HEALTH_STATE_UNHEALTHY);
@@ -189,7 +189,7 @@ describe("bad input", () => {
     ["bad capability name", { manifest: manifest({ capabilities: [{ name: "SQL Query", version: "1.0.0", attributes: {} }] }) }, "capabilities[0].name"],
     ["bad capability version", { manifest: manifest({ capabilities: [{ name: "sql.query", version: "v2", attributes: {} }] }) }, "capabilities[0].version"],
     ["bad label", { manifest: manifest({ labels: { "bad key!": "x" } }) }, "manifest.labels"],
-    ["interval too small", { manifest: manifest({ healthPolicy: { heartbeatIntervalMs: 10, degradedErrorRate: 0, readinessTimeoutMs: 0 } }) }, "heartbeat_interval_ms"],
+    ["interval too small", { manifest: manifest({ healthPolicy: { heartbeatIntervalMs: 10, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 } }) }, "heartbeat_interval_ms"],
     ["bad endpoint", { manifest: manifest(), endpoint: "no-port" }, "endpoint"],
     ["bad instance id", { manifest: manifest(), instanceId: "a b" }, "instance_id"],
   ];

@@ -100,7 +100,7 @@ function randomManifest(): AgentManifest {
     case 4:
       return { ...base, labels: { [text(5)]: hugeText() } };
     case 5:
-      return { ...base, healthPolicy: { heartbeatIntervalMs: pick([0, -1, 1, 2 ** 31 - 1, 2 ** 32 - 1]) >>> 0, degradedErrorRate: pick([Number.NaN, -1, 2, 0.5, Number.POSITIVE_INFINITY]), readinessTimeoutMs: integer(2 ** 31) } };
+      return { ...base, healthPolicy: { heartbeatIntervalMs: pick([0, -1, 1, 2 ** 31 - 1, 2 ** 32 - 1]) >>> 0, degradedErrorRate: pick([Number.NaN, -1, 2, 0.5, Number.POSITIVE_INFINITY]), readinessTimeoutMs: integer(2 ** 31), hungRestartAfterMs: integer(2 ** 32) } };
     default:
       return base;
   }

@@ -43,7 +43,7 @@ describe("certificate rotation", () => {
       onEvent: (event) => events.push(event),
     });
     closers.push(() => client.close());
-    const handle = await client.register(manifest({ healthPolicy: { heartbeatIntervalMs: 100, degradedErrorRate: 0, readinessTimeoutMs: 0 } }));
+    const handle = await client.register(manifest({ healthPolicy: { heartbeatIntervalMs: 100, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 } }));
     await client.waitConnected();
     await expect.poll(() => secure.server.registry.get(handle.instanceId)?.state).toBe(HealthState.HEALTH_STATE_READY);
 

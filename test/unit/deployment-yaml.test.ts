@@ -44,6 +44,11 @@ describe("parseDeploymentYaml", () => {
     });
   });
 
+  it("compiles health.hungRestartAfter, 0 (the default: 10 heartbeat intervals) when left out", () => {
+    expect(parseDeploymentYaml(`${minimal}health: {hungRestartAfter: 2500ms}\n`)[0]?.manifest?.healthPolicy?.hungRestartAfterMs).toBe(2500);
+    expect(parseDeploymentYaml(`${minimal}health: {heartbeatInterval: 1s}\n`)[0]?.manifest?.healthPolicy?.hungRestartAfterMs).toBe(0);
+  });
+
   it("fills defaults for what a minimal file leaves out", () => {
     const [deployment] = parseDeploymentYaml(minimal);
     expect(deployment).toMatchObject({ replicas: 1, minReady: 0, strategy: undefined, restartPolicy: undefined, generation: 0 });
@@ -138,6 +143,7 @@ resources: {invokeRatePerSecond: 12.5, maxMessageSize: 4M}
     ["a canary weight above 100", `${minimal}strategy: {canaryWeightPercent: 150}\n`, "strategy.canaryWeightPercent: must be 0..100 (line 7)"],
     ["a bad memory size", `${minimal}resources: {memoryLimit: 1 gig}\n`, "resources.memoryLimit: must be a size like 256Mi"],
     ["a heartbeat interval that is too short", `${minimal}health: {heartbeatInterval: 50ms}\n`, "health.heartbeatInterval: must be 100-60000 (line 7)"],
+    ["a hung restart bound over a day", `${minimal}health: {hungRestartAfter: 25h}\n`, "health.hungRestartAfter: at most 86400000 (24 h) (line 7)"],
     ["a label with a bad key", `${minimal}labels: {"-x": a}\n`, "labels[-x]: key must be"],
     ["two documents with the same name", `${minimal}---${minimal}`, "document 2: name: duplicate deployment word-stats (line 8)"],
     ["a bad second document", `${minimal}---\nname: other\n`, "document 2: version: required (line 8)"],
@@ -155,7 +161,7 @@ minReady: 1
 capabilities: [{name: text.full, version: 1.0.0, attributes: {lang: en}}]
 labels: {team: docs}
 resources: {memoryLimit: 1Gi, invokeRatePerSecond: 10, invokeBurst: 20, maxInFlight: 8, maxMessageSize: 1Mi}
-health: {heartbeatInterval: 500ms, degradedErrorRate: 0.2, readinessTimeout: 10s}
+health: {heartbeatInterval: 500ms, degradedErrorRate: 0.2, readinessTimeout: 10s, hungRestartAfter: 5s}
 agentCard: {name: full}
 process: {command: node, args: [a.mjs], env: {A: b}, cwd: /srv, image: example/full:1}
 restartPolicy: {mode: never, maxRestarts: 3, window: 30s, initialBackoff: 100ms, maxBackoff: 5s}

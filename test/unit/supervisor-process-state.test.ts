@@ -8,7 +8,7 @@ import {
   transition,
 } from "../../sidecar/supervisor/process-state.js";
 
-const allStates: ProcessState[] = ["starting", "ready", "draining", "stopping", "stopped", "backoff", "failed"];
+const allStates: ProcessState[] = ["starting", "ready", "unresponsive", "draining", "stopping", "stopped", "backoff", "failed"];
 
 const legal: [ProcessState, ProcessState][] = [
   ["stopped", "starting"],
@@ -22,6 +22,12 @@ const legal: [ProcessState, ProcessState][] = [
   ["ready", "backoff"],
   ["ready", "failed"],
   ["ready", "stopped"],
+  ["ready", "unresponsive"],
+  ["unresponsive", "ready"],
+  ["unresponsive", "stopping"],
+  ["unresponsive", "backoff"],
+  ["unresponsive", "failed"],
+  ["unresponsive", "stopped"],
   ["draining", "stopping"],
   ["draining", "stopped"],
   ["stopping", "stopped"],
@@ -68,6 +74,7 @@ describe("process state transitions", () => {
   it.each([
     ["starting", true],
     ["ready", true],
+    ["unresponsive", true],
     ["draining", true],
     ["stopping", true],
     ["stopped", false],

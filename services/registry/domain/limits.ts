@@ -16,4 +16,5 @@ export const manifestLimits = {
   minHeartbeatIntervalMs: 100,
   maxHeartbeatIntervalMs: 60_000,
   defaultHeartbeatIntervalMs: 1000,
+  maxHungRestartAfterMs: 86_400_000,
 } as const;

@@ -129,6 +129,9 @@ export function validateManifest(manifest: AgentManifest | undefined): asserts m
   }
   const errorRate = manifest.healthPolicy?.degradedErrorRate ?? 0;
   if (!(errorRate >= 0 && errorRate <= 1)) throw invalidArgument("manifest.health_policy.degraded_error_rate: must be 0..1");
+  if ((manifest.healthPolicy?.hungRestartAfterMs ?? 0) > limits.maxHungRestartAfterMs) {
+    throw invalidArgument(`manifest.health_policy.hung_restart_after_ms: at most ${limits.maxHungRestartAfterMs} (24 h)`);
+  }
   const resources = manifest.resources;
   if (resources) {
     if (!(resources.invokeRatePerSecond >= 0) || !Number.isFinite(resources.invokeRatePerSecond)) {

@@ -1,7 +1,7 @@
 import { type ClientDuplexStream, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { Backoff } from "../core/backoff.js";
 import { FrameBatcher } from "../core/dataplane/frame-batcher.js";
-import { dataFrame, endFrame } from "../core/dataplane/frames.js";
+import { dataFrame, endFrame, pongFrame } from "../core/dataplane/frames.js";
 import { MeshError } from "../core/mesh-error.js";
 import { type AttachRequest, type AttachResponse, type CallFrame, CallFrame_Kind, type Invocation, SidecarServiceClient } from "../gen/agentmesh/v1/agent.js";
 
@@ -44,7 +44,10 @@ export interface Serving {
 /**
  * Serves an agent's capabilities over ONE stream to its sidecar (SidecarService.Attach):
  * no listening port, and the sidecar sees the agent's death the moment the stream
- * breaks. Reconnects with backoff if the sidecar restarts.
+ * breaks. Reconnects with backoff if the sidecar restarts. Answers the sidecar's
+ * PINGs, so a frozen process (its event loop blocked or stopped) is found hung
+ * and routed around; a handler that blocks the event loop for more than 1.5
+ * heartbeat intervals looks the same.
  */
 export function serve(options: ServeOptions): Serving {
   const address = options.sidecarAddress ?? process.env.AGENTMESH_SIDECAR_ADDR;
@@ -111,6 +114,11 @@ export function serve(options: ServeOptions): Serving {
   };
 
   const onFrame = (frame: CallFrame) => {
+    // Liveness (docs/protocol.md): answered from this loop at once, whatever the handlers are doing.
+    if (frame.kind === CallFrame_Kind.KIND_PING) {
+      reply(pongFrame(frame.sequence));
+      return;
+    }
     if (frame.kind === CallFrame_Kind.KIND_CANCEL) {
       running.get(String(frame.callId))?.abort();
       return;

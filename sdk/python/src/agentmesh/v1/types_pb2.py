@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gentmesh/v1/types.proto\x12\x0c\x61gentmesh.v1\"\x9c\x01\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12<\n\nattributes\x18\x03 \x03(\x0b\x32(.agentmesh.v1.Capability.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\tResources\x12\x1a\n\x12memory_limit_bytes\x18\x01 \x01(\x04\x12\x1e\n\x16invoke_rate_per_second\x18\x02 \x01(\x01\x12\x14\n\x0cinvoke_burst\x18\x03 \x01(\r\x12\x15\n\rmax_in_flight\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\r\"h\n\x0cHealthPolicy\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\x12\x1b\n\x13\x64\x65graded_error_rate\x18\x02 \x01(\x01\x12\x1c\n\x14readiness_timeout_ms\x18\x03 \x01(\r\"\xbe\x02\n\rAgentManifest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x18.agentmesh.v1.Capability\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.agentmesh.v1.AgentManifest.LabelsEntry\x12*\n\tresources\x18\x05 \x01(\x0b\x32\x17.agentmesh.v1.Resources\x12\x31\n\rhealth_policy\x18\x06 \x01(\x0b\x32\x1a.agentmesh.v1.HealthPolicy\x12\x17\n\x0f\x61gent_card_json\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\r\x12\x12\n\ncpu_millis\x18\x03 \x01(\x04\x12\x11\n\trss_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x05 \x01(\x01\x12\x12\n\nerror_rate\x18\x06 \x01(\x01\"\xb4\x02\n\rAgentInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12-\n\x08manifest\x18\x03 \x01(\x0b\x32\x1b.agentmesh.v1.AgentManifest\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12(\n\x05state\x18\x06 \x01(\x0e\x32\x19.agentmesh.v1.HealthState\x12 \n\x04load\x18\x07 \x01(\x0b\x32\x12.agentmesh.v1.Load\x12\x18\n\x10registered_at_ms\x18\x08 \x01(\x03\x12\x1c\n\x14last_heartbeat_at_ms\x18\t \x01(\x03\x12\x14\n\x0cstate_reason\x18\n \x01(\t\x12\x12\n\ndeployment\x18\x0b \x01(\t\"\xc4\x01\n\x0eSignedEnvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06signer\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x05 \x01(\x03\x12\r\n\x05nonce\x18\x06 \x01(\x0c\x12\x10\n\x08\x61udience\x18\x07 \x01(\t\x12\x0e\n\x06method\x18\x08 \x01(\t\x12\x14\n\x0cpayload_type\x18\t \x01(\t\x12\x14\n\x0csigner_chain\x18\n \x03(\x0c*\xe3\x01\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATE_STARTING\x10\x01\x12\x16\n\x12HEALTH_STATE_READY\x10\x02\x12\x19\n\x15HEALTH_STATE_DEGRADED\x10\x03\x12\x1a\n\x16HEALTH_STATE_UNHEALTHY\x10\x04\x12\x19\n\x15HEALTH_STATE_DRAINING\x10\x05\x12\x18\n\x14HEALTH_STATE_STOPPED\x10\x06\x12\x17\n\x13HEALTH_STATE_FAILED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gentmesh/v1/types.proto\x12\x0c\x61gentmesh.v1\"\x9c\x01\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12<\n\nattributes\x18\x03 \x03(\x0b\x32(.agentmesh.v1.Capability.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\tResources\x12\x1a\n\x12memory_limit_bytes\x18\x01 \x01(\x04\x12\x1e\n\x16invoke_rate_per_second\x18\x02 \x01(\x01\x12\x14\n\x0cinvoke_burst\x18\x03 \x01(\r\x12\x15\n\rmax_in_flight\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\r\"\x87\x01\n\x0cHealthPolicy\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\x12\x1b\n\x13\x64\x65graded_error_rate\x18\x02 \x01(\x01\x12\x1c\n\x14readiness_timeout_ms\x18\x03 \x01(\r\x12\x1d\n\x15hung_restart_after_ms\x18\x04 \x01(\r\"\xbe\x02\n\rAgentManifest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x18.agentmesh.v1.Capability\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.agentmesh.v1.AgentManifest.LabelsEntry\x12*\n\tresources\x18\x05 \x01(\x0b\x32\x17.agentmesh.v1.Resources\x12\x31\n\rhealth_policy\x18\x06 \x01(\x0b\x32\x1a.agentmesh.v1.HealthPolicy\x12\x17\n\x0f\x61gent_card_json\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x02 \x01(\r\x12\x12\n\ncpu_millis\x18\x03 \x01(\x04\x12\x11\n\trss_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x05 \x01(\x01\x12\x12\n\nerror_rate\x18\x06 \x01(\x01\"\xb4\x02\n\rAgentInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12-\n\x08manifest\x18\x03 \x01(\x0b\x32\x1b.agentmesh.v1.AgentManifest\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12(\n\x05state\x18\x06 \x01(\x0e\x32\x19.agentmesh.v1.HealthState\x12 \n\x04load\x18\x07 \x01(\x0b\x32\x12.agentmesh.v1.Load\x12\x18\n\x10registered_at_ms\x18\x08 \x01(\x03\x12\x1c\n\x14last_heartbeat_at_ms\x18\t \x01(\x03\x12\x14\n\x0cstate_reason\x18\n \x01(\t\x12\x12\n\ndeployment\x18\x0b \x01(\t\"\xc4\x01\n\x0eSignedEnvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06signer\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x05 \x01(\x03\x12\r\n\x05nonce\x18\x06 \x01(\x0c\x12\x10\n\x08\x61udience\x18\x07 \x01(\t\x12\x0e\n\x06method\x18\x08 \x01(\t\x12\x14\n\x0cpayload_type\x18\t \x01(\t\x12\x14\n\x0csigner_chain\x18\n \x03(\x0c*\xe3\x01\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATE_STARTING\x10\x01\x12\x16\n\x12HEALTH_STATE_READY\x10\x02\x12\x19\n\x15HEALTH_STATE_DEGRADED\x10\x03\x12\x1a\n\x16HEALTH_STATE_UNHEALTHY\x10\x04\x12\x19\n\x15HEALTH_STATE_DRAINING\x10\x05\x12\x18\n\x14HEALTH_STATE_STOPPED\x10\x06\x12\x17\n\x13HEALTH_STATE_FAILED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPABILITY_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_AGENTMANIFEST_LABELSENTRY']._loaded_options = None
   _globals['_AGENTMANIFEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_HEALTHSTATE']._serialized_start=1408
-  _globals['_HEALTHSTATE']._serialized_end=1635
+  _globals['_HEALTHSTATE']._serialized_start=1440
+  _globals['_HEALTHSTATE']._serialized_end=1667
   _globals['_CAPABILITY']._serialized_start=43
   _globals['_CAPABILITY']._serialized_end=199
   _globals['_CAPABILITY_ATTRIBUTESENTRY']._serialized_start=150
   _globals['_CAPABILITY_ATTRIBUTESENTRY']._serialized_end=199
   _globals['_RESOURCES']._serialized_start=202
   _globals['_RESOURCES']._serialized_end=345
-  _globals['_HEALTHPOLICY']._serialized_start=347
-  _globals['_HEALTHPOLICY']._serialized_end=451
-  _globals['_AGENTMANIFEST']._serialized_start=454
-  _globals['_AGENTMANIFEST']._serialized_end=772
-  _globals['_AGENTMANIFEST_LABELSENTRY']._serialized_start=727
-  _globals['_AGENTMANIFEST_LABELSENTRY']._serialized_end=772
-  _globals['_LOAD']._serialized_start=774
-  _globals['_LOAD']._serialized_end=895
-  _globals['_AGENTINSTANCE']._serialized_start=898
-  _globals['_AGENTINSTANCE']._serialized_end=1206
-  _globals['_SIGNEDENVELOPE']._serialized_start=1209
-  _globals['_SIGNEDENVELOPE']._serialized_end=1405
+  _globals['_HEALTHPOLICY']._serialized_start=348
+  _globals['_HEALTHPOLICY']._serialized_end=483
+  _globals['_AGENTMANIFEST']._serialized_start=486
+  _globals['_AGENTMANIFEST']._serialized_end=804
+  _globals['_AGENTMANIFEST_LABELSENTRY']._serialized_start=759
+  _globals['_AGENTMANIFEST_LABELSENTRY']._serialized_end=804
+  _globals['_LOAD']._serialized_start=806
+  _globals['_LOAD']._serialized_end=927
+  _globals['_AGENTINSTANCE']._serialized_start=930
+  _globals['_AGENTINSTANCE']._serialized_end=1238
+  _globals['_SIGNEDENVELOPE']._serialized_start=1241
+  _globals['_SIGNEDENVELOPE']._serialized_end=1437
 # @@protoc_insertion_point(module_scope)

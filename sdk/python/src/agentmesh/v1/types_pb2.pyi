@@ -58,14 +58,16 @@ class Resources(_message.Message):
     def __init__(self, memory_limit_bytes: _Optional[int] = ..., invoke_rate_per_second: _Optional[float] = ..., invoke_burst: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class HealthPolicy(_message.Message):
-    __slots__ = ("heartbeat_interval_ms", "degraded_error_rate", "readiness_timeout_ms")
+    __slots__ = ("heartbeat_interval_ms", "degraded_error_rate", "readiness_timeout_ms", "hung_restart_after_ms")
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     READINESS_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    HUNG_RESTART_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_ms: int
     degraded_error_rate: float
     readiness_timeout_ms: int
-    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., degraded_error_rate: _Optional[float] = ..., readiness_timeout_ms: _Optional[int] = ...) -> None: ...
+    hung_restart_after_ms: int
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ..., degraded_error_rate: _Optional[float] = ..., readiness_timeout_ms: _Optional[int] = ..., hung_restart_after_ms: _Optional[int] = ...) -> None: ...
 
 class AgentManifest(_message.Message):
     __slots__ = ("name", "version", "capabilities", "labels", "resources", "health_policy", "agent_card_json")

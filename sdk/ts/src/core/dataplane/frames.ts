@@ -78,6 +78,20 @@ export function cancelFrame(callId: number): CallFrame {
   return frame(callId, CallFrame_Kind.KIND_CANCEL);
 }
 
+/** A liveness probe: call id 0, `sequence` numbers it (docs/protocol.md). */
+export function pingFrame(sequence: number): CallFrame {
+  const ping = frame(0, CallFrame_Kind.KIND_PING);
+  ping.sequence = sequence;
+  return ping;
+}
+
+/** The answer to a PING, with its sequence. */
+export function pongFrame(sequence: number): CallFrame {
+  const pong = frame(0, CallFrame_Kind.KIND_PONG);
+  pong.sequence = sequence;
+  return pong;
+}
+
 /**
  * The invocation an OPEN frame carries, without checking any signature: the
  * envelope's payload decoded, or the bare invocation (Attach). The invocation's

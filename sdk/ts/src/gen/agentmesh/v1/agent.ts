@@ -211,8 +211,23 @@ export enum CallFrame_Kind {
    * `sequence` numbers the probe; the receiver answers at once with a PONG
    * carrying the same sequence. A peer that stops answering (a frozen process,
    * a stalled event loop) is treated as hung although its connection is open.
+   *
+   * On Attach the sidecar sends PINGs in `AttachResponse.calls`, every half
+   * heartbeat interval of the agent (health_policy.heartbeat_interval_ms,
+   * default 1000), except when the agent sent something within that half
+   * interval. Every SDK MUST answer each PING at once, from the same event
+   * loop (or thread) that handles calls, with a PONG (`call_id` 0, same
+   * `sequence`, no other field set) in `AttachRequest.replies`, even while
+   * calls are in flight; it must not wait for a handler to finish. PONGs
+   * may be batched with replies. An agent from which nothing (no PONG, no
+   * reply) has arrived for 1.5 heartbeat intervals is hung: the sidecar
+   * reports it UNHEALTHY and takes it out of routing, then READY again at
+   * the first frame that arrives. Hung longer than
+   * health_policy.hung_restart_after_ms, it is killed and restarted.
+   * See docs/protocol.md, "Attach stream".
    */
   KIND_PING = 5,
+  /** KIND_PONG - The answer to a PING: `call_id` 0 and the PING's `sequence`. */
   KIND_PONG = 6,
   UNRECOGNIZED = -1,
 }

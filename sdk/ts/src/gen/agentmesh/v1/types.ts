@@ -128,6 +128,15 @@ export interface HealthPolicy {
   degradedErrorRate: number;
   /** Time allowed from start to READY, in milliseconds (0 = 30000). */
   readinessTimeoutMs: number;
+  /**
+   * How long a running agent may stay hung (it stopped answering its sidecar's
+   * Attach pings, or its grpc.health.v1 checks time out) before the sidecar
+   * kills it with SIGKILL and restarts it under its restart policy, counted
+   * as a restart. Counted from the moment it is found hung (which takes 1.5 to
+   * 2 heartbeat intervals), so an agent that recovers sooner keeps running.
+   * 0 means the default, 10 heartbeat intervals; at most 86400000 (24 h).
+   */
+  hungRestartAfterMs: number;
 }
 
 /** What an agent is and what it can do. Sent on Register. */
@@ -599,7 +608,7 @@ export const Resources: MessageFns<Resources> = {
 };
 
 function createBaseHealthPolicy(): HealthPolicy {
-  return { heartbeatIntervalMs: 0, degradedErrorRate: 0, readinessTimeoutMs: 0 };
+  return { heartbeatIntervalMs: 0, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 };
 }
 
 export const HealthPolicy: MessageFns<HealthPolicy> = {
@@ -612,6 +621,9 @@ export const HealthPolicy: MessageFns<HealthPolicy> = {
     }
     if (message.readinessTimeoutMs !== 0) {
       writer.uint32(24).uint32(message.readinessTimeoutMs);
+    }
+    if (message.hungRestartAfterMs !== 0) {
+      writer.uint32(32).uint32(message.hungRestartAfterMs);
     }
     return writer;
   },
@@ -653,6 +665,14 @@ export const HealthPolicy: MessageFns<HealthPolicy> = {
             message.readinessTimeoutMs = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.hungRestartAfterMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -682,6 +702,11 @@ export const HealthPolicy: MessageFns<HealthPolicy> = {
         : isSet(object.readiness_timeout_ms)
         ? globalThis.Number(object.readiness_timeout_ms)
         : 0,
+      hungRestartAfterMs: isSet(object.hungRestartAfterMs)
+        ? globalThis.Number(object.hungRestartAfterMs)
+        : isSet(object.hung_restart_after_ms)
+        ? globalThis.Number(object.hung_restart_after_ms)
+        : 0,
     };
   },
 
@@ -696,6 +721,9 @@ export const HealthPolicy: MessageFns<HealthPolicy> = {
     if (message.readinessTimeoutMs !== 0) {
       obj.readinessTimeoutMs = Math.round(message.readinessTimeoutMs);
     }
+    if (message.hungRestartAfterMs !== 0) {
+      obj.hungRestartAfterMs = Math.round(message.hungRestartAfterMs);
+    }
     return obj;
   },
 
@@ -707,6 +735,7 @@ export const HealthPolicy: MessageFns<HealthPolicy> = {
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
     message.degradedErrorRate = object.degradedErrorRate ?? 0;
     message.readinessTimeoutMs = object.readinessTimeoutMs ?? 0;
+    message.hungRestartAfterMs = object.hungRestartAfterMs ?? 0;
     return message;
   },
 };
