@@ -64,12 +64,13 @@ class JsonLogProcess:
             self.stderr.append(raw)
 
     def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = START_TIMEOUT_S
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = START_TIMEOUT_S, start: int = 0
     ) -> dict[str, Any]:
+        """The first line at index `start` or later that matches (bounded)."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
             while True:
-                for line in self.lines:
+                for line in self.lines[start:]:
                     if predicate(line):
                         return line
                 if self.process.poll() is not None:
@@ -129,13 +130,15 @@ class Mesh:
                     "name: py-echo",
                     "version: 1.0.0",
                     "replicas: 1",
-                    "capabilities: [py.echo@1.4.2, py.tokens@1.0.0, py.relay@1.0.0]",
+                    "capabilities: [py.echo@1.4.2, py.tokens@1.0.0, py.relay@1.0.0, py.block@1.0.0]",
                     "labels: {lang: python}",
                     "process:",
                     f"  command: {json.dumps(sys.executable)}",
                     f"  args: [{json.dumps(str(AGENT))}]",
                     '  env: {ECHO_AGENT_VERSION: "1.4.2"}',
-                    "health: {heartbeatInterval: 200ms, readinessTimeout: 10s}",
+                    # The default 1 s interval: the sidecar pings every 500 ms and calls an agent
+                    # hung after 1.5 s of silence, which a loaded CI machine never causes by itself.
+                    "health: {readinessTimeout: 10s}",
                     "restartPolicy: {initialBackoff: 50ms, maxBackoff: 200ms}",
                     "",
                 ]
@@ -255,3 +258,41 @@ async def test_kill_9_of_the_agent_restarts_it_and_calls_resume(mesh: Mesh, call
         await asyncio.sleep(0.1)
     states = [line["state"] for line in mesh.agent_states() if line.get("pid") == answer["pid"]]
     assert "ready" in states
+
+
+async def test_the_sidecar_hears_pongs_through_busy_calls_and_sees_a_frozen_agent_hung(
+    mesh: Mesh, caller: MeshCaller
+) -> None:
+    sidecar = mesh.sidecar
+    assert sidecar is not None
+    first = await until_routable(caller)
+    since = len(sidecar.lines)
+    # 2.5 s of handler work with no reply in between: longer than the 1.5 s of silence after
+    # which the sidecar calls an agent hung, so only the pongs keep it routable.
+    busy = await asyncio.gather(
+        caller.invoke("py.echo", json.dumps({"delayMs": 2500}), timeout_s=15),
+        caller.invoke("py.block", "2500", timeout_s=15),
+    )
+    assert busy[1].payload == b"unblocked"
+    assert not [line for line in sidecar.lines[since:] if line.get("msg") == "agent stopped answering pings"]
+
+    pid = int(first["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # In a thread: the test's own event loop keeps serving its caller meanwhile.
+        await asyncio.to_thread(
+            sidecar.wait_for, lambda line: line.get("msg") == "agent stopped answering pings", start=since
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await asyncio.to_thread(
+        sidecar.wait_for,
+        lambda line: (
+            line.get("msg") == "agent process state changed"
+            and line.get("pid") == pid
+            and line.get("state") == "ready"
+            and line.get("previous") == "unresponsive"
+        ),
+        start=since,
+    )
+    assert (await until_routable(caller))["pid"] == pid

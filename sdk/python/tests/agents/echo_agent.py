@@ -6,6 +6,7 @@ Capabilities:
              waits delayMs, raises InvalidArgument(fail) if asked, and answers
              {"instanceId", "version", "pid", "tag"}.
   py.tokens  streams the words of the payload, one chunk each.
+  py.block   a plain (blocking) def: sleeps the payload's number of ms in its thread.
   py.relay   {"capability", "payload", "versionRange"}: calls another agent through the
              sidecar (MeshCaller) and answers what it answered, prefixed with "relay:".
 Environment: AGENTMESH_SIDECAR_ADDR and AGENTMESH_INSTANCE_ID (set by the sidecar),
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 
 from agentmesh import Agent, InvalidArgument, InvocationContext, MeshCaller
@@ -51,6 +53,13 @@ async def echo(payload: bytes, context: InvocationContext) -> str:
 async def tokens(payload: bytes, context: InvocationContext) -> AsyncIterator[bytes]:
     for word in payload.split():
         yield word
+
+
+@agent.unary("py.block")
+def block(payload: bytes, context: InvocationContext) -> bytes:
+    # Blocking on purpose: a plain def runs in a thread, so the stream keeps answering pings.
+    time.sleep(int(payload or b"0") / 1000)
+    return b"unblocked"
 
 
 @agent.unary("py.relay")
