@@ -40,6 +40,8 @@ export interface ServerConfig {
   reconcileIntervalMs: number;
   /** A managed or unmanaged instance no sidecar session reports, out of routing this long, is replaced (if managed) and deregistered. */
   lostInstanceTimeoutMs: number;
+  /** How long Stop/Drain/RestartAgent wait for the sidecar's CommandResult beyond the grace (no flag: tests shorten it). */
+  commandResultSlackMs: number;
   /**
    * Connections are retired (HTTP/2 GOAWAY) after this long, so a client shows a
    * renewed certificate on a new connection; 0 = a quarter of --cert-ttl.
@@ -76,6 +78,7 @@ export const defaultServerConfig: ServerConfig = {
   alertWebhooks: [],
   reconcileIntervalMs: 1000,
   lostInstanceTimeoutMs: 15_000,
+  commandResultSlackMs: 20_000,
   maxConnectionAgeMs: 0,
 };
 

@@ -201,6 +201,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onCommandSent: (action) => metrics.commands.inc({ action, outcome: "sent" }),
     onInstanceLost: () => metrics.detections.inc({ reason: "instance_lost" }),
     reconcile: { lostInstanceTimeoutMs: config.lostInstanceTimeoutMs },
+    commandResultSlackMs: config.commandResultSlackMs,
   });
   lifecycleRef = lifecycle;
   stateListeners.push((instance) => {
