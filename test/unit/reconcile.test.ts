@@ -505,6 +505,18 @@ describe("plan: rebalancing when capacity returns", () => {
     expect(commands(afterBackoff.actions)).toEqual(["start again-1@s2 1.0.0"]);
   });
 
+  it("a scale change during a move calls it off without holding back later moves", () => {
+    const { observed, state } = allOnOne();
+    const twoHosts = (instances: readonly ObservedInstance[]) => sidecarsFor(["s1", "s2"], instances);
+    const begin = run({ desired: deployment(3), observed, sidecars: twoHosts(observed), state, nowMs: T0 + 1000, newInstanceId: idSource("m") });
+    const starting = [...observed, instance("m-1", "s2", STARTING, { startedAtMs: T0 + 1000 })];
+    const scaled = run({ desired: deployment(4), observed: starting, sidecars: twoHosts(starting), state: begin.state, nowMs: T0 + 2000, newInstanceId: idSource("s") });
+    expect(scaled.actions).toContainEqual(expect.objectContaining({ type: "move", phase: "abandoned", reason: "the deployment changed" }));
+    expect(commands(scaled.actions)).toEqual([]);
+    expect(scaled.state.move).toBeUndefined();
+    expect(scaled.state.moveBlockedUntilMs).toBeUndefined();
+  });
+
   it("with maxSurge 0 and maxUnavailable 1 breaks before making: one drained from the crowded host, its replacement placed by spread", () => {
     const strategy = { maxSurge: 0, maxUnavailable: 1, readyTimeoutMs: 0, maxErrorRate: 0, canaryWeightPercent: 0 };
     const observed = [instance("a", "s1", READY, { startedAtMs: T0 + 1 }), instance("b", "s1", READY, { startedAtMs: T0 + 2 })];

@@ -81,6 +81,8 @@ export interface MoveState {
   fromInstanceId: string;
   fromSidecarId: string;
   startedAtMs: number;
+  /** desired.replicas when it began: a scale change calls the move off. */
+  replicas: number;
 }
 
 /**
@@ -280,7 +282,7 @@ export function plan(input: PlanInput): PlanResult {
     pendingStarts = pendingStarts.filter((start) => start.revision === serving.revision);
   }
 
-  const moved = advanceMove(adopted, { census, pendingStarts, servingRevision: serving.revision, rollout, nowMs, strategy, options });
+  const moved = advanceMove(adopted, { census, pendingStarts, servingRevision: serving.revision, rollout, nowMs, strategy, options, replicas: desired.replicas });
   if (moved.event) actions.push(moved.event);
   if (moved.removeSource) remove(moved.removeSource, "rebalance");
   if (moved.stopTarget) remove(moved.stopTarget, "rebalance abandoned");
@@ -341,7 +343,14 @@ export function plan(input: PlanInput): PlanResult {
       const start = newStart(begun.toSidecarId, "rebalance");
       starts.push(start);
       placed.push(start);
-      move = { instanceId: start.instanceId, toSidecarId: begun.toSidecarId, fromInstanceId: begun.source.instanceId, fromSidecarId: begun.source.sidecarId, startedAtMs: nowMs };
+      move = {
+        instanceId: start.instanceId,
+        toSidecarId: begun.toSidecarId,
+        fromInstanceId: begun.source.instanceId,
+        fromSidecarId: begun.source.sidecarId,
+        startedAtMs: nowMs,
+        replicas: desired.replicas,
+      };
       actions.push({ type: "move", phase: "started", instanceId: begun.source.instanceId, fromSidecarId: begun.source.sidecarId, toSidecarId: begun.toSidecarId, reason: "spread replicas over hosts" });
     } else if (begun?.kind === "breakBeforeMake") {
       // maxSurge 0: take one away from the crowded host; the next pass places its replacement by spread.
@@ -521,6 +530,7 @@ function advanceLeaving(
 }
 
 interface MoveContext {
+  replicas: number;
   census: Census;
   pendingStarts: readonly PendingStart[];
   servingRevision: string;
@@ -556,8 +566,8 @@ function advanceMove(state: ReconcileState, context: MoveContext): MoveProgress 
   const target = census.live.find((instance) => instance.instanceId === move.instanceId);
   const pending = context.pendingStarts.find((start) => start.instanceId === move.instanceId);
   const source = census.live.find((instance) => instance.instanceId === move.fromInstanceId);
-  // An update or a rollback takes over: the extra instance is just one more for decide() to weigh.
-  if (context.rollout.phase !== "complete") return ended("abandoned", "the deployment changed", false);
+  // An update, a rollback or a scale change takes over: the extra instance is just one more for decide() to weigh.
+  if (context.rollout.phase !== "complete" || context.replicas !== move.replicas) return ended("abandoned", "the deployment changed", false);
   const started = target ?? pending;
   if (!started) return ended("abandoned", "the new instance failed, was lost or never registered", true);
   if (started.revision !== context.servingRevision) return ended("abandoned", "the deployment changed", false);
