@@ -163,7 +163,8 @@ describe("orchestrator convergence (real processes)", () => {
   }, 120_000);
 
   it("ctl stop and restart of an instance its sidecar refuses: non-zero exit and the sidecar's message", async () => {
-    cluster = await MeshCluster.start();
+    // No session ever reports the stray instance: keep it from being collected as lost while ctl runs.
+    cluster = await MeshCluster.start({ serverArgs: ["--lost-instance-timeout-ms", "600000"] });
     await cluster.startSidecar({ host: "host-a", capacity: 1 });
     // Registered in host-a's name but not run by it: the registry points at a sidecar that does not know it.
     const certificatePem = readFileSync(join(cluster.credentialsDir, "admin-cert.pem"), "utf8");
