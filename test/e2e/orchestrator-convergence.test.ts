@@ -54,10 +54,13 @@ const slowHeartbeats = { heartbeatInterval: "5s" };
 describe("orchestrator convergence (real processes)", () => {
   it("kill -9 of a sidecar restarted at once: its old instances are replaced and removed, 3/3 READY again", async () => {
     cluster = await MeshCluster.start(slowDetection);
-    await cluster.startSidecar({ host: "host-a", capacity: 4 });
-    await cluster.startSidecar({ host: "host-b", capacity: 4 });
+    // Each sidecar also runs one unmanaged agent of its own (--manifest): nothing replaces those, but a ghost must still go.
+    const loner = cluster.writeFile("loner.yaml", echoDeploymentYaml({ name: "loner" }));
+    await cluster.startSidecar({ host: "host-a", capacity: 4, manifests: [loner] });
+    await cluster.startSidecar({ host: "host-b", capacity: 4, manifests: [loner] });
     expect((await cluster.ctl("apply", "-f", cluster.writeFile("word-stats.yaml", exampleDeploymentYaml("word-stats", 3, slowHeartbeats)))).code).toBe(0);
     const placed = await cluster.waitForReady("word-stats", 3, { exclusive: true });
+    const loners = (await cluster.waitForReady("loner", 2, { exclusive: true })).map((instance) => instance.instanceId);
     const counts = byHost(placed);
     const busiest = (counts["host-a"] ?? 0) >= (counts["host-b"] ?? 0) ? "host-a" : "host-b";
     const ghosts = placed.filter((instance) => instance.host === busiest).map((instance) => instance.instanceId);
@@ -69,6 +72,12 @@ describe("orchestrator convergence (real processes)", () => {
 
     const converged = await waitForConverged(cluster, "word-stats", 3, (instance) => !ghosts.includes(instance.instanceId));
     expect(converged).toHaveLength(3);
+    // The restarted sidecar registered a new unmanaged instance; the one it ran before is gone from ListAgents.
+    const lonersAfter = await waitFor("the old unmanaged instance gone, a new one READY", async () => {
+      const all = await cluster?.instances("loner");
+      return all?.length === 2 && all.every((instance) => instance.state === HealthState.HEALTH_STATE_READY) ? all : undefined;
+    });
+    expect(lonersAfter.filter((instance) => loners.includes(instance.instanceId))).toHaveLength(1);
     const registered = await cluster.instances();
     expect(registered.filter((instance) => instance.state === HealthState.HEALTH_STATE_UNHEALTHY)).toEqual([]);
   }, 90_000);
