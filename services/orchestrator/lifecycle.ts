@@ -9,7 +9,7 @@ import type { Registry } from "../registry/registry.js";
 import type { CallerIdentity } from "../server/call-context.js";
 import type { CommandSigner } from "./command-signer.js";
 import type { ConnectHub, ConnectSession } from "./connect-hub.js";
-import { type ClassifiedClaim, type SessionView, classifyClaim, lostReason } from "./domain/claims.js";
+import { type ClassifiedClaim, type LastClaim, type SessionView, classifyClaim, lostReason } from "./domain/claims.js";
 import { sameSpec } from "./domain/deployment-spec.js";
 import type { SidecarSnapshot } from "./domain/placement.js";
 import {
@@ -79,8 +79,8 @@ export class Lifecycle {
   private readonly rollouts = new Map<string, Rollout>();
   /** When each session's Hello was accepted: what tells a restarted sidecar's Hello from an old one. */
   private readonly helloAt = new WeakMap<ConnectSession, number>();
-  /** instance id → sidecar id of the last session seen reporting it. */
-  private readonly lastClaim = new Map<string, string>();
+  /** instance id → the last session seen reporting it. */
+  private readonly lastClaim = new Map<string, LastClaim>();
   /** instance id → when it was first seen with no session reporting it. */
   private readonly unclaimedSince = new Map<string, number>();
   /** command id → the RPC waiting for its CommandResult. */
@@ -207,7 +207,7 @@ export class Lifecycle {
   async command(kind: "restart" | "drain" | "stop", instanceId: string, graceMs: number, caller: CallerIdentity, requestId: string): Promise<void> {
     const instance = this.options.registry.require(instanceId);
     if (!caller.isAdmin && caller.spiffeId !== instance.spiffeId) throw new MeshError("denied", "only the owner or an admin may change an instance");
-    const session = this.options.hub.sessionFor(instanceId) ?? this.sessionOfSidecar(this.lastClaim.get(instanceId) ?? instance.host);
+    const session = this.options.hub.sessionFor(instanceId) ?? this.sessionOfSidecar(this.lastClaim.get(instanceId)?.sidecarId ?? instance.host);
     if (!session) throw new MeshError("unavailable", "the instance's sidecar is not connected");
     const action: Command["action"] =
       kind === "restart"
@@ -336,6 +336,7 @@ export class Lifecycle {
     for (const session of this.options.hub.allSessions()) {
       if (!session.hello || session.closed) continue;
       views.set(session, {
+        sessionId: this.sessionIdOf(session),
         sidecarId: session.sidecarId,
         host: session.hello.host,
         helloAtMs: this.helloAt.get(session),
@@ -350,15 +351,14 @@ export class Lifecycle {
       const classified = classifyClaim({
         instanceId: instance.instanceId,
         host: instance.host,
-        registeredAtMs: instance.registeredAtMs,
         claimant,
-        lastSidecarId: this.lastClaim.get(instance.instanceId),
+        lastClaim: this.lastClaim.get(instance.instanceId),
         unclaimedSinceMs: this.unclaimedSince.get(instance.instanceId),
         sessions,
         nowMs,
       });
       if (claimant) {
-        this.lastClaim.set(instance.instanceId, claimant.sidecarId);
+        this.lastClaim.set(instance.instanceId, { sessionId: claimant.sessionId, sidecarId: claimant.sidecarId, helloAtMs: claimant.helloAtMs });
         this.unclaimedSince.delete(instance.instanceId);
       } else if (classified.claim.kind === "unclaimed" && !this.unclaimedSince.has(instance.instanceId)) {
         this.unclaimedSince.set(instance.instanceId, classified.claim.sinceMs);

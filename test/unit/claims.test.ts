@@ -6,17 +6,19 @@ const T0 = 1_700_000_000_000;
 const { HEALTH_STATE_READY: READY, HEALTH_STATE_UNHEALTHY: UNHEALTHY, HEALTH_STATE_STARTING: STARTING } = HealthState;
 const { HEALTH_STATE_FAILED: FAILED, HEALTH_STATE_DRAINING: DRAINING } = HealthState;
 
-function session(sidecarId: string, helloAtMs: number | undefined, listed: string[] = [], host = sidecarId): SessionView {
-  return { sidecarId, host, helloAtMs, helloInstanceIds: new Set(listed) };
+function session(sessionId: string, sidecarId: string, helloAtMs: number | undefined, listed: string[] = []): SessionView {
+  return { sessionId, sidecarId, host: sidecarId, helloAtMs, helloInstanceIds: new Set(listed) };
 }
+
+/** host-b's first session, which reported i-1 (Hello at T0 - 100). */
+const firstSession = { sessionId: "b-1", sidecarId: "host-b", helloAtMs: T0 - 100 };
 
 function input(overrides: Partial<ClaimInput> = {}): ClaimInput {
   return {
     instanceId: "i-1",
     host: "host-b",
-    registeredAtMs: T0,
     claimant: undefined,
-    lastSidecarId: undefined,
+    lastClaim: firstSession,
     unclaimedSinceMs: undefined,
     sessions: [],
     nowMs: T0 + 5000,
@@ -26,45 +28,50 @@ function input(overrides: Partial<ClaimInput> = {}): ClaimInput {
 
 describe("classifyClaim", () => {
   it.each<[string, Partial<ClaimInput>, { sidecarId: string; claim: InstanceClaim }]>([
-    ["reported by a session: claimed, on the claimant's sidecar", { claimant: session("sidecar-b", T0 - 10) }, { sidecarId: "sidecar-b", claim: { kind: "claimed" } }],
+    ["reported by a session: claimed, on the claimant's sidecar", { claimant: session("b-2", "sidecar-b", T0) }, { sidecarId: "sidecar-b", claim: { kind: "claimed" } }],
     [
-      "its sidecar reconnected after it registered and did not list it: disowned",
-      { sessions: [session("host-b", T0 + 100)] },
+      "a newer session of its sidecar said Hello without it: disowned (the sidecar restarted)",
+      { sessions: [session("b-2", "host-b", T0 + 100)] },
       { sidecarId: "host-b", claim: { kind: "disowned" } },
     ],
     [
-      "the reconnected sidecar listed it (it is announcing it): unclaimed, not disowned",
-      { sessions: [session("host-b", T0 + 100, ["i-1"])] },
+      "the newer session listed it (its announce is on the way): unclaimed, not disowned",
+      { sessions: [session("b-2", "host-b", T0 + 100, ["i-1"])] },
       { sidecarId: "host-b", claim: { kind: "unclaimed", sinceMs: T0 + 5000 } },
     ],
     [
-      "registered after the Hello (announce still on its way): unclaimed",
-      { registeredAtMs: T0 + 200, sessions: [session("host-b", T0 + 100)] },
+      "never reported by any session (registered before its client's stream was up): a Hello says nothing about it",
+      { lastClaim: undefined, sessions: [session("b-2", "host-b", T0 + 100)] },
+      { sidecarId: "host-b", claim: { kind: "unclaimed", sinceMs: T0 + 5000 } },
+    ],
+    [
+      "the session that reported it, still open but no longer reporting it, does not disown it",
+      { sessions: [session("b-1", "host-b", T0 - 100)] },
+      { sidecarId: "host-b", claim: { kind: "unclaimed", sinceMs: T0 + 5000 } },
+    ],
+    [
+      "an older session of the same sidecar id does not disown it",
+      { sessions: [session("b-0", "host-b", T0 - 500)] },
       { sidecarId: "host-b", claim: { kind: "unclaimed", sinceMs: T0 + 5000 } },
     ],
     [
       "a Hello in the same millisecond: benefit of the doubt",
-      { sessions: [session("host-b", T0)] },
+      { sessions: [session("b-2", "host-b", T0 - 100)] },
       { sidecarId: "host-b", claim: { kind: "unclaimed", sinceMs: T0 + 5000 } },
     ],
     [
       "the last claimant's sidecar id wins over the registered host name",
-      { host: "b.example.com", lastSidecarId: "sidecar-b", sessions: [session("sidecar-b", T0 + 100, [], "b.example.com")] },
+      { host: "b.example.com", lastClaim: { ...firstSession, sidecarId: "sidecar-b" }, sessions: [session("b-2", "sidecar-b", T0 + 100)] },
       { sidecarId: "sidecar-b", claim: { kind: "disowned" } },
     ],
     [
-      "never claimed, host named differently from the sidecar id: matched by Hello.host",
-      { host: "b.example.com", sessions: [session("sidecar-b", T0 + 100, [], "b.example.com")] },
-      { sidecarId: "b.example.com", claim: { kind: "disowned" } },
-    ],
-    [
       "another sidecar's Hello says nothing about it",
-      { sessions: [session("host-a", T0 + 100)] },
+      { sessions: [session("a-2", "host-a", T0 + 100)] },
       { sidecarId: "host-b", claim: { kind: "unclaimed", sinceMs: T0 + 5000 } },
     ],
     [
       "a Hello of unknown time never disowns",
-      { sessions: [session("host-b", undefined)] },
+      { sessions: [session("b-2", "host-b", undefined)] },
       { sidecarId: "host-b", claim: { kind: "unclaimed", sinceMs: T0 + 5000 } },
     ],
     [

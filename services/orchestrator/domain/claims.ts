@@ -10,9 +10,12 @@ import { isRoutable } from "../../registry/domain/health-state.js";
  * with the session standing in for the node lease.
  *
  * - claimed: an open session reports it now.
- * - disowned: its sidecar has an open session whose Hello came after the
- *   instance registered and did not list it: the sidecar restarted (or lost
- *   it) and does not run it. Lost at once, whatever the host is called.
+ * - disowned: an earlier session of its sidecar reported it, and a newer
+ *   session of that sidecar said Hello without listing it: the sidecar
+ *   restarted (or lost it) and does not run it. Lost at once, whatever the host
+ *   is called. Only an instance some session has reported can be disowned: a
+ *   client may register before its stream is up and announce right after its
+ *   Welcome, so a Hello says nothing about instances nobody has claimed yet.
  * - unclaimed: no session reports it, since `sinceMs`; its sidecar may be
  *   reconnecting. Lost once its health is given up on and its sidecar is gone,
  *   or once it has been unclaimed and out of routing for a bound.
@@ -21,6 +24,8 @@ export type InstanceClaim = { kind: "claimed" } | { kind: "disowned" } | { kind:
 
 /** One open Connect session whose Hello has been accepted, as claim classification sees it. */
 export interface SessionView {
+  /** Tells sessions of one sidecar apart. */
+  sessionId: string;
   sidecarId: string;
   /** Hello.host; "" when not given. */
   host: string;
@@ -30,16 +35,22 @@ export interface SessionView {
   helloInstanceIds: ReadonlySet<string>;
 }
 
+/** The last session seen reporting an instance. */
+export interface LastClaim {
+  sessionId: string;
+  sidecarId: string;
+  /** Its Hello time; undefined when not known. */
+  helloAtMs: number | undefined;
+}
+
 export interface ClaimInput {
   instanceId: string;
   /** AgentInstance.host from its registration. */
   host: string;
-  /** When the registry first registered it (server clock). */
-  registeredAtMs: number;
   /** The session that reports it now, if any. */
   claimant: SessionView | undefined;
-  /** Sidecar id of the last session seen reporting it, if any. */
-  lastSidecarId: string | undefined;
+  /** The last session seen reporting it, if any. */
+  lastClaim: LastClaim | undefined;
   /** When it was first seen with no claimant, if it was already. */
   unclaimedSinceMs: number | undefined;
   /** Every open session with an accepted Hello. */
@@ -55,18 +66,19 @@ export interface ClassifiedClaim {
 
 export function classifyClaim(input: ClaimInput): ClassifiedClaim {
   if (input.claimant) return { sidecarId: input.claimant.sidecarId, claim: { kind: "claimed" } };
-  const sidecarId = input.lastSidecarId ?? input.host;
-  const isItsSidecar = (session: SessionView) => session.sidecarId === sidecarId || (input.lastSidecarId === undefined && session.host !== "" && session.host === input.host);
-  // A Hello in the same millisecond as the registration may not have known it: benefit of the doubt (the bound still applies).
+  const last = input.lastClaim;
+  if (!last) return { sidecarId: input.host, claim: { kind: "unclaimed", sinceMs: input.unclaimedSinceMs ?? input.nowMs } };
+  // A newer session of the same sidecar that did not list it: the sidecar now running under that name does not run it.
   const disowned = input.sessions.some(
     (session) =>
-      isItsSidecar(session) &&
+      session.sidecarId === last.sidecarId &&
+      session.sessionId !== last.sessionId &&
       session.helloAtMs !== undefined &&
-      session.helloAtMs > input.registeredAtMs &&
+      (last.helloAtMs === undefined || session.helloAtMs > last.helloAtMs) &&
       !session.helloInstanceIds.has(input.instanceId),
   );
-  if (disowned) return { sidecarId, claim: { kind: "disowned" } };
-  return { sidecarId, claim: { kind: "unclaimed", sinceMs: input.unclaimedSinceMs ?? input.nowMs } };
+  if (disowned) return { sidecarId: last.sidecarId, claim: { kind: "disowned" } };
+  return { sidecarId: last.sidecarId, claim: { kind: "unclaimed", sinceMs: input.unclaimedSinceMs ?? input.nowMs } };
 }
 
 export interface LostCheck {
