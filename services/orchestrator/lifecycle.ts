@@ -86,6 +86,9 @@ export class Lifecycle {
   /** command id → the RPC waiting for its CommandResult. */
   private readonly pendingResults = new Map<string, PendingResult>();
   private readonly waitingBySession = new WeakMap<ConnectSession, Set<string>>();
+  /** A short id per session object (claims and pending starts refer to sessions by it). */
+  private readonly sessionIds = new WeakMap<ConnectSession, string>();
+  private nextSessionId = 0;
   private timer: NodeJS.Timeout | undefined;
   private scheduled = false;
   private running: Promise<void> | undefined;
@@ -115,7 +118,7 @@ export class Lifecycle {
     this.unclaimedSince.delete(instanceId);
   }
 
-  /** A session's Hello was accepted (hub hook): instances of that sidecar it does not list are lost now. */
+  /** A session's Hello was accepted (hub hook): what an earlier session of that sidecar reported and this one does not list is lost now. */
   onSessionHello(session: ConnectSession): void {
     this.helloAt.set(session, this.options.clock.nowMs());
     this.requestReconcile();
@@ -515,10 +518,7 @@ export class Lifecycle {
     return newest;
   }
 
-  private readonly sessionIds = new WeakMap<ConnectSession, string>();
-  private nextSessionId = 0;
-
-  /** A stable id per session object, for PendingStart.sessionId. */
+  /** The session's id in `sessionIds`, assigned on first use. */
   private sessionIdOf(session: ConnectSession): string {
     let id = this.sessionIds.get(session);
     if (id === undefined) {
