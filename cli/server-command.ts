@@ -37,6 +37,14 @@ export function addServerCommand(program: Command): void {
       ),
     )
     .addOption(
+      envOption(
+        "--lost-instance-timeout-ms <ms>",
+        "AGENTMESH_LOST_INSTANCE_TIMEOUT_MS",
+        "an instance no sidecar reports, out of routing this long, is replaced and deregistered",
+        String(defaults.lostInstanceTimeoutMs),
+      ).argParser(parseInteger("--lost-instance-timeout-ms", 1000, 3_600_000)),
+    )
+    .addOption(
       envOption("--max-message-bytes <bytes>", "AGENTMESH_MAX_MESSAGE_BYTES", "largest gRPC message accepted", String(defaults.maxMessageBytes)).argParser(
         parseInteger("--max-message-bytes", 1024, 64 * 1024 * 1024),
       ),
@@ -67,6 +75,7 @@ export function addServerCommand(program: Command): void {
         logLevel: options.logLevel as string,
         heartbeatTimeoutMultiplier: Number(options.heartbeatTimeoutMultiplier),
         reconnectGraceMs: Number(options.reconnectGraceMs),
+        lostInstanceTimeoutMs: Number(options.lostInstanceTimeoutMs),
         maxMessageBytes: Number(options.maxMessageBytes),
         caCertFile: options.caCert as string | undefined,
         caKeyFile: options.caKey as string | undefined,

@@ -38,6 +38,10 @@ export interface ServerConfig {
   /** Extra Alertmanager-format webhook receivers. */
   alertWebhooks: string[];
   reconcileIntervalMs: number;
+  /** A managed or unmanaged instance no sidecar session reports, out of routing this long, is replaced (if managed) and deregistered. */
+  lostInstanceTimeoutMs: number;
+  /** How long Stop/Drain/RestartAgent wait for the sidecar's CommandResult beyond the grace (no flag: tests shorten it). */
+  commandResultSlackMs: number;
   /**
    * Connections are retired (HTTP/2 GOAWAY) after this long, so a client shows a
    * renewed certificate on a new connection; 0 = a quarter of --cert-ttl.
@@ -73,6 +77,8 @@ export const defaultServerConfig: ServerConfig = {
   auditFsync: false,
   alertWebhooks: [],
   reconcileIntervalMs: 1000,
+  lostInstanceTimeoutMs: 15_000,
+  commandResultSlackMs: 20_000,
   maxConnectionAgeMs: 0,
 };
 
@@ -91,6 +97,9 @@ export function validateServerConfig(config: ServerConfig): void {
   }
   if (!(config.reconnectGraceMs >= 0 && config.reconnectGraceMs <= 600_000)) {
     throw new MeshError("invalidArgument", "--reconnect-grace-ms: must be 0-600000");
+  }
+  if (!(config.lostInstanceTimeoutMs >= 1000 && config.lostInstanceTimeoutMs <= 3_600_000)) {
+    throw new MeshError("invalidArgument", "--lost-instance-timeout-ms: must be 1000-3600000");
   }
   if (!(config.certTtlMs >= 1000 && config.certTtlMs <= config.maxCertTtlMs)) {
     throw new MeshError("invalidArgument", "--cert-ttl: must be at least 1s and at most the maximum certificate lifetime");

@@ -146,6 +146,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       metrics.detectionDelay.observe({ reason: "heartbeat_timeout" }, silentForMs / 1000);
     },
   );
+  // The hub is built before the lifecycle it reports to.
+  let lifecycleRef: Lifecycle | undefined;
   const hubHooks: ConnectHubHooks = {
     onRejected: (caller, requestId, reason) =>
       security.audit
@@ -157,7 +159,9 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onCommandResult: (sidecarId, result) => {
       metrics.commands.inc({ action: "any", outcome: result.ok ? "ok" : "failed" });
       if (!result.ok) log.warn({ sidecarId, commandId: result.commandId, instanceId: result.instanceId, problem: result.message }, "sidecar could not carry out a command");
+      lifecycleRef?.onCommandResult(sidecarId, result);
     },
+    onHello: (session) => lifecycleRef?.onSessionHello(session),
   };
   const hub = new ConnectHub(
     registry,
@@ -183,7 +187,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     registry: metrics.registry,
     logger: log.child({ component: "alerts" }),
   });
-  const lifecycle = new Lifecycle({
+  const lifecycle: Lifecycle = new Lifecycle({
     registry,
     hub,
     store: dependencies.deployments ?? new MemoryDeploymentStore(),
@@ -195,7 +199,11 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onDeploymentReady: (deployment, ready, minReady) => alerting.engine.observe({ type: "deploymentReady", deployment, ready, minReady }),
     onRollback: (deployment) => metrics.rollbacks.inc({ deployment }),
     onCommandSent: (action) => metrics.commands.inc({ action, outcome: "sent" }),
+    onInstanceLost: () => metrics.detections.inc({ reason: "instance_lost" }),
+    reconcile: { lostInstanceTimeoutMs: config.lostInstanceTimeoutMs },
+    commandResultSlackMs: config.commandResultSlackMs,
   });
+  lifecycleRef = lifecycle;
   stateListeners.push((instance) => {
     lifecycle.onStateChange(instance);
     alerting.engine.observe({

@@ -430,7 +430,7 @@ class GetRolloutRequest(_message.Message):
     def __init__(self, deployment: _Optional[str] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("deployment", "from_version", "to_version", "phase", "updated_replicas", "ready_replicas", "desired_replicas", "message", "started_at_ms", "generation")
+    __slots__ = ("deployment", "from_version", "to_version", "phase", "updated_replicas", "ready_replicas", "desired_replicas", "message", "started_at_ms", "generation", "from_revision", "to_revision")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PHASE_UNSPECIFIED: _ClassVar[Rollout.Phase]
@@ -455,6 +455,8 @@ class Rollout(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    FROM_REVISION_FIELD_NUMBER: _ClassVar[int]
+    TO_REVISION_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     from_version: str
     to_version: str
@@ -465,7 +467,9 @@ class Rollout(_message.Message):
     message: str
     started_at_ms: int
     generation: int
-    def __init__(self, deployment: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., phase: _Optional[_Union[Rollout.Phase, str]] = ..., updated_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., desired_replicas: _Optional[int] = ..., message: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+    from_revision: str
+    to_revision: str
+    def __init__(self, deployment: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., phase: _Optional[_Union[Rollout.Phase, str]] = ..., updated_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., desired_replicas: _Optional[int] = ..., message: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., generation: _Optional[int] = ..., from_revision: _Optional[str] = ..., to_revision: _Optional[str] = ...) -> None: ...
 
 class GetRolloutResponse(_message.Message):
     __slots__ = ("rollout",)
