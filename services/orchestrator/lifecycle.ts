@@ -27,8 +27,8 @@ export interface LifecycleOptions {
   reconcileIntervalMs: number;
   onDeploymentReady?: (deployment: string, ready: number, minReady: number) => void;
   onRollback?: (deployment: string, fromVersion: string, toVersion: string, reason: string) => void;
-  /** Every command sent, by action. */
-  onCommandSent?: (action: string) => void;
+  /** Every command sent, by action (the server audits it). */
+  onCommandSent?: (action: string, command: Command, sidecarId: string) => void;
 }
 
 /**
@@ -248,7 +248,7 @@ export class Lifecycle {
   private send(session: ConnectSession, action: Command["action"]): void {
     const command: Command = { commandId: randomBytes(8).toString("hex"), action, envelope: undefined };
     session.sendCommand(this.options.signer ? this.options.signer.sign(command, session.callerSpiffeId) : command);
-    this.options.onCommandSent?.(action?.$case ?? "none");
+    this.options.onCommandSent?.(action?.$case ?? "none", command, session.sidecarId);
   }
 
   private sidecarSnapshot(): SidecarSnapshot[] {
