@@ -1,4 +1,3 @@
-import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import { formatSpiffeId, tryParseSpiffeId } from "../../sdk/ts/src/core/spiffe-id.js";
@@ -26,7 +25,6 @@ export interface IdentityAuthorityOptions {
   /** Refused join tokens come from callers without a certificate: sampled. */
   refusals: RefusalAuditor;
   clock: Clock;
-  log: Logger;
   defaultTtlMs: number;
   maxTtlMs: number;
   onRevoked?: (records: RevocationRecord[]) => void;

@@ -99,7 +99,6 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     audit: backgroundAudit,
     refusals,
     clock: options.clock,
-    log,
     defaultTtlMs: options.certTtlMs,
     maxTtlMs: options.maxCertTtlMs,
     onRevoked: options.onRevoked,
