@@ -33,7 +33,7 @@ export interface ServerConfig {
   /** Open streams (Connect, Watch) per identity, counted apart from unary calls in flight. */
   identityMaxStreams: number;
   maxConcurrentStreams: number;
-  /** A call (unary or stream) must send its first message within this, or it is ended with DEADLINE_EXCEEDED. */
+  /** A stream (Connect, Watch) must send its first message within this, or it is ended with DEADLINE_EXCEEDED. */
   firstMessageTimeoutMs: number;
   /** A connection must finish its TLS handshake within this (absolute, not idle time), or it is closed. */
   tlsHandshakeTimeoutMs: number;
