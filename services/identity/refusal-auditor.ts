@@ -27,8 +27,6 @@ export interface RefusalAuditorOptions {
   maxKeys: number;
   /** Every refusal, written or not: for the metric. */
   onRefusal?: (refusal: Refusal, written: boolean) => void;
-  /** An append that failed (the sink's own state change is what gets logged). */
-  onAppendFailed?: (error: unknown) => void;
 }
 
 interface WindowKey {
@@ -153,7 +151,8 @@ export class RefusalAuditor {
   }
 
   private append(event: Parameters<AuditSink["append"]>[0]): void {
-    this.options.audit.append(event).catch((error: unknown) => this.options.onAppendFailed?.(error));
+    // A failed append is counted by the log, and its state change logged once: nothing to add per entry.
+    this.options.audit.append(event).catch(() => undefined);
   }
 }
 
