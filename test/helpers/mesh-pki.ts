@@ -361,7 +361,9 @@ export interface SecureMesh {
 
 export async function startSecureMesh(overrides: Partial<ServerConfig> = {}, log: Logger = logSink("silent").log, clock?: Clock): Promise<SecureMesh> {
   const dataDir = overrides.dataDir ?? tempDir();
-  const server = await startServer({ port: 0, httpPort: 0, dataDir, ...overrides }, { log, clock });
+  // One refusal-sampling window per test however slow the machine: which refusals are
+  // written and which only counted never depends on timing (tests end windows by hand).
+  const server = await startServer({ port: 0, httpPort: 0, dataDir, auditSampleIntervalMs: 3_600_000, ...overrides }, { log, clock });
   const trustDomain = server.config.trustDomain;
   const trustBundle = server.security.ca.trustBundle();
   const admin = await mintIdentity(server.security.ca, spiffe(trustDomain, "admin", "operator"), { clock });
