@@ -36,8 +36,8 @@ export interface LifecycleOptions {
   reconcileIntervalMs: number;
   onDeploymentReady?: (deployment: string, ready: number, minReady: number) => void;
   onRollback?: (deployment: string, fromVersion: string, toVersion: string, reason: string) => void;
-  /** Every command sent, by action. */
-  onCommandSent?: (action: string) => void;
+  /** Every command sent, by action (the server audits it). */
+  onCommandSent?: (action: string, command: Command, sidecarId: string) => void;
   /** An instance found lost (claims.ts) and deregistered; `managed` when a replacement is started. */
   onInstanceLost?: (instanceId: string, reason: string, managed: boolean) => void;
   /** Passed to plan() (lostInstanceTimeoutMs, rebalance, ...). */
@@ -463,7 +463,7 @@ export class Lifecycle {
   private send(session: ConnectSession, action: Command["action"], commandId: string): boolean {
     const command: Command = { commandId, action, envelope: undefined };
     const sent = session.sendCommand(this.options.signer ? this.options.signer.sign(command, session.callerSpiffeId) : command);
-    if (sent) this.options.onCommandSent?.(action?.$case ?? "none");
+    if (sent) this.options.onCommandSent?.(action?.$case ?? "none", command, session.sidecarId);
     return sent;
   }
 

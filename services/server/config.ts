@@ -30,9 +30,21 @@ export interface ServerConfig {
   identityRatePerSecond: number;
   identityBurst: number;
   identityMaxInFlight: number;
+  /** Open streams (Connect, Watch) per identity, counted apart from unary calls in flight. */
+  identityMaxStreams: number;
   maxConcurrentStreams: number;
+  /** A stream (Connect, Watch) must send its first message within this, or it is ended with DEADLINE_EXCEEDED. */
+  firstMessageTimeoutMs: number;
+  /** A connection must finish its TLS handshake within this (absolute, not idle time), or it is closed. */
+  tlsHandshakeTimeoutMs: number;
   maxInstancesPerIdentity: number;
   auditFsync: boolean;
+  /** Refusals are audited by sampling window (services/identity/refusal-auditor.ts). */
+  auditSampleIntervalMs: number;
+  /** Denials one authenticated identity may write individually per sampling window. */
+  auditDenialsPerIdentity: number;
+  /** While the audit log cannot be written, how often to try again. */
+  auditRetryIntervalMs: number;
   /** Alert rules and receivers (YAML text); defaults apply when absent. */
   alertsConfigText?: string;
   /** Extra Alertmanager-format webhook receivers. */
@@ -72,9 +84,15 @@ export const defaultServerConfig: ServerConfig = {
   identityRatePerSecond: 2000,
   identityBurst: 4000,
   identityMaxInFlight: 512,
+  identityMaxStreams: 64,
   maxConcurrentStreams: 1000,
+  firstMessageTimeoutMs: 5000,
+  tlsHandshakeTimeoutMs: 5000,
   maxInstancesPerIdentity: 10_000,
   auditFsync: false,
+  auditSampleIntervalMs: 10_000,
+  auditDenialsPerIdentity: 50,
+  auditRetryIntervalMs: 1000,
   alertWebhooks: [],
   reconcileIntervalMs: 1000,
   lostInstanceTimeoutMs: 15_000,
@@ -106,6 +124,18 @@ export function validateServerConfig(config: ServerConfig): void {
   }
   if (!(config.maxConnectionAgeMs === 0 || (config.maxConnectionAgeMs >= 1000 && config.maxConnectionAgeMs <= config.certTtlMs / 2))) {
     throw new MeshError("invalidArgument", "--max-connection-age: must be at least 1s and at most half of --cert-ttl (0 = a quarter of --cert-ttl)");
+  }
+  for (const [name, value] of [
+    ["--first-message-timeout", config.firstMessageTimeoutMs],
+    ["--tls-handshake-timeout", config.tlsHandshakeTimeoutMs],
+  ] as const) {
+    if (!(Number.isInteger(value) && value >= 100 && value <= 600_000)) throw new MeshError("invalidArgument", `${name}: must be 100ms-10m`);
+  }
+  if (!(Number.isInteger(config.identityMaxStreams) && config.identityMaxStreams >= 0)) {
+    throw new MeshError("invalidArgument", "--identity-max-streams: must be 0 (unlimited) or more");
+  }
+  if (!(config.auditSampleIntervalMs >= 10 && config.auditDenialsPerIdentity >= 1 && config.auditRetryIntervalMs >= 10)) {
+    throw new MeshError("invalidArgument", "audit sampling: interval and retry at least 10 ms, at least one denial per identity");
   }
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(config.trustDomain)) {
     throw new MeshError("invalidArgument", "--trust-domain: must be a lowercase DNS name");

@@ -115,7 +115,8 @@ export class PostgresAuditLog implements AuditSink {
     }
     const head = await this.head();
     if (head.seq !== position || head.hash !== previousHash) return { ok: false, line: position + 1, reason: `chain ends at seq ${position} but the head says ${head.seq}` };
-    return { ok: true, entries: position, head };
+    // The chain head row lives in the same transactional table set, so it always covers every row; rows are never torn.
+    return { ok: true, entries: position, head, anchor: { seq: head.seq, signed: false }, entriesPastAnchor: 0, tornTailBytes: 0 };
   }
 
   /** Waits for pending appends; the database (pool) is closed by its owner. */

@@ -247,6 +247,10 @@ export interface InvokeRequest {
   contentType: string;
   /** Retry once on another instance on UNAVAILABLE. */
   idempotent: boolean;
+  /**
+   * Passed to the agent. At most 64 entries; keys 1-128 of [A-Za-z0-9._-], values
+   * up to 4096 bytes, 16 KiB in all.
+   */
   metadata: { [key: string]: string };
 }
 
