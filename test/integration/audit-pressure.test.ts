@@ -184,7 +184,14 @@ describe("what the registry and orchestrator do is audited", () => {
 
   it("a command sent to a sidecar is audited with its id and the sidecar, beside the request for it", async () => {
     devServer = await startServer({ port: 0, httpPort: 0, insecureDev: true, dataDir: tempDir() }, { log: logSink("silent").log });
-    const agent = new MeshClient({ address: devServer.address, sidecarId: "host-a" });
+    // Stands in for a sidecar: answers each command as carried out, so RestartAgent returns.
+    const agent: MeshClient = new MeshClient({
+      address: devServer.address,
+      sidecarId: "host-a",
+      onCommand: (response) => {
+        if (response.msg?.$case === "command") agent.sendCommandResult({ commandId: response.msg.value.commandId, ok: true, message: "", instanceId: handle.instanceId });
+      },
+    });
     cleanups.push(() => agent.close());
     const handle = await agent.register(manifest());
     await agent.waitConnected();
