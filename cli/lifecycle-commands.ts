@@ -16,6 +16,9 @@ import { parseDurationMs } from "./duration.js";
 import { parseInteger } from "./options.js";
 import { formatAge, renderTable } from "./table.js";
 
+/** More than the server waits for a sidecar's CommandResult beyond the grace (lifecycle.ts). */
+const COMMAND_WAIT_SLACK_MS = 30_000;
+
 /** ctl commands for deployments and agent lifecycle. */
 export function addLifecycleCommands(ctl: Program): void {
   const apply = ctl.command("apply").description("create or update deployments from a YAML file").requiredOption("-f, --file <path>", "deployment YAML (several documents allowed)");
@@ -75,7 +78,10 @@ export function addLifecycleCommands(ctl: Program): void {
           const width = 30;
           const filled = current.desiredReplicas === 0 ? width : Math.round((current.updatedReplicas / current.desiredReplicas) * width);
           const bar = `[${"#".repeat(Math.min(width, filled))}${"-".repeat(Math.max(0, width - filled))}]`;
-          const line = `${bar} ${current.updatedReplicas}/${current.desiredReplicas} updated, ${current.readyReplicas} ready  ${current.fromVersion || "-"} → ${current.toVersion}  ${phase}${current.message ? `: ${current.message}` : ""}`;
+          // Same version on both sides: an env or args change, told apart by template revision.
+          const sameVersion = current.fromVersion === current.toVersion;
+          const label = (version: string, revision: string) => (version === "" ? "-" : sameVersion && revision !== "" ? `${version} (revision ${revision})` : version);
+          const line = `${bar} ${current.updatedReplicas}/${current.desiredReplicas} updated, ${current.readyReplicas} ready  ${label(current.fromVersion, current.fromRevision)} → ${label(current.toVersion, current.toRevision)}  ${phase}${current.message ? `: ${current.message}` : ""}`;
           process.stdout.write(process.stdout.isTTY ? `\r${line}\x1b[K` : `${line}\n`);
         }
         if (done || flags.once) {
@@ -100,21 +106,24 @@ export function addLifecycleCommands(ctl: Program): void {
     }),
   );
 
-  for (const [verb, description] of [
-    ["restart", "restart an agent instance in place"],
-    ["drain", "take an instance out of routing and let its calls finish"],
-    ["stop", "drain and stop an instance"],
+  for (const [verb, done, description] of [
+    ["restart", "restarted", "restart an agent instance in place"],
+    ["drain", "drained", "take an instance out of routing and let its calls finish"],
+    ["stop", "stopped", "drain and stop an instance"],
   ] as const) {
     const command = ctl.command(`${verb} <instance-id>`).description(description).option("--grace <duration>", "time for in-flight calls", "5s");
     command.action(
       ctlAction(command, async ({ orchestrator, options }, instanceId: string) => {
         const graceMs = parseDurationMs((command.opts() as { grace: string }).grace);
+        // The server answers once the sidecar has carried the command out (or refused it):
+        // after the drain and the grace, so wait longer than both.
+        const timeoutMs = graceMs + COMMAND_WAIT_SLACK_MS;
         await call<unknown>((metadata, callOptions, callback) => {
           if (verb === "restart") return orchestrator.restartAgent({ instanceId }, metadata, callOptions, callback);
           if (verb === "drain") return orchestrator.drainAgent({ instanceId, graceMs }, metadata, callOptions, callback);
           return orchestrator.stopAgent({ instanceId, graceMs }, metadata, callOptions, callback);
-        });
-        print(options, { instanceId, action: verb }, () => `${verb} sent to ${instanceId}`);
+        }, timeoutMs);
+        print(options, { instanceId, action: verb, outcome: done }, () => `${instanceId} ${done}`);
       }),
     );
   }

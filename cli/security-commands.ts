@@ -1,4 +1,5 @@
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { systemClock } from "../sdk/ts/src/core/clock.js";
@@ -6,7 +7,7 @@ import { generateKeyAndCsr } from "../sdk/ts/src/core/csr.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
 import type { CreateJoinTokenResponse, ListAuditEventsResponse, RevokeCertificateResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { verifyAuditLog } from "../sdk/ts/src/core/audit-log.js";
-import { loadOrCreateCa } from "../services/identity/domain/ca.js";
+import { caCertFileName, loadOrCreateCa, splitPemCertificates } from "../services/identity/domain/ca.js";
 import { defaultServerConfig } from "../services/server/config.js";
 import { adminFiles } from "./ctl-connection.js";
 import { call, ctlAction, print } from "./ctl-command.js";
@@ -90,23 +91,55 @@ export function addSecurityCommands(ctl: Command): void {
       const response = await call<ListAuditEventsResponse>((metadata, callOptions, callback) =>
         identity.listAuditEvents({ limit: flags.lines }, metadata, callOptions, callback),
       );
-      print(options, response.entriesJson.map((line) => JSON.parse(line) as unknown), () => response.entriesJson.join("\n"));
+      print(options, response.entriesJson.map(parseAuditLine), () => response.entriesJson.join("\n"));
     }),
   );
   const verify = audit
     .command("verify")
-    .description("check the hash chain of an audit log file; exits 1 naming the first bad entry")
+    .description("check the hash chain of an audit log file and its signed head record; exits 1 naming the first bad entry")
     .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "the server's data dir", defaultServerConfig.dataDir))
-    .option("--file <path>", "audit log file (default <data-dir>/audit.log)");
+    .option("--file <path>", `audit log file (default <data-dir>/audit.log); with ctl's --ca-cert, the CA certificate(s) its head is signed with (default <data-dir>/${caCertFileName})`);
   verify.action(async () => {
-    const flags = verify.opts() as { dataDir: string; file?: string };
+    const flags = verify.optsWithGlobals() as { dataDir: string; file?: string; caCert?: string };
     const path = flags.file ?? join(flags.dataDir, "audit.log");
-    const result = await verifyAuditLog(path).catch((error: unknown) => ({ ok: false as const, line: 0, reason: error instanceof Error ? error.message : String(error) }));
-    if (result.ok) {
-      process.stdout.write(`ok: ${result.entries} entries, chain intact\n`);
+    // The server's own log is checked against its CA; another file (a sidecar's, unsigned) only with --ca-cert.
+    const caPath = flags.caCert ?? (flags.file === undefined ? join(flags.dataDir, caCertFileName) : undefined);
+    const fail = (line: number, reason: string) => {
+      process.stdout.write(`FAILED${line > 0 ? ` at line ${line}` : ""}: ${reason}\n`);
+      process.exitCode = 1;
+    };
+    let publicKeys: X509Certificate["publicKey"][] | undefined;
+    try {
+      if (caPath !== undefined && (flags.caCert !== undefined || existsSync(caPath))) {
+        publicKeys = splitPemCertificates(readFileSync(caPath, "utf8")).map((pem) => new X509Certificate(pem).publicKey);
+      }
+    } catch (error) {
+      fail(0, `cannot read ${caPath}: ${error instanceof Error ? error.message : String(error)}`);
       return;
     }
-    process.stdout.write(`FAILED at line ${result.line}: ${result.reason}\n`);
-    process.exitCode = 1;
+    const result = await verifyAuditLog(path, publicKeys ? { headKeys: { publicKeys } } : {}).catch((error: unknown) => ({
+      ok: false as const,
+      line: 0,
+      reason: error instanceof Error ? error.message : String(error),
+    }));
+    if (!result.ok) {
+      fail(result.line, result.reason);
+      return;
+    }
+    const anchor = result.anchor ? `${result.anchor.signed ? "signed" : "unsigned"} head at seq ${result.anchor.seq}` : "empty log";
+    const notes = [
+      result.entriesPastAnchor > 0 ? `${result.entriesPastAnchor} entries after the head (written just before a stop)` : "",
+      result.tornTailBytes > 0 ? `an incomplete last line of ${result.tornTailBytes} bytes (a torn write) ignored` : "",
+    ].filter((note) => note !== "");
+    process.stdout.write(`ok: ${result.entries} entries, chain intact, ${anchor}${notes.length > 0 ? `; ${notes.join("; ")}` : ""}\n`);
   });
+}
+
+/** An entry as JSON, or what the server sent when it is not JSON: `tail` shows everything and never crashes. */
+function parseAuditLine(line: string): unknown {
+  try {
+    return JSON.parse(line) as unknown;
+  } catch {
+    return { unparsable: line };
+  }
 }

@@ -37,6 +37,14 @@ export function addServerCommand(program: Command): void {
       ),
     )
     .addOption(
+      envOption(
+        "--lost-instance-timeout-ms <ms>",
+        "AGENTMESH_LOST_INSTANCE_TIMEOUT_MS",
+        "an instance no sidecar reports, out of routing this long, is replaced and deregistered",
+        String(defaults.lostInstanceTimeoutMs),
+      ).argParser(parseInteger("--lost-instance-timeout-ms", 1000, 3_600_000)),
+    )
+    .addOption(
       envOption("--max-message-bytes <bytes>", "AGENTMESH_MAX_MESSAGE_BYTES", "largest gRPC message accepted", String(defaults.maxMessageBytes)).argParser(
         parseInteger("--max-message-bytes", 1024, 64 * 1024 * 1024),
       ),
@@ -50,6 +58,10 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--server-name <name...>", "AGENTMESH_SERVER_NAMES", "extra DNS names or IPs for the server certificate"))
     .addOption(envOption("--identity-rate <n>", "AGENTMESH_IDENTITY_RATE", "calls per second per identity", String(defaults.identityRatePerSecond)).argParser(parseNumber("--identity-rate", 0, 1e6)))
     .addOption(envOption("--identity-max-in-flight <n>", "AGENTMESH_IDENTITY_MAX_IN_FLIGHT", "concurrent calls per identity", String(defaults.identityMaxInFlight)).argParser(parseInteger("--identity-max-in-flight", 0, 1e6)))
+    .addOption(envOption("--audit-fsync", "AGENTMESH_AUDIT_FSYNC", "fdatasync the audit log once per batch (survives power loss)"))
+    .addOption(envOption("--identity-max-streams <n>", "AGENTMESH_IDENTITY_MAX_STREAMS", "open streams (Connect, Watch) per identity, apart from calls in flight", String(defaults.identityMaxStreams)).argParser(parseInteger("--identity-max-streams", 0, 1e6)))
+    .addOption(envOption("--first-message-timeout <duration>", "AGENTMESH_FIRST_MESSAGE_TIMEOUT", "end a stream (Connect, Watch) whose first message does not arrive within this", "5s").argParser(parseDurationMs))
+    .addOption(envOption("--tls-handshake-timeout <duration>", "AGENTMESH_TLS_HANDSHAKE_TIMEOUT", "close a connection that has not finished TLS within this", "5s").argParser(parseDurationMs))
     .addOption(envOption("--max-instances-per-identity <n>", "AGENTMESH_MAX_INSTANCES_PER_IDENTITY", "registered instances per identity", String(defaults.maxInstancesPerIdentity)).argParser(parseInteger("--max-instances-per-identity", 1, 1e6)))
     .addOption(envOption("--alerts-config <file>", "AGENTMESH_ALERTS_CONFIG", "alert rules and receivers (YAML, see docs/alerts.md)"))
     .addOption(envOption("--alert-webhook <url...>", "AGENTMESH_ALERT_WEBHOOKS", "Alertmanager-format webhook receiver(s)"))
@@ -67,6 +79,7 @@ export function addServerCommand(program: Command): void {
         logLevel: options.logLevel as string,
         heartbeatTimeoutMultiplier: Number(options.heartbeatTimeoutMultiplier),
         reconnectGraceMs: Number(options.reconnectGraceMs),
+        lostInstanceTimeoutMs: Number(options.lostInstanceTimeoutMs),
         maxMessageBytes: Number(options.maxMessageBytes),
         caCertFile: options.caCert as string | undefined,
         caKeyFile: options.caKey as string | undefined,
@@ -76,6 +89,10 @@ export function addServerCommand(program: Command): void {
         identityRatePerSecond: Number(options.identityRate),
         identityBurst: Number(options.identityRate) * 2,
         identityMaxInFlight: Number(options.identityMaxInFlight),
+        identityMaxStreams: Number(options.identityMaxStreams),
+        auditFsync: options.auditFsync === true || options.auditFsync === "true" || options.auditFsync === "1",
+        firstMessageTimeoutMs: typeof options.firstMessageTimeout === "string" ? parseDurationMs(options.firstMessageTimeout) : Number(options.firstMessageTimeout),
+        tlsHandshakeTimeoutMs: typeof options.tlsHandshakeTimeout === "string" ? parseDurationMs(options.tlsHandshakeTimeout) : Number(options.tlsHandshakeTimeout),
         maxInstancesPerIdentity: Number(options.maxInstancesPerIdentity),
         alertsConfigText: options.alertsConfig ? readFileSync(String(options.alertsConfig), "utf8") : undefined,
         alertWebhooks: Array.isArray(options.alertWebhook) ? options.alertWebhook.map(String) : typeof options.alertWebhook === "string" ? options.alertWebhook.split(",") : [],

@@ -168,6 +168,7 @@ export class Sidecar {
       spiffeId: this.spiffeId,
       joinToken: this.config.joinToken,
       onRenewError: (error, retryInMs) => this.log.error({ err: error, retryInMs }, "certificate renewal failed"),
+      onRenewed: (identity) => this.log.info({ serial: identity.serial, expiresAtMs: identity.expiresAtMs }, "certificate renewed"),
     });
   }
 

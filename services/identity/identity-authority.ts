@@ -1,4 +1,3 @@
-import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import { formatSpiffeId, tryParseSpiffeId } from "../../sdk/ts/src/core/spiffe-id.js";
@@ -14,15 +13,18 @@ import type { JoinTokens } from "./domain/join-tokens.js";
 import type { RevocationList } from "./domain/revocations.js";
 import type { AuditSink } from "../../sdk/ts/src/core/audit-log.js";
 import type { CertificateStore, RevocationRecord } from "./ports.js";
+import type { RefusalAuditor } from "./refusal-auditor.js";
 
 export interface IdentityAuthorityOptions {
   ca: MeshCa;
   joinTokens: JoinTokens;
   certificates: CertificateStore;
   revocations: RevocationList;
+  /** Appends never reject (failures are counted by the log); audited RPCs wait for the write in the rpc wrapper. */
   audit: AuditSink;
+  /** Refused join tokens come from callers without a certificate: sampled. */
+  refusals: RefusalAuditor;
   clock: Clock;
-  log: Logger;
   defaultTtlMs: number;
   maxTtlMs: number;
   onRevoked?: (records: RevocationRecord[]) => void;
@@ -65,7 +67,9 @@ export class IdentityAuthority {
         throw new MeshError("denied", "join tokens cannot issue server or admin identities");
       }
       const grant = await this.options.joinTokens.consume(request.joinToken, { requestedSpiffeId: requested.uri }).catch((error: unknown) => {
-        this.audit({ actor: requested.uri, action: "join_token.use", target: requested.uri, outcome: "denied", requestId, details: { reason: (error as Error).message } });
+        // The caller has no certificate yet: what it claims is all there is to key the sample by.
+        const reason = error instanceof MeshError ? error.message : "join token refused";
+        this.options.refusals.record({ actor: requested.uri, authenticated: false, action: "join_token.use", target: requested.uri, reason, requestId });
         throw error;
       });
       allowedAgentNames = requested.kind === "agent" ? [requested.name] : grant.allowedAgentNames;
@@ -130,6 +134,6 @@ export class IdentityAuthority {
   }
 
   private audit(event: Parameters<AuditSink["append"]>[0]): void {
-    this.options.audit.append(event).catch((error: unknown) => this.options.log.error({ err: error }, "audit append failed"));
+    void this.options.audit.append(event);
   }
 }

@@ -3,11 +3,11 @@ import type { PeerCertificate } from "node:tls";
 import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { type KeyedLimiter } from "../../sdk/ts/src/core/token-bucket.js";
 import type { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import type { AuthenticatableCall, Authenticator, CallerIdentity } from "../server/call-context.js";
 import type { RevocationList } from "./domain/revocations.js";
-import type { AuditSink } from "../../sdk/ts/src/core/audit-log.js";
+import type { CallKind, IdentityLimits, LimitRefusal } from "./identity-limits.js";
+import type { RefusalAuditor } from "./refusal-auditor.js";
 
 /** RPCs a caller without a certificate may make: joining and fetching the roots. */
 export const bootstrapMethods: ReadonlySet<string> = new Set([
@@ -31,10 +31,11 @@ export interface MtlsAuthOptions {
   verifier: PeerVerifier;
   revocations: RevocationList;
   clock: Clock;
-  audit: AuditSink;
+  /** Refusals are audited through it: sampled, so a flood cannot fill the disk. */
+  refusals: RefusalAuditor;
   log: Logger;
-  /** Per-identity rate and in-flight limits on every call. */
-  limiter: KeyedLimiter;
+  /** Per-identity rate, in-flight and open-stream limits on every call. */
+  limits: IdentityLimits;
   onLimitRejected: (limit: string) => void;
 }
 
@@ -60,7 +61,7 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
     const hasCertificate = peer !== undefined && peer.raw !== undefined;
     if (!hasCertificate && bootstrapMethods.has(method)) return anonymous;
     const verified = options.verifier.verify(peer, options.clock.nowMs());
-    if (options.revocations.isRevoked({ serial: verified.serial })) throw new MeshError("unauthenticated", "client certificate revoked");
+    if (options.revocations.isRevoked({ serial: verified.serial })) throw new RevokedPeer(verified.spiffeId.uri);
     const kind = verified.spiffeId.kind;
     const allowedAgentNames = new Set(kind === "agent" ? [verified.spiffeId.name] : kind === "admin" ? ["*"] : verified.allowedAgentNames);
     return {
@@ -74,10 +75,11 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
 
   const interceptor: ServerInterceptor = (methodDescriptor, call: ServerInterceptingCallInterface) => {
     const method = methodDescriptor.path;
+    const kind: CallKind = methodDescriptor.requestStream || methodDescriptor.responseStream ? "stream" : "unary";
     let limiterKey: string | undefined;
     const release = () => {
       if (limiterKey === undefined) return;
-      options.limiter.release(limiterKey);
+      options.limits.release(limiterKey, kind);
       limiterKey = undefined;
     };
     return new ServerInterceptingCall(call, {
@@ -86,24 +88,32 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
           onReceiveMetadata: (metadata, nextMetadata) => {
             let identity: CallerIdentity;
             // The SPIFFE ID once the certificate checks out; until then only the address is known.
-            let actor = peerName(call);
+            let actor = call.getPeer();
+            let authenticated = false;
             try {
               identity = identify(call.getAuthContext().sslPeerCertificate, method);
               actor = identity.spiffeId || actor;
+              authenticated = identity.spiffeId !== "";
               if (adminMethods.has(method) && !identity.isAdmin) throw new MeshError("denied", "requires an admin identity");
             } catch (error) {
               const meshError = error instanceof MeshError ? error : new MeshError("unauthenticated", "client certificate invalid");
               if (!(error instanceof MeshError)) options.log.warn({ err: error, method }, "peer verification failed");
-              audited(options, meshError.kind === "denied" ? "call.denied" : "call.unauthenticated", method, actor, meshError.message);
+              // A revoked certificate still proves who holds it: sample by that identity, not by address.
+              if (error instanceof RevokedPeer) {
+                actor = error.spiffeId;
+                authenticated = true;
+              }
+              const action = meshError.kind === "denied" ? "call.denied" : "call.unauthenticated";
+              options.refusals.record({ actor, authenticated, action, target: method, reason: meshError.message, requestId: "" });
               call.sendStatus({ code: meshError.code, details: meshError.message });
               return;
             }
             if (identity.spiffeId !== "") {
-              const refused = options.limiter.admit(identity.spiffeId);
+              const refused = options.limits.admit(identity.spiffeId, kind);
               if (refused) {
                 options.onLimitRejected(`identity_${refused}`);
-                audited(options, "limit.breach", method, identity.spiffeId, refused);
-                call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details: `limit exceeded: ${refused === "rate" ? "request rate" : "in-flight calls"} per identity` });
+                options.refusals.record({ actor: identity.spiffeId, authenticated: true, action: "limit.breach", target: method, reason: refused, requestId: "" });
+                call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details: `limit exceeded: ${limitMessages[refused]} per identity` });
                 return;
               }
               limiterKey = identity.spiffeId;
@@ -131,12 +141,11 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
   return { interceptor, authenticate };
 }
 
-function peerName(call: ServerInterceptingCallInterface): string {
-  return call.getPeer();
+/** A chain that verified, of a revoked certificate. */
+class RevokedPeer extends MeshError {
+  constructor(readonly spiffeId: string) {
+    super("unauthenticated", "client certificate revoked");
+  }
 }
 
-function audited(options: MtlsAuthOptions, action: string, method: string, actor: string, reason: string): void {
-  options.audit
-    .append({ actor, action, target: method, outcome: "denied", requestId: "", details: { reason } })
-    .catch((error: unknown) => options.log.error({ err: error }, "audit append failed"));
-}
+const limitMessages: Record<LimitRefusal, string> = { rate: "request rate", in_flight: "in-flight calls", streams: "open streams" };

@@ -1,3 +1,4 @@
+import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type ServerCredentials, experimental } from "@grpc/grpc-js";
@@ -6,21 +7,22 @@ import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { generateKeyAndCsr } from "../../sdk/ts/src/core/csr.js";
 import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { formatSpiffeId } from "../../sdk/ts/src/core/spiffe-id.js";
-import { KeyedLimiter } from "../../sdk/ts/src/core/token-bucket.js";
 import { CertificateRenewer } from "../../sdk/ts/src/core/tls/certificate-renewer.js";
 import { CertificateSource, type IdentityMaterial } from "../../sdk/ts/src/core/tls/certificate-source.js";
 import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import { MemoryCertificateStore } from "./adapters/memory-certificate-store.js";
 import { MemoryJoinTokenStore } from "./adapters/memory-join-token-store.js";
 import { MemoryRevocationStore } from "./adapters/memory-revocation-store.js";
-import { FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
+import { type AuditSink, type AuditSinkState, FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "./domain/ca.js";
 import { JoinTokens } from "./domain/join-tokens.js";
 import { RevocationList } from "./domain/revocations.js";
 import { EnvelopeOpener } from "./envelope-opener.js";
 import { IdentityAuthority } from "./identity-authority.js";
+import { IdentityLimits } from "./identity-limits.js";
 import { type MtlsAuth, createMtlsAuth } from "./mtls-auth.js";
 import type { RevocationRecord } from "./ports.js";
+import { type Refusal, RefusalAuditor } from "./refusal-auditor.js";
 
 export interface SecurityOptions {
   dataDir: string;
@@ -37,17 +39,33 @@ export interface SecurityOptions {
   identityRatePerSecond: number;
   identityBurst: number;
   identityMaxInFlight: number;
+  identityMaxStreams: number;
   auditFsync: boolean;
+  /** Sampling window for refusals (refusal-auditor.ts). */
+  auditSampleIntervalMs: number;
+  auditDenialsPerIdentity: number;
+  /** While the audit log cannot be written, how often to try again. */
+  auditRetryIntervalMs: number;
   clock: Clock;
   log: Logger;
   onLimitRejected: (limit: string) => void;
   onRevoked: (records: RevocationRecord[]) => void;
+  /** Every refusal, audited individually (`written`) or only counted. */
+  onRefusal?: (refusal: Refusal, written: boolean) => void;
+  /** The audit log turned unwritable or writable again. */
+  onAuditStateChange?: (state: AuditSinkState) => void;
 }
 
 /** Everything identity the server needs: CA, audit, signatures, and (unless dev mode) mTLS. */
 export interface Security {
   ca: MeshCa;
   audit: FileAuditLog;
+  /**
+   * The same log for fire-and-forget events: a failed append is counted by the log
+   * (and the state change logged once), never one error line per event.
+   */
+  backgroundAudit: AuditSink;
+  refusals: RefusalAuditor;
   authority: IdentityAuthority;
   revocations: RevocationList;
   opener: EnvelopeOpener;
@@ -59,7 +77,16 @@ export interface Security {
 export async function createSecurity(options: SecurityOptions): Promise<Security> {
   const log = options.log.child({ component: "identity" });
   const ca = await loadCa(options);
-  const audit = await FileAuditLog.open({ path: join(options.dataDir, "audit.log"), clock: options.clock, durability: options.auditFsync ? "fsync" : "write" });
+  const audit = await openAudit(options, ca, log);
+  const backgroundAudit: AuditSink = { append: (event) => audit.append(event).catch(() => undefined) };
+  const refusals = new RefusalAuditor({
+    audit: backgroundAudit,
+    clock: options.clock,
+    intervalMs: options.auditSampleIntervalMs,
+    perIdentityPerInterval: options.auditDenialsPerIdentity,
+    maxKeys: 256,
+    onRefusal: options.onRefusal,
+  });
   const certificates = new MemoryCertificateStore();
   const revocations = new RevocationList({ certificates, store: new MemoryRevocationStore(), clock: options.clock });
   await revocations.load();
@@ -69,9 +96,9 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     joinTokens,
     certificates,
     revocations,
-    audit,
+    audit: backgroundAudit,
+    refusals,
     clock: options.clock,
-    log,
     defaultTtlMs: options.certTtlMs,
     maxTtlMs: options.maxCertTtlMs,
     onRevoked: options.onRevoked,
@@ -83,11 +110,14 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
   const security: Security = {
     ca,
     audit,
+    backgroundAudit,
+    refusals,
     authority,
     revocations,
     opener,
     close: async () => {
       security.tls?.renewer.stop();
+      refusals.close();
       await audit.close();
     },
   };
@@ -120,13 +150,43 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     verifier,
     revocations,
     clock: options.clock,
-    audit,
+    refusals,
     log,
-    limiter: new KeyedLimiter({ ratePerSecond: options.identityRatePerSecond, burst: options.identityBurst, maxInFlight: options.identityMaxInFlight }, options.clock),
+    limits: new IdentityLimits(
+      { ratePerSecond: options.identityRatePerSecond, burst: options.identityBurst, maxInFlight: options.identityMaxInFlight, maxStreams: options.identityMaxStreams },
+      options.clock,
+    ),
     onLimitRejected: options.onLimitRejected,
   });
   security.tls = { credentials, auth, source, renewer };
   return security;
+}
+
+/**
+ * The server's audit log, its head record signed by the CA key (any root of the
+ * trust bundle is accepted for an older head, so a CA rotation keeps verifying).
+ * What open() repaired is logged here; the entry it wrote says the same.
+ */
+async function openAudit(options: SecurityOptions, ca: MeshCa, log: Logger): Promise<FileAuditLog> {
+  const publicKeys = [ca.certificate.publicKey, ...ca.trustBundle().map((pem) => new X509Certificate(pem).publicKey)];
+  const audit = await FileAuditLog.open({
+    path: join(options.dataDir, "audit.log"),
+    clock: options.clock,
+    durability: options.auditFsync ? "fsync" : "write",
+    headKeys: { sign: (data) => ca.sign(data), publicKeys },
+    retryIntervalMs: options.auditRetryIntervalMs,
+    onStateChange: (state) => {
+      // Once per change, with the file system's own error: one line, not one per refused append.
+      if (!state.writable) log.error({ err: state.error }, "audit log cannot be written: refusing audited actions and reporting not ready until it can");
+      else log.warn({ droppedEntries: audit.stats.droppedEntries }, "audit log writable again: an audit.gap entry records what was lost");
+      options.onAuditStateChange?.(state);
+    },
+  });
+  const { truncatedTailBytes, headRecreated, entriesPastHead } = audit.recovery;
+  if (truncatedTailBytes > 0) log.warn({ truncatedTailBytes }, "audit log ended in a torn write: cut back to its last complete entry");
+  if (headRecreated) log.warn({ entries: audit.head.seq }, "audit log had no head record: wrote a new one (truncation before now cannot be ruled out)");
+  if (entriesPastHead > 0) log.info({ entriesPastHead }, "audit log had entries after its head record (written just before a stop): head moved forward");
+  return audit;
 }
 
 async function loadCa(options: SecurityOptions): Promise<MeshCa> {

@@ -27,6 +27,8 @@ export interface ConnectHubHooks {
   onStreamLost?(instanceId: string): void;
   onStreamCountChange?(open: number): void;
   onCommandResult?(sidecarId: string, result: { commandId: string; ok: boolean; message: string; instanceId: string }): void;
+  /** A Hello was accepted: the session now speaks for the instances it listed (the orchestrator judges the others lost). */
+  onHello?(session: ConnectSession): void;
   /** A refused Hello, replayed sequence or claim on another's instance: audited by the server. */
   onRejected?(callerSpiffeId: string, requestId: string, reason: string): void;
 }
@@ -235,6 +237,7 @@ export class ConnectHub {
     });
     for (const { error, instanceId } of refused) this.streamError(session, error.code, error.message, instanceId);
     session.log.info({ sidecarId: hello.sidecarId, instances: hello.instanceIds.length, unknown: unknown.length }, "sidecar connected");
+    this.hooks.onHello?.(session);
   }
 
   private onHeartbeat(session: ConnectSession, heartbeat: Heartbeat): void {

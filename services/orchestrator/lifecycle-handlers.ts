@@ -1,7 +1,7 @@
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import type { RpcPlumbing } from "../server/rpc-wrapper.js";
 import { unary } from "../server/rpc-wrapper.js";
-import { validateCapabilityName, validateLabelSelector } from "../registry/domain/validate.js";
+import { validateCapabilityName, validateLabelSelector, validateMetadata } from "../registry/domain/validate.js";
 import type { LifecycleHandlers } from "./grpc-handlers.js";
 import type { ServerInvoker } from "./invoker.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -43,6 +43,7 @@ export function lifecycleHandlers(lifecycle: Lifecycle, invoker: ServerInvoker, 
     invoke: unary(plumbing, `${service}/Invoke`, (request, { caller }) => {
       validateCapabilityName(request.capability);
       validateLabelSelector(request.labelSelector);
+      validateMetadata(request.metadata);
       if (caller.spiffeId === "") throw new MeshError("unauthenticated", "client certificate required");
       return invoker.invoke(request, caller.spiffeId, nowMs() + DEFAULT_INVOKE_TIMEOUT_MS);
     }),

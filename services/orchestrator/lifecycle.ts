@@ -4,14 +4,23 @@ import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import type { Command, Deployment, DeploymentStatus, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
-import type { AuditSink } from "../../sdk/ts/src/core/audit-log.js";
+import type { AuditOutcome, AuditSink } from "../../sdk/ts/src/core/audit-log.js";
 import type { Registry } from "../registry/registry.js";
 import type { CallerIdentity } from "../server/call-context.js";
 import type { CommandSigner } from "./command-signer.js";
 import type { ConnectHub, ConnectSession } from "./connect-hub.js";
+import { type ClassifiedClaim, type LastClaim, type SessionView, classifyClaim, lostReason } from "./domain/claims.js";
 import { sameSpec } from "./domain/deployment-spec.js";
 import type { SidecarSnapshot } from "./domain/placement.js";
-import { type ReconcileAction, type ReconcileState, observeInstance, plan, reservePendingStarts } from "./domain/reconcile.js";
+import {
+  type ReconcileAction,
+  type ReconcileOptions,
+  type ReconcileState,
+  defaultReconcileOptions,
+  observeInstance,
+  plan,
+  reservePendingStarts,
+} from "./domain/reconcile.js";
 import { validateDeployment, validateReplicas } from "./domain/validate-deployment.js";
 import type { DeploymentStore } from "./ports.js";
 
@@ -27,9 +36,36 @@ export interface LifecycleOptions {
   reconcileIntervalMs: number;
   onDeploymentReady?: (deployment: string, ready: number, minReady: number) => void;
   onRollback?: (deployment: string, fromVersion: string, toVersion: string, reason: string) => void;
-  /** Every command sent, by action. */
-  onCommandSent?: (action: string) => void;
+  /** Every command sent, by action (the server audits it). */
+  onCommandSent?: (action: string, command: Command, sidecarId: string) => void;
+  /** An instance found lost (claims.ts) and deregistered; `managed` when a replacement is started. */
+  onInstanceLost?: (instanceId: string, reason: string, managed: boolean) => void;
+  /** Passed to plan() (lostInstanceTimeoutMs, rebalance, ...). */
+  reconcile?: Partial<ReconcileOptions>;
+  /**
+   * How long StopAgent / DrainAgent wait for the sidecar's CommandResult beyond their
+   * grace, and RestartAgent in all: the sidecar answers after it has drained (bounded by
+   * its --drain-timeout, 10 s by default) and stopped the process.
+   */
+  commandResultSlackMs?: number;
 }
+
+/** What a sidecar answered to one command. */
+export interface CommandOutcome {
+  commandId: string;
+  ok: boolean;
+  message: string;
+  instanceId: string;
+}
+
+interface PendingResult {
+  sidecarId: string;
+  settle: (outcome: CommandOutcome) => void;
+  fail: (error: MeshError) => void;
+}
+
+const defaultCommandResultSlackMs = 20_000;
+const sidecarMessageMaxLength = 200;
 
 /**
  * Drives actual state towards desired: deployments in the store, instances in
@@ -41,6 +77,18 @@ export class Lifecycle {
   private readonly states = new Map<string, ReconcileState>();
   private readonly readyAt = new Map<string, number>();
   private readonly rollouts = new Map<string, Rollout>();
+  /** When each session's Hello was accepted: what tells a restarted sidecar's Hello from an old one. */
+  private readonly helloAt = new WeakMap<ConnectSession, number>();
+  /** instance id → the last session seen reporting it. */
+  private readonly lastClaim = new Map<string, LastClaim>();
+  /** instance id → when it was first seen with no session reporting it. */
+  private readonly unclaimedSince = new Map<string, number>();
+  /** command id → the RPC waiting for its CommandResult. */
+  private readonly pendingResults = new Map<string, PendingResult>();
+  private readonly waitingBySession = new WeakMap<ConnectSession, Set<string>>();
+  /** A short id per session object (claims and pending starts refer to sessions by it). */
+  private readonly sessionIds = new WeakMap<ConnectSession, string>();
+  private nextSessionId = 0;
   private timer: NodeJS.Timeout | undefined;
   private scheduled = false;
   private running: Promise<void> | undefined;
@@ -66,6 +114,20 @@ export class Lifecycle {
 
   onRemoved(instanceId: string): void {
     this.readyAt.delete(instanceId);
+    this.lastClaim.delete(instanceId);
+    this.unclaimedSince.delete(instanceId);
+  }
+
+  /** A session's Hello was accepted (hub hook): what an earlier session of that sidecar reported and this one does not list is lost now. */
+  onSessionHello(session: ConnectSession): void {
+    this.helloAt.set(session, this.options.clock.nowMs());
+    this.requestReconcile();
+  }
+
+  /** A sidecar answered a command (hub hook). */
+  onCommandResult(sidecarId: string, outcome: CommandOutcome): void {
+    const waiting = this.pendingResults.get(outcome.commandId);
+    if (waiting && waiting.sidecarId === sidecarId) waiting.settle(outcome);
   }
 
   /** Coalesces bursts of events into one reconcile pass on the next tick. */
@@ -139,11 +201,16 @@ export class Lifecycle {
     return rollout;
   }
 
-  /** RestartAgent / DrainAgent / StopAgent: a command to the sidecar running the instance. */
+  /**
+   * RestartAgent / DrainAgent / StopAgent: a command to the sidecar running the
+   * instance, answered once the sidecar reports the outcome (bounded). A refusal
+   * is the caller's FAILED_PRECONDITION with the sidecar's short message; no
+   * answer in time is DEADLINE_EXCEEDED, since the command may still complete.
+   */
   async command(kind: "restart" | "drain" | "stop", instanceId: string, graceMs: number, caller: CallerIdentity, requestId: string): Promise<void> {
     const instance = this.options.registry.require(instanceId);
     if (!caller.isAdmin && caller.spiffeId !== instance.spiffeId) throw new MeshError("denied", "only the owner or an admin may change an instance");
-    const session = this.options.hub.sessionFor(instanceId) ?? this.options.hub.sessionBySidecar(instance.host);
+    const session = this.options.hub.sessionFor(instanceId) ?? this.sessionOfSidecar(this.lastClaim.get(instanceId)?.sidecarId ?? instance.host);
     if (!session) throw new MeshError("unavailable", "the instance's sidecar is not connected");
     const action: Command["action"] =
       kind === "restart"
@@ -151,24 +218,97 @@ export class Lifecycle {
         : kind === "drain"
           ? { $case: "drain", value: { instanceId, graceMs } }
           : { $case: "stop", value: { instanceId, graceMs } };
-    this.send(session, action);
+    const slackMs = this.options.commandResultSlackMs ?? defaultCommandResultSlackMs;
+    const commandId = newCommandId();
+    const outcome = this.awaitResult(session, commandId, (kind === "restart" ? 0 : graceMs) + slackMs);
+    if (!this.send(session, action, commandId)) this.pendingResults.get(commandId)?.fail(new MeshError("unavailable", "the instance's sidecar is not connected"));
+    let result: CommandOutcome;
+    try {
+      result = await outcome;
+    } catch (error) {
+      this.audit(caller, `agent.${kind}`, instanceId, requestId, { sidecar: session.sidecarId, problem: error instanceof MeshError ? error.message : "no result" }, "failure");
+      throw error;
+    }
+    if (!result.ok) {
+      const problem = result.message.slice(0, sidecarMessageMaxLength) || "no reason given";
+      this.audit(caller, `agent.${kind}`, instanceId, requestId, { sidecar: session.sidecarId, problem }, "failure");
+      throw new MeshError("failedPrecondition", `sidecar ${session.sidecarId} refused ${kind}: ${problem}`);
+    }
     this.audit(caller, `agent.${kind}`, instanceId, requestId, { sidecar: session.sidecarId });
+  }
+
+  /** Resolves with the session's CommandResult for `commandId`; rejects when the stream ends first or nothing comes within `timeoutMs`. */
+  private awaitResult(session: ConnectSession, commandId: string, timeoutMs: number): Promise<CommandOutcome> {
+    return new Promise<CommandOutcome>((resolve, reject) => {
+      const timer = setTimeout(
+        () => finish(() => reject(new MeshError("deadlineExceeded", `sidecar ${session.sidecarId} reported no outcome within ${timeoutMs} ms; the command may still complete`))),
+        timeoutMs,
+      );
+      timer.unref();
+      const waiting = this.waitingOn(session);
+      const finish = (settle: () => void) => {
+        if (!this.pendingResults.has(commandId)) return;
+        this.pendingResults.delete(commandId);
+        waiting.delete(commandId);
+        clearTimeout(timer);
+        settle();
+      };
+      this.pendingResults.set(commandId, {
+        sidecarId: session.sidecarId,
+        settle: (outcome) => finish(() => resolve(outcome)),
+        fail: (error) => finish(() => reject(error)),
+      });
+      waiting.add(commandId);
+    });
+  }
+
+  /** Command ids awaiting a result on `session`; failed together when its stream ends (one listener per session). */
+  private waitingOn(session: ConnectSession): Set<string> {
+    let waiting = this.waitingBySession.get(session);
+    if (waiting) return waiting;
+    const ids = new Set<string>();
+    waiting = ids;
+    this.waitingBySession.set(session, ids);
+    let ended = false;
+    const onEnded = () => {
+      if (ended) return;
+      ended = true;
+      for (const commandId of [...ids]) {
+        this.pendingResults.get(commandId)?.fail(new MeshError("unavailable", `sidecar ${session.sidecarId} disconnected before reporting the outcome`));
+      }
+    };
+    for (const event of streamEndEvents) session.call.once(event, onEnded);
+    return ids;
   }
 
   private async reconcileAll(): Promise<void> {
     const deployments = await this.options.store.list();
     const nowMs = this.options.clock.nowMs();
-    const snapshot = this.sidecarSnapshot();
+    const claims = this.classifyClaims(nowMs);
+    const lostRules = {
+      connected: new Set(this.options.hub.allSessions().filter((session) => session.hello && !session.closed).map((session) => session.sidecarId)),
+      nowMs,
+      lostAfterMs: this.reconcileOptions.lostInstanceTimeoutMs,
+    };
+    const managedNames = new Set(deployments.map((deployment) => deployment.name));
+    const snapshot = this.sidecarSnapshot(claims, lostRules);
     // One pass over the registry per reconcile, not one per deployment.
     const byDeployment = new Map<string, AgentInstance[]>();
+    const unmanaged: AgentInstance[] = [];
     for (const instance of this.options.registry.all()) {
-      if (instance.deployment === "") continue;
+      if (!managedNames.has(instance.deployment)) {
+        unmanaged.push(instance);
+        continue;
+      }
       const group = byDeployment.get(instance.deployment);
       if (group) group.push(instance);
       else byDeployment.set(instance.deployment, [instance]);
     }
     for (const desired of deployments) {
-      const observed = (byDeployment.get(desired.name) ?? []).map((instance) => observeInstance(instance, instance.host, this.readyAt.get(instance.instanceId)));
+      const observed = (byDeployment.get(desired.name) ?? []).map((instance) => {
+        const claim = claims.get(instance.instanceId) ?? { sidecarId: instance.host, claim: { kind: "claimed" as const } };
+        return observeInstance(instance, { ...claim, readyAtMs: this.readyAt.get(instance.instanceId) });
+      });
       const others = [...this.states.entries()].filter(([name]) => name !== desired.name).map(([, state]) => state);
       const result = plan({
         desired,
@@ -177,10 +317,78 @@ export class Lifecycle {
         nowMs,
         state: this.states.get(desired.name),
         newInstanceId: () => `${desired.name}-${randomBytes(4).toString("hex")}`,
+        options: this.reconcileOptions,
       });
       this.states.set(desired.name, result.state);
       for (const action of result.actions) await this.carryOut(desired, action);
       await this.recordStatus(desired, result.status, observed.length);
+    }
+    await this.removeLostUnmanaged(unmanaged, claims, lostRules);
+  }
+
+  private get reconcileOptions(): ReconcileOptions {
+    return { ...defaultReconcileOptions, ...this.options.reconcile };
+  }
+
+  /**
+   * Who vouches for each instance (claims.ts), from the open sessions. Remembers
+   * the last claimant and since when an instance has had none, across passes.
+   */
+  private classifyClaims(nowMs: number): Map<string, ClassifiedClaim> {
+    const views = new Map<ConnectSession, SessionView>();
+    for (const session of this.options.hub.allSessions()) {
+      if (!session.hello || session.closed) continue;
+      views.set(session, {
+        sessionId: this.sessionIdOf(session),
+        sidecarId: session.sidecarId,
+        host: session.hello.host,
+        helloAtMs: this.helloAt.get(session),
+        helloInstanceIds: new Set(session.hello.instanceIds),
+      });
+    }
+    const sessions = [...views.values()];
+    const claims = new Map<string, ClassifiedClaim>();
+    for (const instance of this.options.registry.all()) {
+      const claimantSession = this.options.hub.sessionFor(instance.instanceId);
+      const claimant = claimantSession ? views.get(claimantSession) : undefined;
+      const classified = classifyClaim({
+        instanceId: instance.instanceId,
+        host: instance.host,
+        claimant,
+        lastClaim: this.lastClaim.get(instance.instanceId),
+        unclaimedSinceMs: this.unclaimedSince.get(instance.instanceId),
+        sessions,
+        nowMs,
+      });
+      if (claimant) {
+        this.lastClaim.set(instance.instanceId, { sessionId: claimant.sessionId, sidecarId: claimant.sidecarId, helloAtMs: claimant.helloAtMs });
+        this.unclaimedSince.delete(instance.instanceId);
+      } else if (classified.claim.kind === "unclaimed" && !this.unclaimedSince.has(instance.instanceId)) {
+        this.unclaimedSince.set(instance.instanceId, classified.claim.sinceMs);
+      }
+      claims.set(instance.instanceId, classified);
+    }
+    return claims;
+  }
+
+  /**
+   * Instances no deployment manages are not replaced, but a lost one is still
+   * deregistered, so ListAgents and routing do not keep a ghost. The sidecar of
+   * one that does exist after all re-registers it on its next Hello.
+   */
+  private async removeLostUnmanaged(
+    instances: readonly AgentInstance[],
+    claims: ReadonlyMap<string, ClassifiedClaim>,
+    rules: { connected: ReadonlySet<string>; nowMs: number; lostAfterMs: number },
+  ): Promise<void> {
+    for (const instance of instances) {
+      const claim = claims.get(instance.instanceId);
+      if (!claim) continue;
+      const reason = lostReason({ ...claim, state: instance.state }, { ...rules, managed: false });
+      if (reason === undefined) continue;
+      this.options.log.warn({ instanceId: instance.instanceId, agentName: instance.manifest?.name, sidecarId: claim.sidecarId, reason }, "removing a lost instance");
+      this.options.onInstanceLost?.(instance.instanceId, reason, false);
+      await this.forget(instance.instanceId, `lost: ${reason}`);
     }
   }
 
@@ -212,12 +420,20 @@ export class Lifecycle {
         this.sendTo(action.sidecarId, { $case: "stop", value: { instanceId: action.instanceId, graceMs: action.graceMs } }, log, action.instanceId);
         return;
       case "reschedule":
-        log.warn({ instanceId: action.instanceId, from: action.fromSidecarId, to: action.start.sidecarId }, "rescheduling instance of a lost sidecar");
-        await this.forget(action.instanceId, "sidecar lost");
+        log.warn(
+          { instanceId: action.instanceId, from: action.fromSidecarId, to: action.start.sidecarId, replacement: action.start.instanceId, reason: action.reason },
+          "replacing a lost instance",
+        );
+        this.options.onInstanceLost?.(action.instanceId, action.reason, true);
         this.sendTo(action.start.sidecarId, { $case: "start", value: action.start.command }, log, action.start.instanceId);
+        await this.forget(action.instanceId, `lost: ${action.reason}`);
         return;
       case "forget":
+        if (this.options.registry.get(action.instanceId)) log.warn({ instanceId: action.instanceId, reason: action.reason }, "removing an instance nobody can stop");
         await this.forget(action.instanceId, action.reason);
+        return;
+      case "move":
+        log.info({ instanceId: action.instanceId, from: action.fromSidecarId, to: action.toSidecarId, phase: action.phase, reason: action.reason }, `rebalancing move ${action.phase}`);
         return;
       case "rolloutProgress":
         this.rollouts.set(deployment.name, action.rollout);
@@ -236,39 +452,81 @@ export class Lifecycle {
   }
 
   private sendTo(sidecarId: string, action: Command["action"], log: Logger, instanceId: string): void {
-    const session = this.options.hub.sessionBySidecar(sidecarId);
-    if (!session) {
+    const session = this.sessionOfSidecar(sidecarId);
+    if (!session || !this.send(session, action, newCommandId())) {
       log.warn({ sidecarId, instanceId, action: action?.$case }, "sidecar not connected; the next pass retries");
       return;
     }
-    this.send(session, action);
     log.info({ sidecarId, instanceId, action: action?.$case }, "command sent");
   }
 
-  private send(session: ConnectSession, action: Command["action"]): void {
-    const command: Command = { commandId: randomBytes(8).toString("hex"), action, envelope: undefined };
-    session.sendCommand(this.options.signer ? this.options.signer.sign(command, session.callerSpiffeId) : command);
-    this.options.onCommandSent?.(action?.$case ?? "none");
+  private send(session: ConnectSession, action: Command["action"], commandId: string): boolean {
+    const command: Command = { commandId, action, envelope: undefined };
+    const sent = session.sendCommand(this.options.signer ? this.options.signer.sign(command, session.callerSpiffeId) : command);
+    if (sent) this.options.onCommandSent?.(action?.$case ?? "none", command, session.sidecarId);
+    return sent;
   }
 
-  private sidecarSnapshot(): SidecarSnapshot[] {
-    const byHost = new Map<string, SidecarSnapshot>();
+  /**
+   * Managed instances per sidecar for placement: attributed to the sidecar whose
+   * session reports them (claims.ts), lost ones left out, so a restarted
+   * sidecar's ghosts never take up its capacity.
+   */
+  private sidecarSnapshot(
+    claims: ReadonlyMap<string, ClassifiedClaim>,
+    rules: { connected: ReadonlySet<string>; nowMs: number; lostAfterMs: number },
+  ): SidecarSnapshot[] {
+    const bySidecar = new Map<string, SidecarSnapshot>();
     for (const session of this.options.hub.allSessions()) {
-      if (!session.hello) continue;
-      byHost.set(session.sidecarId, { sidecarId: session.sidecarId, capacity: session.hello.capacity, instanceCount: 0, byDeployment: {}, connected: true });
+      if (!session.hello || session.closed) continue;
+      bySidecar.set(session.sidecarId, {
+        sidecarId: session.sidecarId,
+        host: session.hello.host,
+        capacity: session.hello.capacity,
+        instanceCount: 0,
+        byDeployment: {},
+        connected: true,
+        sessionId: this.sessionIdOf(session),
+      });
     }
     for (const instance of this.options.registry.all()) {
       if (instance.deployment === "") continue;
-      let snapshot = byHost.get(instance.host);
+      const claim = claims.get(instance.instanceId) ?? { sidecarId: instance.host, claim: { kind: "claimed" as const } };
+      if (lostReason({ ...claim, state: instance.state }, { ...rules, managed: true }) !== undefined) continue;
+      let snapshot = bySidecar.get(claim.sidecarId);
       if (!snapshot) {
-        snapshot = { sidecarId: instance.host, capacity: 0, instanceCount: 0, byDeployment: {}, connected: false };
-        byHost.set(instance.host, snapshot);
+        snapshot = { sidecarId: claim.sidecarId, capacity: 0, instanceCount: 0, byDeployment: {}, connected: false };
+        bySidecar.set(claim.sidecarId, snapshot);
       }
       const byDeployment = snapshot.byDeployment as Record<string, number>;
       snapshot.instanceCount += 1;
       byDeployment[instance.deployment] = (byDeployment[instance.deployment] ?? 0) + 1;
     }
-    return [...byHost.values()];
+    return [...bySidecar.values()];
+  }
+
+  /**
+   * The sidecar's newest open session: while an old stream of a restarted sidecar
+   * is not yet seen closed, commands must go to the one that runs its processes now.
+   */
+  private sessionOfSidecar(sidecarId: string): ConnectSession | undefined {
+    let newest: ConnectSession | undefined;
+    for (const session of this.options.hub.allSessions()) {
+      if (!session.hello || session.closed || session.sidecarId !== sidecarId) continue;
+      if (!newest || (this.helloAt.get(session) ?? 0) >= (this.helloAt.get(newest) ?? 0)) newest = session;
+    }
+    return newest;
+  }
+
+  /** The session's id in `sessionIds`, assigned on first use. */
+  private sessionIdOf(session: ConnectSession): string {
+    let id = this.sessionIds.get(session);
+    if (id === undefined) {
+      this.nextSessionId += 1;
+      id = `session-${this.nextSessionId}`;
+      this.sessionIds.set(session, id);
+    }
+    return id;
   }
 
   private async require(name: string): Promise<Deployment> {
@@ -278,11 +536,25 @@ export class Lifecycle {
     return deployment;
   }
 
-  private audit(caller: CallerIdentity | undefined, action: string, target: string, requestId: string, details: Record<string, unknown>): void {
+  private audit(
+    caller: CallerIdentity | undefined,
+    action: string,
+    target: string,
+    requestId: string,
+    details: Record<string, unknown>,
+    outcome: AuditOutcome = "success",
+  ): void {
     this.options.audit
-      .append({ actor: caller?.spiffeId ?? "system", action, target, outcome: "success", requestId, details })
+      .append({ actor: caller?.spiffeId ?? "system", action, target, outcome, requestId, details })
       .catch((error: unknown) => this.options.log.error({ err: error }, "audit append failed"));
   }
+}
+
+/** Stream events after which no CommandResult can arrive on a session. */
+const streamEndEvents = ["close", "error", "cancelled"] as const;
+
+function newCommandId(): string {
+  return randomBytes(8).toString("hex");
 }
 
 function emptyStatus(): DeploymentStatus {

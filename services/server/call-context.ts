@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { type KeyObject, randomBytes } from "node:crypto";
 import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
@@ -53,4 +54,20 @@ export function mayActForAgent(caller: CallerIdentity, agentName: string): boole
 
 export function requireAdmin(caller: CallerIdentity): void {
   if (!caller.isAdmin) throw new MeshError("denied", "requires an admin identity");
+}
+
+const callScope = new AsyncLocalStorage<CallContext>();
+
+/** Runs `work` (and everything it awaits) as part of the call `context`. */
+export function runInCall<T>(context: CallContext, work: () => T): T {
+  return callScope.run(context, work);
+}
+
+/**
+ * The RPC the current code runs for, if any: lets hooks deep below a handler (the
+ * registry's, the orchestrator's) audit who asked, without every layer passing it.
+ * Undefined for what the server does by itself (reconciling, detecting failures).
+ */
+export function currentCall(): CallContext | undefined {
+  return callScope.getStore();
 }

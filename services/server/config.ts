@@ -30,14 +30,30 @@ export interface ServerConfig {
   identityRatePerSecond: number;
   identityBurst: number;
   identityMaxInFlight: number;
+  /** Open streams (Connect, Watch) per identity, counted apart from unary calls in flight. */
+  identityMaxStreams: number;
   maxConcurrentStreams: number;
+  /** A stream (Connect, Watch) must send its first message within this, or it is ended with DEADLINE_EXCEEDED. */
+  firstMessageTimeoutMs: number;
+  /** A connection must finish its TLS handshake within this (absolute, not idle time), or it is closed. */
+  tlsHandshakeTimeoutMs: number;
   maxInstancesPerIdentity: number;
   auditFsync: boolean;
+  /** Refusals are audited by sampling window (services/identity/refusal-auditor.ts). */
+  auditSampleIntervalMs: number;
+  /** Denials one authenticated identity may write individually per sampling window. */
+  auditDenialsPerIdentity: number;
+  /** While the audit log cannot be written, how often to try again. */
+  auditRetryIntervalMs: number;
   /** Alert rules and receivers (YAML text); defaults apply when absent. */
   alertsConfigText?: string;
   /** Extra Alertmanager-format webhook receivers. */
   alertWebhooks: string[];
   reconcileIntervalMs: number;
+  /** A managed or unmanaged instance no sidecar session reports, out of routing this long, is replaced (if managed) and deregistered. */
+  lostInstanceTimeoutMs: number;
+  /** How long Stop/Drain/RestartAgent wait for the sidecar's CommandResult beyond the grace (no flag: tests shorten it). */
+  commandResultSlackMs: number;
   /**
    * Connections are retired (HTTP/2 GOAWAY) after this long, so a client shows a
    * renewed certificate on a new connection; 0 = a quarter of --cert-ttl.
@@ -68,11 +84,19 @@ export const defaultServerConfig: ServerConfig = {
   identityRatePerSecond: 2000,
   identityBurst: 4000,
   identityMaxInFlight: 512,
+  identityMaxStreams: 64,
   maxConcurrentStreams: 1000,
+  firstMessageTimeoutMs: 5000,
+  tlsHandshakeTimeoutMs: 5000,
   maxInstancesPerIdentity: 10_000,
   auditFsync: false,
+  auditSampleIntervalMs: 10_000,
+  auditDenialsPerIdentity: 50,
+  auditRetryIntervalMs: 1000,
   alertWebhooks: [],
   reconcileIntervalMs: 1000,
+  lostInstanceTimeoutMs: 15_000,
+  commandResultSlackMs: 20_000,
   maxConnectionAgeMs: 0,
 };
 
@@ -92,11 +116,26 @@ export function validateServerConfig(config: ServerConfig): void {
   if (!(config.reconnectGraceMs >= 0 && config.reconnectGraceMs <= 600_000)) {
     throw new MeshError("invalidArgument", "--reconnect-grace-ms: must be 0-600000");
   }
+  if (!(config.lostInstanceTimeoutMs >= 1000 && config.lostInstanceTimeoutMs <= 3_600_000)) {
+    throw new MeshError("invalidArgument", "--lost-instance-timeout-ms: must be 1000-3600000");
+  }
   if (!(config.certTtlMs >= 1000 && config.certTtlMs <= config.maxCertTtlMs)) {
     throw new MeshError("invalidArgument", "--cert-ttl: must be at least 1s and at most the maximum certificate lifetime");
   }
   if (!(config.maxConnectionAgeMs === 0 || (config.maxConnectionAgeMs >= 1000 && config.maxConnectionAgeMs <= config.certTtlMs / 2))) {
     throw new MeshError("invalidArgument", "--max-connection-age: must be at least 1s and at most half of --cert-ttl (0 = a quarter of --cert-ttl)");
+  }
+  for (const [name, value] of [
+    ["--first-message-timeout", config.firstMessageTimeoutMs],
+    ["--tls-handshake-timeout", config.tlsHandshakeTimeoutMs],
+  ] as const) {
+    if (!(Number.isInteger(value) && value >= 100 && value <= 600_000)) throw new MeshError("invalidArgument", `${name}: must be 100ms-10m`);
+  }
+  if (!(Number.isInteger(config.identityMaxStreams) && config.identityMaxStreams >= 0)) {
+    throw new MeshError("invalidArgument", "--identity-max-streams: must be 0 (unlimited) or more");
+  }
+  if (!(config.auditSampleIntervalMs >= 10 && config.auditDenialsPerIdentity >= 1 && config.auditRetryIntervalMs >= 10)) {
+    throw new MeshError("invalidArgument", "audit sampling: interval and retry at least 10 ms, at least one denial per identity");
   }
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(config.trustDomain)) {
     throw new MeshError("invalidArgument", "--trust-domain: must be a lowercase DNS name");

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from "prom-client";
+import type { AuditStats } from "../../sdk/ts/src/core/audit-log.js";
 import { healthStateName } from "../registry/domain/health-state.js";
 import type { Registry } from "../registry/registry.js";
 import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
@@ -19,8 +20,12 @@ export class ServerMetrics {
   readonly limitRejections: Counter<"limit">;
   readonly commands: Counter<"action" | "outcome">;
   readonly rollbacks: Counter<"deployment">;
+  readonly refusals: Counter<"action" | "authenticated" | "audit">;
+  readonly auditWritable: Gauge;
+  readonly guardRefusals: Counter<"reason">;
+  readonly tlsHandshakeFailures: Counter<"reason">;
 
-  constructor(registryOf: () => Registry | undefined) {
+  constructor(registryOf: () => Registry | undefined, auditStatsOf: () => AuditStats | undefined = () => undefined) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "agentmesh_process_" });
     this.registrations = new Counter({
@@ -88,6 +93,48 @@ export class ServerMetrics {
       labelNames: ["deployment"],
       registers,
     });
+    this.refusals = new Counter({
+      name: "agentmesh_refusals_total",
+      help: "Refused calls, connections and messages by audit action; audit=entry when written on its own, sampled when only counted in a summary entry.",
+      labelNames: ["action", "authenticated", "audit"],
+      registers,
+    });
+    this.auditWritable = new Gauge({
+      name: "agentmesh_audit_writable",
+      help: "1 while the audit log can be written; 0 while audited actions are refused.",
+      registers,
+    });
+    this.auditWritable.set(1);
+    this.guardRefusals = new Counter({
+      name: "agentmesh_request_guard_refusals_total",
+      help: "Calls ended before a handler: first message too late (first_message_timeout) or not decodable (undecodable).",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.tlsHandshakeFailures = new Counter({
+      name: "agentmesh_tls_handshake_failures_total",
+      help: "Connections closed before TLS completed, by reason (timeout, or the TLS error code).",
+      labelNames: ["reason"],
+      registers,
+    });
+    const auditCounter = (name: string, help: string, pick: (stats: AuditStats) => number) => {
+      let seen = 0;
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const stats = auditStatsOf();
+          if (!stats) return;
+          const value = pick(stats);
+          if (value > seen) this.inc(value - seen);
+          seen = value;
+        },
+      });
+    };
+    auditCounter("agentmesh_audit_writes_total", "Batches of audit entries written (one write each).", (stats) => stats.writes);
+    auditCounter("agentmesh_audit_fsyncs_total", "fdatasync calls on the audit log (one per batch with --audit-fsync).", (stats) => stats.syncs);
+    auditCounter("agentmesh_audit_dropped_entries_total", "Audit entries refused or lost because the log could not be written.", (stats) => stats.droppedEntries);
     new Gauge({
       name: "agentmesh_agents",
       help: "Registered agent instances by health state.",

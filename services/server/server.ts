@@ -1,7 +1,7 @@
 import type { Server as HttpServer } from "node:http";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
-import { Server, ServerCredentials, status } from "@grpc/grpc-js";
+import { type Server, ServerCredentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
@@ -29,12 +29,15 @@ import { healthStateName } from "../registry/domain/health-state.js";
 import { registryHandlers } from "../registry/grpc-handlers.js";
 import type { ChangeFeed, InstanceStore } from "../registry/ports.js";
 import { Registry } from "../registry/registry.js";
-import { devAuthenticator } from "./call-context.js";
+import type { AuditEvent } from "../../sdk/ts/src/core/audit-log.js";
+import { currentCall, devAuthenticator } from "./call-context.js";
 import { type ServerConfig, defaultServerConfig, validateServerConfig } from "./config.js";
-import { addReflection, createHealth } from "./health-and-reflection.js";
+import { MeshHealth, addReflection } from "./health-and-reflection.js";
 import { startHttpEndpoints } from "./http-endpoints.js";
 import { ServerMetrics } from "./metrics.js";
+import { GuardedServer, createRequestGuard } from "./request-guard.js";
 import type { RpcPlumbing, StreamRegistry } from "./rpc-wrapper.js";
+import { installTlsHooks } from "./tls-hooks.js";
 
 export interface ServerDependencies {
   log: Logger;
@@ -76,7 +79,14 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   const log = dependencies.log.child({ component: "server", serverId: config.serverId });
   const clock = dependencies.clock ?? systemClock;
   let registryRef: Registry | undefined;
-  const metrics = new ServerMetrics(() => registryRef);
+  let securityRef: Security | undefined;
+  const metrics = new ServerMetrics(
+    () => registryRef,
+    () => securityRef?.audit.stats,
+  );
+  // Ready = started, not closing, and the audit log writable (audited actions are refused otherwise).
+  const readiness = { started: false, closing: false, auditWritable: true, apply: () => undefined as void };
+  const isReady = () => readiness.started && !readiness.closing && readiness.auditWritable;
   const streams: StreamRegistry = new Map();
   let hubRef: ConnectHub | undefined;
   const stateListeners: Array<(instance: AgentInstance) => void> = [];
@@ -95,10 +105,21 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     identityRatePerSecond: config.identityRatePerSecond,
     identityBurst: config.identityBurst,
     identityMaxInFlight: config.identityMaxInFlight,
+    identityMaxStreams: config.identityMaxStreams,
     auditFsync: config.auditFsync,
+    auditSampleIntervalMs: config.auditSampleIntervalMs,
+    auditDenialsPerIdentity: config.auditDenialsPerIdentity,
+    auditRetryIntervalMs: config.auditRetryIntervalMs,
     clock,
     log,
     onLimitRejected: (limit) => metrics.limitRejections.inc({ limit }),
+    onRefusal: (refusal, written) =>
+      metrics.refusals.inc({ action: refusal.action, authenticated: String(refusal.authenticated), audit: written ? "entry" : "sampled" }),
+    onAuditStateChange: (state) => {
+      readiness.auditWritable = state.writable;
+      metrics.auditWritable.set(state.writable ? 1 : 0);
+      readiness.apply();
+    },
     // A revoked certificate loses its open streams at once, not at its next call.
     onRevoked: (records) => {
       const serials = new Set(records.map((record) => record.serial));
@@ -106,6 +127,14 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
   });
+  securityRef = security;
+  // Registrations, deregistrations and commands come from deep below the RPC
+  // handlers (and from the reconciler): audited here, batched by the log, with the
+  // calling RPC's identity when there is one and `system` otherwise.
+  const auditAction = (event: Omit<AuditEvent, "actor" | "requestId" | "outcome">) => {
+    const call = currentCall();
+    void security.backgroundAudit.append({ actor: call?.caller.spiffeId || "system", requestId: call?.requestId ?? "", outcome: "success", ...event });
+  };
 
   const registry = new Registry(
     dependencies.store ?? new MemoryInstanceStore(),
@@ -113,12 +142,22 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     clock,
     log.child({ component: "registry" }),
     {
-      onRegistered: (instance) => stateListeners.forEach((listener) => listener(instance)),
+      onRegistered: (instance, replaced) => {
+        auditAction({
+          action: "agent.register",
+          target: instance.instanceId,
+          details: { agentName: instance.manifest?.name, version: instance.manifest?.version, host: instance.host, deployment: instance.deployment, replaced },
+        });
+        stateListeners.forEach((listener) => listener(instance));
+      },
       onStateChange: ({ instance, previousState }) => {
         metrics.stateTransitions.inc({ from: healthStateName(previousState).toLowerCase(), to: healthStateName(instance.state).toLowerCase() });
         stateListeners.forEach((listener) => listener(instance));
       },
-      onRemoved: (instance) => removeListeners.forEach((listener) => listener(instance)),
+      onRemoved: (instance, reason) => {
+        auditAction({ action: "agent.deregister", target: instance.instanceId, details: { agentName: instance.manifest?.name, host: instance.host, reason } });
+        removeListeners.forEach((listener) => listener(instance));
+      },
     },
     undefined,
     config.maxInstancesPerIdentity,
@@ -130,11 +169,11 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     log,
     metrics,
     streams,
+    audit: security.audit,
     onRejected: (context, error) => {
       if (error.kind === "overLimit") metrics.limitRejections.inc({ limit: error.message.replace(/^limit exceeded: /, "").replace(/\W+/g, "_") });
-      security.audit
-        .append({ actor: context.caller.spiffeId || "anonymous", action: "call.denied", target: context.method, outcome: "denied", requestId: context.requestId, details: { reason: error.message } })
-        .catch((failure: unknown) => log.error({ err: failure }, "audit append failed"));
+      const authenticated = context.caller.spiffeId !== "";
+      security.refusals.record({ actor: context.caller.spiffeId, authenticated, action: "call.denied", target: context.method, reason: error.message, requestId: context.requestId });
     },
   };
   const detector = new FailureDetector(
@@ -146,18 +185,20 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       metrics.detectionDelay.observe({ reason: "heartbeat_timeout" }, silentForMs / 1000);
     },
   );
+  // The hub is built before the lifecycle it reports to.
+  let lifecycleRef: Lifecycle | undefined;
   const hubHooks: ConnectHubHooks = {
     onRejected: (caller, requestId, reason) =>
-      security.audit
-        .append({ actor: caller || "anonymous", action: "connect.denied", target: "/agentmesh.v1.OrchestratorService/Connect", outcome: "denied", requestId, details: { reason } })
-        .catch((failure: unknown) => log.error({ err: failure }, "audit append failed")),
+      security.refusals.record({ actor: caller, authenticated: caller !== "", action: "connect.denied", target: "/agentmesh.v1.OrchestratorService/Connect", reason, requestId }),
     onHeartbeats: (count) => metrics.heartbeats.inc(count),
     onStreamLost: () => metrics.detections.inc({ reason: "stream_lost" }),
     onStreamCountChange: (open) => metrics.connectStreams.set(open),
     onCommandResult: (sidecarId, result) => {
       metrics.commands.inc({ action: "any", outcome: result.ok ? "ok" : "failed" });
       if (!result.ok) log.warn({ sidecarId, commandId: result.commandId, instanceId: result.instanceId, problem: result.message }, "sidecar could not carry out a command");
+      lifecycleRef?.onCommandResult(sidecarId, result);
     },
+    onHello: (session) => lifecycleRef?.onSessionHello(session),
   };
   const hub = new ConnectHub(
     registry,
@@ -183,19 +224,27 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     registry: metrics.registry,
     logger: log.child({ component: "alerts" }),
   });
-  const lifecycle = new Lifecycle({
+  const lifecycle: Lifecycle = new Lifecycle({
     registry,
     hub,
     store: dependencies.deployments ?? new MemoryDeploymentStore(),
     clock,
     log: log.child({ component: "lifecycle" }),
-    audit: security.audit,
+    audit: security.backgroundAudit,
     signer: security.tls ? new CommandSigner(security.tls.source, clock) : undefined,
     reconcileIntervalMs: config.reconcileIntervalMs,
     onDeploymentReady: (deployment, ready, minReady) => alerting.engine.observe({ type: "deploymentReady", deployment, ready, minReady }),
     onRollback: (deployment) => metrics.rollbacks.inc({ deployment }),
-    onCommandSent: (action) => metrics.commands.inc({ action, outcome: "sent" }),
+    onCommandSent: (action, command, sidecarId) => {
+      metrics.commands.inc({ action, outcome: "sent" });
+      const instanceId = command.action?.value.instanceId ?? "";
+      auditAction({ action: `command.${action}`, target: instanceId, details: { commandId: command.commandId, sidecar: sidecarId } });
+    },
+    onInstanceLost: () => metrics.detections.inc({ reason: "instance_lost" }),
+    reconcile: { lostInstanceTimeoutMs: config.lostInstanceTimeoutMs },
+    commandResultSlackMs: config.commandResultSlackMs,
   });
+  lifecycleRef = lifecycle;
   stateListeners.push((instance) => {
     lifecycle.onStateChange(instance);
     alerting.engine.observe({
@@ -215,7 +264,11 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }));
   const context: ServerContext = { config, registry, hub, resolver, metrics, security, lifecycle, alerting, log, clock, plumbing };
 
-  const server = new Server({
+  const requestGuard = createRequestGuard({
+    firstMessageTimeoutMs: config.firstMessageTimeoutMs,
+    onRefused: (reason) => metrics.guardRefusals.inc({ reason }),
+  });
+  const server = new GuardedServer({
     "grpc.max_receive_message_length": config.maxMessageBytes,
     "grpc.max_send_message_length": config.maxMessageBytes,
     "grpc.max_concurrent_streams": config.maxConcurrentStreams,
@@ -228,7 +281,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
-    interceptors: security.tls ? [security.tls.auth.interceptor] : [],
+    // The guard first: it sees every message before authentication and handlers do.
+    interceptors: security.tls ? [requestGuard, security.tls.auth.interceptor] : [requestGuard],
   });
   server.addService(RegistryServiceService, registryHandlers(registry, plumbing, metrics, security.opener));
   server.addService(
@@ -237,8 +291,9 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   );
   server.addService(IdentityServiceService, identityHandlers(security.authority, security.audit, plumbing));
   const servedServices = ["agentmesh.v1.RegistryService", "agentmesh.v1.OrchestratorService", "agentmesh.v1.IdentityService"];
-  const health = createHealth(servedServices);
+  const health = new MeshHealth(servedServices);
   health.addToServer(server);
+  readiness.apply = () => health.setAll(isReady() ? "SERVING" : "NOT_SERVING");
   addReflection(server, servedServices);
 
   const credentials = security.tls?.credentials ?? ServerCredentials.createInsecure();
@@ -247,24 +302,32 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   );
   if (!security.tls) {
     log.warn({ host: config.host, port: grpcPort }, "INSECURE DEV MODE: plaintext gRPC without authentication, loopback only");
+  } else {
+    installTlsHooks(server, {
+      handshakeTimeoutMs: config.tlsHandshakeTimeoutMs,
+      onHandshakeFailure: (reason, remoteAddress) => {
+        metrics.tlsHandshakeFailures.inc({ reason });
+        log.debug({ reason, remoteAddress }, "connection closed before TLS completed");
+      },
+    });
   }
   detector.start();
   lifecycle.start();
   alerting.start();
 
-  let ready = false;
   let closing: Promise<void> | undefined;
   const http = await startHttpEndpoints({
     host: config.httpHost,
     port: config.httpPort,
     metrics: metrics.registry,
     isLive: () => true,
-    isReady: () => ready,
+    isReady,
   });
   // Handshakes fail until the first certificate is loaded: SERVING only after it.
   await security.tls?.source.ready;
-  for (const name of ["", ...servedServices]) health.setStatus(name, "SERVING");
-  ready = true;
+  readiness.started = true;
+  readiness.auditWritable = security.audit.writable;
+  readiness.apply();
   log.info(
     { grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain, mtls: Boolean(security.tls) },
     "agentmesh server started",
@@ -275,8 +338,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     return closing;
   };
   const shutdown = async (): Promise<void> => {
-    ready = false;
-    for (const name of ["", ...servedServices]) health.setStatus(name, "NOT_SERVING");
+    readiness.closing = true;
+    readiness.apply();
     log.info("shutting down: telling sidecars and ending streams");
     hub.shutdown("server shutting down", 500);
     for (const stream of streams.keys()) stream.end();

@@ -33,7 +33,7 @@ describe("agent lifecycle through ctl and the API (real processes)", () => {
     // Stop: drained, stopped and deregistered; the reconciler starts a replacement.
     const stopped = await cluster.ctl("stop", first as string);
     expect(stopped.code).toBe(0);
-    expect(stopped.stdout.trim()).toBe(`stop sent to ${first}`);
+    expect(stopped.stdout.trim()).toBe(`${first} stopped`);
     await sidecar.waitForAgentState(first as string, "stopped");
     const afterStop = await waitFor("a replacement READY and the stopped instance gone", async () => {
       const ready = await cluster?.waitForReady("echo", 2, { exclusive: true, timeoutMs: 200 }).catch(() => undefined);

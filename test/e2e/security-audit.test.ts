@@ -2,7 +2,7 @@
 // server` (mTLS by default), `ctl init-admin`, admin RPCs through ctl, `ctl audit
 // verify` on the real log and on tampered copies, a restart that continues the
 // chain, and grpcurl refused without a client certificate.
-import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { MeshIdentity } from "../../sdk/ts/src/client/mesh-identity.js";
@@ -76,23 +76,35 @@ describe("audit log and operator identity with real processes", () => {
     const lines = auditLines(logPath);
     expect(lines.length).toBe(entries);
 
-    // Tampered copies: each fails at the first line that no longer follows.
+    // Tampered copies (with the head record beside them): each fails at the first line that no longer follows.
     const tamperedDir = tempDir();
+    const caCert = ["--ca-cert", join(dataDir, "ca-cert.pem")];
     const cases: Array<[string, (original: string[]) => string[], RegExp]> = [
       ["edited", (original) => original.map((line, index) => (index === 2 ? line.replace(/"outcome":"success"/, '"outcome":"denied"').replace(/"action":"[^"]+"/, '"action":"nothing.happened"') : line)), /^FAILED at line 3: hash does not match contents/],
       ["deleted", (original) => original.filter((_, index) => index !== 1), /^FAILED at line 2: expected seq 2, found 3/],
       ["swapped", (original) => original.map((line, index) => (index === 1 ? (original[2] as string) : index === 2 ? (original[1] as string) : line)), /^FAILED at line 2: expected seq 2, found 3/],
-      ["truncated mid-line", (original) => [...original.slice(0, 3), (original[3] as string).slice(0, 20)], /^FAILED at line 4: not a JSON audit entry/],
+      // A valid shorter chain: only the head record shows what is missing.
+      ["cut off the end", (original) => original.slice(0, 3), new RegExp(`^FAILED at line 4: log ends at seq 3 but the head record says ${entries}: entries were cut off the end`)],
+      ["truncated mid-line", (original) => [...original.slice(0, 3), (original[3] as string).slice(0, 20)], new RegExp(`^FAILED at line 4: log ends at seq 3 but the head record says ${entries}`)],
     ];
     for (const [name, tamper, expected] of cases) {
       const path = join(tamperedDir, `${name.replace(/\W+/g, "-")}.log`);
-      writeFileSync(path, `${tamper(lines).join("\n")}\n`);
-      const result = await verify("--file", path);
+      const text = `${tamper(lines).join("\n")}\n`;
+      writeFileSync(path, name === "truncated mid-line" ? text.slice(0, -1) : text);
+      copyFileSync(`${logPath}.head`, `${path}.head`);
+      const result = await verify("--file", path, ...caCert);
       expect({ name, code: result.code, stdout: result.stdout }).toMatchObject({ name, code: 1, stdout: expect.stringMatching(expected) });
     }
-    // An untouched copy verifies.
-    copyFileSync(logPath, join(tamperedDir, "copy.log"));
-    expect(expectOk(await verify("--file", join(tamperedDir, "copy.log"))).stdout).toBe(`ok: ${entries} entries, chain intact\n`);
+    // An untouched copy verifies; without the head record (or with another CA's key) it does not.
+    const copy = join(tamperedDir, "copy.log");
+    copyFileSync(logPath, copy);
+    expect((await verify("--file", copy, ...caCert)).stdout).toMatch(/^FAILED: no head record/);
+    copyFileSync(`${logPath}.head`, `${copy}.head`);
+    expect(expectOk(await verify("--file", copy, ...caCert)).stdout).toBe(`ok: ${entries} entries, chain intact, signed head at seq ${entries}\n`);
+    expect((await verify("--file", copy)).stdout).toMatch(/^FAILED: head record is signed: give the CA certificate/);
+    const otherCaDir = tempDir();
+    expectOk(await agentmesh("ctl", "init-admin", "--data-dir", otherCaDir, "--out", tempDir()));
+    expect((await verify("--file", copy, "--ca-cert", join(otherCaDir, "ca-cert.pem"))).stdout).toBe("FAILED: head record signature invalid\n");
 
     // Restart on the same data dir: same CA (the admin credentials still work) and the chain continues.
     expect(await server.stop("SIGTERM")).toBe(0);
@@ -104,6 +116,15 @@ describe("audit log and operator identity with real processes", () => {
     expect(continued[0]?.prevHash).toBe((JSON.parse(lines[lines.length - 1] as string) as { hash: string }).hash);
     expect(continued.map((entry) => entry.action)).toContain("join_token.create");
     expect(afterRestart).toBeGreaterThan(entries);
+
+    // A crash in the middle of a write leaves a torn last line: the server starts anyway
+    // (it refused to before), cuts it off, records that, and `ctl audit tail` reads the log.
+    expect(await server.stop("SIGKILL")).not.toBe(0);
+    appendFileSync(logPath, '{"action":"agent.register","actor":"spiffe://agentmesh.local/sidecar/host-a","det');
+    server = await startServerProcess(["--data-dir", dataDir]);
+    const recovered = JSON.parse(expectOk(await ctl(credentialsDir, "audit", "tail", "-n", "3", "-o", "json")).stdout) as Array<{ action: string; details?: Record<string, unknown> }>;
+    expect(recovered.at(-1)).toMatchObject({ action: "audit.recovered", details: { truncatedTailBytes: 81 } });
+    await expectVerifies(dataDir, afterRestart + 1);
   });
 
   // Listing, describing, Discover, Invoke, Watch and health with the admin certificate: test/e2e/outside-clients.test.ts runs docs/grpcurl.md.

@@ -74,6 +74,8 @@ export interface SidecarOptions {
 /** One running `agentmesh sidecar`. */
 export interface SidecarNode {
   host: string;
+  /** What it was started with, so `restartSidecar` can start it again alike. */
+  options: SidecarOptions;
   spiffeId: string;
   process: ManagedProcess;
   dataDir: string;
@@ -125,6 +127,7 @@ export class MeshCluster {
   private readonly pastServers: ManagedProcess[] = [];
   private readonly agentPids = new Set<number>();
   private readonly watches: Array<() => void> = [];
+  private readonly stoppedSidecars: SidecarNode[] = [];
 
   private constructor(options: ClusterOptions) {
     this.workDir = tempDir("agentmesh-cluster-");
@@ -215,6 +218,7 @@ export class MeshCluster {
         .map((line) => line as unknown as AgentStateLine);
     const node: SidecarNode = {
       host: options.host,
+      options,
       spiffeId: String(listening.spiffeId),
       process: managed,
       dataDir,
@@ -232,6 +236,24 @@ export class MeshCluster {
     };
     this.sidecars.push(node);
     return node;
+  }
+
+  /**
+   * Kills a sidecar (SIGKILL by default) and starts it again at once with the same
+   * options (same host name and data dir; a fresh join token, since tokens are one-use).
+   * Its agent processes outlive a SIGKILL, as on a real host; close() reaps them.
+   */
+  async restartSidecar(node: SidecarNode, signal: NodeJS.Signals = "SIGKILL"): Promise<SidecarNode> {
+    await this.killSidecar(node, signal);
+    return this.startSidecar(node.options);
+  }
+
+  /** Kills a sidecar (SIGKILL by default); `startSidecar(node.options)` brings the host back later. */
+  async killSidecar(node: SidecarNode, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    node.caller.close();
+    await stopProcess(node.process, signal);
+    this.sidecars.splice(this.sidecars.indexOf(node), 1);
+    this.stoppedSidecars.push(node);
   }
 
   /** Registered instances (all states), optionally of one agent name. */
@@ -296,6 +318,7 @@ export class MeshCluster {
     this.admin?.close();
     if (this.server) await stopProcess(this.server);
     for (const managed of this.pastServers) await stopProcess(managed, "SIGKILL");
+    for (const node of this.stoppedSidecars) await stopProcess(node.process, "SIGKILL");
     this.killLeftoverAgents();
     rmSync(this.workDir, { recursive: true, force: true });
   }
@@ -427,8 +450,11 @@ export function echoDeploymentYaml(options: {
   resources?: string;
   restartPolicy?: string;
   readyTimeout?: string;
+  /** Extra environment variables, e.g. ECHO_AGENT_FLAVOR. */
+  env?: Record<string, string>;
 }): string {
   const version = options.version ?? "1.0.0";
+  const extraEnv = Object.entries(options.env ?? {}).map(([name, value]) => `, ${name}: ${JSON.stringify(value)}`).join("");
   return [
     "kind: Deployment",
     `name: ${options.name ?? "echo"}`,
@@ -438,7 +464,7 @@ export function echoDeploymentYaml(options: {
     "process:",
     "  command: node",
     `  args: [${JSON.stringify(join(fixtureAgentsDir, "echo-agent.mjs"))}]`,
-    `  env: {ECHO_AGENT_VERSION: "${version}", ECHO_AGENT_MODE: ${options.mode ?? "serve"}}`,
+    `  env: {ECHO_AGENT_VERSION: "${version}", ECHO_AGENT_MODE: ${options.mode ?? "serve"}${extraEnv}}`,
     `health: {heartbeatInterval: 200ms, readinessTimeout: ${options.readyTimeout ?? "5s"}}`,
     `restartPolicy: ${options.restartPolicy ?? "{initialBackoff: 50ms, maxBackoff: 200ms}"}`,
     `strategy: {maxSurge: 1, maxUnavailable: 0, readyTimeout: ${options.readyTimeout ?? "5s"}}`,
@@ -448,7 +474,7 @@ export function echoDeploymentYaml(options: {
 }
 
 /** A deployment YAML for one of the compiled example agents (word-stats: SDK; json-validator: plain AgentService). */
-export function exampleDeploymentYaml(agent: "word-stats" | "json-validator", replicas: number): string {
+export function exampleDeploymentYaml(agent: "word-stats" | "json-validator", replicas: number, options: { heartbeatInterval?: string } = {}): string {
   const capability = agent === "word-stats" ? "text.word-stats@1.0.0" : "json.validate@1.0.0";
   return [
     "kind: Deployment",
@@ -457,7 +483,7 @@ export function exampleDeploymentYaml(agent: "word-stats" | "json-validator", re
     `replicas: ${replicas}`,
     `capabilities: [${capability}]`,
     `process: {command: node, args: [${JSON.stringify(join(exampleAgentsDir, `${agent}.js`))}]}`,
-    "health: {heartbeatInterval: 200ms, readinessTimeout: 5s}",
+    `health: {heartbeatInterval: ${options.heartbeatInterval ?? "200ms"}, readinessTimeout: 5s}`,
     "restartPolicy: {initialBackoff: 50ms, maxBackoff: 200ms}",
     "strategy: {readyTimeout: 5s}",
     "",

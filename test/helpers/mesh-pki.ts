@@ -133,6 +133,60 @@ export async function forgeCertificate(options: {
   };
 }
 
+/** A CA made by hand: its certificate (as @peculiar/x509 sees it) and its key pair. */
+export interface HandMadeCa {
+  certificate: x509.X509Certificate;
+  keys: webcrypto.CryptoKeyPair;
+}
+
+/**
+ * A self-signed CA with the subject `subject` and a key of its own. With the mesh
+ * CA's subject (`CN=agentmesh CA <trust domain>, O=agentmesh`) it is the impostor
+ * OpenSSL cannot tell from the mesh CA by name alone.
+ */
+export async function handMadeCa(subject: string): Promise<HandMadeCa> {
+  const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+  const keys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const nowMs = Date.now();
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: `5${randomBytes(15).toString("hex")}`,
+    name: subject,
+    notBefore: new Date(nowMs - 60_000),
+    notAfter: new Date(nowMs + 60 * 60_000),
+    signingAlgorithm: algorithm,
+    keys,
+    extensions: [new x509.BasicConstraintsExtension(true, 0, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
+  });
+  return { certificate, keys };
+}
+
+/** A client leaf for `uri` issued by `ca`, without an authority key identifier (so only the issuer name points at a CA). */
+export async function leafWithoutKeyIdentifier(ca: HandMadeCa, uri: string): Promise<MintedIdentity> {
+  const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+  const keys = (await subtle.generateKey(algorithm, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const nowMs = Date.now();
+  const serial = `6${randomBytes(15).toString("hex")}`;
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: serial,
+    subject: "CN=impostor, O=agentmesh",
+    issuer: ca.certificate.subjectName,
+    notBefore: new Date(nowMs - 60_000),
+    notAfter: new Date(nowMs + 60 * 60_000),
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    publicKey: keys.publicKey,
+    signingKey: ca.keys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: uri }]),
+    ],
+  });
+  const privateKey = createPrivateKey({ key: Buffer.from(await subtle.exportKey("pkcs8", keys.privateKey)), format: "der", type: "pkcs8" });
+  const chainPem = [leaf.toString("pem")];
+  return { spiffeId: uri, chainPem, privateKeyPem: privateKey.export({ type: "pkcs8", format: "pem" }).toString(), privateKey, serial, certificate: new X509Certificate(chainPem[0] ?? "") };
+}
+
 /**
  * TLS credentials trusting `trustBundlePem` and checking the server by SPIFFE ID;
  * presenting `identity` when given, no client certificate otherwise.
@@ -274,6 +328,14 @@ export async function expectOnlyDenialAudited(server: RunningServer, before: Ser
   return entries[0] as AuditEntry;
 }
 
+/** Sum of agentmesh_refusals_total over the series matching `labels`. */
+export async function refusals(server: RunningServer, labels: Partial<Record<"action" | "authenticated" | "audit", string>>): Promise<number> {
+  const metric = await server.metrics.refusals.get();
+  return metric.values
+    .filter((value) => Object.entries(labels).every(([name, wanted]) => value.labels[name as keyof typeof labels] === wanted))
+    .reduce((sum, value) => sum + value.value, 0);
+}
+
 /** Value of agentmesh_limit_rejections_total{limit}. */
 export async function limitRejections(server: RunningServer, limit: string): Promise<number> {
   const metric = await server.metrics.limitRejections.get();
@@ -299,7 +361,9 @@ export interface SecureMesh {
 
 export async function startSecureMesh(overrides: Partial<ServerConfig> = {}, log: Logger = logSink("silent").log, clock?: Clock): Promise<SecureMesh> {
   const dataDir = overrides.dataDir ?? tempDir();
-  const server = await startServer({ port: 0, httpPort: 0, dataDir, ...overrides }, { log, clock });
+  // One refusal-sampling window per test however slow the machine: which refusals are
+  // written and which only counted never depends on timing (tests end windows by hand).
+  const server = await startServer({ port: 0, httpPort: 0, dataDir, auditSampleIntervalMs: 3_600_000, ...overrides }, { log, clock });
   const trustDomain = server.config.trustDomain;
   const trustBundle = server.security.ca.trustBundle();
   const admin = await mintIdentity(server.security.ca, spiffe(trustDomain, "admin", "operator"), { clock });

@@ -116,32 +116,35 @@ describe("request rate per identity (manual clock)", () => {
 });
 
 describe("in-flight calls per identity", () => {
-  it("open streams hold slots: past the limit calls are RESOURCE_EXHAUSTED, another identity is unaffected, and a closed stream frees its slot", async () => {
-    mesh = await startSecureMesh({ identityMaxInFlight: 2 });
+  it("open streams never use the unary slots: an identity holding streams still calls, past its stream limit a new stream is refused, and a closed one frees its slot", async () => {
+    mesh = await startSecureMesh({ identityMaxInFlight: 2, identityMaxStreams: 2 });
     const streaming = await actor(mesh, "streaming");
     const other = await actor(mesh, "other");
-    for (let index = 0; index < 2; index += 1) {
-      const watch = streaming.clients.registry.watch({ sinceRevision: 0, capability: "" });
+    const openWatch = async (who: Actor): Promise<ClientReadableStream<WatchResponse>> => {
+      const watch = who.clients.registry.watch({ sinceRevision: 0, capability: "" });
       watches.push(watch);
       watch.on("error", () => {});
       await new Promise<void>((resolve) => watch.once("data", () => resolve()));
-    }
+      return watch;
+    };
+    const first = await openWatch(streaming);
+    await openWatch(streaming);
 
-    const rejectedBefore = await limitRejections(mesh.server, "identity_in_flight");
+    // Long-lived streams used to hold these slots and lock the identity out of every call.
+    await Promise.all([discover(streaming), discover(streaming)]);
+    await register(mesh, streaming);
+
+    const rejectedBefore = await limitRejections(mesh.server, "identity_streams");
     const before = snapshot(mesh.server);
-    const error = await expectCode(discover(streaming), status.RESOURCE_EXHAUSTED);
-    expect(error.details).toBe("limit exceeded: in-flight calls per identity");
-    await expectBreachAudited(mesh, before, streaming.identity.spiffeId, "in_flight");
-    expect(await limitRejections(mesh.server, "identity_in_flight")).toBe(rejectedBefore + 1);
+    const refused = streaming.clients.registry.watch({ sinceRevision: 0, capability: "" });
+    const error = await new Promise<{ code: number; details: string }>((resolve) => refused.on("error", resolve));
+    expect({ code: error.code, details: error.details }).toEqual({ code: status.RESOURCE_EXHAUSTED, details: "limit exceeded: open streams per identity" });
+    await expectBreachAudited(mesh, before, streaming.identity.spiffeId, "streams");
+    expect(await limitRejections(mesh.server, "identity_streams")).toBe(rejectedBefore + 1);
 
-    expect((await discover(other)).instances).toEqual([]);
-    await register(mesh, other);
-
-    watches[0]?.cancel();
-    await expect.poll(() => discover(streaming).then(() => true, () => false)).toBe(true);
-    // Finished calls gave their slots back: still exactly one free beside the open watch.
-    await discover(streaming);
-    await discover(streaming);
+    await openWatch(other);
+    first.cancel();
+    await expect.poll(() => openWatch(streaming).then(() => true, () => false), { timeout: 5000 }).toBe(true);
   });
 
   it("refused calls do not leak slots", async () => {

@@ -55,8 +55,11 @@ const streams: Array<ClientDuplexStream<ConnectRequest, ConnectResponse>> = [];
 let counter = 0;
 const unique = (prefix: string) => `${prefix}-${(counter += 1)}`;
 
+// A short first-message deadline keeps the row about it quick; every other stream sends at once.
+const firstMessageTimeoutMs = 1000;
+
 beforeAll(async () => {
-  mesh = await startSecureMesh();
+  mesh = await startSecureMesh({ firstMessageTimeoutMs });
   td = mesh.trustDomain;
 });
 
@@ -164,8 +167,10 @@ function openConnect(clients: RawClients): ConnectSession {
   return { stream, responses, ended };
 }
 
+/** A signed Hello; the sidecar id is the identity's own name, so no two scenarios share one. */
 function signedHello(identity: MintedIdentity, fields: Partial<Hello>, audience = `spiffe://${td}/server`): Hello {
-  const hello = Hello.fromPartial({ sidecarId: "host-a", host: "host-a", ...fields });
+  const name = identity.spiffeId.split("/").pop() ?? "";
+  const hello = Hello.fromPartial({ sidecarId: name, host: name, ...fields });
   hello.envelope = signerFor(identity).sign(Hello.encode(hello).finish(), connectMethod, "agentmesh.v1.Hello", audience);
   return hello;
 }
@@ -272,6 +277,15 @@ const scenarios: Record<string, (rpc: string) => Promise<Outcome>> = {
     return refusal(unary(mesh.clientsFor(identity), "ListAgents"));
   },
   "non-admin": async (rpc) => refusal(unary((await sidecar()).clients, rpc)),
+  "undecodable": async () => {
+    const { clients } = await sidecar();
+    // Field 1 (name) announces 255 bytes that never come.
+    return refusal(
+      call((metadata, options, callback) =>
+        clients.registry.makeUnaryRequest("/agentmesh.v1.RegistryService/ListAgents", (bytes: Buffer) => bytes, (bytes: Buffer) => bytes, Buffer.from([0x0a, 0xff]), metadata, options, callback),
+      ),
+    );
+  },
   "register-no-envelope": async () => {
     const { clients } = await sidecar();
     return refusal(call((metadata, options, callback) => clients.registry.register(RegisterRequest.fromPartial({ manifest: manifest(), host: "h" }), metadata, options, callback)));
@@ -322,6 +336,19 @@ const scenarios: Record<string, (rpc: string) => Promise<Outcome>> = {
     const instanceId = (await register(await sidecar(), manifest())).instance?.instanceId ?? "";
     return refusal(unary((await sidecar()).clients, rpc, { instanceId }));
   },
+  "command-refused": async (rpc) => {
+    const actor = await sidecar();
+    const instanceId = (await register(actor, manifest())).instance?.instanceId ?? "";
+    const session = await welcomed(actor, [instanceId]);
+    const answered = refusal(unary(mesh.adminClients, rpc, { instanceId }));
+    const sent = await session.responses.next((response) => response.msg?.$case === "command");
+    const commandId = sent.msg?.$case === "command" ? sent.msg.value.commandId : "";
+    session.stream.write({ msg: { $case: "commandResult", value: { commandId, ok: false, message: "no such process", instanceId } } });
+    const outcome = await answered;
+    // The placeholders of the row, filled in: this stream's sidecar_id, the command, the sidecar's message.
+    expect(outcome.message).toBe(`sidecar ${actor.identity.spiffeId.split("/").pop()} refused ${rpc.replace(/Agent$/, "").toLowerCase()}: no such process`);
+    return outcome;
+  },
   "command-not-connected": async (rpc) => {
     const actor = await sidecar();
     const instanceId = (await register(actor, manifest())).instance?.instanceId ?? "";
@@ -339,6 +366,12 @@ const scenarios: Record<string, (rpc: string) => Promise<Outcome>> = {
     return { code: error.code, message: error.details, answer: "status" };
   },
   "deployment-unknown": async () => refusal(unary(mesh.adminClients, "GetDeployment", { name: "no-such-deployment" })),
+  "connect-first-message-timeout": async () => {
+    const session = openConnect((await sidecar()).clients);
+    const error = await session.ended;
+    expect(error?.details).toBe(`no request message within ${firstMessageTimeoutMs} ms`);
+    return { code: error?.code ?? status.OK, message: error?.details ?? "", answer: "status" };
+  },
   "connect-first-not-hello": async () => connectRefused((await sidecar()).clients, heartbeat(1, "x")),
   "connect-no-envelope": async () => connectRefused((await sidecar()).clients, { msg: { $case: "hello", value: Hello.fromPartial({ sidecarId: "host-a" }) } }),
   "connect-audience": async () => {
@@ -397,9 +430,13 @@ describe("docs/protocol.md status codes", () => {
     if (!scenario) throw new Error(`no scenario for ${row.id}`);
     const expected = { code: status[row.code as keyof typeof status], message: row.message, answer: row.answer };
     expect(expected.code, `unknown code ${row.code}`).toBeTypeOf("number");
+    // `<…>` in a message stands for a value of the call; the scenario checks what it is.
+    const pattern = new RegExp(`^${row.message.split(/<[^>]+>/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join(".+")}$`);
     // A row naming several RPCs holds for each of them.
     for (const rpc of row.rpcs.length > 0 ? row.rpcs : [""]) {
-      expect({ rpc, ...(await scenario(rpc)) }).toEqual({ rpc, ...expected });
+      const outcome = await scenario(rpc);
+      const message = pattern.test(outcome.message) ? row.message : outcome.message;
+      expect({ rpc, ...outcome, message }).toEqual({ rpc, ...expected });
     }
   });
 });

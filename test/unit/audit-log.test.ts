@@ -1,7 +1,10 @@
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { AuditHeadWriter, auditHeadPath, auditHeadSlotBytes, headSignerFor, readAuditHead } from "../../sdk/ts/src/core/audit-head.js";
 import { ManualClock } from "../../sdk/ts/src/core/clock.js";
 import {
   auditEntryHash,
@@ -10,7 +13,8 @@ import {
   genesisHash,
   verifyAuditLog,
 } from "../../sdk/ts/src/core/audit-log.js";
-import type { AuditEntry, AuditEvent } from "../../sdk/ts/src/core/audit-log.js";
+import type { AuditEntry, AuditEvent, AuditSinkState } from "../../sdk/ts/src/core/audit-log.js";
+import type { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 
 let dir: string;
 let path: string;
@@ -156,10 +160,39 @@ describe("FileAuditLog", () => {
     await expect(FileAuditLog.open({ path, clock })).rejects.toThrow(/corrupt/);
   });
 
-  it("refuses to continue a log that ends in a partial line", async () => {
+  it("cuts a torn last line off at open, records that, and continues the chain", async () => {
     await writeEntries(2);
-    await writeFile(path, `${(await readFile(path, "utf8")).slice(0, -10)}`);
-    await expect(FileAuditLog.open({ path, clock })).rejects.toThrow(/partial line/);
+    // What a crash in the middle of a write leaves: part of an entry that was never acknowledged.
+    const torn = '{"action":"agent.register","actor":"spiffe://mesh.local/ag';
+    await writeFile(path, `${await readFile(path, "utf8")}${torn}`);
+    const reopened = await openLog();
+    expect(reopened.recovery).toEqual({ truncatedTailBytes: torn.length, headRecreated: false, entriesPastHead: 0 });
+    await reopened.append(event(3));
+    await reopened.close();
+    const entries = (await lines()).map((line) => JSON.parse(line) as AuditEntry);
+    expect(entries.map((entry) => [entry.seq, entry.action])).toEqual([
+      [1, "agent.register"],
+      [2, "agent.register"],
+      [3, "audit.recovered"],
+      [4, "agent.register"],
+    ]);
+    expect(entries[2]?.details).toMatchObject({ truncatedTailBytes: torn.length });
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 4 });
+  });
+
+  it("refuses to continue a log whose committed last line was cut", async () => {
+    await writeEntries(2);
+    await writeFile(path, (await readFile(path, "utf8")).slice(0, -10));
+    await expect(FileAuditLog.open({ path, clock })).rejects.toThrow(/ends at seq 1 but its head record says 2/);
+  });
+
+  it("cuts a log that is nothing but a torn line back to empty", async () => {
+    await writeFile(path, '{"seq":1,"ti');
+    const reopened = await openLog();
+    expect(reopened.recovery.truncatedTailBytes).toBe(12);
+    expect(reopened.head.seq).toBe(1);
+    await reopened.close();
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 1 });
   });
 
   it("rejects appends after close", async () => {
@@ -221,10 +254,122 @@ describe("verifyAuditLog", () => {
     expect(await verifyAuditLog(path)).toMatchObject({ ok: false, line: 2, reason: "expected seq 2, found 5" });
   });
 
+  it("ignores an incomplete last line (a torn write) and says so", async () => {
+    await writeFile(path, `${await readFile(path, "utf8")}{"seq":7,"tim`);
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 6, tornTailBytes: 13 });
+  });
+
   it("names a line that is not JSON", async () => {
     const stored = await lines();
     stored[0] = "{oops";
     await writeLines(stored);
     expect(await verifyAuditLog(path)).toEqual({ ok: false, line: 1, reason: "not a JSON audit entry" });
+  });
+});
+
+describe("head record: cutting entries off the end", () => {
+  const caKeys = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const headKeys = { sign: headSignerFor(caKeys.privateKey), publicKeys: [caKeys.publicKey] };
+
+  async function writeSigned(count: number): Promise<void> {
+    const log = await FileAuditLog.open({ path, clock, headKeys });
+    await Promise.all(Array.from({ length: count }, (_, index) => log.append(event(index))));
+    await log.close();
+  }
+
+  it("a log cut short of its head fails verify at the first missing line (it passed before the head existed)", async () => {
+    await writeSigned(6);
+    expect(await verifyAuditLog(path, { headKeys })).toMatchObject({ ok: true, entries: 6, anchor: { seq: 6, signed: true }, entriesPastAnchor: 0 });
+    await writeLines((await lines()).slice(0, 4));
+    expect(await verifyAuditLog(path, { headKeys })).toEqual({
+      ok: false,
+      line: 5,
+      reason: "log ends at seq 4 but the head record says 6: entries were cut off the end",
+    });
+    await expect(FileAuditLog.open({ path, clock, headKeys })).rejects.toThrow(/cut off/);
+  });
+
+  it("a rewritten last entry that matches the chain but not the head fails", async () => {
+    await writeSigned(3);
+    const stored = await lines();
+    const last = JSON.parse(stored[2] ?? "") as AuditEntry;
+    const forged = { ...last, actor: "spiffe://mesh.local/admin/mallory" };
+    stored[2] = canonicalJson({ ...forged, hash: auditEntryHash(forged) });
+    await writeLines(stored);
+    expect(await verifyAuditLog(path, { headKeys })).toEqual({ ok: false, line: 3, reason: "entry does not match the head record" });
+  });
+
+  it("a head rewritten without the signing key fails, and a signed head needs the key to be checked", async () => {
+    await writeSigned(6);
+    await writeLines((await lines()).slice(0, 4));
+    const other = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const forger = await AuditHeadWriter.open(auditHeadPath(path), undefined, headSignerFor(other.privateKey));
+    const fourth = JSON.parse((await lines())[3] ?? "") as AuditEntry;
+    await forger.write({ seq: 4, hash: fourth.hash, time: fourth.time }, false);
+    await forger.write({ seq: 4, hash: fourth.hash, time: fourth.time }, false);
+    await forger.close();
+    expect(await verifyAuditLog(path, { headKeys })).toEqual({ ok: false, line: 0, reason: "head record signature invalid" });
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: false, reason: "head record is signed: give the CA certificate to check it" });
+  });
+
+  it("a removed head record fails verify, and the server's next open records that it made a new one", async () => {
+    await writeSigned(3);
+    await rm(auditHeadPath(path));
+    expect(await verifyAuditLog(path, { headKeys })).toMatchObject({ ok: false, reason: "no head record: entries cut off the end would go unnoticed" });
+    const reopened = await FileAuditLog.open({ path, clock, headKeys });
+    openLogs.push(reopened);
+    expect(reopened.recovery.headRecreated).toBe(true);
+    await reopened.close();
+    const entries = (await lines()).map((line) => JSON.parse(line) as AuditEntry);
+    expect(entries.at(-1)).toMatchObject({ action: "audit.recovered", details: { headRecreated: true } });
+    expect(await verifyAuditLog(path, { headKeys })).toMatchObject({ ok: true, entries: 4 });
+  });
+
+  it("a torn newest slot leaves the previous head, which still verifies", async () => {
+    await writeSigned(2);
+    const log = await FileAuditLog.open({ path, clock, headKeys });
+    await log.append(event(5));
+    await log.close();
+    const stored = await readAuditHead(auditHeadPath(path), headKeys);
+    if (stored.kind !== "ok") throw new Error("no head");
+    const bytes = await readFile(auditHeadPath(path));
+    bytes.fill(0x41, stored.slot * auditHeadSlotBytes + 10, stored.slot * auditHeadSlotBytes + 40);
+    await writeFile(auditHeadPath(path), bytes);
+    expect(await verifyAuditLog(path, { headKeys })).toMatchObject({ ok: true, entries: 3, anchor: { seq: 2 }, entriesPastAnchor: 1 });
+  });
+
+  it("an unsigned head (a sidecar's log) still catches a cut", async () => {
+    await writeEntries(5);
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, anchor: { seq: 5, signed: false } });
+    await writeLines((await lines()).slice(0, 2));
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: false, line: 3 });
+  });
+});
+
+describe("batching and a failing file", () => {
+  it("10,000 appends in one burst cost a few writes and fsyncs, not 10,000", async () => {
+    const log = await openLog("fsync");
+    await Promise.all(Array.from({ length: 10_000 }, (_, index) => log.append(event(index))));
+    expect(log.stats.writes).toBeLessThanOrEqual(4);
+    expect(log.stats.syncs).toBe(log.stats.writes);
+    await log.close();
+    expect(await verifyAuditLog(path)).toMatchObject({ ok: true, entries: 10_000 });
+  });
+
+  it("on ENOSPC (/dev/full) every append is refused with UNAVAILABLE, the state changes once with the real error", async () => {
+    await symlink("/dev/full", path);
+    const states: AuditSinkState[] = [];
+    const log = await FileAuditLog.open({ path, clock, retryIntervalMs: 60_000, onStateChange: (state) => states.push(state) });
+    openLogs.push(log);
+    const mark = log.mark();
+    const outcomes = await Promise.allSettled(Array.from({ length: 50 }, (_, index) => log.append(event(index))));
+    const later = await Promise.allSettled([log.append(event(99))]);
+    expect([...outcomes, ...later].map((outcome) => (outcome.status === "rejected" ? (outcome.reason as MeshError).code : "ok"))).toEqual(Array(51).fill(status.UNAVAILABLE));
+    expect(states).toHaveLength(1);
+    expect(states[0]).toMatchObject({ writable: false, error: { code: "ENOSPC" } });
+    expect(log.writable).toBe(false);
+    expect(log.stats.droppedEntries).toBe(51);
+    expect(log.head.seq).toBe(0);
+    await expect(log.flushed(mark)).rejects.toThrow("audit log unavailable");
   });
 });

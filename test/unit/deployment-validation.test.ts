@@ -82,6 +82,16 @@ describe("validateDeployment", () => {
     ["a bad manifest version", deployment({ manifest: manifest({ name: "word-stats", version: "1.0" }) }), "manifest.version: not a semver"],
     ["a manifest without capabilities", deployment({ manifest: manifest({ name: "word-stats", capabilities: [] }) }), "manifest.capabilities: at least one"],
     ["a manifest for another agent", deployment({ manifest: manifest({ name: "other" }) }), "manifest.name: must equal name"],
+    [
+      "the orchestrator's revision label",
+      deployment({ manifest: manifest({ name: "word-stats", labels: { "agentmesh.io/template-hash": "0123456789" } }) }),
+      "manifest.labels[agentmesh.io/template-hash]: the agentmesh.io/ prefix is reserved",
+    ],
+    [
+      "64 labels (one slot is the orchestrator's)",
+      deployment({ manifest: manifest({ name: "word-stats", labels: Object.fromEntries(Array.from({ length: 64 }, (_, index) => [`l${index}`, "x"])) }) }),
+      "manifest.labels: more than 63 labels in a deployment",
+    ],
     ["a missing process", deployment({ process: undefined }), "process: required"],
     ["neither command nor image", deployment({ process: process({ command: "" }) }), "process.command: command or image required"],
     ["a NUL in an argument", deployment({ process: process({ args: ["ok", "a\0b"] }) }), "process.args[1]: may not contain NUL"],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type SidecarSnapshot, placeInstances, withPlacements } from "../../services/orchestrator/domain/placement.js";
+import { type SidecarSnapshot, placeInstances, planMove, withPlacements } from "../../services/orchestrator/domain/placement.js";
 
 function sidecar(sidecarId: string, overrides: Partial<SidecarSnapshot> = {}): SidecarSnapshot {
   return { sidecarId, capacity: 10, instanceCount: 0, byDeployment: {}, connected: true, ...overrides };
@@ -70,5 +70,47 @@ describe("withPlacements", () => {
       ],
     );
     expect(after).toEqual([sidecar("s1", { instanceCount: 3, byDeployment: { web: 2, api: 1 } }), sidecar("s2")]);
+  });
+});
+
+describe("anti-affinity by host", () => {
+  it("spreads over hosts before sidecars: two sidecars on one host count as one", () => {
+    const sidecars = [sidecar("s1", { host: "h1" }), sidecar("s2", { host: "h1" }), sidecar("s3", { host: "h2" })];
+    expect(placeInstances(sidecars, "web", 4)).toEqual(["s1", "s3", "s2", "s3"]);
+  });
+
+  it("treats a sidecar without a host as its own host", () => {
+    expect(placeInstances([sidecar("s1", { host: "" }), sidecar("s2")], "web", 2)).toEqual(["s1", "s2"]);
+  });
+});
+
+describe("planMove", () => {
+  const on = (sidecarId: string, web: number, overrides: Partial<SidecarSnapshot> = {}) =>
+    sidecar(sidecarId, { instanceCount: web, byDeployment: web > 0 ? { web } : {}, ...overrides });
+
+  it.each([
+    { name: "3 + 0 → move one", sidecars: [on("s1", 3), on("s2", 0)], move: { fromSidecarId: "s1", toSidecarId: "s2" } },
+    { name: "2 + 1 → as even as it gets", sidecars: [on("s1", 2), on("s2", 1)], move: undefined },
+    { name: "2 + 2 + 0 → from the first crowded one", sidecars: [on("s1", 2), on("s2", 2), on("s3", 0)], move: { fromSidecarId: "s1", toSidecarId: "s3" } },
+    { name: "the empty host is full of other work", sidecars: [on("s1", 3), on("s2", 0, { capacity: 2, instanceCount: 2 })], move: undefined },
+    { name: "the empty host has no managed capacity", sidecars: [on("s1", 3), on("s2", 0, { capacity: 0 })], move: undefined },
+    { name: "the empty host is disconnected", sidecars: [on("s1", 3), on("s2", 0, { connected: false })], move: undefined },
+    {
+      name: "two sidecars on one crowded host",
+      sidecars: [on("s1", 2, { host: "h1" }), on("s2", 1, { host: "h1" }), on("s3", 0, { host: "h2" })],
+      move: { fromSidecarId: "s1", toSidecarId: "s3" },
+    },
+    { name: "nothing placed", sidecars: [on("s1", 0), on("s2", 0)], move: undefined },
+  ])("$name", ({ sidecars, move }) => {
+    expect(planMove(sidecars, "web")).toEqual(move);
+  });
+
+  it("never proposes a move back: after any move, the reverse is not proposed", () => {
+    for (const [first, second] of [[3, 0], [4, 0], [5, 1], [4, 1]] as const) {
+      const move = planMove([on("s1", first), on("s2", second)], "web");
+      expect(move).toEqual({ fromSidecarId: "s1", toSidecarId: "s2" });
+      const after = planMove([on("s1", first - 1), on("s2", second + 1)], "web");
+      expect(after?.fromSidecarId).not.toBe("s2");
+    }
   });
 });

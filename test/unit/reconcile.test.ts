@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Deployment } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { templateOf } from "../../services/orchestrator/domain/deployment-spec.js";
 import type { SidecarSnapshot } from "../../services/orchestrator/domain/placement.js";
 import {
   type ObservedInstance,
@@ -47,8 +48,25 @@ function sidecarsFor(ids: readonly string[], instances: readonly ObservedInstanc
   });
 }
 
+/** The template revision deployment() has at `version` (what its instances carry in their revision label). */
+function revisionOf(version: string): string {
+  return templateOf(deployment(1, { manifest: manifest({ name: "word-stats", version }) })).revision;
+}
+
 function instance(instanceId: string, sidecarId: string, state: HealthState, overrides: Partial<ObservedInstance> = {}): ObservedInstance {
-  return { instanceId, deployment: "word-stats", version: "1.0.0", sidecarId, state, startedAtMs: T0, errorRate: 0, ...overrides };
+  const version = overrides.version ?? "1.0.0";
+  return {
+    instanceId,
+    deployment: "word-stats",
+    version,
+    revision: revisionOf(version),
+    sidecarId,
+    claim: { kind: "claimed" },
+    state,
+    startedAtMs: T0,
+    errorRate: 0,
+    ...overrides,
+  };
 }
 
 function idSource(prefix = "i"): () => string {
@@ -79,9 +97,8 @@ function commands(actions: readonly ReconcileAction[]): string[] {
   });
 }
 
-/** Settled state: the deployment at `replicas` READY instances on s1..s3, as a previous pass left it. */
-function settled(instances: ObservedInstance[], replicas: number): ReconcileState {
-  const sidecarIds = ["s1", "s2", "s3"];
+/** Settled state: the deployment at `replicas` READY instances on `sidecarIds`, as a previous pass left it. */
+function settled(instances: ObservedInstance[], replicas: number, sidecarIds = ["s1", "s2", "s3"]): ReconcileState {
   const first = run({ desired: deployment(replicas), observed: instances, sidecars: sidecarsFor(sidecarIds, instances) });
   expect(commands(first.actions)).toEqual([]);
   expect(first.state.rollout.phase).toBe("complete");
@@ -317,12 +334,12 @@ describe("reservePendingStarts", () => {
 });
 
 describe("observeInstance", () => {
-  it("takes version, state, start time and error rate from a registry instance", () => {
+  it("takes version, revision, state, start time, error rate and its claim from a registry instance", () => {
     const observed = observeInstance(
       {
         instanceId: "i-1",
         spiffeId: "spiffe://agentmesh.local/sidecar/host-a",
-        manifest: manifest({ name: "word-stats", version: "1.1.0" }),
+        manifest: manifest({ name: "word-stats", version: "1.1.0", labels: { env: "test", "agentmesh.io/template-hash": "0123456789" } }),
         endpoint: "127.0.0.1:7430",
         host: "host-a",
         state: READY,
@@ -332,18 +349,226 @@ describe("observeInstance", () => {
         stateReason: "heartbeat",
         deployment: "word-stats",
       },
-      "s1",
-      T0 + 7,
+      { sidecarId: "s1", claim: { kind: "unclaimed", sinceMs: T0 + 6 }, readyAtMs: T0 + 7 },
     );
     expect(observed).toEqual({
       instanceId: "i-1",
       deployment: "word-stats",
       version: "1.1.0",
+      revision: "0123456789",
       sidecarId: "s1",
+      claim: { kind: "unclaimed", sinceMs: T0 + 6 },
       state: READY,
       startedAtMs: T0 + 5,
       readyAtMs: T0 + 7,
       errorRate: 0.25,
     });
+  });
+});
+
+describe("plan: lost instances (who vouches for an instance)", () => {
+  it("sidecar session replaced, old instances not claimed → replacements planned at once, whatever their registry state", () => {
+    const before = [instance("a", "s1", READY), instance("b", "s2", READY), instance("c", "s2", READY)];
+    const state = settled(before, 3, ["s1", "s2"]);
+    // s2 restarted: its new session is connected, its Hello listed neither b nor c; the registry still says READY.
+    const ghosts = before.map((entry) => (entry.sidecarId === "s2" ? { ...entry, claim: { kind: "disowned" as const } } : entry));
+    const sidecars = [sidecar("s1", { instanceCount: 1, byDeployment: { "word-stats": 1 } }), sidecar("s2")];
+    const result = run({ desired: deployment(3), observed: ghosts, sidecars, state, newInstanceId: idSource("new") });
+    expect(commands(result.actions)).toEqual(["reschedule b@s2 -> new-1@s2", "reschedule c@s2 -> new-2@s1"]);
+    expect(result.actions.find((action) => action.type === "reschedule")).toMatchObject({ reason: "its sidecar reconnected without it" });
+    expect(result.status).toMatchObject({ replicas: 3, readyReplicas: 1 });
+
+    // Deregistered and replaced: nothing more to do while the replacements start.
+    const replaced = [ghosts[0] as ObservedInstance, instance("new-1", "s2", STARTING), instance("new-2", "s1", STARTING)];
+    const next = run({ desired: deployment(3), observed: replaced, sidecars: sidecarsFor(["s1", "s2"], replaced), state: result.state, nowMs: T0 + 100 });
+    expect(commands(next.actions)).toEqual([]);
+    expect(next.state.leaving).toEqual([]);
+  });
+
+  it("an instance no session claims, out of routing past the bound, is replaced even though its sidecar is connected", () => {
+    const before = [instance("a", "s1", READY), instance("b", "s2", READY)];
+    const state = settled(before, 2);
+    const stale = [before[0] as ObservedInstance, { ...(before[1] as ObservedInstance), state: UNHEALTHY, claim: { kind: "unclaimed" as const, sinceMs: T0 } }];
+    const sidecars = sidecarsFor(["s1", "s2"], stale);
+    // As the wiring counts them: a lost instance takes no capacity.
+    const withoutLost = sidecarsFor(["s1", "s2"], [stale[0] as ObservedInstance]);
+    const options = { lostInstanceTimeoutMs: 15_000 };
+    const early = run({ desired: deployment(2), observed: stale, sidecars, state, nowMs: T0 + 14_999, options });
+    expect(commands(early.actions)).toEqual([]);
+    const late = run({ desired: deployment(2), observed: stale, sidecars: withoutLost, state: early.state, nowMs: T0 + 15_000, options, newInstanceId: idSource("new") });
+    expect(commands(late.actions)).toEqual(["reschedule b@s2 -> new-1@s2"]);
+    expect(late.actions.find((action) => action.type === "reschedule")).toMatchObject({ reason: "no sidecar has reported it for 15000 ms" });
+  });
+
+  it("an unclaimed instance still READY is left to the failure detector, and a claimed UNHEALTHY one to its sidecar", () => {
+    const before = [instance("a", "s1", READY), instance("b", "s2", READY)];
+    const state = settled(before, 2);
+    const observed = [
+      { ...(before[0] as ObservedInstance), claim: { kind: "unclaimed" as const, sinceMs: T0 } },
+      { ...(before[1] as ObservedInstance), state: UNHEALTHY },
+    ];
+    const result = run({ desired: deployment(2), observed, sidecars: sidecarsFor(["s1", "s2"], observed), state, nowMs: T0 + 60_000 });
+    expect(commands(result.actions)).toEqual([]);
+  });
+});
+
+describe("plan: spread over hosts", () => {
+  it("scale down takes from the most crowded host first, then the newest", () => {
+    const observed = [
+      instance("a", "s1", READY, { startedAtMs: T0 + 1 }),
+      instance("b", "s1", READY, { startedAtMs: T0 + 2 }),
+      instance("c", "s2", READY, { startedAtMs: T0 + 3 }),
+    ];
+    const sidecars = sidecarsFor(["s1", "s2"], observed);
+    const state = run({ desired: deployment(3), observed, sidecars }).state;
+    const result = run({ desired: deployment(2), observed, sidecars, state });
+    expect(commands(result.actions)).toEqual(["drain b@s1"]);
+  });
+
+  it("counts hosts, not sidecars: two sidecars on one host are one failure domain", () => {
+    const sidecars = [sidecar("s1", { host: "h1" }), sidecar("s2", { host: "h1" }), sidecar("s3", { host: "h2" })];
+    const result = run({ desired: deployment(2), sidecars });
+    expect(commands(result.actions)).toEqual(["start i-1@s1 1.0.0", "start i-2@s3 1.0.0"]);
+  });
+});
+
+describe("plan: rebalancing when capacity returns", () => {
+  /** Three READY replicas on s1, settled while s1 was the only sidecar. */
+  function allOnOne(): { observed: ObservedInstance[]; state: ReconcileState } {
+    const observed = [
+      instance("a", "s1", READY, { startedAtMs: T0 + 1 }),
+      instance("b", "s1", READY, { startedAtMs: T0 + 2 }),
+      instance("c", "s1", READY, { startedAtMs: T0 + 3 }),
+    ];
+    const first = run({ desired: deployment(3), observed, sidecars: sidecarsFor(["s1"], observed) });
+    expect(commands(first.actions)).toEqual([]);
+    return { observed, state: first.state };
+  }
+
+  it("host returns → one move planned, make-before-break: start there, wait READY, then drain one from the crowded host", () => {
+    const { observed, state } = allOnOne();
+    const twoHosts = (instances: readonly ObservedInstance[]) => sidecarsFor(["s1", "s2"], instances);
+    const begin = run({ desired: deployment(3), observed, sidecars: twoHosts(observed), state, nowMs: T0 + 1000, newInstanceId: idSource("m") });
+    expect(commands(begin.actions)).toEqual(["start m-1@s2 1.0.0"]);
+    expect(begin.actions).toContainEqual(expect.objectContaining({ type: "move", phase: "started", instanceId: "c", fromSidecarId: "s1", toSidecarId: "s2" }));
+    expect(begin.status.message).toContain("moving an instance from s1 to s2");
+
+    // Starting: nothing is taken away (maxUnavailable 0), nothing else started.
+    const starting = [...observed, instance("m-1", "s2", STARTING, { startedAtMs: T0 + 1000 })];
+    const waiting = run({ desired: deployment(3), observed: starting, sidecars: twoHosts(starting), state: begin.state, nowMs: T0 + 2000 });
+    expect(commands(waiting.actions)).toEqual([]);
+
+    const ready = starting.map((entry) => (entry.instanceId === "m-1" ? { ...entry, state: READY, readyAtMs: T0 + 2500 } : entry));
+    const finish = run({ desired: deployment(3), observed: ready, sidecars: twoHosts(ready), state: waiting.state, nowMs: T0 + 3000 });
+    expect(commands(finish.actions)).toEqual(["drain c@s1"]);
+    expect(finish.actions.find((action) => action.type === "drain")).toMatchObject({ reason: "rebalance" });
+    expect(finish.state.move).toBeUndefined();
+
+    // Drained and gone: 2 + 1 is as even as three replicas get on two hosts; no further move.
+    const after = ready.filter((entry) => entry.instanceId !== "c");
+    const settledAgain = run({ desired: deployment(3), observed: after, sidecars: twoHosts(after), state: finish.state, nowMs: T0 + 4000 });
+    expect(commands(settledAgain.actions)).toEqual([]);
+    const later = run({ desired: deployment(3), observed: after, sidecars: twoHosts(after), state: settledAgain.state, nowMs: T0 + 60_000 });
+    expect(commands(later.actions)).toEqual([]);
+  });
+
+  it.each([
+    { spread: "2 + 1", counts: [2, 1], moves: false },
+    { spread: "3 + 0 with no free capacity on the empty host", counts: [3, 0], moves: false, capacity: 0 },
+    { spread: "4 + 0", counts: [4, 0], moves: true },
+    { spread: "3 + 1", counts: [3, 1], moves: true },
+  ])("moves only when the spread improves by at least one: $spread", ({ counts, moves, capacity }) => {
+    const [onFirst = 0, onSecond = 0] = counts;
+    const observed = [
+      ...Array.from({ length: onFirst }, (_, index) => instance(`a${index}`, "s1", READY, { startedAtMs: T0 + index })),
+      ...Array.from({ length: onSecond }, (_, index) => instance(`b${index}`, "s2", READY, { startedAtMs: T0 + index })),
+    ];
+    const replicas = onFirst + onSecond;
+    const sidecars = sidecarsFor(["s1", "s2"], observed).map((entry) => (entry.sidecarId === "s2" && capacity !== undefined ? { ...entry, capacity } : entry));
+    const first = run({ desired: deployment(replicas), observed, sidecars: sidecarsFor(["s1"], observed) });
+    const result = run({ desired: deployment(replicas), observed, sidecars, state: first.state, nowMs: T0 + 1000, newInstanceId: idSource("m") });
+    expect(commands(result.actions)).toEqual(moves ? ["start m-1@s2 1.0.0"] : []);
+  });
+
+  it("gives a move up when the new instance is not READY in time, stops it, and waits before trying again", () => {
+    const { observed, state } = allOnOne();
+    const sidecars = (instances: readonly ObservedInstance[]) => sidecarsFor(["s1", "s2"], instances);
+    const begin = run({ desired: deployment(3), observed, sidecars: sidecars(observed), state, nowMs: T0 + 1000, newInstanceId: idSource("m") });
+    const stuck = [...observed, instance("m-1", "s2", STARTING, { startedAtMs: T0 + 1000 })];
+    const giveUp = run({ desired: deployment(3), observed: stuck, sidecars: sidecars(stuck), state: begin.state, nowMs: T0 + 31_000 });
+    expect(commands(giveUp.actions)).toEqual(["stop m-1@s2"]);
+    expect(giveUp.actions).toContainEqual(expect.objectContaining({ type: "move", phase: "abandoned" }));
+
+    const gone = run({ desired: deployment(3), observed, sidecars: sidecars(observed), state: giveUp.state, nowMs: T0 + 32_000, newInstanceId: idSource("again") });
+    expect(commands(gone.actions)).toEqual([]);
+    const afterBackoff = run({ desired: deployment(3), observed, sidecars: sidecars(observed), state: gone.state, nowMs: T0 + 31_000 + 60_000, newInstanceId: idSource("again") });
+    expect(commands(afterBackoff.actions)).toEqual(["start again-1@s2 1.0.0"]);
+  });
+
+  it("a scale change during a move calls it off without holding back later moves", () => {
+    const { observed, state } = allOnOne();
+    const twoHosts = (instances: readonly ObservedInstance[]) => sidecarsFor(["s1", "s2"], instances);
+    const begin = run({ desired: deployment(3), observed, sidecars: twoHosts(observed), state, nowMs: T0 + 1000, newInstanceId: idSource("m") });
+    const starting = [...observed, instance("m-1", "s2", STARTING, { startedAtMs: T0 + 1000 })];
+    const scaled = run({ desired: deployment(4), observed: starting, sidecars: twoHosts(starting), state: begin.state, nowMs: T0 + 2000, newInstanceId: idSource("s") });
+    expect(scaled.actions).toContainEqual(expect.objectContaining({ type: "move", phase: "abandoned", reason: "the deployment changed" }));
+    expect(commands(scaled.actions)).toEqual([]);
+    expect(scaled.state.move).toBeUndefined();
+    expect(scaled.state.moveBlockedUntilMs).toBeUndefined();
+  });
+
+  it("with maxSurge 0 and maxUnavailable 1 breaks before making: one drained from the crowded host, its replacement placed by spread", () => {
+    const strategy = { maxSurge: 0, maxUnavailable: 1, readyTimeoutMs: 0, maxErrorRate: 0, canaryWeightPercent: 0 };
+    const observed = [instance("a", "s1", READY, { startedAtMs: T0 + 1 }), instance("b", "s1", READY, { startedAtMs: T0 + 2 })];
+    const first = run({ desired: deployment(2, { strategy }), observed, sidecars: sidecarsFor(["s1"], observed) });
+    const result = run({ desired: deployment(2, { strategy }), observed, sidecars: sidecarsFor(["s1", "s2"], observed), state: first.state, nowMs: T0 + 1000 });
+    expect(commands(result.actions)).toEqual(["drain b@s1"]);
+    const remaining = [observed[0] as ObservedInstance];
+    const replace = run({ desired: deployment(2, { strategy }), observed: remaining, sidecars: sidecarsFor(["s1", "s2"], remaining), state: result.state, nowMs: T0 + 2000, newInstanceId: idSource("r") });
+    expect(commands(replace.actions)).toEqual(["start r-1@s2 1.0.0"]);
+  });
+
+  it("with maxSurge 0 and maxUnavailable 0 never moves (no availability to spend)", () => {
+    const strategy = { maxSurge: 0, maxUnavailable: 0, readyTimeoutMs: 0, maxErrorRate: 0, canaryWeightPercent: 0 };
+    const observed = [instance("a", "s1", READY), instance("b", "s1", READY, { startedAtMs: T0 + 2 })];
+    const first = run({ desired: deployment(2, { strategy }), observed, sidecars: sidecarsFor(["s1"], observed) });
+    const result = run({ desired: deployment(2, { strategy }), observed, sidecars: sidecarsFor(["s1", "s2"], observed), state: first.state, nowMs: T0 + 1000 });
+    expect(commands(result.actions)).toEqual([]);
+  });
+});
+
+describe("plan: template revisions", () => {
+  it("template change with same version (env) → new revision rolled, make-before-break", () => {
+    const observed = [instance("a", "s1", READY), instance("b", "s2", READY), instance("c", "s3", READY)];
+    const state = settled(observed, 3);
+    const changed = deployment(3, { process: { command: "node", args: ["examples/agents/word-stats.mjs"], env: { LOG_LEVEL: "debug" }, cwd: "", image: "" } });
+    const result = run({ desired: changed, observed, sidecars: sidecarsFor(["s1", "s2", "s3"], observed), state, newInstanceId: idSource("new") });
+    expect(commands(result.actions)).toEqual(["start new-1@s1 1.0.0"]);
+    const start = result.actions.find((action) => action.type === "start");
+    expect(start?.type === "start" && start.command.process?.env).toEqual({ LOG_LEVEL: "debug" });
+    const revision = templateOf(changed).revision;
+    expect(revision).not.toBe(revisionOf("1.0.0"));
+    expect(start?.type === "start" && start.command.manifest?.labels).toMatchObject({ "agentmesh.io/template-hash": revision });
+    expect(result.state.rollout).toMatchObject({ phase: "progressing", fromRevision: revisionOf("1.0.0"), toRevision: revision, fromVersion: "1.0.0", toVersion: "1.0.0" });
+    expect(result.state.rollout.message).toBe(`1 of 3 replicas updated to 1.0.0 (revision ${revision}), 0 READY`);
+    expect(result.status.updatedReplicas).toBe(1);
+  });
+
+  it.each([
+    { change: "identical spec", patch: {}, rolls: false },
+    { change: "replicas only", patch: { replicas: 4 }, rolls: false },
+    { change: "strategy only", patch: { strategy: { maxSurge: 2, maxUnavailable: 0, readyTimeoutMs: 0, maxErrorRate: 0, canaryWeightPercent: 0 } }, rolls: false },
+    { change: "args", patch: { process: { command: "node", args: ["examples/agents/word-stats.mjs", "--v2"], env: {}, cwd: "", image: "" } }, rolls: true },
+    { change: "command", patch: { process: { command: "bun", args: ["examples/agents/word-stats.mjs"], env: {}, cwd: "", image: "" } }, rolls: true },
+    { change: "image", patch: { process: { command: "node", args: ["examples/agents/word-stats.mjs"], env: {}, cwd: "", image: "word-stats:2" } }, rolls: true },
+    { change: "resources", patch: { manifest: manifest({ name: "word-stats", resources: { memoryLimitBytes: 1 << 28, invokeRatePerSecond: 0, invokeBurst: 0, maxInFlight: 8, maxMessageBytes: 0 } }) }, rolls: true },
+    { change: "manifest labels", patch: { manifest: manifest({ name: "word-stats", labels: { env: "prod" } }) }, rolls: true },
+    { change: "restart policy", patch: { restartPolicy: { mode: 3, maxRestarts: 0, windowMs: 0, initialBackoffMs: 0, maxBackoffMs: 0 } }, rolls: true },
+  ])("$change: new rollout $rolls", ({ patch, rolls }) => {
+    const observed = [instance("a", "s1", READY), instance("b", "s2", READY), instance("c", "s3", READY)];
+    const state = settled(observed, 3);
+    const result = run({ desired: deployment(3, patch), observed, sidecars: sidecarsFor(["s1", "s2", "s3"], observed), state, newInstanceId: idSource("new") });
+    expect(result.state.rollout.phase).toBe(rolls ? "progressing" : "complete");
+    expect(result.state.rollout.toRevision === revisionOf("1.0.0")).toBe(!rolls);
   });
 });

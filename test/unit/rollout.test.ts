@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { type Deployment, Rollout_Phase, type UpdateStrategy } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
-import { type ResolvedStrategy, resolveStrategy } from "../../services/orchestrator/domain/deployment-spec.js";
+import { type ResolvedStrategy, resolveStrategy, revisionOfManifest, templateOf } from "../../services/orchestrator/domain/deployment-spec.js";
 import type { SidecarSnapshot } from "../../services/orchestrator/domain/placement.js";
 import { type ObservedInstance, type PlanResult, type ReconcileAction, type ReconcileState, plan } from "../../services/orchestrator/domain/reconcile.js";
 import {
@@ -132,7 +132,9 @@ class SimulatedMesh {
           instanceId: action.instanceId,
           deployment: action.command.deployment,
           version: action.command.manifest?.version ?? "",
+          revision: revisionOfManifest(action.command.manifest),
           sidecarId: action.sidecarId,
+          claim: { kind: "claimed" },
           state: STARTING,
           startedAtMs: this.nowMs,
           errorRate: 0,
@@ -153,6 +155,7 @@ class SimulatedMesh {
         return;
       case "rolloutProgress":
       case "rollback":
+      case "move":
         return;
     }
   }
@@ -197,6 +200,28 @@ describe("rolling update through plan()", () => {
     const stopped = mesh.log.filter((action) => action.type === "stop").map((action) => action.type === "stop" && action.instanceId);
     expect(drained).toHaveLength(4);
     expect(stopped).toEqual(drained);
+  });
+
+  it("rolls an env change with the same version like a new version: every instance replaced, never below 4 READY", () => {
+    const mesh = meshAt100(4);
+    const before = new Set(mesh.instances.keys());
+    const changed = deployment("1.0.0", 4);
+    mesh.desired = { ...changed, process: { ...(changed.process as NonNullable<Deployment["process"]>), env: { LOG_LEVEL: "debug" } }, generation: 2 };
+    const revision = templateOf(mesh.desired).revision;
+    let fewestReady = Number.POSITIVE_INFINITY;
+    mesh.runUntil("complete", ["1.0.0"], () => {
+      fewestReady = Math.min(fewestReady, mesh.count(READY));
+    });
+    expect(fewestReady).toBe(4);
+    expect(mesh.instances.size).toBe(4);
+    for (const instance of mesh.instances.values()) {
+      expect(before.has(instance.instanceId)).toBe(false);
+      expect(instance.revision).toBe(revision);
+    }
+    expect(mesh.state?.rollout).toMatchObject({ phase: "complete", toRevision: revision, fromVersion: "1.0.0", toVersion: "1.0.0", updatedReplicas: 4 });
+    // Applied again unchanged: nothing moves.
+    const again = mesh.reconcile();
+    expect(again.actions.filter((action) => action.type !== "rolloutProgress")).toEqual([]);
   });
 
   it("walks the first steps exactly: surge one, wait READY, drain one old, stop it, surge the next", () => {
@@ -381,6 +406,9 @@ function rollout(overrides: Partial<RolloutState> = {}): RolloutState {
       generation: 2,
       fromVersion: "1.0.0",
       toVersion: "1.1.0",
+      // Revisions stand in as the versions here: one template per version.
+      fromRevision: "1.0.0",
+      toRevision: "1.1.0",
       canRollBack: true,
       desiredReplicas: 2,
       canaryWeightPercent: 0,
@@ -394,6 +422,7 @@ function running(version: string, count: number, state = READY, overrides: Parti
   return Array.from({ length: count }, (_, index) => ({
     instanceId: `${version}-${index}`,
     version,
+    revision: version,
     state,
     startedAtMs: T0,
     readyAtMs: state === READY ? T0 : undefined,

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, randomBytes as cryptoRandomBytes, X509Certificate } from "node:crypto";
+import { createPrivateKey, createPublicKey, randomBytes as cryptoRandomBytes, sign as cryptoSign, X509Certificate } from "node:crypto";
 import type { KeyObject, webcrypto } from "node:crypto";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
@@ -84,6 +84,11 @@ export interface MeshCa {
   /** Parses the CSR and checks its self-signature (proof of possession). */
   verifyCsr(csrPem: string): Promise<VerifiedCsr>;
   issueCertificate(input: IssueCertificateInput): Promise<IssuedCertificate>;
+  /**
+   * Signs `data` with the CA key (ECDSA over SHA-256): the audit log's head record.
+   * Callers put a fixed prefix first, so what is signed never parses as a certificate.
+   */
+  sign(data: Buffer): Buffer;
 }
 
 /** Serials compare as lower-case hex without leading zeros (Node prints upper case). */
@@ -277,6 +282,7 @@ export async function loadOrCreateCa(options: LoadCaOptions): Promise<MeshCa> {
     certificate: caCert,
     trustBundle: () => bundle.slice(),
     verifyCsr: async (csrPem) => (await parseAndVerifyCsr(csrPem)).verified,
+    sign: (data) => cryptoSign("sha256", data, material.privateKey),
     async issueCertificate(input) {
       const id = parseSpiffeId(input.spiffeId);
       if (id.trustDomain !== options.trustDomain) throw new MeshError("invalidArgument", "SPIFFE ID is outside the trust domain");

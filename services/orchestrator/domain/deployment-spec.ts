@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   type Deployment,
   type ProcessSpec,
@@ -90,13 +91,27 @@ export function resolveRestartPolicy(policy: RestartPolicy | undefined): Restart
 }
 
 /**
+ * The manifest label that carries an instance's template revision, so the
+ * revision survives a server restart (sidecars re-register the manifest they were
+ * started with), as Kubernetes' pod-template-hash does. Reserved: a deployment's
+ * own labels may not use the `agentmesh.io/` prefix.
+ */
+export const revisionLabel = "agentmesh.io/template-hash";
+export const reservedLabelPrefix = "agentmesh.io/";
+
+/**
  * What one instance of a deployment runs: the part of the spec a rolling update
- * replaces. Instances are told apart by `version` (manifest.version), so a change
- * that keeps the version only reaches instances started afterwards.
+ * replaces (the pod template, in Kubernetes terms). `revision` is a hash of all
+ * of it, so any change to the manifest (version, capabilities, labels, resources,
+ * health policy), the process (command, args, env, cwd, image) or the restart
+ * policy is a new revision, rolled out like a new version; replicas, strategy and
+ * min_ready are not part of it.
  */
 export interface InstanceTemplate {
   deployment: string;
   version: string;
+  /** 10 hex digits; see templateRevision. */
+  revision: string;
   manifest: AgentManifest;
   process: ProcessSpec;
   restartPolicy: RestartPolicy;
@@ -104,22 +119,44 @@ export interface InstanceTemplate {
 
 /** The template of a validated deployment. */
 export function templateOf(deployment: Deployment): InstanceTemplate {
-  const manifest = deployment.manifest as AgentManifest;
+  const manifest = structuredClone(deployment.manifest as AgentManifest);
+  const process = structuredClone(deployment.process ?? { command: "", args: [], env: {}, cwd: "", image: "" });
+  const restartPolicy = resolveRestartPolicy(deployment.restartPolicy);
   return {
     deployment: deployment.name,
     version: manifest.version,
-    manifest: structuredClone(manifest),
-    process: structuredClone(deployment.process ?? { command: "", args: [], env: {}, cwd: "", image: "" }),
-    restartPolicy: resolveRestartPolicy(deployment.restartPolicy),
+    revision: templateRevision(manifest, process, restartPolicy),
+    manifest,
+    process,
+    restartPolicy,
   };
 }
 
-/** The StartAgent a sidecar receives for a new instance of `template`. */
+/**
+ * Hash of what an instance runs. Canonical JSON (sorted keys, absent fields
+ * dropped) so equal specs hash equal however their maps were built; the
+ * revision label itself is left out, so a manifest read back from a running
+ * instance hashes like the one it was started from.
+ */
+export function templateRevision(manifest: AgentManifest, process: ProcessSpec, restartPolicy: RestartPolicy): string {
+  const { [revisionLabel]: _revision, ...labels } = manifest.labels;
+  const canonical = canonicalJson({ manifest: { ...manifest, labels }, process, restartPolicy });
+  return createHash("sha256").update(canonical).digest("hex").slice(0, 10);
+}
+
+/** The revision an instance was started from, read from its manifest; "" when it carries none (unmanaged, or started by an older server). */
+export function revisionOfManifest(manifest: AgentManifest | undefined): string {
+  return manifest?.labels[revisionLabel] ?? "";
+}
+
+/** The StartAgent a sidecar receives for a new instance of `template`; its manifest carries the revision label. */
 export function startCommandOf(template: InstanceTemplate, instanceId: string): StartAgent {
+  const manifest = structuredClone(template.manifest);
+  manifest.labels = { ...manifest.labels, [revisionLabel]: template.revision };
   return {
     deployment: template.deployment,
     instanceId,
-    manifest: structuredClone(template.manifest),
+    manifest,
     process: structuredClone(template.process),
     restartPolicy: { ...template.restartPolicy },
   };
@@ -133,11 +170,6 @@ export function startCommandOf(template: InstanceTemplate, instanceId: string): 
 export function sameSpec(left: Deployment, right: Deployment): boolean {
   const spec = ({ status: _status, generation: _generation, createdAtMs: _created, updatedAtMs: _updated, ...rest }: Deployment) => rest;
   return canonicalJson(spec(left)) === canonicalJson(spec(right));
-}
-
-/** True when two templates would start identical processes. */
-export function sameTemplate(left: InstanceTemplate, right: InstanceTemplate): boolean {
-  return canonicalJson(left) === canonicalJson(right);
 }
 
 /** JSON with object keys sorted, so equal specs compare equal whatever order maps were built in. */

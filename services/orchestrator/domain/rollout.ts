@@ -5,11 +5,16 @@ import { isRoutable } from "../../registry/domain/health-state.js";
 import type { ResolvedStrategy } from "./deployment-spec.js";
 
 /**
- * progressing: replacing instances of other versions with `toVersion`;
- * complete: every live instance runs `toVersion` and enough are READY;
+ * progressing: replacing instances of other revisions with `toRevision`;
+ * complete: every live instance runs `toRevision` and enough are READY;
  * paused: nothing moves (asked for, or a failure with no earlier version to return to);
- * rolling_back: a new instance failed, `fromVersion` is being restored;
- * rolled_back: `fromVersion` serves again at full replicas.
+ * rolling_back: a new instance failed, `fromRevision` is being restored;
+ * rolled_back: `fromRevision` serves again at full replicas.
+ *
+ * Instances are told apart by template revision (deployment-spec.ts), not by
+ * version: a changed env or args with the same version is a rollout too.
+ * Versions are kept for people (messages) and for the traffic split, which
+ * routers apply per capability version.
  */
 export type RolloutPhase = "progressing" | "complete" | "paused" | "rolling_back" | "rolled_back";
 
@@ -21,13 +26,16 @@ export interface RolloutState {
   /** "" when no earlier version is known (first deploy, or state lost in a server restart). */
   fromVersion: string;
   toVersion: string;
+  /** Template revisions (deployment-spec.ts templateRevision); fromRevision "" when unknown. */
+  fromRevision: string;
+  toRevision: string;
   /** False when the earlier version's spec is unknown: a failure then pauses instead of rolling back. */
   canRollBack: boolean;
   phase: RolloutPhase;
   desiredReplicas: number;
   /** Live instances that are routable (READY or DEGRADED), every version. */
   readyReplicas: number;
-  /** Live instances running `toVersion`. */
+  /** Live instances running `toRevision`. */
   updatedReplicas: number;
   /** Routable live instances per version; what `trafficSplit` weighs by. */
   readyByVersion: Record<string, number>;
@@ -44,6 +52,7 @@ export interface RolloutState {
 export interface RolloutInstance {
   instanceId: string;
   version: string;
+  revision: string;
   state: HealthState;
   /** When the start was asked for or, failing that, when it registered. */
   startedAtMs: number;
@@ -68,6 +77,8 @@ export interface StartRolloutInput {
   generation: number;
   fromVersion: string;
   toVersion: string;
+  fromRevision: string;
+  toRevision: string;
   canRollBack: boolean;
   desiredReplicas: number;
   canaryWeightPercent: number;
@@ -80,6 +91,8 @@ export function startRollout(input: StartRolloutInput): RolloutState {
     generation: input.generation,
     fromVersion: input.fromVersion,
     toVersion: input.toVersion,
+    fromRevision: input.fromRevision,
+    toRevision: input.toRevision,
     canRollBack: input.canRollBack,
     phase: "progressing",
     desiredReplicas: input.desiredReplicas,
@@ -87,7 +100,10 @@ export function startRollout(input: StartRolloutInput): RolloutState {
     updatedReplicas: 0,
     readyByVersion: {},
     canaryWeightPercent: input.canaryWeightPercent,
-    message: input.fromVersion === "" ? `starting ${input.toVersion}` : `updating ${input.fromVersion} to ${input.toVersion}`,
+    message:
+      input.fromVersion === "" && input.fromRevision === ""
+        ? `starting ${input.toVersion}`
+        : `updating ${describeRevision(input.fromVersion, input.fromRevision, input.toVersion)} to ${describeRevision(input.toVersion, input.toRevision, input.fromVersion)}`,
     startedAtMs: input.nowMs,
     phaseChangedAtMs: input.nowMs,
   };
@@ -106,7 +122,7 @@ export function transitionRollout(rollout: RolloutState, event: RolloutEvent): R
       return enter(rollout, "paused", `paused: ${event.reason}`, event.nowMs);
     case "resume":
       if (rollout.phase !== "paused") throw illegal(rollout, "resume");
-      return enter(rollout, "progressing", `updating to ${rollout.toVersion}`, event.nowMs);
+      return enter(rollout, "progressing", `updating to ${toLabel(rollout)}`, event.nowMs);
     case "observe":
       return observe(rollout, event);
   }
@@ -123,26 +139,26 @@ function observe(rollout: RolloutState, event: Extract<RolloutEvent, { type: "ob
     canaryWeightPercent: event.strategy.canaryWeightPercent,
     readyByVersion,
     readyReplicas: Object.values(readyByVersion).reduce((sum, count) => sum + count, 0),
-    updatedReplicas: event.instances.filter((instance) => instance.version === rollout.toVersion && instance.state !== HealthState.HEALTH_STATE_FAILED).length,
+    updatedReplicas: event.instances.filter((instance) => instance.revision === rollout.toRevision && instance.state !== HealthState.HEALTH_STATE_FAILED).length,
   };
   switch (rollout.phase) {
     case "progressing": {
       const failure = findFailure(counted, event);
       if (failure !== undefined) {
         return counted.canRollBack
-          ? enter(counted, "rolling_back", `rolling back to ${counted.fromVersion}: ${failure}`, event.nowMs)
+          ? enter(counted, "rolling_back", `rolling back to ${fromLabel(counted)}: ${failure}`, event.nowMs)
           : enter(counted, "paused", `paused: ${failure}`, event.nowMs);
       }
-      if (converged(counted, event, counted.toVersion)) return enter(counted, "complete", completeMessage(counted), event.nowMs);
-      return { ...counted, message: progressMessage(counted) };
+      if (converged(counted, event, counted.toRevision)) return enter(counted, "complete", completeMessage(counted, event), event.nowMs);
+      return { ...counted, message: progressMessage(counted, event) };
     }
     case "paused":
-      return converged(counted, event, counted.toVersion) ? enter(counted, "complete", completeMessage(counted), event.nowMs) : counted;
+      return converged(counted, event, counted.toRevision) ? enter(counted, "complete", completeMessage(counted, event), event.nowMs) : counted;
     case "rolling_back":
-      if (!converged(counted, event, counted.fromVersion)) return counted;
+      if (!converged(counted, event, counted.fromRevision)) return counted;
       return enter(counted, "rolled_back", counted.message.replace(/^rolling back to/, "rolled back to"), event.nowMs);
     case "complete":
-      return { ...counted, message: completeMessage(counted) };
+      return { ...counted, message: completeMessage(counted, event) };
     case "rolled_back":
       return counted;
   }
@@ -151,37 +167,55 @@ function observe(rollout: RolloutState, event: Extract<RolloutEvent, { type: "ob
 /** Why the update must stop, or undefined while every new instance is on time and healthy. */
 function findFailure(rollout: RolloutState, event: Extract<RolloutEvent, { type: "observe" }>): string | undefined {
   const { readyTimeoutMs, maxErrorRate } = event.strategy;
+  const target = toLabel(rollout);
   for (const instance of event.instances) {
-    if (instance.version !== rollout.toVersion) continue;
-    if (instance.state === HealthState.HEALTH_STATE_FAILED) return `instance ${instance.instanceId} of ${rollout.toVersion} FAILED`;
+    if (instance.revision !== rollout.toRevision) continue;
+    if (instance.state === HealthState.HEALTH_STATE_FAILED) return `instance ${instance.instanceId} of ${target} FAILED`;
     const routable = isRoutable(instance.state);
     if (!routable && instance.readyAtMs === undefined && event.nowMs - instance.startedAtMs >= readyTimeoutMs) {
-      return `instance ${instance.instanceId} of ${rollout.toVersion} not READY within ${readyTimeoutMs} ms`;
+      return `instance ${instance.instanceId} of ${target} not READY within ${readyTimeoutMs} ms`;
     }
     if (routable && instance.errorRate > maxErrorRate) {
-      return `instance ${instance.instanceId} of ${rollout.toVersion} error rate ${instance.errorRate.toFixed(2)} above ${maxErrorRate}`;
+      return `instance ${instance.instanceId} of ${target} error rate ${instance.errorRate.toFixed(2)} above ${maxErrorRate}`;
     }
   }
   return undefined;
 }
 
-/** Every live instance runs `version` and at least the desired number of them are routable. */
-function converged(rollout: RolloutState, event: Extract<RolloutEvent, { type: "observe" }>, version: string): boolean {
-  if (event.instances.some((instance) => instance.version !== version)) return false;
-  return (rollout.readyByVersion[version] ?? 0) >= rollout.desiredReplicas;
+/** Every live instance runs `revision` and at least the desired number of them are routable. */
+function converged(rollout: RolloutState, event: Extract<RolloutEvent, { type: "observe" }>, revision: string): boolean {
+  if (event.instances.some((instance) => instance.revision !== revision)) return false;
+  return readyOf(event, revision) >= rollout.desiredReplicas;
+}
+
+function readyOf(event: Extract<RolloutEvent, { type: "observe" }>, revision: string): number {
+  return event.instances.filter((instance) => instance.revision === revision && isRoutable(instance.state)).length;
 }
 
 function enter(rollout: RolloutState, phase: RolloutPhase, message: string, nowMs: number): RolloutState {
   return { ...rollout, phase, message, phaseChangedAtMs: nowMs };
 }
 
-function progressMessage(rollout: RolloutState): string {
-  const ready = rollout.readyByVersion[rollout.toVersion] ?? 0;
-  return `${rollout.updatedReplicas} of ${rollout.desiredReplicas} replicas updated to ${rollout.toVersion}, ${ready} READY`;
+function progressMessage(rollout: RolloutState, event: Extract<RolloutEvent, { type: "observe" }>): string {
+  const ready = readyOf(event, rollout.toRevision);
+  return `${rollout.updatedReplicas} of ${rollout.desiredReplicas} replicas updated to ${toLabel(rollout)}, ${ready} READY`;
 }
 
-function completeMessage(rollout: RolloutState): string {
-  return `${rollout.readyByVersion[rollout.toVersion] ?? 0} of ${rollout.desiredReplicas} replicas of ${rollout.toVersion} READY`;
+function completeMessage(rollout: RolloutState, event: Extract<RolloutEvent, { type: "observe" }>): string {
+  return `${readyOf(event, rollout.toRevision)} of ${rollout.desiredReplicas} replicas of ${toLabel(rollout)} READY`;
+}
+
+/** The version, with the revision when the other side has the same version (an env or args change). */
+function describeRevision(version: string, revision: string, otherVersion: string): string {
+  return version === otherVersion && revision !== "" ? `${version} (revision ${revision})` : version;
+}
+
+function toLabel(rollout: RolloutState): string {
+  return describeRevision(rollout.toVersion, rollout.toRevision, rollout.fromVersion);
+}
+
+function fromLabel(rollout: RolloutState): string {
+  return describeRevision(rollout.fromVersion, rollout.fromRevision, rollout.toVersion);
 }
 
 function illegal(rollout: RolloutState, action: string): MeshError {
@@ -257,5 +291,7 @@ export function toRolloutMessage(rollout: RolloutState): Rollout {
     message: rollout.message,
     startedAtMs: rollout.startedAtMs,
     generation: rollout.generation,
+    fromRevision: rollout.fromRevision,
+    toRevision: rollout.toRevision,
   };
 }

@@ -6,8 +6,9 @@ import {
   RestartPolicy_Mode,
   type UpdateStrategy,
 } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { manifestLimits } from "../../registry/domain/limits.js";
 import { validateAgentName, validateManifest } from "../../registry/domain/validate.js";
-import { deploymentLimits as limits, resolveRestartPolicy } from "./deployment-spec.js";
+import { deploymentLimits as limits, reservedLabelPrefix, resolveRestartPolicy } from "./deployment-spec.js";
 
 const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** The sidecar sets these for every agent (DESIGN §1 contract); a deployment may not override them. */
@@ -23,12 +24,22 @@ export function validateDeployment(deployment: Deployment | undefined): asserts 
   validateAgentName(deployment.name, "name");
   validateManifest(deployment.manifest);
   if (deployment.manifest.name !== deployment.name) throw invalidArgument("manifest.name: must equal name");
+  validateDeploymentLabels(deployment.manifest.labels);
   validateProcess(deployment.process);
   validateReplicas(deployment.replicas, "replicas");
   // Not tied to replicas, so ScaleDeployment never has to touch it; the effective minimum is min(min_ready, replicas).
   validateReplicas(deployment.minReady, "min_ready");
   validateRestartPolicy(deployment.restartPolicy);
   validateStrategy(deployment.strategy, deployment.replicas);
+}
+
+/** The orchestrator adds its revision label to every instance it starts: the prefix is its, and one label slot too. */
+function validateDeploymentLabels(labels: Readonly<Record<string, string>>): void {
+  for (const key of Object.keys(labels)) {
+    if (key.startsWith(reservedLabelPrefix)) throw invalidArgument(`manifest.labels[${key.slice(0, 60)}]: the ${reservedLabelPrefix} prefix is reserved`);
+  }
+  const max = manifestLimits.labelsMax - 1;
+  if (Object.keys(labels).length > max) throw invalidArgument(`manifest.labels: more than ${max} labels in a deployment`);
 }
 
 export function validateReplicas(replicas: number, field: string): void {

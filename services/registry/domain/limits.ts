@@ -9,6 +9,13 @@ export const manifestLimits = {
   labelNameMaxLength: 63,
   labelPrefixMaxLength: 253,
   labelValueMaxLength: 63,
+  /** Values of one In / NotIn selector requirement. */
+  selectorValuesMax: 64,
+  /** Invoke metadata: entries, key length ([A-Za-z0-9._-]), value and total bytes. */
+  metadataEntriesMax: 64,
+  metadataKeyMaxLength: 128,
+  metadataValueMaxBytes: 4096,
+  metadataTotalMaxBytes: 16 * 1024,
   agentCardMaxBytes: 64 * 1024,
   instanceIdMaxLength: 64,
   endpointMaxLength: 261,

@@ -10,6 +10,7 @@ const capabilityNamePattern = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/;
 const labelNamePattern = /^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/;
 const labelValuePattern = /^([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?$/;
 const dnsSubdomainPattern = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
+const metadataKeyPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const instanceIdPattern = /^[A-Za-z0-9._-]{1,64}$/;
 const endpointPattern = /^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/;
 
@@ -71,6 +72,12 @@ export function validateLabelSelector(selector: LabelSelector | undefined, field
     const operator = requirement.operator;
     if (operator === LabelRequirement_Operator.OPERATOR_IN || operator === LabelRequirement_Operator.OPERATOR_NOT_IN) {
       if (requirement.values.length === 0) throw invalidArgument(`${requirementField}.values: required for In and NotIn`);
+      if (requirement.values.length > limits.selectorValuesMax) throw invalidArgument(`${requirementField}.values: more than ${limits.selectorValuesMax}`);
+      requirement.values.forEach((value, valueIndex) => {
+        if (value.length > limits.labelValueMaxLength || !labelValuePattern.test(value)) {
+          throw invalidArgument(`${requirementField}.values[${valueIndex}]: must be 0-${limits.labelValueMaxLength} of [A-Za-z0-9._-]`);
+        }
+      });
     } else if (
       operator === LabelRequirement_Operator.OPERATOR_EXISTS ||
       operator === LabelRequirement_Operator.OPERATOR_DOES_NOT_EXIST
@@ -80,6 +87,22 @@ export function validateLabelSelector(selector: LabelSelector | undefined, field
       throw invalidArgument(`${requirementField}.operator: unknown operator`);
     }
   });
+}
+
+/** Invoke metadata travels to the agent with every call: bounded like every other field. */
+export function validateMetadata(metadata: Readonly<Record<string, string>>, field = "metadata"): void {
+  const entries = Object.entries(metadata);
+  if (entries.length > limits.metadataEntriesMax) throw invalidArgument(`${field}: more than ${limits.metadataEntriesMax} entries`);
+  let totalBytes = 0;
+  for (const [key, value] of entries) {
+    if (key.length > limits.metadataKeyMaxLength || !metadataKeyPattern.test(key)) {
+      throw invalidArgument(`${field}[${truncate(key)}]: key must be 1-${limits.metadataKeyMaxLength} of [A-Za-z0-9._-]`);
+    }
+    const valueBytes = Buffer.byteLength(value);
+    if (valueBytes > limits.metadataValueMaxBytes) throw invalidArgument(`${field}[${truncate(key)}]: value over ${limits.metadataValueMaxBytes} bytes`);
+    totalBytes += key.length + valueBytes;
+  }
+  if (totalBytes > limits.metadataTotalMaxBytes) throw invalidArgument(`${field}: over ${limits.metadataTotalMaxBytes} bytes in all`);
 }
 
 export function validateInstanceId(instanceId: string, field = "instance_id"): void {

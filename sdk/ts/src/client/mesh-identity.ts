@@ -30,6 +30,8 @@ export interface JoinOptions {
   ttlSeconds?: number;
   clock?: Clock;
   onRenewError?: (error: unknown, retryInMs: number) => void;
+  /** Called with each renewed certificate (not the first one), e.g. to log its serial. */
+  onRenewed?: (identity: IdentityMaterial) => void;
 }
 
 /**
@@ -65,6 +67,7 @@ export class MeshIdentity implements EnvelopeSigner {
         return identity.requestCertificate(options.address, useToken ? options.joinToken : "", options.ttlSeconds ?? 0);
       },
       onError: options.onRenewError,
+      onRenewed: options.onRenewed,
     });
     await identity.renewer.start();
     return identity;

@@ -1526,7 +1526,9 @@ type InvokeRequest struct {
 	Payload     []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	ContentType string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// Retry once on another instance on UNAVAILABLE.
-	Idempotent    bool              `protobuf:"varint,6,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	Idempotent bool `protobuf:"varint,6,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	// Passed to the agent. At most 64 entries; keys 1-128 of [A-Za-z0-9._-], values
+	// up to 4096 bytes, 16 KiB in all.
 	Metadata      map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2724,8 +2726,13 @@ type Rollout struct {
 	Message         string                 `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
 	StartedAtMs     int64                  `protobuf:"varint,9,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
 	Generation      int64                  `protobuf:"varint,10,opt,name=generation,proto3" json:"generation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Template revisions (a hash of manifest, process and restart policy): a change to
+	// any of them with the same version is still a new revision, rolled like one.
+	// from_revision is empty when unknown (first deploy).
+	FromRevision  string `protobuf:"bytes,11,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	ToRevision    string `protobuf:"bytes,12,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -2826,6 +2833,20 @@ func (x *Rollout) GetGeneration() int64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *Rollout) GetFromRevision() string {
+	if x != nil {
+		return x.FromRevision
+	}
+	return ""
+}
+
+func (x *Rollout) GetToRevision() string {
+	if x != nil {
+		return x.ToRevision
+	}
+	return ""
 }
 
 type GetRolloutResponse struct {
@@ -3086,7 +3107,7 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x11GetRolloutRequest\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
-	"deployment\"\x86\x04\n" +
+	"deployment\"\xcc\x04\n" +
 	"\aRollout\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
@@ -3103,7 +3124,10 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\n" +
 	" \x01(\x03R\n" +
-	"generation\"\x8a\x01\n" +
+	"generation\x12#\n" +
+	"\rfrom_revision\x18\v \x01(\tR\ffromRevision\x12\x1f\n" +
+	"\vto_revision\x18\f \x01(\tR\n" +
+	"toRevision\"\x8a\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PHASE_PROGRESSING\x10\x01\x12\x12\n" +

@@ -675,10 +675,11 @@ func (x *LabelSelector) GetMatchExpressions() []*LabelRequirement {
 
 // One requirement on a label (Kubernetes style): `key` In / NotIn `values`, Exists, DoesNotExist.
 type LabelRequirement struct {
-	state         protoimpl.MessageState    `protogen:"open.v1"`
-	Key           string                    `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Operator      LabelRequirement_Operator `protobuf:"varint,2,opt,name=operator,proto3,enum=agentmesh.v1.LabelRequirement_Operator" json:"operator,omitempty"`
-	Values        []string                  `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
+	state    protoimpl.MessageState    `protogen:"open.v1"`
+	Key      string                    `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Operator LabelRequirement_Operator `protobuf:"varint,2,opt,name=operator,proto3,enum=agentmesh.v1.LabelRequirement_Operator" json:"operator,omitempty"`
+	// For In and NotIn: 1-64 values, each 0-63 of [A-Za-z0-9._-].
+	Values        []string `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

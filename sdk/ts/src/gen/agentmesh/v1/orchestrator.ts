@@ -258,6 +258,10 @@ export interface InvokeRequest {
   contentType: string;
   /** Retry once on another instance on UNAVAILABLE. */
   idempotent: boolean;
+  /**
+   * Passed to the agent. At most 64 entries; keys 1-128 of [A-Za-z0-9._-], values
+   * up to 4096 bytes, 16 KiB in all.
+   */
   metadata: { [key: string]: string };
 }
 
@@ -393,6 +397,13 @@ export interface Rollout {
   message: string;
   startedAtMs: number;
   generation: number;
+  /**
+   * Template revisions (a hash of manifest, process and restart policy): a change to
+   * any of them with the same version is still a new revision, rolled like one.
+   * from_revision is empty when unknown (first deploy).
+   */
+  fromRevision: string;
+  toRevision: string;
 }
 
 export enum Rollout_Phase {
@@ -5052,6 +5063,8 @@ function createBaseRollout(): Rollout {
     message: "",
     startedAtMs: 0,
     generation: 0,
+    fromRevision: "",
+    toRevision: "",
   };
 }
 
@@ -5086,6 +5099,12 @@ export const Rollout: MessageFns<Rollout> = {
     }
     if (message.generation !== 0) {
       writer.uint32(80).int64(message.generation);
+    }
+    if (message.fromRevision !== "") {
+      writer.uint32(90).string(message.fromRevision);
+    }
+    if (message.toRevision !== "") {
+      writer.uint32(98).string(message.toRevision);
     }
     return writer;
   },
@@ -5183,6 +5202,22 @@ export const Rollout: MessageFns<Rollout> = {
             message.generation = longToNumber(reader.int64());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.fromRevision = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.toRevision = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5231,6 +5266,16 @@ export const Rollout: MessageFns<Rollout> = {
         ? globalThis.Number(object.started_at_ms)
         : 0,
       generation: isSet(object.generation) ? globalThis.Number(object.generation) : 0,
+      fromRevision: isSet(object.fromRevision)
+        ? globalThis.String(object.fromRevision)
+        : isSet(object.from_revision)
+        ? globalThis.String(object.from_revision)
+        : "",
+      toRevision: isSet(object.toRevision)
+        ? globalThis.String(object.toRevision)
+        : isSet(object.to_revision)
+        ? globalThis.String(object.to_revision)
+        : "",
     };
   },
 
@@ -5266,6 +5311,12 @@ export const Rollout: MessageFns<Rollout> = {
     if (message.generation !== 0) {
       obj.generation = Math.round(message.generation);
     }
+    if (message.fromRevision !== "") {
+      obj.fromRevision = message.fromRevision;
+    }
+    if (message.toRevision !== "") {
+      obj.toRevision = message.toRevision;
+    }
     return obj;
   },
 
@@ -5284,6 +5335,8 @@ export const Rollout: MessageFns<Rollout> = {
     message.message = object.message ?? "";
     message.startedAtMs = object.startedAtMs ?? 0;
     message.generation = object.generation ?? 0;
+    message.fromRevision = object.fromRevision ?? "";
+    message.toRevision = object.toRevision ?? "";
     return message;
   },
 };

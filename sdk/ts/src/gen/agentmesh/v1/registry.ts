@@ -114,6 +114,7 @@ export interface LabelSelector_MatchLabelsEntry {
 export interface LabelRequirement {
   key: string;
   operator: LabelRequirement_Operator;
+  /** For In and NotIn: 1-64 values, each 0-63 of [A-Za-z0-9._-]. */
   values: string[];
 }
 

@@ -1,0 +1,49 @@
+import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
+import { Deployment } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { stateKeys, type ChangeLog, type FencingToken, type TxnOp, type TxnResult } from "../../state/index.js";
+import type { DeploymentStore } from "../ports.js";
+
+export interface ChangeLogDeploymentStoreOptions {
+  /**
+   * The leader's current fencing token, for the reconciler's instance of this store:
+   * its writes are refused once a newer leader has written. API writes carry none.
+   */
+  fence?: () => FencingToken | undefined;
+}
+
+/** Deployments as protobuf values under /deployments/<name> in the change log. */
+export class ChangeLogDeploymentStore implements DeploymentStore {
+  constructor(
+    private readonly log: ChangeLog,
+    private readonly options: ChangeLogDeploymentStoreOptions = {},
+  ) {}
+
+  async put(deployment: Deployment): Promise<void> {
+    await this.write([{ type: "put", key: stateKeys.deployment(deployment.name), value: Deployment.encode(deployment).finish() }]);
+  }
+
+  async get(name: string): Promise<Deployment | undefined> {
+    const { item } = await this.log.get(stateKeys.deployment(name));
+    return item && Deployment.decode(item.value);
+  }
+
+  async list(): Promise<Deployment[]> {
+    const { items } = await this.log.range(stateKeys.deployments);
+    // Keys are /deployments/<name>, so key order is name order.
+    return items.map((item) => Deployment.decode(item.value));
+  }
+
+  async remove(name: string): Promise<boolean> {
+    const result = await this.write([{ type: "delete", key: stateKeys.deployment(name) }]);
+    return result.previousRevisions[0] !== 0;
+  }
+
+  private async write(ops: TxnOp[]): Promise<Extract<TxnResult, { ok: true }>> {
+    const fence = this.options.fence?.();
+    const result = await this.log.txn(ops, fence ? { fence } : {});
+    if (result.ok) return result;
+    if (result.reason === "fenced") throw new MeshError("failedPrecondition", "no longer the leader");
+    // Unconditional ops cannot conflict; reaching here is a bug, not a user error.
+    throw new Error(`unexpected conflict on ${result.key}`);
+  }
+}
