@@ -4,7 +4,7 @@
 // the public entry point (`agentmesh/sdk`) talk through them. Nothing here reaches
 // into the repository's sources: only what the tarball ships is used (and, for the
 // types check, the repository's TypeScript compiler and @types/node).
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stopProcess } from "../helpers/mesh-cluster.js";
@@ -32,9 +32,34 @@ beforeAll(async () => {
   writeFileSync(join(project, "package.json"), `${JSON.stringify({ name: "scratch-agent", private: true, type: "module" }, null, 2)}\n`);
   // Production dependencies only, what `npm install agentmesh` gives a user; from the local
   // npm cache (filled by `npm ci`), asking the registry only for what it lacks.
-  const install = await npm(["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund", tarball], project);
+  const install = await npm(["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", tarball], project);
   expect({ code: install.code, stderr: install.code === 0 ? "" : install.stderr }).toEqual({ code: 0, stderr: "" });
+  await provideNativeBuilds();
 }, INSTALL_TIMEOUT_MS + 60_000);
+
+/**
+ * Install scripts were skipped: better-sqlite3's would compile SQLite from source
+ * (minutes on a busy 2-core machine) when its prebuilt binary cannot be downloaded.
+ * The repository's `npm ci` already built the same version for this Node, so its
+ * binary goes where the install script would have put one; another version is
+ * rebuilt for real.
+ */
+async function provideNativeBuilds(): Promise<void> {
+  for (const name of ["better-sqlite3"]) {
+    const ours = join(repoRoot, "node_modules", name);
+    const theirs = join(project, "node_modules", name);
+    const version = (directory: string) => (JSON.parse(readFileSync(join(directory, "package.json"), "utf8")) as { version: string }).version;
+    if (existsSync(join(ours, "build", "Release")) && version(ours) === version(theirs)) {
+      mkdirSync(join(theirs, "build", "Release"), { recursive: true });
+      for (const file of readdirSync(join(ours, "build", "Release")).filter((entry) => entry.endsWith(".node"))) {
+        copyFileSync(join(ours, "build", "Release", file), join(theirs, "build", "Release", file));
+      }
+      continue;
+    }
+    const rebuilt = await npm(["rebuild", name], project, 600_000);
+    expect({ code: rebuilt.code, stderr: rebuilt.code === 0 ? "" : rebuilt.stderr }).toEqual({ code: 0, stderr: "" });
+  }
+}
 
 afterAll(async () => {
   for (const managed of processes.splice(0).reverse()) await stopProcess(managed);
@@ -52,6 +77,22 @@ describe("the npm package", () => {
     // Runtime imports are real dependencies, not a dev dependency's.
     expect(existsSync(join(project, "node_modules", "@bufbuild", "protobuf"))).toBe(true);
     expect(existsSync(join(project, "node_modules", "typescript"))).toBe(false);
+  });
+
+  it("loads its native dependency", async () => {
+    // Resolved from inside the installed package, as its own code resolves it.
+    const script = [
+      'import { createRequire } from "node:module";',
+      `const require = createRequire(${JSON.stringify(installed("package.json"))});`,
+      'const Database = require("better-sqlite3");',
+      'console.log(require.resolve("better-sqlite3"), new Database(":memory:").prepare("select 1 as one").get().one);',
+    ].join(" ");
+    const loaded = await run(process.execPath, ["--input-type=module", "-e", script], 20_000);
+    expect({ code: loaded.code, stdout: loaded.stdout.trim(), stderr: loaded.stderr }).toEqual({
+      code: 0,
+      stdout: `${join(project, "node_modules", "better-sqlite3", "lib", "index.js")} 1`,
+      stderr: "",
+    });
   });
 
   it("runs `agentmesh --help` and a server on port 0", { timeout: 60_000 }, async () => {
