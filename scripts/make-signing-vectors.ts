@@ -11,6 +11,9 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { canonicalBytes, sha256, signatureDomain, verifyFailure } from "../sdk/ts/src/core/signing.js";
+import { Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import { Command, Hello } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { RegisterRequest } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 
 const outputPath = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "vectors", "signing.json");
 const windowMs = 30_000;
@@ -85,11 +88,15 @@ if (existsSync(outputPath)) {
 function signatureFor(keyName: KeyName, canonical: Buffer): Buffer {
   const { key, description } = keys[keyName];
   if (description.alg === "Ed25519") return sign(null, canonical, key);
-  for (const kept of previousSignatures.get(`${keyName}:${canonical.toString("hex")}`) ?? []) {
+  const cacheKey = `${keyName}:${canonical.toString("hex")}`;
+  for (const kept of previousSignatures.get(cacheKey) ?? []) {
     const signature = Buffer.from(kept, "hex");
     if (signature.length === 64 && verify("sha256", canonical, { key, dsaEncoding: "ieee-p1363" }, signature)) return signature;
   }
-  return sign("sha256", canonical, { key, dsaEncoding: "ieee-p1363" });
+  const fresh = sign("sha256", canonical, { key, dsaEncoding: "ieee-p1363" });
+  // Cases over the same bytes share one signature, so the next run keeps the file as it is.
+  previousSignatures.set(cacheKey, [fresh.toString("hex")]);
+  return fresh;
 }
 
 interface Inputs {
@@ -132,48 +139,119 @@ function signed(keyName: KeyName, inputs: Inputs): { envelope: EnvelopeJson; can
 }
 
 const nonce = (label: string): Buffer => seed(`nonce ${label}`).subarray(0, 16);
-const agentA = "spiffe://mesh.local/agent/summarizer";
-const sidecarA = "spiffe://mesh.local/sidecar/host-a";
+const bytesOf = (message: { finish(): Uint8Array }): Buffer => Buffer.from(message.finish());
+
+// The identities and audiences are the ones agentmesh really uses (docs/signing.md §7), and
+// each payload is a real encoding of its payload type, so an SDK can decode it after verifying.
+const trustDomain = "mesh.local";
+const controlPlane = `spiffe://${trustDomain}/server`;
+const serverS1 = `spiffe://${trustDomain}/server/s1`;
+const sidecarA = `spiffe://${trustDomain}/sidecar/host-a`;
+const sidecarB = `spiffe://${trustDomain}/sidecar/host-b`;
+const otherSidecar = `spiffe://${trustDomain}/sidecar/host-c`;
+
+/** Which row of docs/signing.md §7 a case exercises ("synthetic": none, it tests the byte layout only). */
+type Usage = "RegisterRequest.envelope" | "Hello.envelope" | "Command.envelope" | "CallFrame.envelope" | "synthetic";
+
+const invocation = (payload: Buffer): Buffer =>
+  bytesOf(
+    Invocation.encode(
+      Invocation.fromPartial({
+        callId: "call-1",
+        capability: "sql.query",
+        version: "2.1.0",
+        payload,
+        contentType: "application/json",
+        caller: sidecarA,
+        deadlineMs: baseMs + 31_234,
+      }),
+    ),
+  );
+
 const registerInputs: Inputs = {
   signer: sidecarA,
-  audience: "spiffe://mesh.local/server/s1",
+  audience: controlPlane,
   method: "/agentmesh.v1.RegistryService/Register",
   payloadType: "agentmesh.v1.RegisterRequest",
-  // An arbitrary protobuf-looking byte string; receivers never re-encode it.
-  payload: Buffer.from("0a0a73756d6d6172697a65721205312e322e33", "hex"),
+  // The RegisterRequest without its envelope, as the envelope's payload carries it.
+  payload: bytesOf(
+    RegisterRequest.encode(
+      RegisterRequest.fromPartial({
+        manifest: { name: "summarizer", version: "1.2.3", capabilities: [{ name: "text.summarize", version: "1.2.3" }] },
+        instanceId: "summarizer-1",
+        endpoint: "10.0.0.1:7430",
+        host: "host-a",
+      }),
+    ),
+  ),
   issuedAtMs: baseMs,
   nonce: nonce("register"),
 };
+const helloInputs: Inputs = {
+  signer: sidecarA,
+  audience: controlPlane,
+  method: "/agentmesh.v1.OrchestratorService/Connect",
+  payloadType: "agentmesh.v1.Hello",
+  // The Hello without its envelope.
+  payload: bytesOf(
+    Hello.encode(Hello.fromPartial({ sidecarId: "host-a", host: "host-a", instanceIds: ["summarizer-1"], inboundEndpoint: "10.0.0.1:7430", capacity: 4 })),
+  ),
+  issuedAtMs: baseMs + 500,
+  nonce: nonce("hello"),
+};
+const commandInputs: Inputs = {
+  signer: serverS1,
+  audience: sidecarA,
+  method: "/agentmesh.v1.OrchestratorService/Connect",
+  payloadType: "agentmesh.v1.Command",
+  // The Command without its envelope.
+  payload: bytesOf(Command.encode(Command.fromPartial({ commandId: "cmd-1", action: { $case: "restart", value: { instanceId: "summarizer-1" } } }))),
+  issuedAtMs: baseMs + 750,
+  nonce: nonce("command"),
+};
 const invokeInputs: Inputs = {
-  signer: agentA,
-  audience: "spiffe://mesh.local/agent/sql-runner",
+  // The calling sidecar signs, for the sidecar that owns the target instance.
+  signer: sidecarA,
+  audience: sidecarB,
   method: "/agentmesh.v1.AgentService/Invoke",
-  payloadType: "agentmesh.v1.InvokeRequest",
-  payload: Buffer.from('{"query":"select 1"}', "utf8"),
+  payloadType: "agentmesh.v1.Invocation",
+  payload: invocation(Buffer.from('{"query":"select 1"}', "utf8")),
   issuedAtMs: baseMs + 1234,
   nonce: nonce("invoke"),
 };
 
-const validCases: Array<{ name: string; key: KeyName; inputs: Inputs; nowMs: number }> = [
-  { name: "es256 register", key: "es256", inputs: registerInputs, nowMs: baseMs },
-  { name: "es256 invoke, receiver clock 30 s ahead (edge of window)", key: "es256", inputs: invokeInputs, nowMs: invokeInputs.issuedAtMs + windowMs },
+const validCases: Array<{ name: string; usage: Usage; key: KeyName; inputs: Inputs; nowMs: number }> = [
+  { name: "es256 register", usage: "RegisterRequest.envelope", key: "es256", inputs: registerInputs, nowMs: baseMs },
+  {
+    name: "es256 invoke, receiver clock 30 s ahead (edge of window)",
+    usage: "CallFrame.envelope",
+    key: "es256",
+    inputs: invokeInputs,
+    nowMs: invokeInputs.issuedAtMs + windowMs,
+  },
   {
     name: "es256 empty payload, receiver clock 30 s behind (edge of window)",
+    usage: "CallFrame.envelope",
     key: "es256",
+    // An Invocation with every field at its default encodes to zero bytes.
     inputs: { ...invokeInputs, payload: Buffer.alloc(0), nonce: nonce("empty") },
     nowMs: invokeInputs.issuedAtMs - windowMs,
   },
   {
     name: "es256 non-ASCII audience (lengths count UTF-8 bytes)",
+    usage: "synthetic",
     key: "es256",
     inputs: { ...invokeInputs, audience: "résumé-service", nonce: nonce("utf8") },
     nowMs: invokeInputs.issuedAtMs,
   },
-  { name: "ed25519 register", key: "ed25519", inputs: registerInputs, nowMs: baseMs + 5_000 },
+  { name: "es256 connect hello", usage: "Hello.envelope", key: "es256", inputs: helloInputs, nowMs: helloInputs.issuedAtMs },
+  { name: "es256 command from a server", usage: "Command.envelope", key: "es256", inputs: commandInputs, nowMs: commandInputs.issuedAtMs + 2_000 },
+  { name: "ed25519 register", usage: "RegisterRequest.envelope", key: "ed25519", inputs: registerInputs, nowMs: baseMs + 5_000 },
   {
     name: "ed25519 invoke with a 1 KiB payload",
+    usage: "CallFrame.envelope",
     key: "ed25519",
-    inputs: { ...invokeInputs, payload: Buffer.alloc(1024, 0xab), nonce: nonce("large") },
+    inputs: { ...invokeInputs, payload: invocation(Buffer.alloc(1024, 0xab)), nonce: nonce("large") },
     nowMs: invokeInputs.issuedAtMs,
   },
 ];
@@ -182,6 +260,7 @@ const valid = validCases.map((testCase) => {
   const { envelope, canonical, payloadSha256 } = signed(testCase.key, testCase.inputs);
   return {
     name: testCase.name,
+    usage: testCase.usage,
     key: testCase.key,
     ...envelope,
     nowMs: testCase.nowMs,
@@ -236,7 +315,7 @@ const flipFirstBit = (hex: string): string => {
 const invalid = [
   invalidCase("es256 tampered payload", "payload changed after signing", verifyFailure.badSignature, "es256", invokeInputs, {
     mutate: (e) => {
-      e.payloadHex = Buffer.from('{"query":"drop table"}', "utf8").toString("hex");
+      e.payloadHex = invocation(Buffer.from('{"query":"drop table"}', "utf8")).toString("hex");
     },
   }),
   invalidCase("ed25519 tampered payload", "payload changed after signing", verifyFailure.badSignature, "ed25519", invokeInputs, {
@@ -245,10 +324,10 @@ const invalid = [
     },
   }),
   invalidCase("wrong signer", "signed as another identity than the one expected", verifyFailure.signerMismatch, "es256", invokeInputs, {
-    expected: { signer: "spiffe://mesh.local/agent/other" },
+    expected: { signer: otherSidecar },
   }),
   invalidCase("wrong audience", "meant for another receiver", verifyFailure.audienceMismatch, "es256", invokeInputs, {
-    expected: { audience: "spiffe://mesh.local/agent/other" },
+    expected: { audience: otherSidecar },
   }),
   invalidCase("wrong method", "replayed onto another RPC", verifyFailure.methodMismatch, "ed25519", registerInputs, {
     expected: { method: "/agentmesh.v1.RegistryService/Deregister" },
@@ -312,9 +391,10 @@ function p1363ToDer(signature: Buffer): Buffer {
 
 const file = {
   description:
-    "agentmesh SignedEnvelope test vectors (docs/signing.md). Valid cases: canonicalHex must match byte for byte; " +
-    "the signature must verify; Ed25519 signatures must also match exactly (ECDSA is randomized). Invalid cases: " +
-    "verifying `envelope` with the key, the `expected` fields and the receiver clock at `nowMs` must fail with `expectedError`.",
+    "agentmesh SignedEnvelope test vectors (docs/signing.md §6). Valid cases: canonicalHex must match byte for byte; " +
+    "the signature must verify; Ed25519 signatures must also match exactly (ECDSA is randomized); `usage` names the " +
+    "row of docs/signing.md §7 the case follows. Invalid cases: verifying `envelope` with the key, the `expected` fields " +
+    "and the receiver clock at `nowMs` must fail with `expectedError`; `signedCanonicalHex` is what the signature was made over.",
   version: 1,
   domain: signatureDomain,
   windowMs,

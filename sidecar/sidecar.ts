@@ -23,6 +23,7 @@ import { AllowPolicy, parseAllowRule } from "./allow-rules.js";
 import type { LocalAgentSpec, SidecarConfig } from "./config.js";
 import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";
 import { verifyCommand } from "./command-verifier.js";
+import { SidecarHealth, inboundHealthServices, localHealthServices } from "./health.js";
 import { createInboundHandler } from "./inbound.js";
 import { createLocalCallHandler } from "./local-calls.js";
 import { type HealthCondition, type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
@@ -60,6 +61,7 @@ export class Sidecar {
   private closing: Promise<void> | undefined;
   private readonly commandNonces: MemoryNonceCache;
   private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
+  private readonly health = new SidecarHealth();
   inboundAddress = "";
   localAddress = "";
   rejectedCalls = 0;
@@ -149,6 +151,7 @@ export class Sidecar {
     this.watch();
     await this.client.waitConnected();
     for (const spec of this.config.agents) await this.startAgent(spec);
+    this.health.set("SERVING");
     this.log.info({ inbound: this.inboundAddress, local: this.localAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) }, "sidecar started");
   }
 
@@ -189,6 +192,7 @@ export class Sidecar {
     this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
     this.tunnelServer.addTo(this.inboundServer);
+    this.health.addTo(this.inboundServer, inboundHealthServices);
     const identity = this.identity;
     // Peers must present a mesh certificate at the handshake: no bootstrap RPC lives here.
     const credentials = identity ? experimental.createCertificateProviderServerCredentials(identity.source, identity.source, true) : ServerCredentials.createInsecure();
@@ -250,6 +254,7 @@ export class Sidecar {
       call: (call) => this.localCalls.accept(call as never),
     };
     this.localServer.addService(SidecarServiceService, implementation);
+    this.health.addTo(this.localServer, localHealthServices);
     const port = await bind(this.localServer, `127.0.0.1:${this.config.localPort}`, ServerCredentials.createInsecure());
     this.localAddress = `127.0.0.1:${port}`;
   }
@@ -364,6 +369,7 @@ export class Sidecar {
   /** Drains and stops every agent, deregisters, then closes everything. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.health.set("NOT_SERVING");
       this.log.info({ agents: this.agents.size }, "sidecar shutting down");
       await Promise.allSettled([...this.agents.keys()].map((instanceId) => this.stopAgent(instanceId, 2000, "sidecar shutting down")));
       this.stopWatch?.();

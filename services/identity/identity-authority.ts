@@ -50,6 +50,7 @@ export class IdentityAuthority {
   async issueCertificate(request: IssueCertificateRequest, caller: CallerIdentity, requestId: string): Promise<IssueCertificateResponse> {
     if (request.csrPem === "") throw invalidArgument("csr_pem: required");
     if (request.csrPem.length > MAX_CSR_BYTES) throw invalidArgument(`csr_pem: over ${MAX_CSR_BYTES} bytes`);
+    if (request.spiffeId === "") throw invalidArgument("spiffe_id: required");
     const requested = tryParseSpiffeId(request.spiffeId);
     if (!requested) throw invalidArgument("spiffe_id: not a SPIFFE ID");
     if (requested.trustDomain !== this.trustDomain) throw invalidArgument("spiffe_id: outside the trust domain");

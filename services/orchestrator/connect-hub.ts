@@ -214,12 +214,15 @@ export class ConnectHub {
     }
     session.hello = hello;
     const unknown: string[] = [];
+    // The Welcome is always the first message (orchestrator.proto): refusals of
+    // single instances wait until it has gone out.
+    const refused: Array<{ error: MeshError; instanceId: string }> = [];
     for (const instanceId of hello.instanceIds) {
       try {
         if (!this.attach(session, instanceId)) unknown.push(instanceId);
       } catch (error) {
         if (!(error instanceof MeshError)) throw error;
-        this.streamError(session, error.code, error.message, instanceId);
+        refused.push({ error, instanceId });
       }
     }
     session.send({
@@ -232,6 +235,7 @@ export class ConnectHub {
         },
       },
     });
+    for (const { error, instanceId } of refused) this.streamError(session, error.code, error.message, instanceId);
     session.log.info({ sidecarId: hello.sidecarId, instances: hello.instanceIds.length, unknown: unknown.length }, "sidecar connected");
     this.hooks.onHello?.(session);
   }

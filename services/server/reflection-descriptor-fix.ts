@@ -3,6 +3,7 @@ import descriptor from "protobufjs/ext/descriptor/index.js";
 
 interface FieldProto {
   name: string;
+  jsonName?: string;
   label?: number;
   type?: number;
   typeName?: string;
@@ -23,8 +24,10 @@ const fileDescriptorProto = (descriptor as unknown as { FileDescriptorProto: { d
 /**
  * protobufjs names a map field's entry type after the field ("Attributes")
  * where protoc and the Go runtime require "AttributesEntry"; grpcurl then refuses
- * every service whose messages hold a map (fullstorydev/grpcurl#519). This
- * rewrites the descriptors @grpc/reflection serves to protoc's naming.
+ * every service whose messages hold a map (fullstorydev/grpcurl#519). It also
+ * leaves `json_name` unset, which protoc always fills in, so grpcurl printed
+ * `instance_id` where proto3 JSON says `instanceId`. This rewrites the
+ * descriptors @grpc/reflection serves to protoc's naming.
  */
 export function fixMapEntryNames(definition: PackageDefinition): PackageDefinition {
   const fixed = new Map<Buffer, Buffer>();
@@ -55,6 +58,7 @@ function fixMessage(message: MessageProto, scope: string): void {
   const fullName = `${scope}.${message.name}`;
   const nested = message.nestedType ?? [];
   for (const field of message.field ?? []) {
+    field.jsonName ??= jsonName(field.name);
     const entry = nested.find((candidate) => candidate.options?.mapEntry && candidate.name === field.typeName);
     if (!entry) continue;
     const entryName = `${camelCase(field.name)}Entry`;
@@ -62,6 +66,11 @@ function fixMessage(message: MessageProto, scope: string): void {
     field.typeName = `${fullName}.${entryName}`;
   }
   for (const child of nested) fixMessage(child, fullName);
+}
+
+/** protoc's json_name: `instance_id` → `instanceId`, `p50_ms` → `p50Ms`. */
+function jsonName(fieldName: string): string {
+  return fieldName.replace(/_+([a-z0-9])?/g, (_match, next: string | undefined) => (next ?? "").toUpperCase());
 }
 
 /** protoc's map entry naming: `match_labels` → `MatchLabels`. */

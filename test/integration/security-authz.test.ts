@@ -65,8 +65,7 @@ async function connect({ identity, clients }: Actor, instanceIds: string[]): Pro
   const hello = Hello.fromPartial({ sidecarId: identity.spiffeId, host: "host-a", instanceIds });
   hello.envelope = signerFor(identity).sign(Hello.encode(hello).finish(), connectMethod, "agentmesh.v1.Hello", `spiffe://${mesh.trustDomain}/server`);
   stream.write({ msg: { $case: "hello", value: hello } });
-  // Polled rather than awaited with next(): refusals for Hello's instances come before the welcome.
-  await expect.poll(() => responses.items.some((response) => response.msg?.$case === "welcome")).toBe(true);
+  await responses.next((response) => response.msg?.$case === "welcome");
   return { stream, responses };
 }
 
@@ -135,10 +134,11 @@ describe("instance ownership", () => {
     const instanceId = (await register(owner, "sql-agent")).instance?.instanceId ?? "";
     const before = snapshot(mesh.server);
 
-    // Claimed in Hello: welcomed, but the instance is refused on the stream.
+    // Claimed in Hello: welcomed first (the documented order), then the instance is refused on the stream.
     const { stream, responses } = await connect(intruder, [instanceId]);
     const claimed = await responses.next((response) => response.msg?.$case === "error");
     expect(claimed.msg?.$case === "error" && claimed.msg.value).toEqual({ code: status.PERMISSION_DENIED, message: "instance owned by another identity", instanceId });
+    expect(responses.items.map((response) => response.msg?.$case)).toEqual(["welcome", "error"]);
 
     // Announced in a heartbeat, as READY: refused the same way, the state does not move.
     stream.write({ msg: { $case: "heartbeat", value: { sequence: 1, instances: [{ instanceId, load: undefined, reportedState: HealthState.HEALTH_STATE_READY, announce: true }] } } });

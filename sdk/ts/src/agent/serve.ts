@@ -8,23 +8,39 @@ import { type AttachRequest, type AttachResponse, type CallFrame, CallFrame_Kind
 /** What a handler returns: bytes (or a string, sent as UTF-8) for unary calls. */
 export type HandlerResult = Uint8Array | string;
 
+/** What a handler knows about the call besides its payload. */
 export interface InvocationContext {
+  /**
+   * The call as the sidecar delivered it: `capability`, the `version` it was routed
+   * to, `caller` (the SPIFFE ID the sidecar verified), `deadlineMs` (Unix epoch ms,
+   * 0 = none), `metadata` and `traceparent`.
+   */
   invocation: Invocation;
-  /** Aborted when the caller cancels or its deadline passes. */
+  /** Aborted when the caller cancels or its deadline passes: stop the work. */
   signal: AbortSignal;
 }
 
+/**
+ * Answers one call. Return bytes or a string (sent as UTF-8). Throw a
+ * {@link MeshError} to answer its gRPC code and message; anything else thrown
+ * answers `INTERNAL` "agent failed" and goes to {@link ServeOptions.onError}.
+ */
 export type UnaryHandler = (payload: Buffer, context: InvocationContext) => Promise<HandlerResult> | HandlerResult;
+
+/** Answers one call with a stream of chunks (for example tokens as they are produced). */
 export type StreamHandler = (payload: Buffer, context: InvocationContext) => AsyncIterable<HandlerResult>;
 
+/** What {@link serve} serves and where. */
 export interface ServeOptions {
-  /** Handlers by capability name. */
+  /** Unary handlers by capability name (`text.word-stats`). */
   handlers?: Record<string, UnaryHandler>;
+  /** Streaming handlers by capability name; used when the caller asks for a stream. */
   streamHandlers?: Record<string, StreamHandler>;
-  /** Defaults to AGENTMESH_SIDECAR_ADDR. */
+  /** The sidecar's local address. Defaults to AGENTMESH_SIDECAR_ADDR. */
   sidecarAddress?: string;
-  /** Defaults to AGENTMESH_INSTANCE_ID. */
+  /** The instance id the sidecar gave this process. Defaults to AGENTMESH_INSTANCE_ID. */
   instanceId?: string;
+  /** Unexpected handler failures and stream errors, for logging; never answered to callers. */
   onError?: (error: unknown) => void;
   /**
    * Without a sidecar for this long (it died, or no longer knows this instance),
@@ -35,19 +51,38 @@ export interface ServeOptions {
   onOrphaned?: () => void;
 }
 
+/** A running {@link serve}. */
 export interface Serving {
-  /** Resolves once the sidecar welcomed the stream. */
+  /** Resolves once the sidecar welcomed the stream: the agent is READY and routed to. */
   ready: Promise<void>;
+  /** Closes the stream to the sidecar; calls still running are cancelled. */
   close(): void;
 }
 
 /**
- * Serves an agent's capabilities over ONE stream to its sidecar (SidecarService.Attach):
+ * Serves an agent's capabilities over ONE stream to its sidecar (SidecarService.Attach,
+ * docs/protocol.md):
  * no listening port, and the sidecar sees the agent's death the moment the stream
  * breaks. Reconnects with backoff if the sidecar restarts. Answers the sidecar's
  * PINGs, so a frozen process (its event loop blocked or stopped) is found hung
  * and routed around; a handler that blocks the event loop for more than 1.5
  * heartbeat intervals looks the same.
+ *
+ * @example
+ * ```ts
+ * import { serve, MeshError } from "agentmesh/sdk";
+ *
+ * serve({
+ *   handlers: {
+ *     "text.shout": (payload) => payload.toString().toUpperCase(),
+ *     "text.check": (payload) => {
+ *       if (payload.length === 0) throw new MeshError("invalidArgument", "payload: required");
+ *       return "ok";
+ *     },
+ *   },
+ * });
+ * ```
+ * @throws Error when AGENTMESH_SIDECAR_ADDR or AGENTMESH_INSTANCE_ID is missing (not run by a sidecar).
  */
 export function serve(options: ServeOptions): Serving {
   const address = options.sidecarAddress ?? process.env.AGENTMESH_SIDECAR_ADDR;

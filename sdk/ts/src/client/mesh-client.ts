@@ -28,6 +28,7 @@ import {
 import type { EnvelopeSigner } from "./mesh-identity.js";
 import { type AgentInstance, type AgentManifest, HealthState, type Load } from "../gen/agentmesh/v1/types.js";
 
+/** Where the control plane is, how to reach it, and what this client announces. */
 export interface MeshClientOptions {
   /** Control-plane address, `host:port`. */
   address: string;
@@ -50,12 +51,14 @@ export interface MeshClientOptions {
   onCommand?: (response: ConnectResponse) => void;
 }
 
+/** What happened to the Connect stream, for logs and tests. */
 export type MeshClientEvent =
   | { type: "connected"; unknownInstanceIds: string[] }
   | { type: "disconnected"; code: number; details: string; retryInMs: number }
   | { type: "streamError"; code: number; message: string; instanceId: string }
   | { type: "shutdown"; reason: string };
 
+/** How {@link MeshClient.register} registers an instance. */
 export interface RegisterOptions {
   instanceId?: string;
   endpoint?: string;

@@ -19,6 +19,7 @@ export interface EnvelopeSigner {
   sign(payload: Uint8Array, method: string, payloadType: string, audience: string): SignedEnvelope;
 }
 
+/** How {@link MeshIdentity.join} obtains the first certificate (docs/protocol.md, "Joining"). */
 export interface JoinOptions {
   /** Control-plane address, host:port. */
   address: string;

@@ -3,6 +3,7 @@ export interface Clock {
   nowMs(): number;
 }
 
+/** The real clock (Date.now); only a program's main should need it. */
 export const systemClock: Clock = { nowMs: () => Date.now() };
 
 /** A clock tests move by hand. */

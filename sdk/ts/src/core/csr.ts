@@ -4,6 +4,7 @@ import type { SignatureAlg } from "./signing.js";
 import { parseSpiffeId } from "./spiffe-id.js";
 import { subtle, x509 } from "./x509-setup.js";
 
+/** A fresh private key and the CSR that asks the mesh CA to certify it. */
 export interface KeyAndCsr {
   /** Parsed once; pass it to signEnvelope and to TLS credentials. */
   privateKey: KeyObject;

@@ -14,6 +14,7 @@ export type MeshErrorKind =
   | "deadlineExceeded"
   | "cancelled";
 
+/** The gRPC status code of each MeshError kind (`error.code`). */
 export const codeByKind: Record<MeshErrorKind, status> = {
   invalidArgument: status.INVALID_ARGUMENT,
   notFound: status.NOT_FOUND,

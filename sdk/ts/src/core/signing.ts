@@ -11,6 +11,7 @@ export const signatureDomain = "agentmesh-sig-v1";
 export const nonceLengthBytes = 16;
 export const defaultSignatureWindowMs = 30_000;
 
+/** The `alg` of a SignedEnvelope (docs/signing.md §3). */
 export type SignatureAlg = "ES256" | "Ed25519";
 export const signatureAlgs: readonly SignatureAlg[] = ["ES256", "Ed25519"];
 
@@ -29,6 +30,7 @@ export const verifyFailure = {
   badSignature: "signature invalid",
   replayedNonce: "nonce replayed",
 } as const;
+/** One of the reasons of {@link verifyFailure}. */
 export type VerifyFailureReason = (typeof verifyFailure)[keyof typeof verifyFailure];
 
 /** Everything the signature covers besides the payload itself. */
@@ -132,6 +134,7 @@ function cachedAlgForKey(key: KeyObject): SignatureAlg | undefined {
   return alg ?? undefined;
 }
 
+/** What {@link signEnvelope} signs, for whom, and with which key. */
 export interface SignEnvelopeInput {
   /** Exact bytes that will be sent; never re-encoded afterwards. */
   payload: Uint8Array;
@@ -147,6 +150,10 @@ export interface SignEnvelopeInput {
   signerChain?: Uint8Array[];
 }
 
+/**
+ * Signs `payload` as docs/signing.md §4 says: a fresh 16-byte nonce, the clock's time,
+ * the canonical bytes of §2, ES256 (IEEE P1363) or Ed25519 by the key's type.
+ */
 export function signEnvelope(input: SignEnvelopeInput): SignedEnvelope {
   const alg = cachedAlgForKey(input.privateKey);
   if (alg === undefined || input.privateKey.type !== "private") {
@@ -196,6 +203,7 @@ function certificatePublicKey(certificate: X509Certificate): KeyObject {
   return key;
 }
 
+/** The key to verify with and what the receiver expects (docs/signing.md §5). */
 export interface VerifyEnvelopeOptions {
   /** The signer's key; give this or `certificate`. */
   publicKey?: KeyObject;

@@ -3,6 +3,7 @@ import { MeshError } from "./mesh-error.js";
 
 /** The kinds of workload agentmesh names; each is the first path segment of its SPIFFE ID. */
 export const spiffeKinds = ["agent", "sidecar", "server", "admin"] as const;
+/** `agent`, `sidecar`, `server` or `admin`. */
 export type SpiffeKind = (typeof spiffeKinds)[number];
 
 /** A parsed agentmesh SPIFFE ID: `spiffe://<trustDomain>/<kind>/<name>`. */

@@ -191,7 +191,9 @@ type SidecarServiceClient interface {
 	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, AttachResponse], error)
 	// An SDK client makes its outbound calls as frames on this one stream (DESIGN
 	// §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
-	// carry `request`; answers come back as DATA/END frames with the same call id.
+	// carry `request` (and `streaming`), CANCEL frames give a call up; answers come
+	// back as DATA/END frames with the same call id: a unary success is one DATA
+	// frame with `end`, `instance_id` and `version`. See docs/protocol.md, "Call stream".
 	Call(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SidecarServiceCallRequest, SidecarServiceCallResponse], error)
 }
 
@@ -281,7 +283,9 @@ type SidecarServiceServer interface {
 	Attach(grpc.BidiStreamingServer[AttachRequest, AttachResponse]) error
 	// An SDK client makes its outbound calls as frames on this one stream (DESIGN
 	// §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
-	// carry `request`; answers come back as DATA/END frames with the same call id.
+	// carry `request` (and `streaming`), CANCEL frames give a call up; answers come
+	// back as DATA/END frames with the same call id: a unary success is one DATA
+	// frame with `end`, `instance_id` and `version`. See docs/protocol.md, "Call stream".
 	Call(grpc.BidiStreamingServer[SidecarServiceCallRequest, SidecarServiceCallResponse]) error
 	mustEmbedUnimplementedSidecarServiceServer()
 }

@@ -23,13 +23,18 @@ const (
 
 type IssueCertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// PEM-encoded PKCS#10 certificate signing request.
+	// Required. PEM-encoded PKCS#10 request for an ECDSA P-256 or Ed25519 key; its
+	// self-signature must verify. Its subject and extensions (a subject alternative
+	// name included) are ignored: the certificate's only URI SAN is `spiffe_id`.
 	CsrPem string `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
 	// Join token for the first certificate; empty when renewing over mTLS.
 	JoinToken string `protobuf:"bytes,2,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
-	// The SPIFFE ID asked for, e.g. spiffe://mesh.local/sidecar/host-a.
+	// Required. The SPIFFE ID asked for, in the server's trust domain. A join token
+	// is exchanged only for `spiffe://<td>/sidecar/<the token's host>` or
+	// `spiffe://<td>/agent/<a name the token allows>` (any name for `*`); never for
+	// a server or admin identity. A renewal asks for the certificate's own ID.
 	SpiffeId string `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	// Requested lifetime in seconds (0 = server default; capped by the server).
+	// Requested lifetime in seconds (0 = the server's --cert-ttl); at most 86400.
 	TtlSeconds    uint32 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -101,7 +106,8 @@ type IssueCertificateResponse struct {
 	ExpiresAtMs         int64    `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	Serial              string   `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
 	SpiffeId            string   `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	// Agent names this identity may register (from the join token).
+	// Agent names this identity may register: the token's names for a sidecar
+	// (`*` = any), the agent's own name for an agent identity.
 	AllowedAgentNames []string `protobuf:"bytes,6,rep,name=allowed_agent_names,json=allowedAgentNames,proto3" json:"allowed_agent_names,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache

@@ -33,8 +33,12 @@ const (
 // IdentityService is the mesh certificate authority.
 type IdentityServiceClient interface {
 	// Issues a short-lived certificate for a PKCS#10 CSR. Authenticated either by
-	// a join token (first certificate) or by the caller's current valid mTLS
-	// certificate (renewal; the SPIFFE ID stays the same).
+	// a join token (first certificate; the caller connects over TLS without a
+	// client certificate) or by the caller's current valid mTLS certificate
+	// (renewal; the SPIFFE ID stays the same). Checks run in this order: request
+	// fields, the CSR (its self-signature is the proof of possession), the kind of
+	// identity, the token; one use of the token is spent only when all passed, so
+	// a refused request leaves the token as it was. Status codes: docs/protocol.md.
 	IssueCertificate(ctx context.Context, in *IssueCertificateRequest, opts ...grpc.CallOption) (*IssueCertificateResponse, error)
 	// The current trust roots (several during CA rotation).
 	GetTrustBundle(ctx context.Context, in *GetTrustBundleRequest, opts ...grpc.CallOption) (*GetTrustBundleResponse, error)
@@ -111,8 +115,12 @@ func (c *identityServiceClient) ListAuditEvents(ctx context.Context, in *ListAud
 // IdentityService is the mesh certificate authority.
 type IdentityServiceServer interface {
 	// Issues a short-lived certificate for a PKCS#10 CSR. Authenticated either by
-	// a join token (first certificate) or by the caller's current valid mTLS
-	// certificate (renewal; the SPIFFE ID stays the same).
+	// a join token (first certificate; the caller connects over TLS without a
+	// client certificate) or by the caller's current valid mTLS certificate
+	// (renewal; the SPIFFE ID stays the same). Checks run in this order: request
+	// fields, the CSR (its self-signature is the proof of possession), the kind of
+	// identity, the token; one use of the token is spent only when all passed, so
+	// a refused request leaves the token as it was. Status codes: docs/protocol.md.
 	IssueCertificate(context.Context, *IssueCertificateRequest) (*IssueCertificateResponse, error)
 	// The current trust roots (several during CA rotation).
 	GetTrustBundle(context.Context, *GetTrustBundleRequest) (*GetTrustBundleResponse, error)

@@ -257,7 +257,10 @@ type Hello struct {
 	InboundEndpoint string `protobuf:"bytes,4,opt,name=inbound_endpoint,json=inboundEndpoint,proto3" json:"inbound_endpoint,omitempty"`
 	// How many more managed agents this sidecar accepts (0 = unmanaged only).
 	Capacity uint32 `protobuf:"varint,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	// Signed form of this Hello, required with mTLS.
+	// Signed form of this Hello, required with mTLS: its payload is this Hello
+	// encoded without `envelope`, signed for audience `spiffe://<td>/server`
+	// (docs/signing.md §7). The server uses the signed payload; the other fields
+	// of the outer Hello are then ignored.
 	Envelope      *SignedEnvelope `protobuf:"bytes,6,opt,name=envelope,proto3" json:"envelope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -339,7 +342,10 @@ func (x *Hello) GetEnvelope() *SignedEnvelope {
 type Heartbeat struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Instances []*InstanceHeartbeat   `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
-	// Increases by one with every message on the stream; a repeat is rejected.
+	// At least 1 on the first heartbeat of a stream (0 is refused), then greater
+	// than the previous one on the same stream; gaps are allowed. A heartbeat whose
+	// sequence does not increase is refused whole with a StreamError
+	// (INVALID_ARGUMENT); a new stream starts over.
 	Sequence      uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -827,10 +833,11 @@ func (x *Shutdown) GetRetryAfterMs() uint32 {
 
 // A per-message problem that does not end the stream (for example an unknown instance).
 type StreamError struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	InstanceId    string                 `protobuf:"bytes,3,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A gRPC status code (docs/protocol.md, "Status codes").
+	Code          int32  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	InstanceId    string `protobuf:"bytes,3,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

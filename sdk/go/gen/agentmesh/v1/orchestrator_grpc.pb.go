@@ -41,8 +41,12 @@ const (
 type OrchestratorServiceClient interface {
 	// One stream per sidecar (or SDK client) for all of its local agents.
 	// Client: Hello first (which instances it speaks for), then Heartbeat batches
-	// at each agent's interval, InstanceEvents and CommandResults.
-	// Server: Welcome, then Commands (start, stop, restart, drain) and Shutdown.
+	// at each agent's interval, InstanceEvents and CommandResults; messages sent
+	// before the Welcome arrives are kept and handled in order.
+	// Server: Welcome first, always; then StreamErrors for instances of the Hello
+	// it refused (owned by another identity), Commands (start, stop, restart,
+	// drain) and Shutdown. A refused Hello ends the stream with a status instead.
+	// See docs/protocol.md, "The Connect stream", for every rule and status code.
 	//
 	// Detection: an instance with no heartbeat for `heartbeat_timeout_multiplier`
 	// (default 2) x its interval becomes UNHEALTHY; when the stream ends, its
@@ -204,8 +208,12 @@ func (c *orchestratorServiceClient) GetRollout(ctx context.Context, in *GetRollo
 type OrchestratorServiceServer interface {
 	// One stream per sidecar (or SDK client) for all of its local agents.
 	// Client: Hello first (which instances it speaks for), then Heartbeat batches
-	// at each agent's interval, InstanceEvents and CommandResults.
-	// Server: Welcome, then Commands (start, stop, restart, drain) and Shutdown.
+	// at each agent's interval, InstanceEvents and CommandResults; messages sent
+	// before the Welcome arrives are kept and handled in order.
+	// Server: Welcome first, always; then StreamErrors for instances of the Hello
+	// it refused (owned by another identity), Commands (start, stop, restart,
+	// drain) and Shutdown. A refused Hello ends the stream with a status instead.
+	// See docs/protocol.md, "The Connect stream", for every rule and status code.
 	//
 	// Detection: an instance with no heartbeat for `heartbeat_timeout_multiplier`
 	// (default 2) x its interval becomes UNHEALTHY; when the stream ends, its

@@ -673,6 +673,7 @@ func (x *LabelSelector) GetMatchExpressions() []*LabelRequirement {
 	return nil
 }
 
+// One requirement on a label (Kubernetes style): `key` In / NotIn `values`, Exists, DoesNotExist.
 type LabelRequirement struct {
 	state    protoimpl.MessageState    `protogen:"open.v1"`
 	Key      string                    `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -954,9 +955,12 @@ func (x *DiscoverRequest) GetIncludeUnhealthy() bool {
 }
 
 type DiscoverResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instances     []*AgentInstance       `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Instances []*AgentInstance       `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
+	// The registry revision this answer reflects: every registry change (register,
+	// state change, removal) takes the next revision. Watch with `since_revision`
+	// set to it to receive exactly the changes after this answer.
+	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1007,7 +1011,9 @@ func (x *DiscoverResponse) GetRevision() int64 {
 
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Resume after this revision; 0 = start with a snapshot.
+	// Resume after this revision; 0 = start with a snapshot. A revision above the
+	// server's current one is INVALID_ARGUMENT (the server restarted: start over
+	// with 0).
 	SinceRevision int64 `protobuf:"varint,1,opt,name=since_revision,json=sinceRevision,proto3" json:"since_revision,omitempty"`
 	// Only events for instances offering this capability (empty = all).
 	Capability    string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`

@@ -216,7 +216,9 @@ class SidecarServiceServicer:
     def Call(self, request_iterator, context):
         """An SDK client makes its outbound calls as frames on this one stream (DESIGN
         §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
-        carry `request`; answers come back as DATA/END frames with the same call id.
+        carry `request` (and `streaming`), CANCEL frames give a call up; answers come
+        back as DATA/END frames with the same call id: a unary success is one DATA
+        frame with `end`, `instance_id` and `version`. See docs/protocol.md, "Call stream".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -68,8 +68,12 @@ class IdentityServiceServicer:
 
     def IssueCertificate(self, request, context):
         """Issues a short-lived certificate for a PKCS#10 CSR. Authenticated either by
-        a join token (first certificate) or by the caller's current valid mTLS
-        certificate (renewal; the SPIFFE ID stays the same).
+        a join token (first certificate; the caller connects over TLS without a
+        client certificate) or by the caller's current valid mTLS certificate
+        (renewal; the SPIFFE ID stays the same). Checks run in this order: request
+        fields, the CSR (its self-signature is the proof of possession), the kind of
+        identity, the token; one use of the token is spent only when all passed, so
+        a refused request leaves the token as it was. Status codes: docs/protocol.md.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

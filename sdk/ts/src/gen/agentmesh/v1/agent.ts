@@ -3097,7 +3097,9 @@ export const SidecarServiceService = {
   /**
    * An SDK client makes its outbound calls as frames on this one stream (DESIGN
    * §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
-   * carry `request`; answers come back as DATA/END frames with the same call id.
+   * carry `request` (and `streaming`), CANCEL frames give a call up; answers come
+   * back as DATA/END frames with the same call id: a unary success is one DATA
+   * frame with `end`, `instance_id` and `version`. See docs/protocol.md, "Call stream".
    */
   call: {
     path: "/agentmesh.v1.SidecarService/Call" as const,
@@ -3121,7 +3123,9 @@ export interface SidecarServiceServer extends UntypedServiceImplementation {
   /**
    * An SDK client makes its outbound calls as frames on this one stream (DESIGN
    * §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
-   * carry `request`; answers come back as DATA/END frames with the same call id.
+   * carry `request` (and `streaming`), CANCEL frames give a call up; answers come
+   * back as DATA/END frames with the same call id: a unary success is one DATA
+   * frame with `end`, `instance_id` and `version`. See docs/protocol.md, "Call stream".
    */
   call: handleBidiStreamingCall<SidecarServiceCallRequest, SidecarServiceCallResponse>;
 }
@@ -3173,7 +3177,9 @@ export interface SidecarServiceClient extends Client {
   /**
    * An SDK client makes its outbound calls as frames on this one stream (DESIGN
    * §5.1: one multiplexed stream instead of one unary RPC per call). OPEN frames
-   * carry `request`; answers come back as DATA/END frames with the same call id.
+   * carry `request` (and `streaming`), CANCEL frames give a call up; answers come
+   * back as DATA/END frames with the same call id: a unary success is one DATA
+   * frame with `end`, `instance_id` and `version`. See docs/protocol.md, "Call stream".
    */
   call(): ClientDuplexStream<SidecarServiceCallRequest, SidecarServiceCallResponse>;
   call(options: Partial<CallOptions>): ClientDuplexStream<SidecarServiceCallRequest, SidecarServiceCallResponse>;

@@ -20,13 +20,22 @@ import {
 } from "@grpc/grpc-js";
 
 export interface IssueCertificateRequest {
-  /** PEM-encoded PKCS#10 certificate signing request. */
+  /**
+   * Required. PEM-encoded PKCS#10 request for an ECDSA P-256 or Ed25519 key; its
+   * self-signature must verify. Its subject and extensions (a subject alternative
+   * name included) are ignored: the certificate's only URI SAN is `spiffe_id`.
+   */
   csrPem: string;
   /** Join token for the first certificate; empty when renewing over mTLS. */
   joinToken: string;
-  /** The SPIFFE ID asked for, e.g. spiffe://mesh.local/sidecar/host-a. */
+  /**
+   * Required. The SPIFFE ID asked for, in the server's trust domain. A join token
+   * is exchanged only for `spiffe://<td>/sidecar/<the token's host>` or
+   * `spiffe://<td>/agent/<a name the token allows>` (any name for `*`); never for
+   * a server or admin identity. A renewal asks for the certificate's own ID.
+   */
   spiffeId: string;
-  /** Requested lifetime in seconds (0 = server default; capped by the server). */
+  /** Requested lifetime in seconds (0 = the server's --cert-ttl); at most 86400. */
   ttlSeconds: number;
 }
 
@@ -37,7 +46,10 @@ export interface IssueCertificateResponse {
   expiresAtMs: number;
   serial: string;
   spiffeId: string;
-  /** Agent names this identity may register (from the join token). */
+  /**
+   * Agent names this identity may register: the token's names for a sidecar
+   * (`*` = any), the agent's own name for an agent identity.
+   */
   allowedAgentNames: string[];
 }
 
@@ -1076,8 +1088,12 @@ export type IdentityServiceService = typeof IdentityServiceService;
 export const IdentityServiceService = {
   /**
    * Issues a short-lived certificate for a PKCS#10 CSR. Authenticated either by
-   * a join token (first certificate) or by the caller's current valid mTLS
-   * certificate (renewal; the SPIFFE ID stays the same).
+   * a join token (first certificate; the caller connects over TLS without a
+   * client certificate) or by the caller's current valid mTLS certificate
+   * (renewal; the SPIFFE ID stays the same). Checks run in this order: request
+   * fields, the CSR (its self-signature is the proof of possession), the kind of
+   * identity, the token; one use of the token is spent only when all passed, so
+   * a refused request leaves the token as it was. Status codes: docs/protocol.md.
    */
   issueCertificate: {
     path: "/agentmesh.v1.IdentityService/IssueCertificate" as const,
@@ -1143,8 +1159,12 @@ export const IdentityServiceService = {
 export interface IdentityServiceServer extends UntypedServiceImplementation {
   /**
    * Issues a short-lived certificate for a PKCS#10 CSR. Authenticated either by
-   * a join token (first certificate) or by the caller's current valid mTLS
-   * certificate (renewal; the SPIFFE ID stays the same).
+   * a join token (first certificate; the caller connects over TLS without a
+   * client certificate) or by the caller's current valid mTLS certificate
+   * (renewal; the SPIFFE ID stays the same). Checks run in this order: request
+   * fields, the CSR (its self-signature is the proof of possession), the kind of
+   * identity, the token; one use of the token is spent only when all passed, so
+   * a refused request leaves the token as it was. Status codes: docs/protocol.md.
    */
   issueCertificate: handleUnaryCall<IssueCertificateRequest, IssueCertificateResponse>;
   /** The current trust roots (several during CA rotation). */
@@ -1160,8 +1180,12 @@ export interface IdentityServiceServer extends UntypedServiceImplementation {
 export interface IdentityServiceClient extends Client {
   /**
    * Issues a short-lived certificate for a PKCS#10 CSR. Authenticated either by
-   * a join token (first certificate) or by the caller's current valid mTLS
-   * certificate (renewal; the SPIFFE ID stays the same).
+   * a join token (first certificate; the caller connects over TLS without a
+   * client certificate) or by the caller's current valid mTLS certificate
+   * (renewal; the SPIFFE ID stays the same). Checks run in this order: request
+   * fields, the CSR (its self-signature is the proof of possession), the kind of
+   * identity, the token; one use of the token is spent only when all passed, so
+   * a refused request leaves the token as it was. Status codes: docs/protocol.md.
    */
   issueCertificate(
     request: IssueCertificateRequest,

@@ -51,14 +51,24 @@ export interface Hello {
   inboundEndpoint: string;
   /** How many more managed agents this sidecar accepts (0 = unmanaged only). */
   capacity: number;
-  /** Signed form of this Hello, required with mTLS. */
+  /**
+   * Signed form of this Hello, required with mTLS: its payload is this Hello
+   * encoded without `envelope`, signed for audience `spiffe://<td>/server`
+   * (docs/signing.md §7). The server uses the signed payload; the other fields
+   * of the outer Hello are then ignored.
+   */
   envelope?: SignedEnvelope | undefined;
 }
 
 /** Heartbeats for one or more instances, batched when they fall due together. */
 export interface Heartbeat {
   instances: InstanceHeartbeat[];
-  /** Increases by one with every message on the stream; a repeat is rejected. */
+  /**
+   * At least 1 on the first heartbeat of a stream (0 is refused), then greater
+   * than the previous one on the same stream; gaps are allowed. A heartbeat whose
+   * sequence does not increase is refused whole with a StreamError
+   * (INVALID_ARGUMENT); a new stream starts over.
+   */
   sequence: number;
 }
 
@@ -113,6 +123,7 @@ export interface Shutdown {
 
 /** A per-message problem that does not end the stream (for example an unknown instance). */
 export interface StreamError {
+  /** A gRPC status code (docs/protocol.md, "Status codes"). */
   code: number;
   message: string;
   instanceId: string;
@@ -5405,8 +5416,12 @@ export const OrchestratorServiceService = {
   /**
    * One stream per sidecar (or SDK client) for all of its local agents.
    * Client: Hello first (which instances it speaks for), then Heartbeat batches
-   * at each agent's interval, InstanceEvents and CommandResults.
-   * Server: Welcome, then Commands (start, stop, restart, drain) and Shutdown.
+   * at each agent's interval, InstanceEvents and CommandResults; messages sent
+   * before the Welcome arrives are kept and handled in order.
+   * Server: Welcome first, always; then StreamErrors for instances of the Hello
+   * it refused (owned by another identity), Commands (start, stop, restart,
+   * drain) and Shutdown. A refused Hello ends the stream with a status instead.
+   * See docs/protocol.md, "The Connect stream", for every rule and status code.
    *
    * Detection: an instance with no heartbeat for `heartbeat_timeout_multiplier`
    * (default 2) x its interval becomes UNHEALTHY; when the stream ends, its
@@ -5542,8 +5557,12 @@ export interface OrchestratorServiceServer extends UntypedServiceImplementation 
   /**
    * One stream per sidecar (or SDK client) for all of its local agents.
    * Client: Hello first (which instances it speaks for), then Heartbeat batches
-   * at each agent's interval, InstanceEvents and CommandResults.
-   * Server: Welcome, then Commands (start, stop, restart, drain) and Shutdown.
+   * at each agent's interval, InstanceEvents and CommandResults; messages sent
+   * before the Welcome arrives are kept and handled in order.
+   * Server: Welcome first, always; then StreamErrors for instances of the Hello
+   * it refused (owned by another identity), Commands (start, stop, restart,
+   * drain) and Shutdown. A refused Hello ends the stream with a status instead.
+   * See docs/protocol.md, "The Connect stream", for every rule and status code.
    *
    * Detection: an instance with no heartbeat for `heartbeat_timeout_multiplier`
    * (default 2) x its interval becomes UNHEALTHY; when the stream ends, its
@@ -5573,8 +5592,12 @@ export interface OrchestratorServiceClient extends Client {
   /**
    * One stream per sidecar (or SDK client) for all of its local agents.
    * Client: Hello first (which instances it speaks for), then Heartbeat batches
-   * at each agent's interval, InstanceEvents and CommandResults.
-   * Server: Welcome, then Commands (start, stop, restart, drain) and Shutdown.
+   * at each agent's interval, InstanceEvents and CommandResults; messages sent
+   * before the Welcome arrives are kept and handled in order.
+   * Server: Welcome first, always; then StreamErrors for instances of the Hello
+   * it refused (owned by another identity), Commands (start, stop, restart,
+   * drain) and Shutdown. A refused Hello ends the stream with a status instead.
+   * See docs/protocol.md, "The Connect stream", for every rule and status code.
    *
    * Detection: an instance with no heartbeat for `heartbeat_timeout_multiplier`
    * (default 2) x its interval becomes UNHEALTHY; when the stream ends, its

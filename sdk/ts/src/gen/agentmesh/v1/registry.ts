@@ -110,6 +110,7 @@ export interface LabelSelector_MatchLabelsEntry {
   value: string;
 }
 
+/** One requirement on a label (Kubernetes style): `key` In / NotIn `values`, Exists, DoesNotExist. */
 export interface LabelRequirement {
   key: string;
   operator: LabelRequirement_Operator;
@@ -203,11 +204,20 @@ export interface DiscoverRequest {
 
 export interface DiscoverResponse {
   instances: AgentInstance[];
+  /**
+   * The registry revision this answer reflects: every registry change (register,
+   * state change, removal) takes the next revision. Watch with `since_revision`
+   * set to it to receive exactly the changes after this answer.
+   */
   revision: number;
 }
 
 export interface WatchRequest {
-  /** Resume after this revision; 0 = start with a snapshot. */
+  /**
+   * Resume after this revision; 0 = start with a snapshot. A revision above the
+   * server's current one is INVALID_ARGUMENT (the server restarted: start over
+   * with 0).
+   */
   sinceRevision: number;
   /** Only events for instances offering this capability (empty = all). */
   capability: string;
