@@ -23,7 +23,7 @@ export function addDashboardTokenCommand(ctl: Command): void {
     try {
       ttlMs = parseDurationMs(options.ttl);
       validateTokenTtlMs(ttlMs);
-      url = new URL(options.url ?? defaultDashboardUrl(options.server));
+      url = parseDashboardUrl(options.url ?? defaultDashboardUrl(options.server));
     } catch (error) {
       process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
       // A bad flag value: a usage error.
@@ -62,4 +62,15 @@ export function addDashboardTokenCommand(ctl: Command): void {
 function defaultDashboardUrl(server: string): string {
   const host = server.startsWith("[") ? server.slice(0, server.indexOf("]") + 1) : server.split(":")[0] || "127.0.0.1";
   return `http://${host}:${defaultServerConfig.httpPort}/dashboard/`;
+}
+
+function parseDashboardUrl(text: string): URL {
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) throw new Error(`--url: "${text}" is not an http(s) URL like http://host:7421/dashboard/`);
+  return url;
 }

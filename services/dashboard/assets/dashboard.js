@@ -538,13 +538,24 @@ async function readEvents(body, signal) {
 
 // ---- start
 
-function start() {
-  // A token arrives in the URL fragment (never sent to any server); keep it for this tab only and take it out of the address bar.
+/**
+ * A token arrives in the URL fragment (never sent to any server): kept for this
+ * tab only and taken out of the address bar. True when there was one.
+ */
+function takeTokenFromUrl() {
   const fromUrl = /(?:^#|&)token=([A-Za-z0-9_-]+)/.exec(location.hash);
-  if (fromUrl?.[1]) {
-    sessionStorage.setItem(tokenKey, fromUrl[1]);
-    history.replaceState(null, "", `${location.pathname}${location.search}`);
-  }
+  if (!fromUrl?.[1]) return false;
+  sessionStorage.setItem(tokenKey, fromUrl[1]);
+  history.replaceState(null, "", `${location.pathname}${location.search}`);
+  return true;
+}
+
+function start() {
+  takeTokenFromUrl();
+  // Opening a token URL in the tab that already shows this page changes only the fragment: no reload.
+  window.addEventListener("hashchange", () => {
+    if (takeTokenFromUrl()) void connect();
+  });
   element("login-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = /** @type {HTMLInputElement} */ (element("token-input"));
