@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
+import { Counter, Gauge, type Registry as PromRegistry } from "prom-client";
 import type { AuditEvent } from "../../sdk/ts/src/core/audit-log.js";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
@@ -32,6 +33,8 @@ export interface DashboardOptions {
   log: Logger;
   /** Security events (refused and granted dashboard sessions) for the audit log. */
   audit?: (event: AuditEvent) => void;
+  /** Where `agentmesh_dashboard_*` metrics are registered (open pages, refused requests). */
+  metrics?: PromRegistry;
   /** Deployments, rollouts, alerts, the audit tail and session expiry are looked at this often while a page is open. */
   refreshIntervalMs?: number;
   /** Load changes (heartbeats publish no Watch event) are pushed this often. */
@@ -106,6 +109,9 @@ export function createDashboard(options: DashboardOptions): Dashboard {
   if (assets.problem) log.error({ problem: assets.problem }, "dashboard page unavailable");
 
   const clients = new Set<Client>();
+  const registers = options.metrics ? [options.metrics] : [];
+  const openStreams = new Gauge({ name: "agentmesh_dashboard_streams", help: "Dashboard pages with an open event stream.", registers });
+  const deniedRequests = new Counter({ name: "agentmesh_dashboard_denied_total", help: "Dashboard data requests refused for a missing or invalid token.", registers });
   /** The last JSON sent per topic, so a topic is pushed only when it changed, and new pages get it at once. */
   const latest = new Map<"deployments" | "alerts" | "audit", string>();
   const lastLoads = new Map<string, string>();
@@ -190,6 +196,7 @@ export function createDashboard(options: DashboardOptions): Dashboard {
 
   const drop = (client: Client) => {
     if (!clients.delete(client)) return;
+    openStreams.set(clients.size);
     client.watch?.close();
     client.stream.end();
     stopLoopsIfIdle();
@@ -233,6 +240,7 @@ export function createDashboard(options: DashboardOptions): Dashboard {
       snapshot: [],
     };
     clients.add(client);
+    openStreams.set(clients.size);
     response.on("close", () => drop(client));
     client.stream.open(2000);
     client.stream.send("session", {
@@ -294,6 +302,7 @@ export function createDashboard(options: DashboardOptions): Dashboard {
         }
       }
     }
+    deniedRequests.inc();
     options.audit?.({ actor: request.socket.remoteAddress ?? "unknown", action: "dashboard.denied", target: basePath, outcome: "denied", requestId: "", details: { reason } });
     response.writeHead(401, { ...securityHeaders, "content-type": "application/json", "cache-control": "no-store", "www-authenticate": 'Bearer realm="agentmesh-dashboard"' });
     response.end(`${JSON.stringify({ error: reason })}\n`);

@@ -244,6 +244,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       ? new DashboardTokenVerifier({ trustDomain: config.trustDomain, verifier: security.verifier, revocations: security.revocations, clock })
       : undefined,
     audit: (event) => security.audit.append(event).catch((failure: unknown) => log.error({ err: failure }, "audit append failed")),
+    metrics: metrics.registry,
     clock,
     log,
   });

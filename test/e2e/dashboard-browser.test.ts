@@ -110,11 +110,11 @@ describe("web dashboard in headless Chromium (real mesh)", () => {
     const deployment = (selector: string) => page.locator(`#deployments tr[data-deployment="echo"]${selector}`);
     expect((await mesh.ctl("apply", "-f", mesh.writeFile("echo-2.yaml", echoDeploymentYaml({ version: "2.0.0", replicas: 1, restartPolicy })))).code).toBe(0);
     await deployment('[data-phase="progressing"][data-updated="0"]').waitFor({ timeout: uiTimeoutMs });
-    expect(await deployment("").locator("td.rollout").textContent()).toContain("0/1 updated, 1 ready  1.0.0 → 2.0.0");
+    expect(await deployment("").locator("td.rollout").textContent()).toContain("0/1 updated · 1 ready · 1.0.0 → 2.0.0");
     // ...and moves on to complete when a second sidecar brings capacity.
     await mesh.startSidecar({ host: "host-b", capacity: 1 });
     await deployment('[data-phase="complete"][data-updated="1"][data-version="2.0.0"]').waitFor({ timeout: 60_000 });
-    expect(await deployment("").locator("td.rollout").textContent()).toContain("1/1 updated, 1 ready  1.0.0 → 2.0.0");
+    expect(await deployment("").locator("td.rollout").textContent()).toContain("1/1 updated · 1 ready · 1.0.0 → 2.0.0");
     const [updated] = await mesh.waitForReady("echo", 1, { exclusive: true, timeoutMs: 30_000 });
     await page.locator(`#agents tr[data-instance-id="${updated?.instanceId}"][data-state="READY"]`).waitFor({ timeout: uiTimeoutMs });
     expect(await page.locator(`#agents tr[data-instance-id="${updated?.instanceId}"] td`).nth(1).textContent()).toBe("2.0.0");

@@ -50,6 +50,9 @@ describe("dashboard on the server's HTTP port", () => {
     });
     expect(audit.find((entry) => entry?.action === "dashboard.open")).toMatchObject({ actor: second.spiffeId, outcome: "success" });
     expect(audit.find((entry) => entry?.action === "dashboard.denied")).toMatchObject({ outcome: "denied" });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/^agentmesh_dashboard_streams 1$/m);
+    expect(metrics).toMatch(/^agentmesh_dashboard_denied_total 1$/m);
   });
 
   it("bound to loopback (the default): open like /metrics", async () => {

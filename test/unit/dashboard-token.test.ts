@@ -8,6 +8,7 @@ import { SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import {
   DashboardTokenVerifier,
   createDashboardToken,
+  dashboardNeedsAuthentication,
   maxTokenTtlMs,
 } from "../../services/dashboard/index.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "../../services/identity/domain/ca.js";
@@ -157,3 +158,18 @@ function tokenOfSidecar(): string {
   });
   return Buffer.from(SignedEnvelope.encode(envelope).finish()).toString("base64url");
 }
+
+describe("when the dashboard asks for a token", () => {
+  it.each([
+    ["127.0.0.1", false],
+    ["127.1.2.3", false],
+    ["localhost", false],
+    ["::1", false],
+    ["[::1]", false],
+    ["0.0.0.0", true],
+    ["::", true],
+    ["10.0.0.5", true],
+    ["agentmesh.default.svc", true],
+    ["127.0.0.1.example", true],
+  ])("--http-host %s: %s", (host, needed) => expect(dashboardNeedsAuthentication(host)).toBe(needed));
+});

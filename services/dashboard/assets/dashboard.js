@@ -230,7 +230,7 @@ function renderDeployments() {
       ? cell(
           [
             progressBar(rollout.updated, rollout.desired),
-            make("span", { className: "rollout-text", text: `${rollout.updated}/${rollout.desired} updated, ${rollout.ready} ready  ${rollout.fromVersion || "-"} → ${rollout.toVersion}` }),
+            make("span", { className: "rollout-text", text: `${rollout.updated}/${rollout.desired} updated · ${rollout.ready} ready · ${rollout.fromVersion || "-"} → ${rollout.toVersion}` }),
             ...(rollout.message ? [make("span", { className: "rollout-message", text: rollout.message })] : []),
           ],
           "rollout",
