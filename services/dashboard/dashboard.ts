@@ -327,8 +327,9 @@ export function createDashboard(options: DashboardOptions): Dashboard {
       return true;
     }
     const failed = (error: unknown) => {
-      log.error({ err: error }, "dashboard request failed");
-      if (!response.headersSent) json(response, 500, { error: "internal error" });
+      const requestId = randomUUID();
+      log.error({ err: error, requestId, path }, "dashboard request failed");
+      if (!response.headersSent) json(response, 500, { error: `internal error, request ${requestId}` });
       else response.end();
     };
     if (path === `${basePath}/api/events`) openStream(request, response).catch(failed);
