@@ -131,20 +131,26 @@ export function createDashboard(options: DashboardOptions): Dashboard {
     broadcast(topic, json);
   };
 
+  /** One topic's read; a failing source skips only its own topic this round. */
+  const refreshTopic = async (topic: "deployments" | "alerts" | "audit", read: () => Promise<unknown> | unknown) => {
+    try {
+      publish(topic, await read());
+    } catch (error) {
+      log.warn({ err: error, topic }, "dashboard refresh failed; the next one retries");
+    }
+  };
+
   const refresh = async () => {
     if (refreshing) return;
     refreshing = true;
     try {
-      const deployments = await options.sources.listDeployments();
-      publish(
-        "deployments",
-        deployments.map((deployment) => deploymentView(deployment, options.sources.rollout(deployment.name))).sort((left, right) => (left.name < right.name ? -1 : 1)),
+      await refreshTopic("deployments", async () =>
+        (await options.sources.listDeployments())
+          .map((deployment) => deploymentView(deployment, options.sources.rollout(deployment.name)))
+          .sort((left, right) => (left.name < right.name ? -1 : 1)),
       );
-      publish("alerts", options.sources.alertsFiring().map(alertView).sort((left, right) => left.startsAtMs - right.startsAtMs));
-      const audit = (await options.sources.auditTail(auditEntries)).map(auditView).filter((entry) => entry !== undefined);
-      publish("audit", audit);
-    } catch (error) {
-      log.warn({ err: error }, "dashboard refresh failed; the next one retries");
+      await refreshTopic("alerts", () => options.sources.alertsFiring().map(alertView).sort((left, right) => left.startsAtMs - right.startsAtMs));
+      await refreshTopic("audit", async () => (await options.sources.auditTail(auditEntries)).map(auditView).filter((entry) => entry !== undefined));
     } finally {
       refreshing = false;
     }

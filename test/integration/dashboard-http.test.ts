@@ -32,6 +32,8 @@ interface Harness {
   auditLines: string[];
   audited: AuditEvent[];
   reads: { deployments: number };
+  /** Makes the deployments source fail, as an unreachable store would. */
+  failing: { deployments: boolean };
   dashboard: Dashboard;
   server: Server;
 }
@@ -71,12 +73,14 @@ async function start(options: { authenticated?: boolean; maxStreams?: number } =
     auditLines: [] as string[],
     audited: [] as AuditEvent[],
     reads: { deployments: 0 },
+    failing: { deployments: false },
   };
   const sources: DashboardSources = {
     watchInstances: (onChange) => registry.watch(0, "", onChange),
     listInstances: () => registry.all(),
     listDeployments: async () => {
       state.reads.deployments += 1;
+      if (state.failing.deployments) throw new Error("deployment store unreachable");
       return state.deployments;
     },
     rollout: (name) => state.rollouts.get(name),
@@ -233,6 +237,20 @@ describe("dashboard event stream", () => {
     // Several refreshes later the unchanged deployments were read again but not sent again.
     await waitFor("five more refreshes", () => (reads.deployments >= readsAtPush + 5 ? true : undefined));
     expect(stream.events.filter(ofEvent("deployments"))).toHaveLength(2);
+  });
+
+  it("keeps pushing the other topics while one source fails", async () => {
+    const { base, alerts, auditLines, failing } = await start();
+    failing.deployments = true;
+    const stream = await open(base);
+    await stream.next(ofEvent("snapshot"));
+    alerts.push({ fingerprint: "f1", alertname: "AgentDown", severity: "critical", labels: {}, annotations: {}, startsAtMs: 1 });
+    auditLines.push(JSON.stringify({ seq: 1, action: "agent.register" }));
+    await stream.next((event) => event.event === "alerts" && (event.data as unknown[]).length === 1);
+    await stream.next((event) => event.event === "audit" && (event.data as unknown[]).length === 1);
+    expect(stream.events.filter(ofEvent("deployments"))).toEqual([]);
+    failing.deployments = false;
+    await stream.next(ofEvent("deployments"));
   });
 
   it("reads nothing while no page is open", async () => {
