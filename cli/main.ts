@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { addCtlCommand } from "./ctl-command.js";
+import { addDashboardTokenCommand } from "./dashboard-token-command.js";
 import { addLifecycleCommands } from "./lifecycle-commands.js";
 import { addSecurityCommands } from "./security-commands.js";
 import { addServerCommand } from "./server-command.js";
@@ -14,4 +15,5 @@ addSidecarCommand(program);
 const ctl = addCtlCommand(program);
 addSecurityCommands(ctl);
 addLifecycleCommands(ctl);
+addDashboardTokenCommand(ctl);
 await program.parseAsync(process.argv);

@@ -69,6 +69,8 @@ export interface Security {
   authority: IdentityAuthority;
   revocations: RevocationList;
   opener: EnvelopeOpener;
+  /** Checks a certificate against the mesh CA as the mTLS interceptor does (for credentials that arrive outside TLS). */
+  verifier: PeerVerifier;
   /** Absent in plaintext dev mode. */
   tls?: { credentials: ServerCredentials; auth: MtlsAuth; source: CertificateSource; renewer: CertificateRenewer };
   close(): Promise<void>;
@@ -115,6 +117,7 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     authority,
     revocations,
     opener,
+    verifier,
     close: async () => {
       security.tls?.renewer.stop();
       refusals.close();

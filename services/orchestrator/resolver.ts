@@ -1,12 +1,21 @@
 import type { RandomSource } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { powerOfTwoChoices } from "../../sdk/ts/src/core/p2c.js";
+import { powerOfTwoChoices, powerOfTwoChoicesShares } from "../../sdk/ts/src/core/p2c.js";
 import type { LabelSelector } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { Registry } from "../registry/registry.js";
 
 // DEGRADED instances stay routable with lower weight: they look this much busier.
 const DEGRADED_LOAD_PENALTY = 8;
+
+/** One instance resolve() may pick, as the balancer sees it now. */
+export interface RoutingCandidate {
+  instance: AgentInstance;
+  /** What power of two choices compares: reported in-flight + queue + picks since that report (+ the DEGRADED penalty). */
+  load: number;
+  /** Share of picks (0..1) these loads give it. */
+  share: number;
+}
 
 export interface ResolveInput {
   capability: string;
@@ -34,6 +43,13 @@ export class Resolver {
     if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
     this.recordPick(chosen);
     return chosen;
+  }
+
+  /** The routable set resolve() picks from for `capability` (newest routable version), with the load and share of each. */
+  routingView(capability: string, versionRange = ""): RoutingCandidate[] {
+    const newest = this.registry.newestRoutable(capability, versionRange, undefined, new Set());
+    const shares = powerOfTwoChoicesShares(newest, (instance) => this.loadOf(instance), (instance) => instance.load?.p50Ms ?? 0);
+    return newest.map((instance, index) => ({ instance, load: this.loadOf(instance), share: shares[index] ?? 0 }));
   }
 
   forget(instanceId: string): void {

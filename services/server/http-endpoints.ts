@@ -1,4 +1,4 @@
-import { type Server as HttpServer, createServer } from "node:http";
+import { type IncomingMessage, type Server as HttpServer, type ServerResponse, createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry as PromRegistry } from "prom-client";
 
@@ -10,6 +10,8 @@ export interface HttpEndpointsOptions {
   isLive(): boolean;
   /** Ready: serving gRPC and not shutting down. */
   isReady(): boolean;
+  /** More routes on the same port (the dashboard): true when it answered the request. */
+  routes?: (request: IncomingMessage, response: ServerResponse) => boolean;
 }
 
 /** `/metrics`, `/healthz` and `/readyz` on their own port, as Kubernetes and Prometheus expect. */
@@ -37,6 +39,7 @@ export async function startHttpEndpoints(options: HttpEndpointsOptions): Promise
       response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "not ready\n");
       return;
     }
+    if (options.routes?.(request, response)) return;
     response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
   });
   server.keepAliveTimeout = 5000;

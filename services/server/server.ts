@@ -14,6 +14,7 @@ import { ConnectHub, type ConnectHubHooks } from "../orchestrator/connect-hub.js
 import { FailureDetector } from "../orchestrator/failure-detector.js";
 import { parse as parseYaml } from "yaml";
 import { type Alerting, type AlertsConfig, createAlerting, parseAlertsConfig, parseAlertsConfigText } from "../alerts/index.js";
+import { DashboardTokenVerifier, createDashboard, dashboardNeedsAuthentication } from "../dashboard/index.js";
 import { MemoryDeploymentStore } from "../orchestrator/adapters/memory-deployment-store.js";
 import { CommandSigner } from "../orchestrator/command-signer.js";
 import { orchestratorHandlers } from "../orchestrator/grpc-handlers.js";
@@ -262,6 +263,36 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     alerting.engine.observe({ type: "instanceRemoved", instanceId: instance.instanceId });
   });
   const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }));
+  // The dashboard's whole view of the control plane: these few functions (issue 9 moves them with the wiring).
+  const dashboard = createDashboard({
+    sources: {
+      watchInstances: (onChange) => registry.watch(0, "", onChange),
+      listInstances: () => registry.all(),
+      listDeployments: () => lifecycle.list(),
+      rollout: (name) => {
+        try {
+          return lifecycle.rollout(name);
+        } catch (error) {
+          if (error instanceof MeshError && error.kind === "notFound") return undefined;
+          throw error;
+        }
+      },
+      alertsFiring: () => alerting.engine.firing(),
+      auditTail: (limit) => security.audit.tail(limit),
+      routing: (capability) => resolver.routingView(capability),
+    },
+    tokens: dashboardNeedsAuthentication(config.httpHost)
+      ? new DashboardTokenVerifier({ trustDomain: config.trustDomain, verifier: security.verifier, revocations: security.revocations, clock })
+      : undefined,
+    // Refusals are sampled like every other unauthenticated refusal, so a flood of bad tokens cannot fill the disk.
+    audit: (event) =>
+      event.outcome === "denied"
+        ? security.refusals.record({ actor: event.actor, authenticated: false, action: event.action, target: event.target, reason: String(event.details?.reason ?? "denied"), requestId: event.requestId })
+        : security.audit.append(event).catch((failure: unknown) => log.error({ err: failure }, "audit append failed")),
+    metrics: metrics.registry,
+    clock,
+    log,
+  });
   const context: ServerContext = { config, registry, hub, resolver, metrics, security, lifecycle, alerting, log, clock, plumbing };
 
   const requestGuard = createRequestGuard({
@@ -322,6 +353,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     metrics: metrics.registry,
     isLive: () => true,
     isReady,
+    routes: dashboard.handle,
   });
   // Handshakes fail until the first certificate is loaded: SERVING only after it.
   await security.tls?.source.ready;
@@ -346,6 +378,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     streams.clear();
     detector.stop();
     lifecycle.stop();
+    dashboard.close();
     invoker.close();
     await shutdownGrpc(server, config.shutdownGraceMs);
     await alerting.close(1000);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { pickTwoIndexes, powerOfTwoChoices } from "../../sdk/ts/src/core/p2c.js";
+import { pickTwoIndexes, powerOfTwoChoices, powerOfTwoChoicesShares } from "../../sdk/ts/src/core/p2c.js";
 
 /** Deterministic pseudo-random source (mulberry32). */
 function seeded(seed: number): () => number {
@@ -59,4 +59,55 @@ describe("powerOfTwoChoices", () => {
   });
 
   it("returns undefined for no candidates", () => expect(powerOfTwoChoices([], () => 0, Math.random)).toBeUndefined());
+});
+
+describe("powerOfTwoChoicesShares", () => {
+  /**
+   * Runs powerOfTwoChoices once for every ordered pair pickTwoIndexes can draw (each
+   * equally likely), feeding it random values that land on that pair: the exact
+   * distribution, to compare the closed form against.
+   */
+  function enumeratedShares(loads: number[], tieBreaks: number[]): number[] {
+    const count = loads.length;
+    const wins = new Array<number>(count).fill(0);
+    for (let first = 0; first < count; first += 1) {
+      for (let offset = 1; offset < count; offset += 1) {
+        const draws = [(first + 0.5) / count, (offset - 1 + 0.5) / (count - 1)];
+        const chosen = powerOfTwoChoices(
+          loads.map((_, index) => index),
+          (index) => loads[index] ?? 0,
+          () => draws.shift() ?? 0,
+          (index) => tieBreaks[index] ?? 0,
+        ) as number;
+        wins[chosen] = (wins[chosen] ?? 0) + 1;
+      }
+    }
+    return wins.map((won) => won / (count * (count - 1)));
+  }
+
+  it.each([
+    { loads: [0, 10, 10, 10], tieBreaks: [0, 0, 0, 0] },
+    { loads: [3, 3, 3], tieBreaks: [0, 0, 0] },
+    { loads: [2, 2, 5, 0, 2], tieBreaks: [9, 1, 0, 4, 1] },
+    { loads: [1, 8], tieBreaks: [0, 0] },
+    { loads: [4, 4], tieBreaks: [7, 3] },
+  ])("equals the enumerated pick distribution for loads $loads, tie-breaks $tieBreaks", ({ loads, tieBreaks }) => {
+    const shares = powerOfTwoChoicesShares(
+      loads.map((_, index) => index),
+      (index) => loads[index] ?? 0,
+      (index) => tieBreaks[index] ?? 0,
+    );
+    const expected = enumeratedShares(loads, tieBreaks);
+    shares.forEach((share, index) => expect(share).toBeCloseTo(expected[index] ?? -1, 12));
+    expect(shares.reduce((sum, share) => sum + share, 0)).toBeCloseTo(1, 12);
+  });
+
+  it("gives a lone candidate every pick and an empty set none", () => {
+    expect(powerOfTwoChoicesShares(["only"], () => 7)).toEqual([1]);
+    expect(powerOfTwoChoicesShares([], () => 0)).toEqual([]);
+  });
+
+  it("never gives the most loaded of several candidates a pick", () => {
+    expect(powerOfTwoChoicesShares([5, 1, 9, 3], (load) => load)[2]).toBe(0);
+  });
 });
