@@ -23,6 +23,7 @@ import type { LocalAgentSpec, SidecarConfig } from "./config.js";
 import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";
 import { verifyCommand } from "./command-verifier.js";
 import { createInboundHandler } from "./inbound.js";
+import { RefusalTally } from "./refusal-tally.js";
 import { createLocalCallHandler } from "./local-calls.js";
 import { type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
 import { Outbound, toOutboundCall } from "./outbound.js";
@@ -57,6 +58,7 @@ export class Sidecar {
   inboundAddress = "";
   localAddress = "";
   rejectedCalls = 0;
+  private readonly refusals: RefusalTally;
 
   private constructor(
     readonly config: SidecarConfig,
@@ -64,6 +66,7 @@ export class Sidecar {
     private readonly clock: Clock,
   ) {
     this.cache = new EndpointCache(clock);
+    this.refusals = new RefusalTally(log.child({ component: "inbound" }), clock);
     this.commandNonces = new MemoryNonceCache({ clock });
     this.attach = new AttachHub({ logger: log.child({ component: "attach" }), admit: (hello) => this.admitAttach(hello) });
   }
@@ -109,6 +112,9 @@ export class Sidecar {
       inboundEndpoint: this.inboundAddress,
       capacity: this.config.capacity,
       onCommand: (response) => this.onCommand(response),
+      renewals: this.identity?.source,
+      dataPlaneRefusals: () => this.refusals.totalsByReason(),
+      onRotated: (reason) => this.log.debug({ reason }, "control plane streams moved to a new connection"),
       onEvent: (event) => {
         if (event.type === "disconnected") this.log.warn({ code: event.code, details: event.details, retryInMs: event.retryInMs }, "control plane stream lost");
         if (event.type === "connected") this.log.info({ unknown: event.unknownInstanceIds.length }, "connected to control plane");
@@ -122,6 +128,7 @@ export class Sidecar {
       clock: this.clock,
       log: this.log.child({ component: "outbound" }),
       caller: this.identity?.spiffeId ?? this.config.host,
+      renewals: this.identity?.source,
     });
     this.watch();
     await this.client.waitConnected();
@@ -142,6 +149,7 @@ export class Sidecar {
       spiffeId: this.spiffeId,
       joinToken: this.config.joinToken,
       onRenewError: (error, retryInMs) => this.log.error({ err: error, retryInMs }, "certificate renewal failed"),
+      onRenewed: (identity) => this.log.info({ serial: identity.serial, expiresAtMs: identity.expiresAtMs }, "certificate renewed"),
     });
   }
 
@@ -160,6 +168,7 @@ export class Sidecar {
       onRejected: () => {
         this.rejectedCalls += 1;
       },
+      refusals: this.refusals,
     });
     this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
@@ -340,6 +349,7 @@ export class Sidecar {
       this.stopWatch?.();
       await Promise.all([this.tunnelServer.drain(), this.localCalls.drain()]).catch(() => undefined);
       this.outbound.close();
+      this.refusals.close();
       this.attach.close();
       this.agentClients.close();
       await this.supervisor.close();

@@ -27,6 +27,8 @@ export class EndpointCache {
   private readonly byCapability = new Map<string, Set<string>>();
   private readonly outstanding = new Map<string, number>();
   private readonly latency = new Map<string, PeakEwma>();
+  /** Sidecar endpoints known not to answer now (tunnel unresponsive or reconnecting). */
+  private readonly avoidedEndpoints = new Set<string>();
   private synced = false;
   private revision = 0;
   private readonly syncWaiters: Array<() => void> = [];
@@ -102,6 +104,16 @@ export class EndpointCache {
     if (instance) this.instances.set(instanceId, { ...instance, state: HealthState.HEALTH_STATE_UNHEALTHY });
   }
 
+  /**
+   * Routes around (or back to) every instance behind one sidecar endpoint: its
+   * tunnel stopped answering or broke. Unlike markUnroutable this follows the
+   * tunnel, so the instances are used again the moment their sidecar answers.
+   */
+  avoidEndpoint(endpoint: string, avoid: boolean): void {
+    if (avoid) this.avoidedEndpoints.add(endpoint);
+    else this.avoidedEndpoints.delete(endpoint);
+  }
+
   get(instanceId: string): AgentInstance | undefined {
     return this.instances.get(instanceId);
   }
@@ -114,6 +126,7 @@ export class EndpointCache {
       const instance = this.instances.get(instanceId);
       if (!instance || exclude.has(instanceId)) continue;
       if (instance.state !== HealthState.HEALTH_STATE_READY && instance.state !== HealthState.HEALTH_STATE_DEGRADED) continue;
+      if (this.avoidedEndpoints.size > 0 && this.avoidedEndpoints.has(instance.endpoint)) continue;
       const offered = instance.manifest?.capabilities.find((candidate) => candidate.name === capability);
       if (!offered || !range.satisfiedBy(offered.version)) continue;
       if (!matchesLabelSelector(instance.manifest?.labels ?? {}, selector)) continue;

@@ -38,6 +38,16 @@ describe("EndpointCache", () => {
     expect(cache.pick("sql.query", "", undefined).version).toBe("2.0.0");
   });
 
+  it("routes around every instance behind an avoided sidecar endpoint, and back once it answers", () => {
+    const cache = cacheWith([{ ...instance("a", "1.0.0"), endpoint: "10.0.0.1:7422" }, { ...instance("b", "1.0.0"), endpoint: "10.0.0.2:7422" }]);
+    cache.avoidEndpoint("10.0.0.2:7422", true);
+    for (let trial = 0; trial < 10; trial += 1) expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+    cache.avoidEndpoint("10.0.0.1:7422", true);
+    expect(() => cache.pick("sql.query", "", undefined)).toThrow(expect.objectContaining({ kind: "noHealthyInstance" }));
+    cache.avoidEndpoint("10.0.0.2:7422", false);
+    expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("b");
+  });
+
   it("follows Watch updates and removals", () => {
     const cache = cacheWith([instance("a", "1.0.0")]);
     cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0", HealthState.HEALTH_STATE_UNHEALTHY), revision: 5, previousState: 0 });

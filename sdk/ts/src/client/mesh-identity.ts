@@ -29,6 +29,8 @@ export interface JoinOptions {
   ttlSeconds?: number;
   clock?: Clock;
   onRenewError?: (error: unknown, retryInMs: number) => void;
+  /** Called after each renewal, once the new certificate is in `source`. */
+  onRenewed?: (identity: IdentityMaterial) => void;
 }
 
 /**
@@ -64,6 +66,7 @@ export class MeshIdentity implements EnvelopeSigner {
         return identity.requestCertificate(options.address, useToken ? options.joinToken : "", options.ttlSeconds ?? 0);
       },
       onError: options.onRenewError,
+      onRenewed: options.onRenewed,
     });
     await identity.renewer.start();
     return identity;

@@ -67,11 +67,26 @@ export function dataFrame(
   return data;
 }
 
-export function endFrame(callId: number, code: number = status.OK, message = ""): CallFrame {
+/** `refused`: the call never reached an agent (CallFrame.refused_before_delivery). */
+export function endFrame(callId: number, code: number = status.OK, message = "", refused = false): CallFrame {
   const end = frame(callId, CallFrame_Kind.KIND_END);
   end.statusCode = code;
   end.statusMessage = message;
+  end.refusedBeforeDelivery = refused;
   return end;
+}
+
+/** A liveness probe (call id 0); the peer answers with pongFrame(sequence) at once. */
+export function pingFrame(sequence: number): CallFrame {
+  const ping = frame(0, CallFrame_Kind.KIND_PING);
+  ping.sequence = sequence;
+  return ping;
+}
+
+export function pongFrame(sequence: number): CallFrame {
+  const pong = frame(0, CallFrame_Kind.KIND_PONG);
+  pong.sequence = sequence;
+  return pong;
 }
 
 export function cancelFrame(callId: number): CallFrame {
