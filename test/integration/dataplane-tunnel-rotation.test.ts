@@ -213,6 +213,28 @@ describe("tunnel liveness pings", () => {
     await expect(client.unary(open("again"))).resolves.toMatchObject({ payload: Buffer.from("again") });
   });
 
+  it("does not blame the peer for a stall of its own event loop: the deadline starts over", async () => {
+    const { port, peer } = await startFreezablePeer();
+    const timers = new ManualTimers();
+    const client = connect(port, { clock: timers.clock, streamTimers: timers });
+    await client.unary(open("warm"));
+    await client.unary(open("warm again"));
+    peer.frozen = true;
+    let settled = false;
+    const held = client.unary(open("held")).catch((error: unknown) => error).finally(() => {
+      settled = true;
+    });
+    timers.advance(500);
+    // Our loop stalls for 5 s (the clock moves, no timer runs), then the overdue check runs.
+    timers.clock.advance(5_000);
+    timers.advance(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect({ state: client.state, settled }).toEqual({ state: "ready", settled: false });
+    // A full deadline of silence after the stall: now it counts.
+    timers.advance(2_000);
+    expect(await held).toMatchObject({ code: status.UNAVAILABLE, message: "peer sidecar not answering" });
+  });
+
   it("pings a quiet stream only: an idle tunnel once per idle interval", async () => {
     const { port, peer } = await startFreezablePeer();
     const timers = new ManualTimers();

@@ -507,21 +507,29 @@ export class TunnelClient extends EventEmitter {
     link.livenessTimer = this.streamTimers.setTimeout(() => {
       link.livenessTimer = undefined;
       link.livenessDueAtMs = Number.POSITIVE_INFINITY;
-      this.checkLiveness(link);
+      this.checkLiveness(link, this.clock.nowMs() - dueAtMs);
     }, delayMs);
   }
 
-  private checkLiveness(link: Link): void {
+  /**
+   * `lateMs`: how late this check runs. Later than a ping interval means our own
+   * event loop stalled (a GC pause, a starved CPU): the peer's answer may be unread
+   * or our ping unsent, so its silence proves nothing yet and the deadline starts over.
+   */
+  private checkLiveness(link: Link, lateMs: number): void {
     const nowMs = this.clock.nowMs();
     if (link.phase === "done") return;
+    const stalled = lateMs > this.liveness.pingIntervalMs;
     if (link.phase === "opening") {
+      if (stalled) link.openedAtMs = nowMs - this.liveness.timeoutMs + this.liveness.pingIntervalMs;
       if (nowMs - link.openedAtMs >= this.liveness.timeoutMs) this.onLinkBroken(link, new Error("peer did not accept the stream in time"));
       else this.scheduleLiveness(link, link.openedAtMs + this.liveness.timeoutMs - nowMs);
       return;
     }
     const sentAtMs = link.pingSentAtMs;
     if (sentAtMs !== undefined && link.lastHeardAtMs < sentAtMs) {
-      const waitedMs = nowMs - sentAtMs;
+      if (stalled) link.pingSentAtMs = nowMs;
+      const waitedMs = nowMs - (link.pingSentAtMs ?? nowMs);
       if (waitedMs < this.liveness.timeoutMs) {
         this.scheduleLiveness(link, Math.min(this.liveness.pingIntervalMs, this.liveness.timeoutMs - waitedMs));
         return;
@@ -532,14 +540,29 @@ export class TunnelClient extends EventEmitter {
         this.scheduleLiveness(link, this.liveness.idlePingIntervalMs);
         return;
       }
+      // Timers run before the loop reads sockets: let it read what arrived, then judge.
+      setImmediate(() => this.judgeSilence(link, sentAtMs));
+      return;
+    }
+    this.probe(link, nowMs);
+  }
+
+  private judgeSilence(link: Link, sentAtMs: number): void {
+    if (link.phase === "done") return;
+    const nowMs = this.clock.nowMs();
+    if (link.pingSentAtMs === sentAtMs && link.lastHeardAtMs < sentAtMs) {
       this.markUnresponsive(link, nowMs);
       if (nowMs - (link.unresponsiveSinceMs ?? nowMs) >= this.liveness.abandonAfterMs) {
         this.onLinkBroken(link, new Error("peer unresponsive for too long"));
         return;
       }
     }
-    if (link.phase === "draining" && link.calls.inFlight === 0) return;
-    // Frames from the peer prove it alive as well as a PONG does: ping only a quiet stream.
+    this.probe(link, nowMs);
+  }
+
+  /** Pings a stream that has been quiet for an interval (frames from the peer prove it alive as well as a PONG). */
+  private probe(link: Link, nowMs: number): void {
+    if (link.phase === "done" || (link.phase === "draining" && link.calls.inFlight === 0)) return;
     const quietForMs = nowMs - link.lastHeardAtMs;
     const intervalMs = this.livenessInterval(link);
     if (link.unresponsiveSinceMs === undefined && quietForMs < intervalMs) {
