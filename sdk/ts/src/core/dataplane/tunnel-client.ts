@@ -136,7 +136,7 @@ export class TunnelClient extends EventEmitter {
   private readonly clock: Clock;
   private readonly random: RandomSource;
   private readonly logger: Logger;
-  private readonly windowSize_: number;
+  private readonly callWindow: number;
   private currentState: TunnelState = "idle";
   private current: Link | undefined;
   private next: Link | undefined;
@@ -161,7 +161,7 @@ export class TunnelClient extends EventEmitter {
     this.timers = options.timers ?? systemTimers;
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
-    this.windowSize_ = options.windowSize ?? defaultWindowSize;
+    this.callWindow = options.windowSize ?? defaultWindowSize;
     this.logger = (options.logger ?? silentLogger).child({ component: "tunnel-client", peerAddress: options.address });
     this.stopRenewals = options.renewals?.onChange(() => this.requestRotation("certificate renewed", true));
   }
@@ -177,7 +177,7 @@ export class TunnelClient extends EventEmitter {
   }
 
   get windowSize(): number {
-    return this.windowSize_;
+    return this.callWindow;
   }
 
   /** Times the tunnel moved to a new connection without a break. */
@@ -285,7 +285,7 @@ export class TunnelClient extends EventEmitter {
       batcher,
       calls: new CallMultiplexer({
         send: (frame: CallFrame) => batcher.push(frame),
-        windowSize: this.windowSize_,
+        windowSize: this.callWindow,
         maxBufferedChunks: this.options.maxBufferedChunks ?? defaultMaxBufferedChunks,
         clock: this.clock,
         timers: this.timers,
