@@ -67,7 +67,7 @@ export class Outbound {
         const code = (error as { code?: number }).code;
         // A tunnel that broke or stopped answering is routed around as a whole (avoidEndpoint);
         // an instance its healthy sidecar cannot serve leaves routing until the registry says more.
-        if (code === status.UNAVAILABLE && this.tunnels.get(pick.instance.endpoint)?.state === "ready") this.options.cache.markUnroutable(pick.instance.instanceId);
+        if (code === status.UNAVAILABLE && this.tunnels.get(pick.instance.endpoint)?.state === "ready") this.options.cache.markUnroutable(pick.instance.instanceId, pick.instance);
         const retryable = isRefusedBeforeDelivery(error) || (call.idempotent && code === status.UNAVAILABLE);
         if (!retryable || attempt > 0 || call.signal?.aborted) throw error;
         failure = error;
