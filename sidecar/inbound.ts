@@ -1,32 +1,21 @@
-import { status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import type { NonceCache } from "../sdk/ts/src/core/nonce-cache.js";
 import { verifyEnvelope } from "../sdk/ts/src/core/signing.js";
 import type { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
+import { SignerKeys } from "../sdk/ts/src/core/tls/signer-keys.js";
 import { type CallFrame, Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { AuditSink } from "../sdk/ts/src/core/audit-log.js";
 import type { AgentClientPool, AttachHub, InboundHandler, PeerInfo } from "../sdk/ts/src/core/dataplane/index.js";
-import { decodeOpenInvocation } from "../sdk/ts/src/core/dataplane/index.js";
+import { decodeOpenInvocation, refusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
 import type { DispatchOptions, DispatchOutcome } from "../sdk/ts/src/core/dataplane/dispatch.js";
 import type { AllowPolicy } from "./allow-rules.js";
 import { type LocalAgent, callFinished } from "./local-agents.js";
+import type { RefusalTally } from "./refusal-tally.js";
 
 export const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
 export const invocationType = "agentmesh.v1.Invocation";
-
-// Refusals made before the call reaches the agent. A caller picked the instance
-// from a routing view a few ms old (its DRAINING or removal still on the way), so
-// the call may go to another instance even when not idempotent: it cannot run twice.
-const instanceGone = "instance not on this sidecar";
-const instanceDraining = "instance draining";
-
-/** True for an UNAVAILABLE this inbound side answered before handing the call to the agent. */
-export function refusedBeforeDelivery(error: unknown): boolean {
-  const { code, message } = error as { code?: number; message?: string };
-  return code === status.UNAVAILABLE && (message === instanceGone || message === instanceDraining);
-}
 
 export interface InboundOptions {
   /** Our own SPIFFE ID: the audience every envelope must name. Absent in dev mode. */
@@ -40,9 +29,12 @@ export interface InboundOptions {
   agents: ReadonlyMap<string, LocalAgent>;
   attach: AttachHub;
   agentClients: AgentClientPool;
+  /** Every refused call (admission and limits), by reason. */
   onRejected: (reason: string) => void;
   /** How each unary call handed to an agent ended (error undefined: it answered); for outlier detection. */
   onOutcome?: (instanceId: string, error: unknown, deadlineMs: number) => void;
+  /** Admission refusals (signature, certificate, policy): counted, logged at warn and reported upstream. */
+  refusals: RefusalTally;
 }
 
 /**
@@ -52,17 +44,22 @@ export interface InboundOptions {
  * goes to the local agent over its Attach stream or its AgentService port.
  */
 export function createInboundHandler(options: InboundOptions): InboundHandler {
+  const signerKeys = options.verifier ? new SignerKeys({ verifier: options.verifier }) : undefined;
   return {
     verify: async (open: CallFrame, peer: PeerInfo): Promise<Invocation> => {
       try {
-        if (!options.selfSpiffeId || !options.verifier) return decodeOpenInvocation(open);
-        const verified = options.verifier.verify(peer.authContext.sslPeerCertificate, options.clock.nowMs());
+        if (!options.selfSpiffeId || !options.verifier || !signerKeys) return decodeOpenInvocation(open);
+        const nowMs = options.clock.nowMs();
+        const verified = options.verifier.verify(peer.authContext.sslPeerCertificate, nowMs);
         if (verified.spiffeId.kind !== "sidecar" && verified.spiffeId.kind !== "server") {
           throw new MeshError("denied", "only sidecars and servers may open tunnels");
         }
         if (!open.envelope) throw new MeshError("unauthenticated", "signed envelope required");
+        // The sender signs with its current key; after a renewal its new certificate
+        // travels in signer_chain while this tunnel's handshake still shows the old one.
+        const connection = { spiffeId: verified.spiffeId.uri, serial: verified.serial, publicKey: verified.publicKey };
         await verifyEnvelope(open.envelope, {
-          publicKey: verified.publicKey,
+          publicKey: signerKeys.keyFor(open.envelope, connection, nowMs),
           expectedSigner: verified.spiffeId.uri,
           expectedAudience: options.selfSpiffeId,
           expectedMethod: invokeMethod,
@@ -83,6 +80,7 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
       } catch (error) {
         const reason = error instanceof MeshError ? error.message : "verification failed";
         options.onRejected(reason);
+        options.refusals.record(reason);
         options.audit
           .append({ actor: peer.address, action: "invoke.rejected", target: open.instanceId, outcome: "denied", requestId: String(open.callId), details: { reason } })
           .catch((failure: unknown) => options.log.error({ err: failure }, "audit append failed"));
@@ -91,9 +89,12 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
     },
 
     dispatch: (invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome => {
+      // Refusals before the call reaches the agent are marked so: the caller picked the
+      // instance from a routing view a few ms old (its DRAINING or removal still on the
+      // way), and may send the call elsewhere even when not idempotent.
       const agent = options.agents.get(instanceId);
-      if (!agent) throw new MeshError("unavailable", instanceGone);
-      if (agent.draining) throw new MeshError("unavailable", instanceDraining);
+      if (!agent) throw refusedBeforeDelivery(new MeshError("unavailable", "instance not on this sidecar"));
+      if (agent.draining) throw refusedBeforeDelivery(new MeshError("unavailable", "instance draining"));
       if (invocation.payload.length > agent.maxMessageBytes) {
         options.onRejected("message size");
         throw new MeshError("overLimit", "limit exceeded: message size");
@@ -101,7 +102,7 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
       const refused = agent.limiter?.admit(instanceId);
       if (refused) {
         options.onRejected(refused);
-        throw new MeshError("overLimit", `limit exceeded: ${refused === "rate" ? "invoke rate" : "in-flight calls"}`);
+        throw refusedBeforeDelivery(new MeshError("overLimit", `limit exceeded: ${refused === "rate" ? "invoke rate" : "in-flight calls"}`));
       }
       agent.inFlight += 1;
       const release = () => {

@@ -6,8 +6,8 @@ import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../sdk/ts/src/core/mesh-error.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
-import { TunnelClient, type OpenFrameFields } from "../sdk/ts/src/core/dataplane/index.js";
-import { invocationType, invokeMethod, refusedBeforeDelivery } from "./inbound.js";
+import { TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
+import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
 
 export interface OutboundOptions {
@@ -19,6 +19,8 @@ export interface OutboundOptions {
   log: Logger;
   /** Caller identity put into invocations (our SPIFFE ID, or the host in dev mode). */
   caller: string;
+  /** Our certificate source: on renewal every tunnel moves to a connection showing the new certificate. */
+  renewals?: { onChange(listener: () => void): () => void };
 }
 
 export interface OutboundCall {
@@ -37,7 +39,10 @@ export interface OutboundCall {
 /**
  * Calls from local agents to the mesh: pick from the Watch-fed cache (no control
  * plane round trip), sign, send on the multiplexed tunnel to the target's sidecar,
- * and retry an idempotent call once on another instance when the first is unavailable.
+ * and retry once on another instance: any call the receiver refused before
+ * delivering it (the END frame says so), and an idempotent call that was
+ * unavailable. Instances behind a tunnel that broke or stopped answering are
+ * routed around until it answers again.
  */
 export class Outbound {
   private readonly tunnels = new Map<string, TunnelClient>();
@@ -46,16 +51,26 @@ export class Outbound {
 
   async invoke(call: OutboundCall): Promise<SidecarServiceInvokeResponse> {
     const tried = new Set<string>();
+    let failure: unknown;
     for (let attempt = 0; ; attempt += 1) {
-      const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, tried);
+      let pick: Pick;
+      try {
+        pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, tried);
+      } catch (error) {
+        // Nowhere else to go: the caller hears why the first attempt failed.
+        throw failure ?? error;
+      }
       tried.add(pick.instance.instanceId);
       try {
         return await this.invokeOn(pick, call);
       } catch (error) {
         const code = (error as { code?: number }).code;
-        if (code === status.UNAVAILABLE) this.options.cache.markUnroutable(pick.instance.instanceId);
-        const retryable = call.idempotent ? code === status.UNAVAILABLE : refusedBeforeDelivery(error);
+        // A tunnel that broke or stopped answering is routed around as a whole (avoidEndpoint);
+        // an instance its healthy sidecar cannot serve leaves routing until the registry says more.
+        if (code === status.UNAVAILABLE && this.tunnels.get(pick.instance.endpoint)?.state === "ready") this.options.cache.markUnroutable(pick.instance.instanceId, pick.instance);
+        const retryable = isRefusedBeforeDelivery(error) || (call.idempotent && code === status.UNAVAILABLE);
         if (!retryable || attempt > 0 || call.signal?.aborted) throw error;
+        failure = error;
         this.options.log.debug({ instanceId: pick.instance.instanceId, capability: call.capability }, "retrying call elsewhere");
       }
     }
@@ -117,8 +132,10 @@ export class Outbound {
         credentials: this.options.credentials,
         // Peers are verified by SPIFFE ID; a fixed TLS name avoids IP addresses as SNI.
         channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" },
+        renewals: this.options.renewals,
         logger: this.options.log,
       });
+      tunnel.on("stateChange", (state: string) => this.options.cache.avoidEndpoint(address, state === "unresponsive" || state === "backoff"));
       tunnel.connect();
       this.tunnels.set(address, tunnel);
     }

@@ -25,6 +25,7 @@ import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dat
 import { verifyCommand } from "./command-verifier.js";
 import { SidecarHealth, inboundHealthServices, localHealthServices } from "./health.js";
 import { createInboundHandler } from "./inbound.js";
+import { RefusalTally } from "./refusal-tally.js";
 import { createLocalCallHandler } from "./local-calls.js";
 import { type HealthCondition, type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
 import { OutlierDetector, classifyOutcome } from "./outlier-detector.js";
@@ -65,6 +66,7 @@ export class Sidecar {
   inboundAddress = "";
   localAddress = "";
   rejectedCalls = 0;
+  private readonly refusals: RefusalTally;
 
   private constructor(
     readonly config: SidecarConfig,
@@ -72,6 +74,7 @@ export class Sidecar {
     private readonly clock: Clock,
   ) {
     this.cache = new EndpointCache(clock);
+    this.refusals = new RefusalTally(log.child({ component: "inbound" }), clock);
     this.commandNonces = new MemoryNonceCache({ clock });
     this.attach = new AttachHub({
       logger: log.child({ component: "attach" }),
@@ -134,6 +137,9 @@ export class Sidecar {
       inboundEndpoint: this.inboundAddress,
       capacity: this.config.capacity,
       onCommand: (response) => this.onCommand(response),
+      renewals: this.identity?.source,
+      dataPlaneRefusals: () => this.refusals.totalsByReason(),
+      onRotated: (reason) => this.log.debug({ reason }, "control plane streams moved to a new connection"),
       onEvent: (event) => {
         if (event.type === "disconnected") this.log.warn({ code: event.code, details: event.details, retryInMs: event.retryInMs }, "control plane stream lost");
         if (event.type === "connected") this.log.info({ unknown: event.unknownInstanceIds.length }, "connected to control plane");
@@ -147,6 +153,7 @@ export class Sidecar {
       clock: this.clock,
       log: this.log.child({ component: "outbound" }),
       caller: this.identity?.spiffeId ?? this.config.host,
+      renewals: this.identity?.source,
     });
     this.watch();
     await this.client.waitConnected();
@@ -188,6 +195,7 @@ export class Sidecar {
         this.rejectedCalls += 1;
       },
       onOutcome: (instanceId, error, deadlineMs) => this.outliers.record(instanceId, classifyOutcome(error, deadlineMs, this.clock.nowMs())),
+      refusals: this.refusals,
     });
     this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
@@ -375,6 +383,7 @@ export class Sidecar {
       this.stopWatch?.();
       await Promise.all([this.tunnelServer.drain(), this.localCalls.drain()]).catch(() => undefined);
       this.outbound.close();
+      this.refusals.close();
       this.attach.close();
       this.outliers.close();
       this.agentClients.close();

@@ -24,7 +24,7 @@ const maxTimeoutMs = 5 * 60_000;
 
 /**
  * Validates and compiles an alerts configuration object (already parsed from YAML or JSON).
- * `undefined` gives the defaults: the six default rules, no webhooks (alerts still reach the
+ * `undefined` gives the defaults: the seven default rules, no webhooks (alerts still reach the
  * log and the gauge). Errors are MeshError("invalidArgument", "<path>: <problem>").
  */
 export function parseAlertsConfig(input: unknown, path = "alerts"): AlertsConfig {

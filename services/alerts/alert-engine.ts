@@ -18,7 +18,8 @@ export type AlertSignal =
   | { type: "latencyP99"; key: string; valueMs: number }
   | { type: "seriesRemoved"; key: string }
   | { type: "certificate"; spiffeId: string; serial: string; expiresAtMs: number }
-  | { type: "certificateRemoved"; spiffeId: string };
+  | { type: "certificateRemoved"; spiffeId: string }
+  | { type: "dataplaneRefusals"; sidecar: string; reason: string; count: number };
 
 export type AlertStatus = "firing" | "resolved";
 
@@ -69,6 +70,12 @@ interface ObservedCertificate {
   expiresAtMs: number;
 }
 
+interface ObservedRefusals {
+  atMs: number;
+  reason: string;
+  count: number;
+}
+
 const crashLoopReason = /crash[ -]?loop/i;
 
 /**
@@ -82,6 +89,8 @@ const crashLoopReason = /crash[ -]?loop/i;
 export class AlertEngine {
   private readonly entries = new Map<string, AlertEntry>();
   private readonly certificates = new Map<string, ObservedCertificate>();
+  /** Refusal reports per sidecar, within the longest window of a dataplane_refusing rule. */
+  private readonly refusals = new Map<string, ObservedRefusals[]>();
   private readonly listeners = new Set<AlertListener>();
   private readonly cooldownMs: number;
   private readonly log: Logger;
@@ -150,12 +159,20 @@ export class AlertEngine {
       case "certificateRemoved":
         this.certificates.delete(signal.spiffeId);
         return this.clearSubject(["certificate_expiring"], signal.spiffeId, nowMs);
+      case "dataplaneRefusals": {
+        if (!Number.isFinite(signal.count) || signal.count <= 0 || this.rulesOf("dataplane_refusing").length === 0) return;
+        const reports = this.refusals.get(signal.sidecar) ?? [];
+        reports.push({ atMs: nowMs, reason: signal.reason, count: signal.count });
+        this.refusals.set(signal.sidecar, reports);
+        return this.checkRefusals(signal.sidecar, nowMs);
+      }
     }
   }
 
   /** Steps every alert to `nowMs`: fires those whose `for` or cooldown has passed. */
   evaluate(nowMs: number = this.options.clock.nowMs()): void {
     for (const spiffeId of this.certificates.keys()) this.checkCertificate(spiffeId, nowMs);
+    for (const sidecar of [...this.refusals.keys()]) this.checkRefusals(sidecar, nowMs);
     for (const [key, entry] of this.entries) this.step(key, entry, nowMs);
   }
 
@@ -212,6 +229,23 @@ export class AlertEngine {
           expires_in: formatDurationMs(certificate.expiresAtMs - nowMs),
           within: formatDurationMs(rule.withinMs),
         },
+      }));
+    }
+  }
+
+  /** Refusals of one sidecar within each rule's window; reports older than every window are dropped. */
+  private checkRefusals(sidecar: string, nowMs: number): void {
+    const rules = this.rulesOf("dataplane_refusing");
+    const longestWindowMs = Math.max(0, ...rules.map((rule) => rule.windowMs));
+    const reports = (this.refusals.get(sidecar) ?? []).filter((report) => nowMs - report.atMs < longestWindowMs);
+    if (reports.length === 0) this.refusals.delete(sidecar);
+    else this.refusals.set(sidecar, reports);
+    for (const rule of rules) {
+      const recent = reports.filter((report) => nowMs - report.atMs < rule.windowMs);
+      const count = recent.reduce((sum, report) => sum + report.count, 0);
+      this.setCondition(rule, sidecar, count >= rule.minRefusals, nowMs, () => ({
+        labels: { sidecar },
+        values: { count: String(count), window: formatDurationMs(rule.windowMs), reasons: summarizeReasons(recent) },
       }));
     }
   }
@@ -326,6 +360,17 @@ function toAlert(entry: AlertEntry, status: AlertStatus, startsAtMs: number, end
 function renderAnnotations(entry: AlertEntry): AlertLabels {
   const values = { ...entry.values, ...entry.labels, for: formatDurationMs(entry.rule.forMs) };
   return { summary: renderTemplate(entry.rule.summary, values), description: renderTemplate(entry.rule.description, values) };
+}
+
+/** `signature_invalid ×12, caller_may_not_invoke_this_capability ×1`, most frequent first. */
+function summarizeReasons(reports: readonly ObservedRefusals[]): string {
+  const byReason = new Map<string, number>();
+  for (const report of reports) byReason.set(report.reason, (byReason.get(report.reason) ?? 0) + report.count);
+  return [...byReason]
+    .sort((left, right) => right[1] - left[1])
+    .slice(0, 5)
+    .map(([reason, count]) => `${reason} ×${count}`)
+    .join(", ");
 }
 
 function keyMatches(prefixes: readonly string[], key: string): boolean {

@@ -10,6 +10,7 @@ export const alertRuleKinds = [
   "error_rate_high",
   "latency_p99_high",
   "certificate_expiring",
+  "dataplane_refusing",
 ] as const;
 export type AlertRuleKind = (typeof alertRuleKinds)[number];
 
@@ -36,7 +37,8 @@ export type AlertRule =
   | (AlertRuleCommon & { kind: "deployment_below_min_ready" })
   | (AlertRuleCommon & { kind: "error_rate_high"; threshold: number; keyPrefixes: readonly string[] })
   | (AlertRuleCommon & { kind: "latency_p99_high"; thresholdMs: number; keyPrefixes: readonly string[] })
-  | (AlertRuleCommon & { kind: "certificate_expiring"; withinMs: number });
+  | (AlertRuleCommon & { kind: "certificate_expiring"; withinMs: number })
+  | (AlertRuleCommon & { kind: "dataplane_refusing"; minRefusals: number; windowMs: number });
 
 /** Labels the engine sets from the observed subject; rule labels may not reuse them. */
 export const subjectLabelsByKind: Record<AlertRuleKind, readonly string[]> = {
@@ -46,6 +48,7 @@ export const subjectLabelsByKind: Record<AlertRuleKind, readonly string[]> = {
   error_rate_high: ["key"],
   latency_p99_high: ["key"],
   certificate_expiring: ["spiffe_id"],
+  dataplane_refusing: ["sidecar"],
 };
 
 /** Observed values a template may show besides the labels (they are not part of the identity). */
@@ -56,6 +59,7 @@ export const templateValuesByKind: Record<AlertRuleKind, readonly string[]> = {
   error_rate_high: ["value", "threshold"],
   latency_p99_high: ["value_ms", "threshold_ms"],
   certificate_expiring: ["serial", "expires_at", "expires_in", "within"],
+  dataplane_refusing: ["count", "window", "reasons"],
 };
 
 const reservedLabels = ["alertname", "severity"];
@@ -71,9 +75,11 @@ const common = (name: string, severity: AlertSeverity, forMs: number, summary: s
 });
 
 /**
- * The six rules every server starts with. The thresholds follow the budgets in DESIGN §10:
+ * The seven rules every server starts with. The thresholds follow the budgets in DESIGN §10:
  * a restart takes well under a second, so an instance down for 30 s is a real outage; leaf
- * certificates live 1 h and renew at half-life, so 15 min left means renewal is failing.
+ * certificates live 1 h and renew at half-life, so 15 min left means renewal is failing. A
+ * mesh refuses no call of its own members at admission, so ten in a minute is an outage in
+ * the making (a renewal that broke signatures refuses every call), not noise.
  */
 export const defaultAlertRules: readonly AlertRule[] = [
   {
@@ -141,6 +147,18 @@ export const defaultAlertRules: readonly AlertRule[] = [
       "Certificate {{serial}} of {{spiffe_id}} expires at {{expires_at}}, within {{within}}; renewal is failing",
     ),
   },
+  {
+    kind: "dataplane_refusing",
+    minRefusals: 10,
+    windowMs: 60_000,
+    ...common(
+      "DataPlaneRefusing",
+      "critical",
+      0,
+      "Sidecar {{sidecar}} is refusing calls",
+      "Sidecar {{sidecar}} refused {{count}} calls at admission in the last {{window}} ({{reasons}})",
+    ),
+  },
 ];
 
 const commonFields = ["name", "kind", "enabled", "severity", "for", "labels", "summary", "description"];
@@ -151,6 +169,7 @@ const kindFields: Record<AlertRuleKind, readonly string[]> = {
   error_rate_high: ["threshold", "keyPrefixes"],
   latency_p99_high: ["thresholdMs", "keyPrefixes"],
   certificate_expiring: ["within"],
+  dataplane_refusing: ["minRefusals", "window"],
 };
 
 const namePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -161,7 +180,7 @@ const maxLabelValueLength = 256;
 export interface ParseAlertRulesOptions {
   /** Prefix of error paths, e.g. "alerts.rules". */
   path?: string;
-  /** Start from the six default rules (entries with a default's name override it). Default true. */
+  /** Start from the seven default rules (entries with a default's name override it). Default true. */
   includeDefaults?: boolean;
 }
 
@@ -241,6 +260,13 @@ function applyKindFields(rule: AlertRule, fields: Record<string, unknown>, path:
         if (rule.withinMs === 0) throw invalid(`${path}.within`, "must be longer than 0");
       }
       return;
+    case "dataplane_refusing":
+      if (fields.minRefusals !== undefined) rule.minRefusals = parsePositiveInteger(fields.minRefusals, `${path}.minRefusals`);
+      if (fields.window !== undefined) {
+        rule.windowMs = parseDurationMs(fields.window, `${path}.window`);
+        if (rule.windowMs === 0) throw invalid(`${path}.window`, "must be longer than 0");
+      }
+      return;
     case "agent_down":
     case "crash_loop":
     case "deployment_below_min_ready":
@@ -307,6 +333,11 @@ function parseRatio(value: unknown, path: string): number {
 
 function parsePositiveNumber(value: unknown, path: string): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw invalid(path, "must be a number above 0");
+  return value;
+}
+
+function parsePositiveInteger(value: unknown, path: string): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) throw invalid(path, "must be a whole number above 0");
   return value;
 }
 

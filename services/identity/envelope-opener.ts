@@ -1,11 +1,10 @@
 import type { KeyObject } from "node:crypto";
-import { X509Certificate } from "node:crypto";
-import type { PeerCertificate } from "node:tls";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import type { NonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { verifyEnvelope } from "../../sdk/ts/src/core/signing.js";
 import type { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
+import { SignerKeys } from "../../sdk/ts/src/core/tls/signer-keys.js";
 import type { SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { CallerIdentity } from "../server/call-context.js";
 import type { RevocationList } from "./domain/revocations.js";
@@ -14,8 +13,6 @@ import type { RevocationList } from "./domain/revocations.js";
 export function controlPlaneAudience(trustDomain: string): string {
   return `spiffe://${trustDomain}/server`;
 }
-
-const maxParsedLeaves = 10_000;
 
 /** Checks a certificate a signer attaches (signer_chain), as the mTLS interceptor checks peers. */
 export interface SignerChainCheck {
@@ -29,24 +26,32 @@ export interface SignerChainCheck {
  * fresh, and never seen before. Answers the payload bytes exactly as signed.
  */
 export class EnvelopeOpener {
-  private readonly presentedByDer = new Map<string, PeerCertificate>();
+  private readonly signerKeys: SignerKeys | undefined;
 
   constructor(
     private readonly trustDomain: string,
     private readonly nonceCache: NonceCache,
     private readonly clock: Clock,
-    private readonly signerChain?: SignerChainCheck,
-  ) {}
+    signerChain?: SignerChainCheck,
+  ) {
+    // A client that renewed (new key) keeps using its open connection, whose
+    // handshake still shows the previous certificate: the rule is shared with the
+    // sidecars' tunnels (SignerKeys).
+    this.signerKeys = signerChain
+      ? new SignerKeys({ verifier: signerChain.verifier, isRevoked: (serial) => signerChain.revocations.isRevoked({ serial }) })
+      : undefined;
+  }
 
   /**
    * Without a caller key (plaintext dev mode) there is nothing to verify against,
    * so unsigned requests are accepted and undefined is answered.
    */
   async open(envelope: SignedEnvelope | undefined, caller: CallerIdentity, method: string, payloadType: string): Promise<Uint8Array | undefined> {
-    if (!caller.publicKey) return undefined;
+    const connectionKey = caller.publicKey;
+    if (!connectionKey) return undefined;
     if (!envelope) throw new MeshError("unauthenticated", "signed envelope required");
     await verifyEnvelope(envelope, {
-      publicKey: this.signingKey(envelope, caller),
+      publicKey: this.signingKey(envelope, caller, connectionKey),
       expectedSigner: caller.spiffeId,
       expectedAudience: controlPlaneAudience(this.trustDomain),
       expectedMethod: method,
@@ -57,41 +62,8 @@ export class EnvelopeOpener {
     return envelope.payload;
   }
 
-  /**
-   * The mTLS peer's key, or the key of a newer certificate of the same identity
-   * attached in signer_chain: a client that renewed (new key) keeps using its open
-   * connection, whose handshake still shows the previous certificate.
-   */
-  private signingKey(envelope: SignedEnvelope, caller: CallerIdentity): KeyObject | undefined {
-    const leafDer = envelope.signerChain[0];
-    if (!leafDer || !this.signerChain || leafDer.length === 0) return caller.publicKey;
-    const verified = this.signerChain.verifier.verify(this.presented(leafDer), this.clock.nowMs());
-    if (verified.serial === caller.serial) return caller.publicKey;
-    if (verified.spiffeId.uri !== caller.spiffeId) throw new MeshError("unauthenticated", "signer mismatch");
-    if (this.signerChain.revocations.isRevoked({ serial: verified.serial })) throw new MeshError("unauthenticated", "signer certificate revoked");
-    return verified.publicKey;
-  }
-
-  /**
-   * The attached leaf as a TLS peer certificate. Parsing costs more than the
-   * signature check itself, and a client attaches the same leaf to every envelope
-   * until it renews, so parsed leaves are kept (chain, validity and revocation are
-   * still checked on every call by the verifier).
-   */
-  private presented(leafDer: Uint8Array): PeerCertificate {
-    const key = Buffer.from(leafDer.buffer, leafDer.byteOffset, leafDer.byteLength).toString("base64");
-    let presented = this.presentedByDer.get(key);
-    if (!presented) {
-      let leaf: X509Certificate;
-      try {
-        leaf = new X509Certificate(leafDer);
-      } catch {
-        throw new MeshError("unauthenticated", "signer certificate unreadable");
-      }
-      presented = { raw: Buffer.from(leafDer), fingerprint256: leaf.fingerprint256 } as PeerCertificate;
-      if (this.presentedByDer.size >= maxParsedLeaves) this.presentedByDer.clear();
-      this.presentedByDer.set(key, presented);
-    }
-    return presented;
+  private signingKey(envelope: SignedEnvelope, caller: CallerIdentity, connectionKey: KeyObject): KeyObject {
+    if (!this.signerKeys || caller.serial === undefined) return connectionKey;
+    return this.signerKeys.keyFor(envelope, { spiffeId: caller.spiffeId, serial: caller.serial, publicKey: connectionKey }, this.clock.nowMs());
   }
 }

@@ -5,10 +5,12 @@ import {
   type Command,
   type ConnectRequest,
   type ConnectResponse,
+  type DataPlaneRefusals,
   type Heartbeat,
   type Hello,
   Hello as HelloMessage,
   type InstanceEvent,
+  type SidecarStatus,
 } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { CallerIdentity } from "../server/call-context.js";
 import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
@@ -31,7 +33,13 @@ export interface ConnectHubHooks {
   onHello?(session: ConnectSession): void;
   /** A refused Hello, replayed sequence or claim on another's instance: audited by the server. */
   onRejected?(callerSpiffeId: string, requestId: string, reason: string): void;
+  /** A sidecar's data-plane refusal totals (cumulative since it started), already validated. */
+  onDataPlaneRefusals?(sidecarId: string, refusals: readonly DataPlaneRefusals[]): void;
 }
+
+// A status report names at most this many reasons, each a short label.
+const maxRefusalReasons = 64;
+const refusalReasonPattern = /^[a-z0-9_]{1,64}$/;
 
 /**
  * Decides whether a caller may speak for an instance; throws MeshError("denied")
@@ -107,9 +115,11 @@ export class ConnectHub {
     return this.sessionByInstance.get(instanceId);
   }
 
+  /** The newest open stream of a sidecar: while it moves to a new connection it briefly has two. */
   sessionBySidecar(sidecarId: string): ConnectSession | undefined {
-    for (const session of this.sessions) if (session.sidecarId === sidecarId) return session;
-    return undefined;
+    let newest: ConnectSession | undefined;
+    for (const session of this.sessions) if (session.sidecarId === sidecarId && !session.closed) newest = session;
+    return newest;
   }
 
   allSessions(): ConnectSession[] {
@@ -177,6 +187,9 @@ export class ConnectHub {
           return;
         case "commandResult":
           this.hooks.onCommandResult?.(session.sidecarId, message.value);
+          return;
+        case "status":
+          this.onStatus(session, message.value);
           return;
       }
     } catch (error) {
@@ -248,7 +261,7 @@ export class ConnectHub {
     session.lastSequence = heartbeat.sequence;
     let counted = 0;
     for (const beat of heartbeat.instances) {
-      if (!session.instanceIds.has(beat.instanceId) && !this.announce(session, beat.instanceId, beat.announce)) continue;
+      if (!this.speaksFor(session, beat.instanceId) && !this.announce(session, beat.instanceId, beat.announce)) continue;
       counted += 1;
       if (beat.reportedState === HealthState.HEALTH_STATE_STARTING) {
         // Alive but not ready yet (its sidecar is waiting for readiness): no routing, no timeout.
@@ -265,8 +278,17 @@ export class ConnectHub {
     this.hooks.onHeartbeats?.(counted);
   }
 
+  private onStatus(session: ConnectSession, report: SidecarStatus): void {
+    if (report.refusals.length > maxRefusalReasons) throw new MeshError("invalidArgument", `status.refusals: more than ${maxRefusalReasons} reasons`);
+    for (const { reason, total } of report.refusals) {
+      if (!refusalReasonPattern.test(reason)) throw new MeshError("invalidArgument", "status.refusals.reason: 1-64 of a-z, 0-9 and _");
+      if (!Number.isSafeInteger(total) || total < 0) throw new MeshError("invalidArgument", "status.refusals.total: out of range");
+    }
+    if (report.refusals.length > 0) this.hooks.onDataPlaneRefusals?.(session.sidecarId, report.refusals);
+  }
+
   private onInstanceEvent(session: ConnectSession, event: InstanceEvent): void {
-    if (!session.instanceIds.has(event.instanceId)) {
+    if (!this.speaksFor(session, event.instanceId)) {
       this.streamError(session, status.NOT_FOUND, "instance not registered on this stream", event.instanceId);
       return;
     }
@@ -318,15 +340,39 @@ export class ConnectHub {
     return true;
   }
 
+  /**
+   * True when `session` may speak for the instance: it is bound to it, or to another
+   * open stream of the same sidecar (same identity, same sidecar id). A sidecar
+   * moving to a new connection opens the new stream before it ends the old one, and
+   * messages on the old one still arrive after the new Hello took the instances over.
+   */
+  private speaksFor(session: ConnectSession, instanceId: string): boolean {
+    if (session.instanceIds.has(instanceId)) return true;
+    const owner = this.sessionByInstance.get(instanceId);
+    return owner !== undefined && sameSidecar(owner, session);
+  }
+
+  /** The newest other open stream of the same sidecar, if any. */
+  private successorOf(session: ConnectSession): ConnectSession | undefined {
+    let successor: ConnectSession | undefined;
+    for (const candidate of this.sessions) if (candidate !== session && !candidate.closed && sameSidecar(candidate, session)) successor = candidate;
+    return successor;
+  }
+
   private close(session: ConnectSession, reason: string): void {
     if (!this.sessions.delete(session)) return;
     session.closed = true;
     this.hooks.onStreamCountChange?.(this.sessions.size);
     if (this.shuttingDown) return;
-    session.log.info({ sidecarId: session.sidecarId, instances: session.instanceIds.size, reason }, "sidecar stream closed");
+    const successor = this.successorOf(session);
+    session.log.info({ sidecarId: session.sidecarId, instances: session.instanceIds.size, reason, replaced: successor !== undefined }, "sidecar stream closed");
     for (const instanceId of session.instanceIds) {
       if (this.sessionByInstance.get(instanceId) !== session) continue;
       this.sessionByInstance.delete(instanceId);
+      // Replaced by a newer stream of the same sidecar (make-before-break): hand the
+      // instance over instead of counting down to UNHEALTHY, whatever order the new
+      // stream's announcements and the old stream's end arrived in.
+      if (successor && this.handOver(successor, instanceId)) continue;
       if (this.options.reconnectGraceMs === 0) {
         this.markStreamLost(instanceId);
         continue;
@@ -337,6 +383,15 @@ export class ConnectHub {
       }, this.options.reconnectGraceMs);
       timer.unref();
       this.graceTimers.set(instanceId, timer);
+    }
+  }
+
+  private handOver(successor: ConnectSession, instanceId: string): boolean {
+    try {
+      return this.attach(successor, instanceId);
+    } catch (error) {
+      if (!(error instanceof MeshError)) throw error;
+      return false;
     }
   }
 
@@ -367,6 +422,11 @@ export class ConnectHub {
     session.log.error({ err: error }, "connect stream failure");
     session.call.emit("error", { code: status.INTERNAL, details: "internal error" });
   }
+}
+
+/** Two streams of one sidecar: the same verified identity and the same sidecar id, both past Hello. */
+function sameSidecar(left: ConnectSession, right: ConnectSession): boolean {
+  return left.hello !== undefined && right.hello !== undefined && left.callerSpiffeId === right.callerSpiffeId && left.sidecarId === right.sidecarId;
 }
 
 function decodeHello(payload: Uint8Array): Hello {

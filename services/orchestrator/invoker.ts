@@ -7,7 +7,7 @@ import { SourceSigner } from "../../sdk/ts/src/core/tls/source-signer.js";
 import { Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { InvokeRequest, InvokeResponse } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
-import { TunnelClient } from "../../sdk/ts/src/core/dataplane/index.js";
+import { TunnelClient, isRefusedBeforeDelivery } from "../../sdk/ts/src/core/dataplane/index.js";
 import type { Resolver } from "./resolver.js";
 
 const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
@@ -16,12 +16,15 @@ const invocationType = "agentmesh.v1.Invocation";
 /**
  * OrchestratorService.Invoke for clients without a sidecar (grpcurl, scripts):
  * the server resolves an instance and sends the call, signed with its own key,
- * on a tunnel to the instance's sidecar — the same path sidecars use.
+ * on a tunnel to the instance's sidecar — the same path sidecars use. Instances
+ * behind a tunnel known to be broken (reconnecting, or its sidecar not answering
+ * pings) are skipped, for the first attempt and the retry alike.
  */
 export class ServerInvoker {
   private readonly tunnels = new Map<string, TunnelClient>();
   private readonly credentials: ChannelCredentials;
   private readonly signer: SourceSigner | undefined;
+  private readonly renewals: CertificateSource | undefined;
   private callsInFlight = 0;
   private closing = false;
 
@@ -34,6 +37,7 @@ export class ServerInvoker {
   ) {
     this.credentials = source ? meshChannelCredentials(source, trustDomain, "sidecar") : grpcCredentials.createInsecure();
     this.signer = source ? new SourceSigner(source, clock) : undefined;
+    this.renewals = source;
   }
 
   async invoke(request: InvokeRequest, caller: string, deadlineMs: number): Promise<InvokeResponse> {
@@ -56,22 +60,45 @@ export class ServerInvoker {
     if (this.callsInFlight === 0) this.closeTunnels();
   }
 
+  /**
+   * Retries once elsewhere: a call the receiver refused before delivering it (the
+   * END frame says so) whatever it is, an unavailable one only when idempotent.
+   */
   private async invokeWithRetry(request: InvokeRequest, caller: string, deadlineMs: number): Promise<InvokeResponse> {
-    const tried: string[] = [];
+    const excluded = new Set<string>();
+    let failure: unknown;
     for (let attempt = 0; ; attempt += 1) {
-      const instance = this.resolver.resolve({
-        capability: request.capability,
-        versionRange: request.versionRange,
-        labelSelector: request.labelSelector,
-        excludeInstanceIds: tried,
-      });
-      tried.push(instance.instanceId);
+      let instance: AgentInstance;
+      try {
+        instance = this.pickReachable(request, excluded);
+      } catch (error) {
+        // Nowhere else to go: the caller hears why the first attempt failed.
+        throw failure ?? error;
+      }
+      excluded.add(instance.instanceId);
       try {
         return await this.invokeOn(instance, request, caller, deadlineMs);
       } catch (error) {
         const code = (error as { code?: number }).code;
-        if (!(request.idempotent && attempt === 0 && code === status.UNAVAILABLE)) throw error;
+        const retryable = isRefusedBeforeDelivery(error) || (request.idempotent && code === status.UNAVAILABLE);
+        if (!retryable || attempt > 0) throw error;
+        failure = error;
       }
+    }
+  }
+
+  /** Resolves, passing over instances whose sidecar's tunnel is known not to work now. */
+  private pickReachable(request: InvokeRequest, excluded: Set<string>): AgentInstance {
+    for (;;) {
+      const instance = this.resolver.resolve({
+        capability: request.capability,
+        versionRange: request.versionRange,
+        labelSelector: request.labelSelector,
+        excludeInstanceIds: [...excluded],
+      });
+      const state = this.tunnels.get(instance.endpoint)?.state;
+      if (state !== "backoff" && state !== "unresponsive") return instance;
+      excluded.add(instance.instanceId);
     }
   }
 
@@ -93,8 +120,10 @@ export class ServerInvoker {
       metadata: request.metadata,
       traceparent: request.metadata.traceparent ?? "",
     };
+    // The chain travels along: right after a renewal the key is new while the
+    // tunnel's handshake (until it has moved) still shows the previous certificate.
     const open = this.signer
-      ? { instanceId: instance.instanceId, envelope: this.signer.sign(Invocation.encode(invocation).finish(), invokeMethod, invocationType, instance.spiffeId) }
+      ? { instanceId: instance.instanceId, envelope: this.signer.sign(Invocation.encode(invocation).finish(), invokeMethod, invocationType, instance.spiffeId, true) }
       : { instanceId: instance.instanceId, invocation };
     const reply = await this.tunnelTo(instance.endpoint).unary(open, { deadlineMs: deadlineMs || undefined });
     return { payload: reply.payload, contentType: reply.contentType, instanceId: instance.instanceId, version };
@@ -103,7 +132,13 @@ export class ServerInvoker {
   private tunnelTo(address: string): TunnelClient {
     let tunnel = this.tunnels.get(address);
     if (!tunnel) {
-      tunnel = new TunnelClient({ address, credentials: this.credentials, channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" }, logger: this.log });
+      tunnel = new TunnelClient({
+        address,
+        credentials: this.credentials,
+        channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" },
+        renewals: this.renewals,
+        logger: this.log,
+      });
       tunnel.connect();
       this.tunnels.set(address, tunnel);
     }

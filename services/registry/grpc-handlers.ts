@@ -1,5 +1,5 @@
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { status } from "@grpc/grpc-js";
+import { Metadata, status } from "@grpc/grpc-js";
 import { type RegisterBatchResult, RegisterRequest, type RegistryServiceServer } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { CallContext } from "../server/call-context.js";
@@ -104,6 +104,9 @@ export function registryHandlers(
       const subscription = registry.watch(call.request.sinceRevision, call.request.capability, (event) => {
         call.write({ type: event.type, instance: event.instance, revision: event.revision, previousState: event.previousState });
       });
+      // Headers at once say "subscribed": a client moving its Watch to a new connection
+      // (make-before-break) may drop the old stream then, even before any event.
+      call.sendMetadata(new Metadata());
       metrics.watchStreams.inc();
       let open = true;
       const close = () => {

@@ -24,6 +24,7 @@ export class ServerMetrics {
   readonly auditWritable: Gauge;
   readonly guardRefusals: Counter<"reason">;
   readonly tlsHandshakeFailures: Counter<"reason">;
+  readonly dataPlaneRefusals: Counter<"sidecar" | "reason">;
 
   constructor(registryOf: () => Registry | undefined, auditStatsOf: () => AuditStats | undefined = () => undefined) {
     const registers = [this.registry];
@@ -79,6 +80,12 @@ export class ServerMetrics {
       name: "agentmesh_limit_rejections_total",
       help: "Calls refused with RESOURCE_EXHAUSTED, by the limit that refused them.",
       labelNames: ["limit"],
+      registers,
+    });
+    this.dataPlaneRefusals = new Counter({
+      name: "agentmesh_dataplane_refusals_total",
+      help: "Calls a sidecar's inbound side refused at admission (signature, certificate, allow rules), as reported on Connect.",
+      labelNames: ["sidecar", "reason"],
       registers,
     });
     this.commands = new Counter({

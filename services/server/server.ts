@@ -19,6 +19,7 @@ import { MemoryDeploymentStore } from "../orchestrator/adapters/memory-deploymen
 import { CommandSigner } from "../orchestrator/command-signer.js";
 import { orchestratorHandlers } from "../orchestrator/grpc-handlers.js";
 import { ServerInvoker } from "../orchestrator/invoker.js";
+import { RefusalReports } from "../orchestrator/refusal-reports.js";
 import { Lifecycle } from "../orchestrator/lifecycle.js";
 import { lifecycleHandlers } from "../orchestrator/lifecycle-handlers.js";
 import type { DeploymentStore } from "../orchestrator/ports.js";
@@ -188,12 +189,19 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   );
   // The hub is built before the lifecycle it reports to.
   let lifecycleRef: Lifecycle | undefined;
+  const refusalReports = new RefusalReports();
   const hubHooks: ConnectHubHooks = {
     onRejected: (caller, requestId, reason) =>
       security.refusals.record({ actor: caller, authenticated: caller !== "", action: "connect.denied", target: "/agentmesh.v1.OrchestratorService/Connect", reason, requestId }),
     onHeartbeats: (count) => metrics.heartbeats.inc(count),
     onStreamLost: () => metrics.detections.inc({ reason: "stream_lost" }),
     onStreamCountChange: (open) => metrics.connectStreams.set(open),
+    onDataPlaneRefusals: (sidecarId, refusals) => {
+      for (const { reason, count } of refusalReports.record(sidecarId, refusals)) {
+        metrics.dataPlaneRefusals.inc({ sidecar: sidecarId, reason }, count);
+        alerting.engine.observe({ type: "dataplaneRefusals", sidecar: sidecarId, reason, count });
+      }
+    },
     onCommandResult: (sidecarId, result) => {
       metrics.commands.inc({ action: "any", outcome: result.ok ? "ok" : "failed" });
       if (!result.ok) log.warn({ sidecarId, commandId: result.commandId, instanceId: result.instanceId, problem: result.message }, "sidecar could not carry out a command");
@@ -305,11 +313,15 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     "grpc.max_concurrent_streams": config.maxConcurrentStreams,
     // Clients renew at half-life but show a new certificate only on new connections,
     // and the interceptor checks the connection's certificate on every call (ADR 0001):
-    // retire connections well before a certificate can expire. Open streams keep
-    // their connection (the grace is unlimited), so Connect and Watch are not cut.
+    // retire connections well before a certificate can expire. A retired connection
+    // keeps its open streams (the grace is unlimited); agentmesh's own clients move
+    // theirs to a new connection at once (ADR 0004).
     "grpc.max_connection_age_ms": config.maxConnectionAgeMs || Math.max(1000, Math.floor(config.certTtlMs / 4)),
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
+    // No server-initiated keepalive pings: grpc-js keeps pinging a connection after
+    // its max-age GOAWAY, Node refuses pings on a closing session, and grpc-js then
+    // destroys the session with every stream still on it (grpc-node#3068) — that,
+    // not the grace, is what cut Connect and Watch at every connection age. Dead
+    // sidecars are found by their heartbeats; clients ping us (allowed below).
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     // The guard first: it sees every message before authentication and handlers do.

@@ -27,6 +27,10 @@ export class EndpointCache {
   private readonly byCapability = new Map<string, Set<string>>();
   private readonly outstanding = new Map<string, number>();
   private readonly latency = new Map<string, PeakEwma>();
+  /** Instances a failed call took out of routing, until when. */
+  private readonly unroutableUntilMs = new Map<string, number>();
+  /** Sidecar endpoints known not to answer now (tunnel unresponsive or reconnecting). */
+  private readonly avoidedEndpoints = new Set<string>();
   private synced = false;
   private revision = 0;
   private readonly syncWaiters: Array<() => void> = [];
@@ -37,6 +41,7 @@ export class EndpointCache {
     private readonly clock: Clock,
     private readonly random: RandomSource = Math.random,
     private readonly staleGraceMs = 10_000,
+    private readonly unroutableForMs = 5_000,
   ) {}
 
   get lastRevision(): number {
@@ -96,10 +101,29 @@ export class EndpointCache {
     }, this.staleGraceMs).unref();
   }
 
-  /** Takes an instance out of routing at once (it failed a call, or is being drained locally). */
-  markUnroutable(instanceId: string): void {
+  /**
+   * Takes an instance out of routing at once (a call to it failed): for
+   * `unroutableForMs`, or until the registry says more about it, whichever comes
+   * first. By then a dead instance is UNHEALTHY in the registry too; one that was
+   * only briefly unreachable (restarting) comes back without waiting for an event
+   * that may never come. `pickedAs` is the entry the failed call was routed by:
+   * when a Watch event has replaced it since (the instance is READY again after a
+   * restart while the call was failing), the newer word stands and nothing is marked.
+   */
+  markUnroutable(instanceId: string, pickedAs?: AgentInstance): void {
     const instance = this.instances.get(instanceId);
-    if (instance) this.instances.set(instanceId, { ...instance, state: HealthState.HEALTH_STATE_UNHEALTHY });
+    if (!instance || (pickedAs !== undefined && instance !== pickedAs)) return;
+    this.unroutableUntilMs.set(instanceId, this.clock.nowMs() + this.unroutableForMs);
+  }
+
+  /**
+   * Routes around (or back to) every instance behind one sidecar endpoint: its
+   * tunnel stopped answering or broke. Unlike markUnroutable this follows the
+   * tunnel, so the instances are used again the moment their sidecar answers.
+   */
+  avoidEndpoint(endpoint: string, avoid: boolean): void {
+    if (avoid) this.avoidedEndpoints.add(endpoint);
+    else this.avoidedEndpoints.delete(endpoint);
   }
 
   get(instanceId: string): AgentInstance | undefined {
@@ -114,6 +138,8 @@ export class EndpointCache {
       const instance = this.instances.get(instanceId);
       if (!instance || exclude.has(instanceId)) continue;
       if (instance.state !== HealthState.HEALTH_STATE_READY && instance.state !== HealthState.HEALTH_STATE_DEGRADED) continue;
+      if (this.avoidedEndpoints.size > 0 && this.avoidedEndpoints.has(instance.endpoint)) continue;
+      if (this.unroutableUntilMs.size > 0 && this.isUnroutable(instanceId)) continue;
       const offered = instance.manifest?.capabilities.find((candidate) => candidate.name === capability);
       if (!offered || !range.satisfiedBy(offered.version)) continue;
       if (!matchesLabelSelector(instance.manifest?.labels ?? {}, selector)) continue;
@@ -155,7 +181,17 @@ export class EndpointCache {
     };
   }
 
+  private isUnroutable(instanceId: string): boolean {
+    const untilMs = this.unroutableUntilMs.get(instanceId);
+    if (untilMs === undefined) return false;
+    if (this.clock.nowMs() < untilMs) return true;
+    this.unroutableUntilMs.delete(instanceId);
+    return false;
+  }
+
   private put(instance: AgentInstance): void {
+    // The registry's newer word on the instance replaces what a failed call guessed.
+    this.unroutableUntilMs.delete(instance.instanceId);
     const previous = this.instances.get(instance.instanceId);
     if (previous) this.unindex(previous);
     this.instances.set(instance.instanceId, instance);
@@ -182,5 +218,6 @@ export class EndpointCache {
     if (instance) this.unindex(instance);
     this.instances.delete(instanceId);
     this.latency.delete(instanceId);
+    this.unroutableUntilMs.delete(instanceId);
   }
 }

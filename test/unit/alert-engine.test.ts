@@ -362,10 +362,46 @@ describe("AlertEngine log and gauge", () => {
       "ErrorRateHigh/warning": 0,
       "LatencyP99High/warning": 0,
       "CertificateExpiring/warning": 0,
+      "DataPlaneRefusing/critical": 0,
     });
 
     engine.observe(ready);
     const after = await registry.getSingleMetric("agentmesh_alerts_firing")?.get();
     expect(after?.values.find((sample) => sample.labels.alertname === "AgentDown")?.value).toBe(1);
+  });
+});
+
+describe("AlertEngine data plane refusing calls", () => {
+  const refusals = (count: number, reason = "signature_invalid", sidecar = "host-a"): AlertSignal => ({ type: "dataplaneRefusals", sidecar, reason, count });
+
+  it("fires once a sidecar refused minRefusals calls within the window, naming the reasons, and resolves when the window is quiet", () => {
+    const { engine, advance, transitions, statuses } = setup();
+    engine.observe(refusals(4));
+    advance(10_000);
+    engine.observe(refusals(5, "client_certificate_expired_or_not_yet_valid"));
+    expect(statuses()).toEqual([]);
+    engine.observe(refusals(1));
+    expect(statuses()).toEqual(["DataPlaneRefusing:firing"]);
+    expect(transitions[0]?.labels).toEqual({ alertname: "DataPlaneRefusing", severity: "critical", sidecar: "host-a" });
+    expect(transitions[0]?.annotations.description).toBe(
+      "Sidecar host-a refused 10 calls at admission in the last 1m (signature_invalid ×5, client_certificate_expired_or_not_yet_valid ×5)",
+    );
+    // Refusals keep coming: still one alert.
+    engine.observe(refusals(50));
+    advance(30_000);
+    expect(statuses()).toEqual(["DataPlaneRefusing:firing"]);
+    // A minute without refusals: resolved.
+    advance(60_000);
+    expect(statuses()).toEqual(["DataPlaneRefusing:firing", "DataPlaneRefusing:resolved"]);
+  });
+
+  it("counts each sidecar on its own, and refusals spread thinner than the window never fire", () => {
+    const { engine, advance, statuses } = setup();
+    for (let minute = 0; minute < 5; minute += 1) {
+      engine.observe(refusals(6, "signature_invalid", "host-a"));
+      engine.observe(refusals(6, "signature_invalid", "host-b"));
+      advance(61_000);
+    }
+    expect(statuses()).toEqual([]);
   });
 });

@@ -38,6 +38,45 @@ describe("EndpointCache", () => {
     expect(cache.pick("sql.query", "", undefined).version).toBe("2.0.0");
   });
 
+  it("takes an instance a call failed on out of routing for a while, not until an event that may never come", () => {
+    const clock = new ManualClock();
+    const cache = new EndpointCache(clock, () => 0.5, 10_000, 5_000);
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0 });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: 1, previousState: 0 });
+    cache.markUnroutable("a", cache.get("a"));
+    expect(() => cache.pick("sql.query", "", undefined)).toThrow(MeshError);
+    clock.advance(4_999);
+    expect(() => cache.pick("sql.query", "", undefined)).toThrow(MeshError);
+    clock.advance(1);
+    expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+    // A Watch event ends it at once.
+    cache.markUnroutable("a", cache.get("a"));
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 2, previousState: 0 });
+    expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+  });
+
+  it("does not let a call that failed before a newer Watch event take the instance out of routing", () => {
+    const cache = cacheWith([instance("a", "1.0.0")]);
+    const picked = cache.pick("sql.query", "", undefined).instance;
+    // The instance restarted and is READY again while the call routed by `picked` was failing.
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 9, previousState: HealthState.HEALTH_STATE_UNHEALTHY });
+    cache.markUnroutable("a", picked);
+    expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+    // Marked by a failure of the entry it still has: out of routing.
+    cache.markUnroutable("a", cache.get("a"));
+    expect(() => cache.pick("sql.query", "", undefined)).toThrow(MeshError);
+  });
+
+  it("routes around every instance behind an avoided sidecar endpoint, and back once it answers", () => {
+    const cache = cacheWith([{ ...instance("a", "1.0.0"), endpoint: "10.0.0.1:7422" }, { ...instance("b", "1.0.0"), endpoint: "10.0.0.2:7422" }]);
+    cache.avoidEndpoint("10.0.0.2:7422", true);
+    for (let trial = 0; trial < 10; trial += 1) expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
+    cache.avoidEndpoint("10.0.0.1:7422", true);
+    expect(() => cache.pick("sql.query", "", undefined)).toThrow(expect.objectContaining({ kind: "noHealthyInstance" }));
+    cache.avoidEndpoint("10.0.0.2:7422", false);
+    expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("b");
+  });
+
   it("follows Watch updates and removals", () => {
     const cache = cacheWith([instance("a", "1.0.0")]);
     cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0", HealthState.HEALTH_STATE_UNHEALTHY), revision: 5, previousState: 0 });

@@ -1,8 +1,10 @@
 import {
   type ChannelCredentials,
   type ClientDuplexStream,
+  type ClientReadableStream,
   Metadata,
   type ServiceError,
+  connectivityState,
   credentials as grpcCredentials,
   status,
 } from "@grpc/grpc-js";
@@ -12,6 +14,7 @@ import { parseSpiffeId } from "../core/spiffe-id.js";
 import {
   type ConnectRequest,
   type ConnectResponse,
+  type DataPlaneRefusals,
   Hello,
   type InstanceHeartbeat,
   OrchestratorServiceClient,
@@ -49,6 +52,12 @@ export interface MeshClientOptions {
   capacity?: number;
   /** Called with commands the server sends on Connect (lifecycle). */
   onCommand?: (response: ConnectResponse) => void;
+  /** Our certificate source: on renewal the client moves to a connection showing the new certificate. */
+  renewals?: { onChange(listener: () => void): () => void };
+  /** Totals of calls the data plane refused at admission, by reason, reported on the Connect stream. */
+  dataPlaneRefusals?: () => ReadonlyMap<string, number>;
+  /** Called when the client moved to a new connection without a break (GOAWAY, renewal). */
+  onRotated?: (reason: string) => void;
 }
 
 /** What happened to the Connect stream, for logs and tests. */
@@ -91,28 +100,100 @@ export class AgentHandle {
   }
 }
 
+/** One connection to the control plane: both services' clients on one channel of its own. */
+interface ControlChannel {
+  readonly id: number;
+  readonly registry: RegistryServiceClient;
+  readonly orchestrator: OrchestratorServiceClient;
+  /** Unary calls and streams still running on it. */
+  users: number;
+  retired: boolean;
+  closed: boolean;
+}
+
+/** One Connect stream and its own heartbeat sequence. */
+interface ConnectStream {
+  readonly call: ClientDuplexStream<ConnectRequest, ConnectResponse>;
+  readonly channel: ControlChannel;
+  sequence: number;
+  welcomed: boolean;
+  ended: boolean;
+  /** Refusal totals already sent on this stream. */
+  readonly reportedRefusals: Map<string, number>;
+}
+
+interface WatchOptions {
+  sinceRevision?: number;
+  capability?: string;
+  onError?: (error: ServiceError) => void;
+  onEnd?: () => void;
+}
+
+/** One Watch call; a watch has one, plus a second while it moves to a new connection. */
+interface WatchCall {
+  readonly call: ClientReadableStream<WatchResponse>;
+  readonly channel: ControlChannel;
+  /** Replaced or stopped: its events and its end are not ours any more. */
+  dropped: boolean;
+}
+
+interface WatchState {
+  readonly onEvent: (event: WatchResponse) => void;
+  readonly options: WatchOptions;
+  /** Highest revision handed to onEvent: a new call resumes from it. */
+  lastRevision: number;
+  primary: WatchCall | undefined;
+  pending: WatchCall | undefined;
+  /** After a move: events up to this revision were delivered by the old call already. */
+  skipThrough: number;
+  stopped: boolean;
+}
+
+// How long a replaced Connect stream may take to end after we half-closed it.
+const replacedStreamGraceMs = 10_000;
+
 /**
  * The TypeScript SDK's control-plane client: registers agents, keeps ONE Connect
  * stream for all of them with heartbeats batched per interval, reconnects with
  * backoff (re-registering what the server forgot), and offers discovery.
+ *
+ * Connections are replaced make-before-break (docs/adr/0006-tunnel-rotation.md):
+ * when the server retires the connection (GOAWAY, `--max-connection-age`) or our
+ * certificate is renewed, a new connection opens, the Connect stream says Hello
+ * on it and takes the instances over, each Watch resumes on it from its last
+ * revision, new unary calls go there, and the old streams end once replaced. No
+ * instance changes state, no Watch event is missed or repeated.
  */
 export class MeshClient {
-  readonly registry: RegistryServiceClient;
-  readonly orchestrator: OrchestratorServiceClient;
   private readonly agents = new Map<string, AgentHandle>();
   private readonly timers = new Map<number, NodeJS.Timeout>();
-  private stream: ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
-  private sequence = 0;
+  private readonly channelOptions: Record<string, string | number>;
+  private readonly channelCredentials: ChannelCredentials;
+  private channel: ControlChannel;
+  private readonly channels = new Set<ControlChannel>();
+  private channelIds = 0;
+  private stream: ConnectStream | undefined;
+  /** The Connect stream opening on a new connection while `stream` still serves. */
+  private nextStream: ConnectStream | undefined;
+  private readonly watches = new Set<WatchState>();
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private rotationTimer: NodeJS.Timeout | undefined;
+  private rotationReason = "";
   private readonly backoff = new Backoff();
+  private readonly rotationBackoff = new Backoff();
   private connectedWaiters: Array<() => void> = [];
   private connected = false;
+  /** "connected" is said once at first, then once after each "disconnected"; never for a move. */
+  private connectedEventDue = true;
+  private rotateOnWelcome = false;
   private readonly audience: string;
+  private readonly stopRenewals: (() => void) | undefined;
+  private rotationCount = 0;
 
   constructor(private readonly options: MeshClientOptions) {
-    const channelCredentials = options.credentials ?? grpcCredentials.createInsecure();
-    const channelOptions = {
+    this.channelCredentials = options.credentials ?? grpcCredentials.createInsecure();
+    this.channelOptions = {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
@@ -121,10 +202,26 @@ export class MeshClient {
       ...(options.credentials ? { "grpc.ssl_target_name_override": "agentmesh-server" } : {}),
       ...options.channelOptions,
     };
-    this.registry = new RegistryServiceClient(options.address, channelCredentials, channelOptions);
     this.audience = options.signer ? `spiffe://${parseSpiffeId(options.signer.spiffeId).trustDomain}/server` : "";
-    // Identical target and options: grpc-js's subchannel pool gives both one connection.
-    this.orchestrator = new OrchestratorServiceClient(options.address, channelCredentials, channelOptions);
+    this.channel = this.openChannel();
+    this.stopRenewals = options.renewals?.onChange(() => this.requestRotation("certificate renewed"));
+    // Refusal totals travel in status messages, checked once a second.
+    if (options.dataPlaneRefusals) this.ensureTimer(1000);
+  }
+
+  /** RegistryService on the current connection. */
+  get registry(): RegistryServiceClient {
+    return this.channel.registry;
+  }
+
+  /** OrchestratorService on the current connection. */
+  get orchestrator(): OrchestratorServiceClient {
+    return this.channel.orchestrator;
+  }
+
+  /** Times the client moved to a new connection without a break. */
+  get rotations(): number {
+    return this.rotationCount;
   }
 
   /** Registers an agent instance and starts heartbeating for it on the Connect stream. */
@@ -136,7 +233,7 @@ export class MeshClient {
     this.ensureTimer(handle.heartbeatIntervalMs);
     if (this.stream && this.connected) {
       // Announce at once so the instance turns READY without waiting for the next tick.
-      this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: [this.beatOf(handle, true)] } } });
+      this.sendHeartbeat([this.beatOf(handle, true)]);
     } else {
       this.openStream();
     }
@@ -148,7 +245,7 @@ export class MeshClient {
    * Connect stream in one message. Each item succeeds or fails on its own.
    */
   async registerMany(items: Array<{ manifest: AgentManifest; options?: RegisterOptions }>): Promise<{ handles: AgentHandle[]; failures: Array<{ index: number; code: number; message: string }> }> {
-    const response = await unaryCall<RegisterBatchRequest, RegisterBatchResponse>((call, metadata, callback) => this.registry.registerBatch(call, metadata, callback))({
+    const response = await this.unary<RegisterBatchRequest, RegisterBatchResponse>((channel, call, metadata, callback) => channel.registry.registerBatch(call, metadata, callback))({
       registrations: items.map((item) => this.registerRequest(item.manifest, item.options ?? {})),
     });
     const handles: AgentHandle[] = [];
@@ -166,7 +263,7 @@ export class MeshClient {
       handles.push(handle);
     });
     if (this.stream && this.connected && handles.length > 0) {
-      this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: handles.map((handle) => this.beatOf(handle, true)) } } });
+      this.sendHeartbeat(handles.map((handle) => this.beatOf(handle, true)));
     } else {
       this.openStream();
     }
@@ -175,43 +272,47 @@ export class MeshClient {
 
   async deregister(handle: AgentHandle, reason = "deregistered by client"): Promise<void> {
     this.agents.delete(handle.instanceId);
-    await unaryCall<{ instanceId: string; reason: string }, unknown>((request, metadata, callback) =>
-      this.registry.deregister(request, metadata, callback),
-    )({ instanceId: handle.instanceId, reason });
+    await this.unary<{ instanceId: string; reason: string }, unknown>((channel, request, metadata, callback) => channel.registry.deregister(request, metadata, callback))({
+      instanceId: handle.instanceId,
+      reason,
+    });
   }
 
   async discover(capability: string, versionRange = "", labelSelector?: LabelSelector | string): Promise<AgentInstance[]> {
     const selector = typeof labelSelector === "string" ? parseLabelSelector(labelSelector) : labelSelector;
-    const response = await unaryCall<Parameters<RegistryServiceClient["discover"]>[0], DiscoverResponse>((request, metadata, callback) =>
-      this.registry.discover(request, metadata, callback),
+    const response = await this.unary<Parameters<RegistryServiceClient["discover"]>[0], DiscoverResponse>((channel, request, metadata, callback) =>
+      channel.registry.discover(request, metadata, callback),
     )({ capability, versionRange, labelSelector: selector, limit: 0, includeUnhealthy: false });
     return response.instances;
   }
 
   async resolve(capability: string, versionRange = "", labelSelector?: LabelSelector | string): Promise<AgentInstance> {
     const selector = typeof labelSelector === "string" ? parseLabelSelector(labelSelector) : labelSelector;
-    const response = await unaryCall<Parameters<OrchestratorServiceClient["resolve"]>[0], { instance?: AgentInstance }>(
-      (request, metadata, callback) => this.orchestrator.resolve(request, metadata, callback),
+    const response = await this.unary<Parameters<OrchestratorServiceClient["resolve"]>[0], { instance?: AgentInstance }>((channel, request, metadata, callback) =>
+      channel.orchestrator.resolve(request, metadata, callback),
     )({ capability, versionRange, labelSelector: selector, excludeInstanceIds: [] });
     if (!response.instance) throw new Error("resolve returned no instance");
     return response.instance;
   }
 
-  /** Streams registry changes; returns a function that stops the stream. */
-  watch(
-    onEvent: (event: WatchResponse) => void,
-    options: { sinceRevision?: number; capability?: string; onError?: (error: ServiceError) => void; onEnd?: () => void } = {},
-  ): () => void {
-    const call = this.registry.watch({ sinceRevision: options.sinceRevision ?? 0, capability: options.capability ?? "" });
-    call.on("data", onEvent);
-    call.on("error", (error: ServiceError) => {
-      if (error.code !== status.CANCELLED) options.onError?.(error);
-    });
-    // The server ended the stream cleanly (it is shutting down): the caller may want to resume elsewhere.
-    call.on("status", (result: { code: number }) => {
-      if (result.code === status.OK) options.onEnd?.();
-    });
-    return () => call.cancel();
+  /**
+   * Streams registry changes; returns a function that stops the stream. The watch
+   * follows the client onto new connections by itself (resuming from its last
+   * revision, without repeats); `onError` and `onEnd` report only a real break.
+   */
+  watch(onEvent: (event: WatchResponse) => void, options: WatchOptions = {}): () => void {
+    const watch: WatchState = {
+      onEvent,
+      options,
+      lastRevision: options.sinceRevision ?? 0,
+      primary: undefined,
+      pending: undefined,
+      skipThrough: 0,
+      stopped: false,
+    };
+    watch.primary = this.openWatchCall(watch, options.sinceRevision ?? 0);
+    this.watches.add(watch);
+    return () => this.stopWatch(watch);
   }
 
   /** Resolves once the Connect stream is open and welcomed. */
@@ -224,13 +325,13 @@ export class MeshClient {
   /** Sends one heartbeat round for every agent now (tests and shutdown use it). */
   heartbeatNow(): void {
     const beats = [...this.agents.values()].filter((handle) => !handle.paused).map((handle) => this.beatOf(handle, false));
-    if (beats.length > 0) this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: beats } } });
+    if (beats.length > 0) this.sendHeartbeat(beats);
   }
 
   /** Sends one heartbeat for one instance now (for example the moment it becomes ready). */
   beat(handle: AgentHandle): void {
     if (!this.connected || handle.paused) return;
-    this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: [this.beatOf(handle, true)] } } });
+    this.sendHeartbeat([this.beatOf(handle, true)]);
   }
 
   /** Answers a lifecycle command the server sent on Connect. */
@@ -250,24 +351,36 @@ export class MeshClient {
 
   /** Drops the Connect stream without telling the server (simulates a network cut). */
   cutStream(): void {
-    this.stream?.cancel();
+    this.stream?.call.cancel();
+  }
+
+  /**
+   * Moves to a new connection, make-before-break. Happens by itself on GOAWAY and
+   * on certificate renewal; harmless at any time.
+   */
+  rotate(reason = "requested"): void {
+    this.requestRotation(reason);
   }
 
   close(): void {
     this.closed = true;
+    this.stopRenewals?.();
     for (const timer of this.timers.values()) clearInterval(timer);
     this.timers.clear();
     clearTimeout(this.reconnectTimer);
-    this.stream?.end();
+    clearTimeout(this.rotationTimer);
+    for (const watch of [...this.watches]) this.stopWatch(watch);
+    this.nextStream?.call.cancel();
+    this.nextStream = undefined;
+    this.stream?.call.end();
     this.stream = undefined;
-    this.registry.close();
-    this.orchestrator.close();
+    for (const channel of this.channels) this.closeChannel(channel);
   }
 
   private async registerRaw(manifest: AgentManifest, registerOptions: RegisterOptions): Promise<AgentInstance> {
-    const response = await unaryCall<RegisterRequest, { instance?: AgentInstance }>((call, metadata, callback) =>
-      this.registry.register(call, metadata, callback),
-    )(this.registerRequest(manifest, registerOptions));
+    const response = await this.unary<RegisterRequest, { instance?: AgentInstance }>((channel, call, metadata, callback) => channel.registry.register(call, metadata, callback))(
+      this.registerRequest(manifest, registerOptions),
+    );
     if (!response.instance) throw new Error("register returned no instance");
     return response.instance;
   }
@@ -290,14 +403,120 @@ export class MeshClient {
     };
   }
 
+  // --- connections -------------------------------------------------------------
+
+  private openChannel(): ControlChannel {
+    // A channel of its own (local subchannel pool): grpc-js would otherwise hand an
+    // equal channel the connection being replaced, with the certificate being replaced.
+    const options = { ...this.channelOptions, "grpc.use_local_subchannel_pool": 1 };
+    const registry = new RegistryServiceClient(this.options.address, this.channelCredentials, options);
+    const orchestrator = new OrchestratorServiceClient(this.options.address, this.channelCredentials, { ...options, channelOverride: registry.getChannel() });
+    this.channelIds += 1;
+    const channel: ControlChannel = { id: this.channelIds, registry, orchestrator, users: 0, retired: false, closed: false };
+    this.channels.add(channel);
+    this.watchConnectivity(channel);
+    return channel;
+  }
+
+  /**
+   * The channel leaves READY while streams are open on it: the server is retiring
+   * the connection (GOAWAY) or going away. Either way the streams move to a new
+   * connection now, not when grpc-js' next keepalive ping on the closing session
+   * fails and takes every stream on it down (grpc-node#3068).
+   */
+  private watchConnectivity(channel: ControlChannel): void {
+    const grpcChannel = channel.registry.getChannel();
+    const watch = (state: connectivityState): void => {
+      try {
+        grpcChannel.watchConnectivityState(state, Number.POSITIVE_INFINITY, () => {
+          if (channel.closed) return;
+          const now = grpcChannel.getConnectivityState(false);
+          if (state === connectivityState.READY && now !== connectivityState.READY && channel === this.channel && this.hasStreams()) {
+            this.requestRotation("connection retiring");
+          }
+          watch(now);
+        });
+      } catch {
+        // Closed meanwhile: nothing to watch.
+      }
+    };
+    watch(grpcChannel.getConnectivityState(false));
+  }
+
+  private hasStreams(): boolean {
+    return this.stream !== undefined || this.watches.size > 0;
+  }
+
+  private requestRotation(reason: string): void {
+    if (this.closed) return;
+    this.rotationReason = reason;
+    // One renewal changes the trust bundle and the certificate: one move, on the next tick.
+    if (this.rotationTimer !== undefined) return;
+    this.rotationTimer = setTimeout(() => {
+      this.rotationTimer = undefined;
+      this.startRotation();
+    }, 0);
+  }
+
+  private startRotation(): void {
+    if (this.closed) return;
+    const previous = this.channel;
+    this.channel = this.openChannel();
+    this.retire(previous);
+    // A move already under way (its stream still opening) starts over on the newest connection.
+    if (this.nextStream) this.abandonNextStream();
+    if (this.stream?.welcomed) this.nextStream = this.openConnectStream();
+    // A stream still saying Hello on the old connection moves once it is welcomed.
+    else if (this.stream) this.rotateOnWelcome = true;
+    for (const watch of this.watches) this.moveWatch(watch);
+    this.rotationCount += 1;
+  }
+
+  private retire(channel: ControlChannel): void {
+    channel.retired = true;
+    this.maybeCloseChannel(channel);
+  }
+
+  private maybeCloseChannel(channel: ControlChannel): void {
+    if (channel.retired && channel.users === 0) this.closeChannel(channel);
+  }
+
+  private closeChannel(channel: ControlChannel): void {
+    if (channel.closed) return;
+    channel.closed = true;
+    this.channels.delete(channel);
+    channel.registry.close();
+  }
+
+  /** A unary call on the current connection; it finishes there even if the client moves meanwhile. */
+  private unary<Request, Response>(invoke: (channel: ControlChannel, request: Request, metadata: Metadata, callback: (error: ServiceError | null, response: Response) => void) => unknown) {
+    return (request: Request): Promise<Response> => {
+      const channel = this.channel;
+      channel.users += 1;
+      return new Promise<Response>((resolve, reject) => {
+        invoke(channel, request, new Metadata(), (error, response) => (error ? reject(error) : resolve(response)));
+      }).finally(() => {
+        channel.users -= 1;
+        this.maybeCloseChannel(channel);
+      });
+    };
+  }
+
+  // --- Connect -----------------------------------------------------------------
+
   private openStream(): void {
     if (this.stream || this.closed) return;
-    const stream = this.orchestrator.connect(new Metadata());
-    this.stream = stream;
-    this.sequence = 0;
-    stream.on("data", (response: ConnectResponse) => this.onResponse(response));
-    stream.on("error", (error: ServiceError) => this.onStreamEnd(stream, error.code, error.details));
-    stream.on("end", () => this.onStreamEnd(stream, status.OK, "stream ended"));
+    this.stream = this.openConnectStream();
+  }
+
+  private openConnectStream(): ConnectStream {
+    const channel = this.channel;
+    const call = channel.orchestrator.connect(new Metadata());
+    channel.users += 1;
+    const stream: ConnectStream = { call, channel, sequence: 0, welcomed: false, ended: false, reportedRefusals: new Map() };
+    call.on("data", (response: ConnectResponse) => this.onResponse(stream, response));
+    call.on("error", (error: ServiceError) => this.onStreamEnd(stream, error.code, error.details));
+    call.on("end", () => this.onStreamEnd(stream, status.OK, "stream ended"));
     const hello: Hello = {
       sidecarId: this.options.sidecarId,
       host: this.options.host ?? this.options.sidecarId,
@@ -310,25 +529,34 @@ export class MeshClient {
     if (signer) {
       hello.envelope = signer.sign(Hello.encode(hello).finish(), "/agentmesh.v1.OrchestratorService/Connect", "agentmesh.v1.Hello", this.audience);
     }
-    stream.write({ msg: { $case: "hello", value: hello } });
+    call.write({ msg: { $case: "hello", value: hello } });
+    return stream;
   }
 
-  private onResponse(response: ConnectResponse): void {
+  private onResponse(stream: ConnectStream, response: ConnectResponse): void {
     const message = response.msg;
     if (!message) return;
     switch (message.$case) {
       case "welcome": {
+        stream.welcomed = true;
+        if (stream === this.nextStream) this.promoteNextStream();
+        if (stream !== this.stream) return;
         this.connected = true;
         this.backoff.reset();
         const unknown = message.value.unknownInstanceIds;
-        this.options.onEvent?.({ type: "connected", unknownInstanceIds: unknown });
+        // A move to a new connection is not a reconnect: nothing was lost, nobody needs to hear.
+        if (this.connectedEventDue) this.options.onEvent?.({ type: "connected", unknownInstanceIds: unknown });
+        this.connectedEventDue = false;
+        if (this.rotateOnWelcome) {
+          this.rotateOnWelcome = false;
+          if (stream.channel !== this.channel && !this.nextStream) this.nextStream = this.openConnectStream();
+        }
         this.reregister(unknown);
         // Announce everything: agents registered while the stream was opening were not in Hello.
         const unknownIds = new Set(unknown);
         const beats = [...this.agents.values()].filter((handle) => !handle.paused && !unknownIds.has(handle.instanceId));
-        if (beats.length > 0) {
-          this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: beats.map((handle) => this.beatOf(handle, true)) } } });
-        }
+        if (beats.length > 0) this.sendHeartbeat(beats.map((handle) => this.beatOf(handle, true)));
+        this.reportStatus();
         for (const resolve of this.connectedWaiters.splice(0)) resolve();
         return;
       }
@@ -338,17 +566,175 @@ export class MeshClient {
       case "shutdown":
         this.options.onEvent?.({ type: "shutdown", reason: message.value.reason });
         return;
+      // Commands still arriving on a replaced stream are carried out like any other.
       case "command":
         this.options.onCommand?.(response);
         return;
     }
   }
 
+  /** The new stream was welcomed: it speaks for our instances now; the old one half-closes. */
+  private promoteNextStream(): void {
+    const previous = this.stream;
+    const next = this.nextStream;
+    if (!next) return;
+    this.stream = next;
+    this.nextStream = undefined;
+    this.rotationBackoff.reset();
+    if (previous) this.endReplaced(previous);
+    this.options.onRotated?.(this.rotationReason);
+  }
+
+  private endReplaced(stream: ConnectStream): void {
+    if (stream.ended) return;
+    stream.call.end();
+    // The server ends its side when it sees ours; a server that never does still lets the connection go.
+    setTimeout(() => {
+      if (!stream.ended) stream.call.cancel();
+    }, replacedStreamGraceMs).unref();
+  }
+
+  private abandonNextStream(): void {
+    const next = this.nextStream;
+    this.nextStream = undefined;
+    next?.call.cancel();
+  }
+
+  private onStreamEnd(stream: ConnectStream, code: number, details: string): void {
+    if (stream.ended) return;
+    stream.ended = true;
+    stream.channel.users -= 1;
+    this.maybeCloseChannel(stream.channel);
+    if (stream === this.nextStream) {
+      // The new connection did not work out; the current stream carries on, and we try again.
+      this.nextStream = undefined;
+      if (!this.closed && this.stream && !this.stream.ended) this.retryRotation();
+      return;
+    }
+    if (this.stream !== stream) return;
+    this.stream = undefined;
+    this.connected = false;
+    if (this.nextStream) {
+      // The old connection went while its successor was opening (not welcomed yet, or it
+      // would have taken over): carry on with that one; heartbeats resume at its welcome.
+      this.stream = this.nextStream;
+      this.nextStream = undefined;
+      return;
+    }
+    if (this.closed) return;
+    const retryInMs = this.backoff.nextDelayMs();
+    this.connectedEventDue = true;
+    this.options.onEvent?.({ type: "disconnected", code, details, retryInMs });
+    this.reconnectTimer = setTimeout(() => this.openStream(), retryInMs);
+  }
+
+  private retryRotation(): void {
+    clearTimeout(this.rotationTimer);
+    this.rotationTimer = setTimeout(() => {
+      this.rotationTimer = undefined;
+      this.startRotation();
+    }, this.rotationBackoff.nextDelayMs());
+  }
+
+  // --- Watch -------------------------------------------------------------------
+
+  private openWatchCall(watch: WatchState, sinceRevision: number): WatchCall {
+    const channel = this.channel;
+    const call = channel.registry.watch({ sinceRevision, capability: watch.options.capability ?? "" });
+    channel.users += 1;
+    const watchCall: WatchCall = { call, channel, dropped: false };
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      channel.users -= 1;
+      this.maybeCloseChannel(channel);
+    };
+    // Headers come as soon as the server subscribed: from then on the new call has everything.
+    call.on("metadata", () => {
+      if (watch.pending === watchCall) this.promoteWatch(watch);
+    });
+    call.on("data", (event: WatchResponse) => {
+      if (watch.pending === watchCall) this.promoteWatch(watch);
+      if (watch.primary === watchCall) this.deliver(watch, event);
+    });
+    call.on("error", (error: ServiceError) => {
+      finish();
+      this.onWatchCallEnd(watch, watchCall, error);
+    });
+    call.on("status", (result: { code: number }) => {
+      finish();
+      // The server ended the stream cleanly (it is shutting down): the caller may want to resume elsewhere.
+      if (result.code === status.OK) this.onWatchCallEnd(watch, watchCall, undefined);
+    });
+    return watchCall;
+  }
+
+  private moveWatch(watch: WatchState): void {
+    if (watch.stopped) return;
+    this.dropWatchCall(watch.pending);
+    watch.pending = this.openWatchCall(watch, watch.lastRevision);
+  }
+
+  private promoteWatch(watch: WatchState): void {
+    const pending = watch.pending;
+    if (!pending) return;
+    this.dropWatchCall(watch.primary);
+    watch.primary = pending;
+    watch.pending = undefined;
+    // The new call replays from the revision it was opened with; what the old call delivered since is not repeated.
+    watch.skipThrough = watch.lastRevision;
+  }
+
+  private deliver(watch: WatchState, event: WatchResponse): void {
+    if (watch.skipThrough > 0) {
+      if (event.revision <= watch.skipThrough) return;
+      watch.skipThrough = 0;
+    }
+    if (event.revision > watch.lastRevision) watch.lastRevision = event.revision;
+    watch.onEvent(event);
+  }
+
+  private onWatchCallEnd(watch: WatchState, watchCall: WatchCall, error: ServiceError | undefined): void {
+    if (watchCall.dropped || watch.stopped) return;
+    watchCall.dropped = true;
+    if (watch.pending === watchCall) {
+      // The new connection did not work out; the current call carries on.
+      watch.pending = undefined;
+      return;
+    }
+    if (watch.primary !== watchCall) return;
+    watch.primary = undefined;
+    if (watch.pending) {
+      // The old connection went while the new call was opening: it has everything from lastRevision on.
+      this.promoteWatch(watch);
+      return;
+    }
+    this.watches.delete(watch);
+    if (error === undefined) watch.options.onEnd?.();
+    else if (error.code !== status.CANCELLED) watch.options.onError?.(error);
+  }
+
+  private dropWatchCall(watchCall: WatchCall | undefined): void {
+    if (!watchCall || watchCall.dropped) return;
+    watchCall.dropped = true;
+    watchCall.call.cancel();
+  }
+
+  private stopWatch(watch: WatchState): void {
+    watch.stopped = true;
+    this.watches.delete(watch);
+    this.dropWatchCall(watch.primary);
+    this.dropWatchCall(watch.pending);
+  }
+
+  // --- heartbeats ----------------------------------------------------------------
+
   /** The server lost these instances (it restarted): register them again, in one batch, under the same ids. */
   private reregister(instanceIds: string[]): void {
     const handles = instanceIds.map((instanceId) => this.agents.get(instanceId)).filter((handle): handle is AgentHandle => handle !== undefined);
     if (handles.length === 0) return;
-    unaryCall<RegisterBatchRequest, RegisterBatchResponse>((call, metadata, callback) => this.registry.registerBatch(call, metadata, callback))({
+    this.unary<RegisterBatchRequest, RegisterBatchResponse>((channel, call, metadata, callback) => channel.registry.registerBatch(call, metadata, callback))({
       registrations: handles.map((handle) => this.registerRequest(handle.manifest, { ...handle.registerOptions, instanceId: handle.instanceId })),
     }).then(
       (response) => {
@@ -358,23 +744,11 @@ export class MeshClient {
           this.options.onEvent?.({ type: "streamError", code: result?.code ?? status.UNKNOWN, message: result?.message ?? "re-register failed", instanceId: handle.instanceId });
           return false;
         });
-        if (registered.length > 0) {
-          this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: registered.map((handle) => this.beatOf(handle, true)) } } });
-        }
+        if (registered.length > 0) this.sendHeartbeat(registered.map((handle) => this.beatOf(handle, true)));
       },
       (error: ServiceError) =>
         this.options.onEvent?.({ type: "streamError", code: error.code ?? status.UNKNOWN, message: error.details ?? "re-register failed", instanceId: "" }),
     );
-  }
-
-  private onStreamEnd(stream: ClientDuplexStream<ConnectRequest, ConnectResponse>, code: number, details: string): void {
-    if (this.stream !== stream) return;
-    this.stream = undefined;
-    this.connected = false;
-    if (this.closed) return;
-    const retryInMs = this.backoff.nextDelayMs();
-    this.options.onEvent?.({ type: "disconnected", code, details, retryInMs });
-    this.reconnectTimer = setTimeout(() => this.openStream(), retryInMs);
   }
 
   private ensureTimer(intervalMs: number): void {
@@ -390,32 +764,36 @@ export class MeshClient {
       if (handle.paused || handle.heartbeatIntervalMs !== intervalMs) continue;
       beats.push(this.beatOf(handle, false));
     }
-    if (beats.length > 0) this.send({ msg: { $case: "heartbeat", value: { sequence: this.nextSequence(), instances: beats } } });
+    this.sendHeartbeat(beats);
+    this.reportStatus();
+  }
+
+  /** One Heartbeat message on the current stream; each stream numbers its own. */
+  private sendHeartbeat(instances: InstanceHeartbeat[]): void {
+    const stream = this.stream;
+    if (!stream || instances.length === 0) return;
+    stream.sequence += 1;
+    stream.call.write({ msg: { $case: "heartbeat", value: { sequence: stream.sequence, instances } } });
+  }
+
+  /** The refusal totals that changed since this stream last heard them (all of them on a new stream). */
+  private reportStatus(): void {
+    const stream = this.stream;
+    const totals = this.options.dataPlaneRefusals?.();
+    if (!stream?.welcomed || !totals) return;
+    const changed: DataPlaneRefusals[] = [];
+    for (const [reason, total] of totals) if (stream.reportedRefusals.get(reason) !== total) changed.push({ reason, total });
+    if (changed.length === 0) return;
+    stream.call.write({ msg: { $case: "status", value: { refusals: changed } } });
+    for (const { reason, total } of changed) stream.reportedRefusals.set(reason, total);
   }
 
   private beatOf(handle: AgentHandle, announce: boolean): InstanceHeartbeat {
     return { instanceId: handle.instanceId, load: handle.load, reportedState: handle.reportedState, announce };
   }
 
-  private nextSequence(): number {
-    this.sequence += 1;
-    return this.sequence;
-  }
-
   private send(request: ConnectRequest): void {
-    this.stream?.write(request);
+    this.stream?.call.write(request);
   }
 }
 
-type UnaryInvoker<Request, Response> = (
-  request: Request,
-  metadata: Metadata,
-  callback: (error: ServiceError | null, response: Response) => void,
-) => unknown;
-
-function unaryCall<Request, Response>(invoke: UnaryInvoker<Request, Response>) {
-  return (request: Request): Promise<Response> =>
-    new Promise((resolve, reject) => {
-      invoke(request, new Metadata(), (error, response) => (error ? reject(error) : resolve(response)));
-    });
-}

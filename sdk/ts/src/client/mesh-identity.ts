@@ -30,7 +30,7 @@ export interface JoinOptions {
   ttlSeconds?: number;
   clock?: Clock;
   onRenewError?: (error: unknown, retryInMs: number) => void;
-  /** Called with each renewed certificate (not the first one), e.g. to log its serial. */
+  /** Called after each renewal, once the new certificate is in `source`. */
   onRenewed?: (identity: IdentityMaterial) => void;
 }
 

@@ -70,7 +70,7 @@ func (x RestartPolicy_Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RestartPolicy_Mode.Descriptor instead.
 func (RestartPolicy_Mode) EnumDescriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{16, 0}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{18, 0}
 }
 
 type Rollout_Phase int32
@@ -128,7 +128,7 @@ func (x Rollout_Phase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Rollout_Phase.Descriptor instead.
 func (Rollout_Phase) EnumDescriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{41, 0}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{43, 0}
 }
 
 type ConnectRequest struct {
@@ -139,6 +139,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_InstanceEvent
 	//	*ConnectRequest_CommandResult
+	//	*ConnectRequest_Status
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -217,6 +218,15 @@ func (x *ConnectRequest) GetCommandResult() *CommandResult {
 	return nil
 }
 
+func (x *ConnectRequest) GetStatus() *SidecarStatus {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_Status); ok {
+			return x.Status
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -237,6 +247,10 @@ type ConnectRequest_CommandResult struct {
 	CommandResult *CommandResult `protobuf:"bytes,4,opt,name=command_result,json=commandResult,proto3,oneof"`
 }
 
+type ConnectRequest_Status struct {
+	Status *SidecarStatus `protobuf:"bytes,5,opt,name=status,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -244,6 +258,8 @@ func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 func (*ConnectRequest_InstanceEvent) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_CommandResult) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_Status) isConnectRequest_Msg() {}
 
 // First message on a Connect stream.
 type Hello struct {
@@ -395,6 +411,108 @@ func (x *Heartbeat) GetSequence() uint64 {
 	return 0
 }
 
+// How the sidecar's data plane is doing, sent when it changed (and once on each
+// new stream). Totals are cumulative, so a lost or repeated report changes nothing.
+type SidecarStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Calls the inbound side refused at admission (signature, certificate, allow
+	// rules) since the sidecar started, by reason.
+	Refusals      []*DataPlaneRefusals `protobuf:"bytes,1,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SidecarStatus) Reset() {
+	*x = SidecarStatus{}
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SidecarStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SidecarStatus) ProtoMessage() {}
+
+func (x *SidecarStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SidecarStatus.ProtoReflect.Descriptor instead.
+func (*SidecarStatus) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SidecarStatus) GetRefusals() []*DataPlaneRefusals {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+// Refused calls of one reason, counted since the sidecar started.
+type DataPlaneRefusals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A short stable label, e.g. `signature_invalid`.
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	Total         uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataPlaneRefusals) Reset() {
+	*x = DataPlaneRefusals{}
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataPlaneRefusals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataPlaneRefusals) ProtoMessage() {}
+
+func (x *DataPlaneRefusals) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataPlaneRefusals.ProtoReflect.Descriptor instead.
+func (*DataPlaneRefusals) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DataPlaneRefusals) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DataPlaneRefusals) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 type InstanceHeartbeat struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
@@ -409,7 +527,7 @@ type InstanceHeartbeat struct {
 
 func (x *InstanceHeartbeat) Reset() {
 	*x = InstanceHeartbeat{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[3]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +539,7 @@ func (x *InstanceHeartbeat) String() string {
 func (*InstanceHeartbeat) ProtoMessage() {}
 
 func (x *InstanceHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[3]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +552,7 @@ func (x *InstanceHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceHeartbeat.ProtoReflect.Descriptor instead.
 func (*InstanceHeartbeat) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{3}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InstanceHeartbeat) GetInstanceId() string {
@@ -479,7 +597,7 @@ type InstanceEvent struct {
 
 func (x *InstanceEvent) Reset() {
 	*x = InstanceEvent{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[4]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +609,7 @@ func (x *InstanceEvent) String() string {
 func (*InstanceEvent) ProtoMessage() {}
 
 func (x *InstanceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[4]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +622,7 @@ func (x *InstanceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceEvent.ProtoReflect.Descriptor instead.
 func (*InstanceEvent) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{4}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InstanceEvent) GetInstanceId() string {
@@ -547,7 +665,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[5]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +677,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[5]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +690,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{5}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -618,7 +736,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[6]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +748,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[6]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +761,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{6}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -729,7 +847,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[7]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +859,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[7]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +872,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{7}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Welcome) GetServerId() string {
@@ -789,7 +907,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[8]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +919,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[8]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +932,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{8}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -844,7 +962,7 @@ type StreamError struct {
 
 func (x *StreamError) Reset() {
 	*x = StreamError{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +974,7 @@ func (x *StreamError) String() string {
 func (*StreamError) ProtoMessage() {}
 
 func (x *StreamError) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +987,7 @@ func (x *StreamError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamError.ProtoReflect.Descriptor instead.
 func (*StreamError) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{9}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamError) GetCode() int32 {
@@ -912,7 +1030,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1042,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1055,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{10}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Command) GetCommandId() string {
@@ -1039,7 +1157,7 @@ type StartAgent struct {
 
 func (x *StartAgent) Reset() {
 	*x = StartAgent{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1169,7 @@ func (x *StartAgent) String() string {
 func (*StartAgent) ProtoMessage() {}
 
 func (x *StartAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1182,7 @@ func (x *StartAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartAgent.ProtoReflect.Descriptor instead.
 func (*StartAgent) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{11}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StartAgent) GetDeployment() string {
@@ -1112,7 +1230,7 @@ type StopInstance struct {
 
 func (x *StopInstance) Reset() {
 	*x = StopInstance{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1242,7 @@ func (x *StopInstance) String() string {
 func (*StopInstance) ProtoMessage() {}
 
 func (x *StopInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1255,7 @@ func (x *StopInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstance.ProtoReflect.Descriptor instead.
 func (*StopInstance) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{12}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StopInstance) GetInstanceId() string {
@@ -1163,7 +1281,7 @@ type RestartInstance struct {
 
 func (x *RestartInstance) Reset() {
 	*x = RestartInstance{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1293,7 @@ func (x *RestartInstance) String() string {
 func (*RestartInstance) ProtoMessage() {}
 
 func (x *RestartInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1306,7 @@ func (x *RestartInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstance.ProtoReflect.Descriptor instead.
 func (*RestartInstance) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{13}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RestartInstance) GetInstanceId() string {
@@ -1208,7 +1326,7 @@ type DrainInstance struct {
 
 func (x *DrainInstance) Reset() {
 	*x = DrainInstance{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1338,7 @@ func (x *DrainInstance) String() string {
 func (*DrainInstance) ProtoMessage() {}
 
 func (x *DrainInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1351,7 @@ func (x *DrainInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainInstance.ProtoReflect.Descriptor instead.
 func (*DrainInstance) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{14}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrainInstance) GetInstanceId() string {
@@ -1264,7 +1382,7 @@ type ProcessSpec struct {
 
 func (x *ProcessSpec) Reset() {
 	*x = ProcessSpec{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1394,7 @@ func (x *ProcessSpec) String() string {
 func (*ProcessSpec) ProtoMessage() {}
 
 func (x *ProcessSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1407,7 @@ func (x *ProcessSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessSpec.ProtoReflect.Descriptor instead.
 func (*ProcessSpec) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{15}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ProcessSpec) GetCommand() string {
@@ -1341,7 +1459,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1471,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1484,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{16}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RestartPolicy) GetMode() RestartPolicy_Mode {
@@ -1417,7 +1535,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1547,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1560,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{17}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResolveRequest) GetCapability() string {
@@ -1482,7 +1600,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1612,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1625,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{18}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResolveResponse) GetInstance() *AgentInstance {
@@ -1536,7 +1654,7 @@ type InvokeRequest struct {
 
 func (x *InvokeRequest) Reset() {
 	*x = InvokeRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1666,7 @@ func (x *InvokeRequest) String() string {
 func (*InvokeRequest) ProtoMessage() {}
 
 func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1679,7 @@ func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeRequest.ProtoReflect.Descriptor instead.
 func (*InvokeRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{19}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InvokeRequest) GetCapability() string {
@@ -1625,7 +1743,7 @@ type InvokeResponse struct {
 
 func (x *InvokeResponse) Reset() {
 	*x = InvokeResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1755,7 @@ func (x *InvokeResponse) String() string {
 func (*InvokeResponse) ProtoMessage() {}
 
 func (x *InvokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1768,7 @@ func (x *InvokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeResponse.ProtoReflect.Descriptor instead.
 func (*InvokeResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{20}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InvokeResponse) GetPayload() []byte {
@@ -1704,7 +1822,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1834,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1847,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{21}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Deployment) GetName() string {
@@ -1827,7 +1945,7 @@ type UpdateStrategy struct {
 
 func (x *UpdateStrategy) Reset() {
 	*x = UpdateStrategy{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1957,7 @@ func (x *UpdateStrategy) String() string {
 func (*UpdateStrategy) ProtoMessage() {}
 
 func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1970,7 @@ func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStrategy.ProtoReflect.Descriptor instead.
 func (*UpdateStrategy) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{22}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateStrategy) GetMaxSurge() uint32 {
@@ -1903,7 +2021,7 @@ type DeploymentStatus struct {
 
 func (x *DeploymentStatus) Reset() {
 	*x = DeploymentStatus{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2033,7 @@ func (x *DeploymentStatus) String() string {
 func (*DeploymentStatus) ProtoMessage() {}
 
 func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2046,7 @@ func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStatus.ProtoReflect.Descriptor instead.
 func (*DeploymentStatus) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{23}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeploymentStatus) GetReplicas() uint32 {
@@ -1975,7 +2093,7 @@ type ApplyDeploymentRequest struct {
 
 func (x *ApplyDeploymentRequest) Reset() {
 	*x = ApplyDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2105,7 @@ func (x *ApplyDeploymentRequest) String() string {
 func (*ApplyDeploymentRequest) ProtoMessage() {}
 
 func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2118,7 @@ func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{24}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyDeploymentRequest) GetDeployment() *Deployment {
@@ -2020,7 +2138,7 @@ type ApplyDeploymentResponse struct {
 
 func (x *ApplyDeploymentResponse) Reset() {
 	*x = ApplyDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2150,7 @@ func (x *ApplyDeploymentResponse) String() string {
 func (*ApplyDeploymentResponse) ProtoMessage() {}
 
 func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2163,7 @@ func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{25}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ApplyDeploymentResponse) GetDeployment() *Deployment {
@@ -2071,7 +2189,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2201,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2214,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{26}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetDeploymentRequest) GetName() string {
@@ -2116,7 +2234,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2246,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2259,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{27}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *Deployment {
@@ -2166,7 +2284,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2296,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2309,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{28}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{30}
 }
 
 type ListDeploymentsResponse struct {
@@ -2203,7 +2321,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2333,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2346,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{29}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -2247,7 +2365,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2377,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2390,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{30}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteDeploymentRequest) GetName() string {
@@ -2290,7 +2408,7 @@ type DeleteDeploymentResponse struct {
 
 func (x *DeleteDeploymentResponse) Reset() {
 	*x = DeleteDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2420,7 @@ func (x *DeleteDeploymentResponse) String() string {
 func (*DeleteDeploymentResponse) ProtoMessage() {}
 
 func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2433,7 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{31}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{33}
 }
 
 type ScaleDeploymentRequest struct {
@@ -2328,7 +2446,7 @@ type ScaleDeploymentRequest struct {
 
 func (x *ScaleDeploymentRequest) Reset() {
 	*x = ScaleDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2458,7 @@ func (x *ScaleDeploymentRequest) String() string {
 func (*ScaleDeploymentRequest) ProtoMessage() {}
 
 func (x *ScaleDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2471,7 @@ func (x *ScaleDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ScaleDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{32}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ScaleDeploymentRequest) GetName() string {
@@ -2379,7 +2497,7 @@ type ScaleDeploymentResponse struct {
 
 func (x *ScaleDeploymentResponse) Reset() {
 	*x = ScaleDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2509,7 @@ func (x *ScaleDeploymentResponse) String() string {
 func (*ScaleDeploymentResponse) ProtoMessage() {}
 
 func (x *ScaleDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2522,7 @@ func (x *ScaleDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ScaleDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{33}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ScaleDeploymentResponse) GetDeployment() *Deployment {
@@ -2423,7 +2541,7 @@ type RestartAgentRequest struct {
 
 func (x *RestartAgentRequest) Reset() {
 	*x = RestartAgentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2553,7 @@ func (x *RestartAgentRequest) String() string {
 func (*RestartAgentRequest) ProtoMessage() {}
 
 func (x *RestartAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2566,7 @@ func (x *RestartAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartAgentRequest.ProtoReflect.Descriptor instead.
 func (*RestartAgentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{34}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RestartAgentRequest) GetInstanceId() string {
@@ -2466,7 +2584,7 @@ type RestartAgentResponse struct {
 
 func (x *RestartAgentResponse) Reset() {
 	*x = RestartAgentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2596,7 @@ func (x *RestartAgentResponse) String() string {
 func (*RestartAgentResponse) ProtoMessage() {}
 
 func (x *RestartAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2609,7 @@ func (x *RestartAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartAgentResponse.ProtoReflect.Descriptor instead.
 func (*RestartAgentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{35}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{37}
 }
 
 type DrainAgentRequest struct {
@@ -2504,7 +2622,7 @@ type DrainAgentRequest struct {
 
 func (x *DrainAgentRequest) Reset() {
 	*x = DrainAgentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2634,7 @@ func (x *DrainAgentRequest) String() string {
 func (*DrainAgentRequest) ProtoMessage() {}
 
 func (x *DrainAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2647,7 @@ func (x *DrainAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainAgentRequest.ProtoReflect.Descriptor instead.
 func (*DrainAgentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{36}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DrainAgentRequest) GetInstanceId() string {
@@ -2554,7 +2672,7 @@ type DrainAgentResponse struct {
 
 func (x *DrainAgentResponse) Reset() {
 	*x = DrainAgentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2684,7 @@ func (x *DrainAgentResponse) String() string {
 func (*DrainAgentResponse) ProtoMessage() {}
 
 func (x *DrainAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2697,7 @@ func (x *DrainAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainAgentResponse.ProtoReflect.Descriptor instead.
 func (*DrainAgentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{37}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{39}
 }
 
 type StopAgentRequest struct {
@@ -2592,7 +2710,7 @@ type StopAgentRequest struct {
 
 func (x *StopAgentRequest) Reset() {
 	*x = StopAgentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +2722,7 @@ func (x *StopAgentRequest) String() string {
 func (*StopAgentRequest) ProtoMessage() {}
 
 func (x *StopAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +2735,7 @@ func (x *StopAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopAgentRequest.ProtoReflect.Descriptor instead.
 func (*StopAgentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{38}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StopAgentRequest) GetInstanceId() string {
@@ -2642,7 +2760,7 @@ type StopAgentResponse struct {
 
 func (x *StopAgentResponse) Reset() {
 	*x = StopAgentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2654,7 +2772,7 @@ func (x *StopAgentResponse) String() string {
 func (*StopAgentResponse) ProtoMessage() {}
 
 func (x *StopAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2667,7 +2785,7 @@ func (x *StopAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopAgentResponse.ProtoReflect.Descriptor instead.
 func (*StopAgentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{39}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{41}
 }
 
 type GetRolloutRequest struct {
@@ -2679,7 +2797,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2691,7 +2809,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2704,7 +2822,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{40}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetRolloutRequest) GetDeployment() string {
@@ -2737,7 +2855,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2867,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2880,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{41}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Rollout) GetDeployment() string {
@@ -2858,7 +2976,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +2988,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +3001,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{42}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -2897,12 +3015,13 @@ var File_agentmesh_v1_orchestrator_proto protoreflect.FileDescriptor
 
 const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\n" +
-	"\x1fagentmesh/v1/orchestrator.proto\x12\fagentmesh.v1\x1a\x1bagentmesh/v1/registry.proto\x1a\x18agentmesh/v1/types.proto\"\x89\x02\n" +
+	"\x1fagentmesh/v1/orchestrator.proto\x12\fagentmesh.v1\x1a\x1bagentmesh/v1/registry.proto\x1a\x18agentmesh/v1/types.proto\"\xc0\x02\n" +
 	"\x0eConnectRequest\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.agentmesh.v1.HelloH\x00R\x05hello\x127\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x17.agentmesh.v1.HeartbeatH\x00R\theartbeat\x12D\n" +
 	"\x0einstance_event\x18\x03 \x01(\v2\x1b.agentmesh.v1.InstanceEventH\x00R\rinstanceEvent\x12D\n" +
-	"\x0ecommand_result\x18\x04 \x01(\v2\x1b.agentmesh.v1.CommandResultH\x00R\rcommandResultB\x05\n" +
+	"\x0ecommand_result\x18\x04 \x01(\v2\x1b.agentmesh.v1.CommandResultH\x00R\rcommandResult\x125\n" +
+	"\x06status\x18\x05 \x01(\v2\x1b.agentmesh.v1.SidecarStatusH\x00R\x06statusB\x05\n" +
 	"\x03msg\"\xde\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
@@ -2914,7 +3033,12 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\benvelope\x18\x06 \x01(\v2\x1c.agentmesh.v1.SignedEnvelopeR\benvelope\"f\n" +
 	"\tHeartbeat\x12=\n" +
 	"\tinstances\x18\x01 \x03(\v2\x1f.agentmesh.v1.InstanceHeartbeatR\tinstances\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xba\x01\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\"L\n" +
+	"\rSidecarStatus\x12;\n" +
+	"\brefusals\x18\x01 \x03(\v2\x1f.agentmesh.v1.DataPlaneRefusalsR\brefusals\"A\n" +
+	"\x11DataPlaneRefusals\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\"\xba\x01\n" +
 	"\x11InstanceHeartbeat\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12&\n" +
@@ -3166,132 +3290,136 @@ func file_agentmesh_v1_orchestrator_proto_rawDescGZIP() []byte {
 }
 
 var file_agentmesh_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agentmesh_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_agentmesh_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_agentmesh_v1_orchestrator_proto_goTypes = []any{
 	(RestartPolicy_Mode)(0),          // 0: agentmesh.v1.RestartPolicy.Mode
 	(Rollout_Phase)(0),               // 1: agentmesh.v1.Rollout.Phase
 	(*ConnectRequest)(nil),           // 2: agentmesh.v1.ConnectRequest
 	(*Hello)(nil),                    // 3: agentmesh.v1.Hello
 	(*Heartbeat)(nil),                // 4: agentmesh.v1.Heartbeat
-	(*InstanceHeartbeat)(nil),        // 5: agentmesh.v1.InstanceHeartbeat
-	(*InstanceEvent)(nil),            // 6: agentmesh.v1.InstanceEvent
-	(*CommandResult)(nil),            // 7: agentmesh.v1.CommandResult
-	(*ConnectResponse)(nil),          // 8: agentmesh.v1.ConnectResponse
-	(*Welcome)(nil),                  // 9: agentmesh.v1.Welcome
-	(*Shutdown)(nil),                 // 10: agentmesh.v1.Shutdown
-	(*StreamError)(nil),              // 11: agentmesh.v1.StreamError
-	(*Command)(nil),                  // 12: agentmesh.v1.Command
-	(*StartAgent)(nil),               // 13: agentmesh.v1.StartAgent
-	(*StopInstance)(nil),             // 14: agentmesh.v1.StopInstance
-	(*RestartInstance)(nil),          // 15: agentmesh.v1.RestartInstance
-	(*DrainInstance)(nil),            // 16: agentmesh.v1.DrainInstance
-	(*ProcessSpec)(nil),              // 17: agentmesh.v1.ProcessSpec
-	(*RestartPolicy)(nil),            // 18: agentmesh.v1.RestartPolicy
-	(*ResolveRequest)(nil),           // 19: agentmesh.v1.ResolveRequest
-	(*ResolveResponse)(nil),          // 20: agentmesh.v1.ResolveResponse
-	(*InvokeRequest)(nil),            // 21: agentmesh.v1.InvokeRequest
-	(*InvokeResponse)(nil),           // 22: agentmesh.v1.InvokeResponse
-	(*Deployment)(nil),               // 23: agentmesh.v1.Deployment
-	(*UpdateStrategy)(nil),           // 24: agentmesh.v1.UpdateStrategy
-	(*DeploymentStatus)(nil),         // 25: agentmesh.v1.DeploymentStatus
-	(*ApplyDeploymentRequest)(nil),   // 26: agentmesh.v1.ApplyDeploymentRequest
-	(*ApplyDeploymentResponse)(nil),  // 27: agentmesh.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),     // 28: agentmesh.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),    // 29: agentmesh.v1.GetDeploymentResponse
-	(*ListDeploymentsRequest)(nil),   // 30: agentmesh.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),  // 31: agentmesh.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),  // 32: agentmesh.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil), // 33: agentmesh.v1.DeleteDeploymentResponse
-	(*ScaleDeploymentRequest)(nil),   // 34: agentmesh.v1.ScaleDeploymentRequest
-	(*ScaleDeploymentResponse)(nil),  // 35: agentmesh.v1.ScaleDeploymentResponse
-	(*RestartAgentRequest)(nil),      // 36: agentmesh.v1.RestartAgentRequest
-	(*RestartAgentResponse)(nil),     // 37: agentmesh.v1.RestartAgentResponse
-	(*DrainAgentRequest)(nil),        // 38: agentmesh.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),       // 39: agentmesh.v1.DrainAgentResponse
-	(*StopAgentRequest)(nil),         // 40: agentmesh.v1.StopAgentRequest
-	(*StopAgentResponse)(nil),        // 41: agentmesh.v1.StopAgentResponse
-	(*GetRolloutRequest)(nil),        // 42: agentmesh.v1.GetRolloutRequest
-	(*Rollout)(nil),                  // 43: agentmesh.v1.Rollout
-	(*GetRolloutResponse)(nil),       // 44: agentmesh.v1.GetRolloutResponse
-	nil,                              // 45: agentmesh.v1.ProcessSpec.EnvEntry
-	nil,                              // 46: agentmesh.v1.InvokeRequest.MetadataEntry
-	(*SignedEnvelope)(nil),           // 47: agentmesh.v1.SignedEnvelope
-	(*Load)(nil),                     // 48: agentmesh.v1.Load
-	(HealthState)(0),                 // 49: agentmesh.v1.HealthState
-	(*AgentManifest)(nil),            // 50: agentmesh.v1.AgentManifest
-	(*LabelSelector)(nil),            // 51: agentmesh.v1.LabelSelector
-	(*AgentInstance)(nil),            // 52: agentmesh.v1.AgentInstance
+	(*SidecarStatus)(nil),            // 5: agentmesh.v1.SidecarStatus
+	(*DataPlaneRefusals)(nil),        // 6: agentmesh.v1.DataPlaneRefusals
+	(*InstanceHeartbeat)(nil),        // 7: agentmesh.v1.InstanceHeartbeat
+	(*InstanceEvent)(nil),            // 8: agentmesh.v1.InstanceEvent
+	(*CommandResult)(nil),            // 9: agentmesh.v1.CommandResult
+	(*ConnectResponse)(nil),          // 10: agentmesh.v1.ConnectResponse
+	(*Welcome)(nil),                  // 11: agentmesh.v1.Welcome
+	(*Shutdown)(nil),                 // 12: agentmesh.v1.Shutdown
+	(*StreamError)(nil),              // 13: agentmesh.v1.StreamError
+	(*Command)(nil),                  // 14: agentmesh.v1.Command
+	(*StartAgent)(nil),               // 15: agentmesh.v1.StartAgent
+	(*StopInstance)(nil),             // 16: agentmesh.v1.StopInstance
+	(*RestartInstance)(nil),          // 17: agentmesh.v1.RestartInstance
+	(*DrainInstance)(nil),            // 18: agentmesh.v1.DrainInstance
+	(*ProcessSpec)(nil),              // 19: agentmesh.v1.ProcessSpec
+	(*RestartPolicy)(nil),            // 20: agentmesh.v1.RestartPolicy
+	(*ResolveRequest)(nil),           // 21: agentmesh.v1.ResolveRequest
+	(*ResolveResponse)(nil),          // 22: agentmesh.v1.ResolveResponse
+	(*InvokeRequest)(nil),            // 23: agentmesh.v1.InvokeRequest
+	(*InvokeResponse)(nil),           // 24: agentmesh.v1.InvokeResponse
+	(*Deployment)(nil),               // 25: agentmesh.v1.Deployment
+	(*UpdateStrategy)(nil),           // 26: agentmesh.v1.UpdateStrategy
+	(*DeploymentStatus)(nil),         // 27: agentmesh.v1.DeploymentStatus
+	(*ApplyDeploymentRequest)(nil),   // 28: agentmesh.v1.ApplyDeploymentRequest
+	(*ApplyDeploymentResponse)(nil),  // 29: agentmesh.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),     // 30: agentmesh.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),    // 31: agentmesh.v1.GetDeploymentResponse
+	(*ListDeploymentsRequest)(nil),   // 32: agentmesh.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),  // 33: agentmesh.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),  // 34: agentmesh.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil), // 35: agentmesh.v1.DeleteDeploymentResponse
+	(*ScaleDeploymentRequest)(nil),   // 36: agentmesh.v1.ScaleDeploymentRequest
+	(*ScaleDeploymentResponse)(nil),  // 37: agentmesh.v1.ScaleDeploymentResponse
+	(*RestartAgentRequest)(nil),      // 38: agentmesh.v1.RestartAgentRequest
+	(*RestartAgentResponse)(nil),     // 39: agentmesh.v1.RestartAgentResponse
+	(*DrainAgentRequest)(nil),        // 40: agentmesh.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),       // 41: agentmesh.v1.DrainAgentResponse
+	(*StopAgentRequest)(nil),         // 42: agentmesh.v1.StopAgentRequest
+	(*StopAgentResponse)(nil),        // 43: agentmesh.v1.StopAgentResponse
+	(*GetRolloutRequest)(nil),        // 44: agentmesh.v1.GetRolloutRequest
+	(*Rollout)(nil),                  // 45: agentmesh.v1.Rollout
+	(*GetRolloutResponse)(nil),       // 46: agentmesh.v1.GetRolloutResponse
+	nil,                              // 47: agentmesh.v1.ProcessSpec.EnvEntry
+	nil,                              // 48: agentmesh.v1.InvokeRequest.MetadataEntry
+	(*SignedEnvelope)(nil),           // 49: agentmesh.v1.SignedEnvelope
+	(*Load)(nil),                     // 50: agentmesh.v1.Load
+	(HealthState)(0),                 // 51: agentmesh.v1.HealthState
+	(*AgentManifest)(nil),            // 52: agentmesh.v1.AgentManifest
+	(*LabelSelector)(nil),            // 53: agentmesh.v1.LabelSelector
+	(*AgentInstance)(nil),            // 54: agentmesh.v1.AgentInstance
 }
 var file_agentmesh_v1_orchestrator_proto_depIdxs = []int32{
 	3,  // 0: agentmesh.v1.ConnectRequest.hello:type_name -> agentmesh.v1.Hello
 	4,  // 1: agentmesh.v1.ConnectRequest.heartbeat:type_name -> agentmesh.v1.Heartbeat
-	6,  // 2: agentmesh.v1.ConnectRequest.instance_event:type_name -> agentmesh.v1.InstanceEvent
-	7,  // 3: agentmesh.v1.ConnectRequest.command_result:type_name -> agentmesh.v1.CommandResult
-	47, // 4: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
-	5,  // 5: agentmesh.v1.Heartbeat.instances:type_name -> agentmesh.v1.InstanceHeartbeat
-	48, // 6: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
-	49, // 7: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
-	49, // 8: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
-	9,  // 9: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
-	12, // 10: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
-	10, // 11: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
-	11, // 12: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
-	13, // 13: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
-	14, // 14: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
-	15, // 15: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
-	16, // 16: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
-	47, // 17: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
-	50, // 18: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
-	17, // 19: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
-	18, // 20: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	45, // 21: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
-	0,  // 22: agentmesh.v1.RestartPolicy.mode:type_name -> agentmesh.v1.RestartPolicy.Mode
-	51, // 23: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	52, // 24: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
-	51, // 25: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	46, // 26: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
-	50, // 27: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
-	17, // 28: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
-	18, // 29: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	24, // 30: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
-	25, // 31: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
-	23, // 32: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
-	23, // 33: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	23, // 34: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	52, // 35: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
-	23, // 36: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
-	23, // 37: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	1,  // 38: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
-	43, // 39: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
-	2,  // 40: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
-	19, // 41: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
-	21, // 42: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
-	26, // 43: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
-	28, // 44: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
-	30, // 45: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
-	32, // 46: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
-	34, // 47: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
-	36, // 48: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
-	38, // 49: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
-	40, // 50: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
-	42, // 51: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
-	8,  // 52: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
-	20, // 53: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
-	22, // 54: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
-	27, // 55: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
-	29, // 56: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
-	31, // 57: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
-	33, // 58: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
-	35, // 59: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
-	37, // 60: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
-	39, // 61: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
-	41, // 62: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
-	44, // 63: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
-	52, // [52:64] is the sub-list for method output_type
-	40, // [40:52] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	8,  // 2: agentmesh.v1.ConnectRequest.instance_event:type_name -> agentmesh.v1.InstanceEvent
+	9,  // 3: agentmesh.v1.ConnectRequest.command_result:type_name -> agentmesh.v1.CommandResult
+	5,  // 4: agentmesh.v1.ConnectRequest.status:type_name -> agentmesh.v1.SidecarStatus
+	49, // 5: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	7,  // 6: agentmesh.v1.Heartbeat.instances:type_name -> agentmesh.v1.InstanceHeartbeat
+	6,  // 7: agentmesh.v1.SidecarStatus.refusals:type_name -> agentmesh.v1.DataPlaneRefusals
+	50, // 8: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
+	51, // 9: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
+	51, // 10: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
+	11, // 11: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
+	14, // 12: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
+	12, // 13: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
+	13, // 14: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
+	15, // 15: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
+	16, // 16: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
+	17, // 17: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
+	18, // 18: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
+	49, // 19: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	52, // 20: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
+	19, // 21: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
+	20, // 22: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	47, // 23: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
+	0,  // 24: agentmesh.v1.RestartPolicy.mode:type_name -> agentmesh.v1.RestartPolicy.Mode
+	53, // 25: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	54, // 26: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
+	53, // 27: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	48, // 28: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
+	52, // 29: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
+	19, // 30: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
+	20, // 31: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	26, // 32: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
+	27, // 33: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
+	25, // 34: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
+	25, // 35: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	25, // 36: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	54, // 37: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
+	25, // 38: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
+	25, // 39: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	1,  // 40: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
+	45, // 41: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
+	2,  // 42: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
+	21, // 43: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
+	23, // 44: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
+	28, // 45: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
+	30, // 46: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
+	32, // 47: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
+	34, // 48: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
+	36, // 49: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
+	38, // 50: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
+	40, // 51: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
+	42, // 52: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
+	44, // 53: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
+	10, // 54: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
+	22, // 55: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
+	24, // 56: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
+	29, // 57: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
+	31, // 58: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
+	33, // 59: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
+	35, // 60: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
+	37, // 61: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
+	39, // 62: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
+	41, // 63: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
+	43, // 64: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
+	46, // 65: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
+	54, // [54:66] is the sub-list for method output_type
+	42, // [42:54] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_agentmesh_v1_orchestrator_proto_init() }
@@ -3306,14 +3434,15 @@ func file_agentmesh_v1_orchestrator_proto_init() {
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_InstanceEvent)(nil),
 		(*ConnectRequest_CommandResult)(nil),
+		(*ConnectRequest_Status)(nil),
 	}
-	file_agentmesh_v1_orchestrator_proto_msgTypes[6].OneofWrappers = []any{
+	file_agentmesh_v1_orchestrator_proto_msgTypes[8].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Command)(nil),
 		(*ConnectResponse_Shutdown)(nil),
 		(*ConnectResponse_Error)(nil),
 	}
-	file_agentmesh_v1_orchestrator_proto_msgTypes[10].OneofWrappers = []any{
+	file_agentmesh_v1_orchestrator_proto_msgTypes[12].OneofWrappers = []any{
 		(*Command_Start)(nil),
 		(*Command_Stop)(nil),
 		(*Command_Restart)(nil),
@@ -3325,7 +3454,7 @@ func file_agentmesh_v1_orchestrator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentmesh_v1_orchestrator_proto_rawDesc), len(file_agentmesh_v1_orchestrator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -10,16 +10,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "heartbeat", "instance_event", "command_result")
+    __slots__ = ("hello", "heartbeat", "instance_event", "command_result", "status")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_EVENT_FIELD_NUMBER: _ClassVar[int]
     COMMAND_RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     instance_event: InstanceEvent
     command_result: CommandResult
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., instance_event: _Optional[_Union[InstanceEvent, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ...) -> None: ...
+    status: SidecarStatus
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., instance_event: _Optional[_Union[InstanceEvent, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., status: _Optional[_Union[SidecarStatus, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("sidecar_id", "host", "instance_ids", "inbound_endpoint", "capacity", "envelope")
@@ -44,6 +46,20 @@ class Heartbeat(_message.Message):
     instances: _containers.RepeatedCompositeFieldContainer[InstanceHeartbeat]
     sequence: int
     def __init__(self, instances: _Optional[_Iterable[_Union[InstanceHeartbeat, _Mapping]]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class SidecarStatus(_message.Message):
+    __slots__ = ("refusals",)
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    refusals: _containers.RepeatedCompositeFieldContainer[DataPlaneRefusals]
+    def __init__(self, refusals: _Optional[_Iterable[_Union[DataPlaneRefusals, _Mapping]]] = ...) -> None: ...
+
+class DataPlaneRefusals(_message.Message):
+    __slots__ = ("reason", "total")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    total: int
+    def __init__(self, reason: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class InstanceHeartbeat(_message.Message):
     __slots__ = ("instance_id", "load", "reported_state", "announce")

@@ -1,7 +1,7 @@
 import type { Clock } from "../clock.js";
 import { MeshError } from "../mesh-error.js";
 import { type CallFrame, CallFrame_Kind } from "../../gen/agentmesh/v1/agent.js";
-import { errorFromStatus } from "./call-status.js";
+import { errorFromStatus, refusedBeforeDelivery } from "./call-status.js";
 import { CallTable } from "./call-table.js";
 import { ChunkQueue } from "./chunk-queue.js";
 import { type CallReply, cancelFrame, type OpenFrameFields, openFrame } from "./frames.js";
@@ -23,6 +23,8 @@ export interface CallMultiplexerOptions {
   maxBufferedChunks: number;
   clock: Clock;
   timers: Timers;
+  /** Called whenever the last call in flight leaves (a stream being retired waits for it). */
+  onIdle?: () => void;
 }
 
 interface CallSink {
@@ -121,8 +123,11 @@ export class CallMultiplexer {
     } else if (frame.kind === CallFrame_Kind.KIND_END) {
       this.settle(call);
       if (frame.statusCode === 0) call.sink.finish();
-      else call.sink.fail(errorFromStatus(frame.statusCode, frame.statusMessage));
+      else call.sink.fail(errorFromStatus(frame.statusCode, frame.statusMessage, frame.refusedBeforeDelivery));
+    } else {
+      return;
     }
+    if (this.table.size === 0) this.options.onIdle?.();
   }
 
   /** Fails every call in flight at once, without CANCEL frames: the stream that carried them is gone. */
@@ -131,6 +136,17 @@ export class CallMultiplexer {
       this.release(call);
       call.sink.fail(error);
     }
+    this.options.onIdle?.();
+  }
+
+  /** Gives up every call in flight, with a CANCEL frame each: the stream stays, the peer should stop the work. */
+  abandonAll(error: Error): void {
+    for (const call of this.table.takeAll()) {
+      this.release(call);
+      this.options.send(cancelFrame(call.callId));
+      call.sink.fail(error);
+    }
+    this.options.onIdle?.();
   }
 
   private start(fields: OpenFrameFields, streaming: boolean, callOptions: CallOptions, sink: CallSink): OutboundCall | undefined {
@@ -151,7 +167,8 @@ export class CallMultiplexer {
     try {
       call = this.table.add((callId) => ({ callId, sink, timer: undefined, detachSignal: undefined }));
     } catch (error) {
-      sink.fail(error as Error);
+      // The window was full: never sent, so the caller may try elsewhere.
+      sink.fail(error instanceof MeshError ? refusedBeforeDelivery(error) : (error as Error));
       return undefined;
     }
     if (remainingMs !== undefined) {
@@ -172,6 +189,7 @@ export class CallMultiplexer {
     this.release(call);
     this.options.send(cancelFrame(call.callId));
     call.sink.fail(error);
+    if (this.table.size === 0) this.options.onIdle?.();
   }
 
   private settle(call: OutboundCall): void {

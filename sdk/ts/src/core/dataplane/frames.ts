@@ -67,10 +67,12 @@ export function dataFrame(
   return data;
 }
 
-export function endFrame(callId: number, code: number = status.OK, message = ""): CallFrame {
+/** `refused`: the call never reached an agent (CallFrame.refused_before_delivery). */
+export function endFrame(callId: number, code: number = status.OK, message = "", refused = false): CallFrame {
   const end = frame(callId, CallFrame_Kind.KIND_END);
   end.statusCode = code;
   end.statusMessage = message;
+  end.refusedBeforeDelivery = refused;
   return end;
 }
 

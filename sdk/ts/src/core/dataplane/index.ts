@@ -7,7 +7,7 @@ export { AgentClientPool, type AgentClientPoolOptions } from "./agent-client.js"
 export type { CallOptions } from "./call-multiplexer.js";
 export type { DispatchOptions, DispatchOutcome } from "./dispatch.js";
 export { type CallReply, type OpenFrameFields, decodeOpenInvocation } from "./frames.js";
-export { CallStatusError, errorFromStatus, statusOfError } from "./call-status.js";
+export { CallStatusError, errorFromStatus, isRefusedBeforeDelivery, refusedBeforeDelivery, statusOfError } from "./call-status.js";
 
 // Building blocks, exported for tests and for other multiplexed streams.
 export { CallMultiplexer, type CallMultiplexerOptions } from "./call-multiplexer.js";
@@ -16,4 +16,4 @@ export { FrameBatcher, type FrameBatcherOptions, type FrameStream } from "./fram
 export { ChunkQueue } from "./chunk-queue.js";
 export { type BackoffPolicy, backoffDelayMs, defaultBackoffPolicy } from "./backoff.js";
 export { type Timers, type TimerHandle, systemTimers } from "./timers.js";
-export { cancelFrame, dataFrame, endFrame, openFrame } from "./frames.js";
+export { cancelFrame, dataFrame, endFrame, openFrame, pingFrame, pongFrame } from "./frames.js";

@@ -13,7 +13,7 @@ import {
 import { statusOfError } from "./call-status.js";
 import { type DispatchOptions, type DispatchOutcome, collectChunks, isAsyncIterable } from "./dispatch.js";
 import { FrameBatcher, type FrameBatcherOptions } from "./frame-batcher.js";
-import { type CallReply, dataFrame, decodeOpenInvocation, endFrame } from "./frames.js";
+import { type CallReply, dataFrame, decodeOpenInvocation, endFrame, pongFrame } from "./frames.js";
 import { silentLogger } from "./silent-logger.js";
 
 type TunnelCall = ServerDuplexStream<TunnelRequest, TunnelResponse>;
@@ -174,6 +174,10 @@ class InboundTunnel {
       case CallFrame_Kind.KIND_CANCEL:
         this.running.get(frame.callId)?.abort(new MeshError("cancelled", "call cancelled by caller"));
         return;
+      case CallFrame_Kind.KIND_PING:
+        // At once, whatever else is queued: the caller measures our event loop, not our agents.
+        this.batcher.push(pongFrame(frame.sequence));
+        return;
       default:
         this.options.logger.debug({ callId: frame.callId, kind: frame.kind }, "ignored frame");
     }
@@ -186,11 +190,11 @@ class InboundTunnel {
       return;
     }
     if (this.finishing || this.options.isDraining()) {
-      this.batcher.push(endFrame(callId, status.UNAVAILABLE, "peer sidecar draining"));
+      this.batcher.push(endFrame(callId, status.UNAVAILABLE, "peer sidecar draining", true));
       return;
     }
     if (this.running.size >= this.options.maxConcurrentCalls) {
-      this.batcher.push(endFrame(callId, status.RESOURCE_EXHAUSTED, "tunnel concurrency limit reached"));
+      this.batcher.push(endFrame(callId, status.RESOURCE_EXHAUSTED, "tunnel concurrency limit reached", true));
       return;
     }
     const controller = new AbortController();
@@ -247,7 +251,7 @@ class InboundTunnel {
 
   private endFrameFor(callId: number, error: unknown): CallFrame {
     const known = statusOfError(error);
-    if (known !== undefined) return endFrame(callId, known.code, known.message);
+    if (known !== undefined) return endFrame(callId, known.code, known.message, known.refusedBeforeDelivery);
     this.options.logger.error({ err: error, callId }, "inbound call failed");
     return endFrame(callId, status.INTERNAL, `internal error, call ${callId}`);
   }

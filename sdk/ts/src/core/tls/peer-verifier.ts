@@ -73,7 +73,7 @@ export class PeerVerifier {
         spiffeId: peerSpiffeId(leaf, this.trustDomain),
         allowedAgentNames: readAgentGrant(leaf),
         publicKey: leaf.publicKey,
-        serial: normalizeHex(leaf.serialNumber),
+        serial: normalizeSerial(leaf.serialNumber),
         notBeforeMs: Date.parse(leaf.validFrom),
         notAfterMs: Date.parse(leaf.validTo),
       };
@@ -88,6 +88,7 @@ function issuedBy(certificate: X509Certificate, issuer: X509Certificate): boolea
   return issuer.ca && certificate.checkIssued(issuer) && certificate.verify(issuer.publicKey);
 }
 
-function normalizeHex(serial: string): string {
+/** A certificate serial as agentmesh compares them: lower-case hex without leading zeros. */
+export function normalizeSerial(serial: string): string {
   return serial.toLowerCase().replace(/^0+(?=.)/, "");
 }

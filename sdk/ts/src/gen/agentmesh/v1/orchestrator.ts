@@ -37,6 +37,7 @@ export interface ConnectRequest {
     | { $case: "heartbeat"; value: Heartbeat }
     | { $case: "instanceEvent"; value: InstanceEvent }
     | { $case: "commandResult"; value: CommandResult }
+    | { $case: "status"; value: SidecarStatus }
     | undefined;
 }
 
@@ -70,6 +71,25 @@ export interface Heartbeat {
    * (INVALID_ARGUMENT); a new stream starts over.
    */
   sequence: number;
+}
+
+/**
+ * How the sidecar's data plane is doing, sent when it changed (and once on each
+ * new stream). Totals are cumulative, so a lost or repeated report changes nothing.
+ */
+export interface SidecarStatus {
+  /**
+   * Calls the inbound side refused at admission (signature, certificate, allow
+   * rules) since the sidecar started, by reason.
+   */
+  refusals: DataPlaneRefusals[];
+}
+
+/** Refused calls of one reason, counted since the sidecar started. */
+export interface DataPlaneRefusals {
+  /** A short stable label, e.g. `signature_invalid`. */
+  reason: string;
+  total: number;
 }
 
 export interface InstanceHeartbeat {
@@ -486,6 +506,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "commandResult":
         CommandResult.encode(message.msg.value, writer.uint32(34).fork()).join();
         break;
+      case "status":
+        SidecarStatus.encode(message.msg.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -535,6 +558,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.msg = { $case: "commandResult", value: CommandResult.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.msg = { $case: "status", value: SidecarStatus.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -561,6 +592,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         ? { $case: "commandResult", value: CommandResult.fromJSON(object.commandResult) }
         : isSet(object.command_result)
         ? { $case: "commandResult", value: CommandResult.fromJSON(object.command_result) }
+        : isSet(object.status)
+        ? { $case: "status", value: SidecarStatus.fromJSON(object.status) }
         : undefined,
     };
   },
@@ -575,6 +608,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       obj.instanceEvent = InstanceEvent.toJSON(message.msg.value);
     } else if (message.msg?.$case === "commandResult") {
       obj.commandResult = CommandResult.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "status") {
+      obj.status = SidecarStatus.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -606,6 +641,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "commandResult": {
         if (object.msg?.value !== undefined && object.msg?.value !== null) {
           message.msg = { $case: "commandResult", value: CommandResult.fromPartial(object.msg.value) };
+        }
+        break;
+      }
+      case "status": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "status", value: SidecarStatus.fromPartial(object.msg.value) };
         }
         break;
       }
@@ -860,6 +901,162 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     const message = createBaseHeartbeat();
     message.instances = object.instances?.map((e) => InstanceHeartbeat.fromPartial(e)) || [];
     message.sequence = object.sequence ?? 0;
+    return message;
+  },
+};
+
+function createBaseSidecarStatus(): SidecarStatus {
+  return { refusals: [] };
+}
+
+export const SidecarStatus: MessageFns<SidecarStatus> = {
+  encode(message: SidecarStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.refusals) {
+      DataPlaneRefusals.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SidecarStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSidecarStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.refusals.push(DataPlaneRefusals.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SidecarStatus {
+    return {
+      refusals: globalThis.Array.isArray(object?.refusals)
+        ? object.refusals.map((e: any) => DataPlaneRefusals.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SidecarStatus): unknown {
+    const obj: any = {};
+    if (message.refusals?.length) {
+      obj.refusals = message.refusals.map((e) => DataPlaneRefusals.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SidecarStatus>, I>>(base?: I): SidecarStatus {
+    return SidecarStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SidecarStatus>, I>>(object: I): SidecarStatus {
+    const message = createBaseSidecarStatus();
+    message.refusals = object.refusals?.map((e) => DataPlaneRefusals.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDataPlaneRefusals(): DataPlaneRefusals {
+  return { reason: "", total: 0 };
+}
+
+export const DataPlaneRefusals: MessageFns<DataPlaneRefusals> = {
+  encode(message: DataPlaneRefusals, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reason !== "") {
+      writer.uint32(10).string(message.reason);
+    }
+    if (message.total !== 0) {
+      writer.uint32(16).uint64(message.total);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DataPlaneRefusals {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDataPlaneRefusals();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.total = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DataPlaneRefusals {
+    return {
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      total: isSet(object.total) ? globalThis.Number(object.total) : 0,
+    };
+  },
+
+  toJSON(message: DataPlaneRefusals): unknown {
+    const obj: any = {};
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.total !== 0) {
+      obj.total = Math.round(message.total);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DataPlaneRefusals>, I>>(base?: I): DataPlaneRefusals {
+    return DataPlaneRefusals.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DataPlaneRefusals>, I>>(object: I): DataPlaneRefusals {
+    const message = createBaseDataPlaneRefusals();
+    message.reason = object.reason ?? "";
+    message.total = object.total ?? 0;
     return message;
   },
 };
