@@ -73,6 +73,62 @@ func (RestartPolicy_Mode) EnumDescriptor() ([]byte, []int) {
 	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{16, 0}
 }
 
+// What applying did, as kubectl says it.
+type ApplyDeploymentResponse_Outcome int32
+
+const (
+	ApplyDeploymentResponse_OUTCOME_UNSPECIFIED ApplyDeploymentResponse_Outcome = 0
+	// No deployment of this name existed.
+	ApplyDeploymentResponse_OUTCOME_CREATED ApplyDeploymentResponse_Outcome = 1
+	// The stored spec was changed (generation + 1).
+	ApplyDeploymentResponse_OUTCOME_CONFIGURED ApplyDeploymentResponse_Outcome = 2
+	// The spec equals the stored one; nothing changed.
+	ApplyDeploymentResponse_OUTCOME_UNCHANGED ApplyDeploymentResponse_Outcome = 3
+)
+
+// Enum value maps for ApplyDeploymentResponse_Outcome.
+var (
+	ApplyDeploymentResponse_Outcome_name = map[int32]string{
+		0: "OUTCOME_UNSPECIFIED",
+		1: "OUTCOME_CREATED",
+		2: "OUTCOME_CONFIGURED",
+		3: "OUTCOME_UNCHANGED",
+	}
+	ApplyDeploymentResponse_Outcome_value = map[string]int32{
+		"OUTCOME_UNSPECIFIED": 0,
+		"OUTCOME_CREATED":     1,
+		"OUTCOME_CONFIGURED":  2,
+		"OUTCOME_UNCHANGED":   3,
+	}
+)
+
+func (x ApplyDeploymentResponse_Outcome) Enum() *ApplyDeploymentResponse_Outcome {
+	p := new(ApplyDeploymentResponse_Outcome)
+	*p = x
+	return p
+}
+
+func (x ApplyDeploymentResponse_Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApplyDeploymentResponse_Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentmesh_v1_orchestrator_proto_enumTypes[1].Descriptor()
+}
+
+func (ApplyDeploymentResponse_Outcome) Type() protoreflect.EnumType {
+	return &file_agentmesh_v1_orchestrator_proto_enumTypes[1]
+}
+
+func (x ApplyDeploymentResponse_Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApplyDeploymentResponse_Outcome.Descriptor instead.
+func (ApplyDeploymentResponse_Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{25, 0}
+}
+
 type Rollout_Phase int32
 
 const (
@@ -115,11 +171,11 @@ func (x Rollout_Phase) String() string {
 }
 
 func (Rollout_Phase) Descriptor() protoreflect.EnumDescriptor {
-	return file_agentmesh_v1_orchestrator_proto_enumTypes[1].Descriptor()
+	return file_agentmesh_v1_orchestrator_proto_enumTypes[2].Descriptor()
 }
 
 func (Rollout_Phase) Type() protoreflect.EnumType {
-	return &file_agentmesh_v1_orchestrator_proto_enumTypes[1]
+	return &file_agentmesh_v1_orchestrator_proto_enumTypes[2]
 }
 
 func (x Rollout_Phase) Number() protoreflect.EnumNumber {
@@ -2002,9 +2058,11 @@ func (x *ApplyDeploymentRequest) GetDeployment() *Deployment {
 }
 
 type ApplyDeploymentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
-	Changed       bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Deployment *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// True for CREATED and CONFIGURED.
+	Changed       bool                            `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	Outcome       ApplyDeploymentResponse_Outcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=agentmesh.v1.ApplyDeploymentResponse_Outcome" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2051,6 +2109,13 @@ func (x *ApplyDeploymentResponse) GetChanged() bool {
 		return x.Changed
 	}
 	return false
+}
+
+func (x *ApplyDeploymentResponse) GetOutcome() ApplyDeploymentResponse_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return ApplyDeploymentResponse_OUTCOME_UNSPECIFIED
 }
 
 type GetDeploymentRequest struct {
@@ -2273,8 +2338,13 @@ func (x *DeleteDeploymentRequest) GetName() string {
 	return ""
 }
 
+// The deployment is scaled to zero (its serving instances drained, then every
+// instance stopped) and removed once none is left; GetDeployment answers
+// NOT_FOUND from then on.
 type DeleteDeploymentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Instances of the deployment when it was deleted: all of them are being stopped.
+	Instances     uint32 `protobuf:"varint,1,opt,name=instances,proto3" json:"instances,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2307,6 +2377,13 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
 	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *DeleteDeploymentResponse) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
 }
 
 type ScaleDeploymentRequest struct {
@@ -2720,10 +2797,13 @@ type Rollout struct {
 	// Template revisions (a hash of manifest, process and restart policy): a change to
 	// any of them with the same version is still a new revision, rolled like one.
 	// from_revision is empty when unknown (first deploy).
-	FromRevision  string `protobuf:"bytes,11,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
-	ToRevision    string `protobuf:"bytes,12,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FromRevision string `protobuf:"bytes,11,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	ToRevision   string `protobuf:"bytes,12,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	// Instances the rollout needs that no connected sidecar has capacity for; they
+	// are placed as soon as a sidecar has room (a sidecar's --capacity).
+	WaitingForCapacity uint32 `protobuf:"varint,13,opt,name=waiting_for_capacity,json=waitingForCapacity,proto3" json:"waiting_for_capacity,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -2838,6 +2918,13 @@ func (x *Rollout) GetToRevision() string {
 		return x.ToRevision
 	}
 	return ""
+}
+
+func (x *Rollout) GetWaitingForCapacity() uint32 {
+	if x != nil {
+		return x.WaitingForCapacity
+	}
+	return 0
 }
 
 type GetRolloutResponse struct {
@@ -3055,12 +3142,18 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x16ApplyDeploymentRequest\x128\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x18.agentmesh.v1.DeploymentR\n" +
-	"deployment\"m\n" +
+	"deployment\"\x9e\x02\n" +
 	"\x17ApplyDeploymentResponse\x128\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x18.agentmesh.v1.DeploymentR\n" +
 	"deployment\x12\x18\n" +
-	"\achanged\x18\x02 \x01(\bR\achanged\"*\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x12G\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2-.agentmesh.v1.ApplyDeploymentResponse.OutcomeR\aoutcome\"f\n" +
+	"\aOutcome\x12\x17\n" +
+	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fOUTCOME_CREATED\x10\x01\x12\x16\n" +
+	"\x12OUTCOME_CONFIGURED\x10\x02\x12\x15\n" +
+	"\x11OUTCOME_UNCHANGED\x10\x03\"*\n" +
 	"\x14GetDeploymentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x8c\x01\n" +
 	"\x15GetDeploymentResponse\x128\n" +
@@ -3072,8 +3165,9 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x17ListDeploymentsResponse\x12:\n" +
 	"\vdeployments\x18\x01 \x03(\v2\x18.agentmesh.v1.DeploymentR\vdeployments\"-\n" +
 	"\x17DeleteDeploymentRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
-	"\x18DeleteDeploymentResponse\"H\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"8\n" +
+	"\x18DeleteDeploymentResponse\x12\x1c\n" +
+	"\tinstances\x18\x01 \x01(\rR\tinstances\"H\n" +
 	"\x16ScaleDeploymentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\"S\n" +
@@ -3098,7 +3192,7 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x11GetRolloutRequest\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
-	"deployment\"\xcc\x04\n" +
+	"deployment\"\xfe\x04\n" +
 	"\aRollout\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
@@ -3118,7 +3212,8 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"generation\x12#\n" +
 	"\rfrom_revision\x18\v \x01(\tR\ffromRevision\x12\x1f\n" +
 	"\vto_revision\x18\f \x01(\tR\n" +
-	"toRevision\"\x8a\x01\n" +
+	"toRevision\x120\n" +
+	"\x14waiting_for_capacity\x18\r \x01(\rR\x12waitingForCapacity\"\x8a\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PHASE_PROGRESSING\x10\x01\x12\x12\n" +
@@ -3156,133 +3251,135 @@ func file_agentmesh_v1_orchestrator_proto_rawDescGZIP() []byte {
 	return file_agentmesh_v1_orchestrator_proto_rawDescData
 }
 
-var file_agentmesh_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agentmesh_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_agentmesh_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_agentmesh_v1_orchestrator_proto_goTypes = []any{
-	(RestartPolicy_Mode)(0),          // 0: agentmesh.v1.RestartPolicy.Mode
-	(Rollout_Phase)(0),               // 1: agentmesh.v1.Rollout.Phase
-	(*ConnectRequest)(nil),           // 2: agentmesh.v1.ConnectRequest
-	(*Hello)(nil),                    // 3: agentmesh.v1.Hello
-	(*Heartbeat)(nil),                // 4: agentmesh.v1.Heartbeat
-	(*InstanceHeartbeat)(nil),        // 5: agentmesh.v1.InstanceHeartbeat
-	(*InstanceEvent)(nil),            // 6: agentmesh.v1.InstanceEvent
-	(*CommandResult)(nil),            // 7: agentmesh.v1.CommandResult
-	(*ConnectResponse)(nil),          // 8: agentmesh.v1.ConnectResponse
-	(*Welcome)(nil),                  // 9: agentmesh.v1.Welcome
-	(*Shutdown)(nil),                 // 10: agentmesh.v1.Shutdown
-	(*StreamError)(nil),              // 11: agentmesh.v1.StreamError
-	(*Command)(nil),                  // 12: agentmesh.v1.Command
-	(*StartAgent)(nil),               // 13: agentmesh.v1.StartAgent
-	(*StopInstance)(nil),             // 14: agentmesh.v1.StopInstance
-	(*RestartInstance)(nil),          // 15: agentmesh.v1.RestartInstance
-	(*DrainInstance)(nil),            // 16: agentmesh.v1.DrainInstance
-	(*ProcessSpec)(nil),              // 17: agentmesh.v1.ProcessSpec
-	(*RestartPolicy)(nil),            // 18: agentmesh.v1.RestartPolicy
-	(*ResolveRequest)(nil),           // 19: agentmesh.v1.ResolveRequest
-	(*ResolveResponse)(nil),          // 20: agentmesh.v1.ResolveResponse
-	(*InvokeRequest)(nil),            // 21: agentmesh.v1.InvokeRequest
-	(*InvokeResponse)(nil),           // 22: agentmesh.v1.InvokeResponse
-	(*Deployment)(nil),               // 23: agentmesh.v1.Deployment
-	(*UpdateStrategy)(nil),           // 24: agentmesh.v1.UpdateStrategy
-	(*DeploymentStatus)(nil),         // 25: agentmesh.v1.DeploymentStatus
-	(*ApplyDeploymentRequest)(nil),   // 26: agentmesh.v1.ApplyDeploymentRequest
-	(*ApplyDeploymentResponse)(nil),  // 27: agentmesh.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),     // 28: agentmesh.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),    // 29: agentmesh.v1.GetDeploymentResponse
-	(*ListDeploymentsRequest)(nil),   // 30: agentmesh.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),  // 31: agentmesh.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),  // 32: agentmesh.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil), // 33: agentmesh.v1.DeleteDeploymentResponse
-	(*ScaleDeploymentRequest)(nil),   // 34: agentmesh.v1.ScaleDeploymentRequest
-	(*ScaleDeploymentResponse)(nil),  // 35: agentmesh.v1.ScaleDeploymentResponse
-	(*RestartAgentRequest)(nil),      // 36: agentmesh.v1.RestartAgentRequest
-	(*RestartAgentResponse)(nil),     // 37: agentmesh.v1.RestartAgentResponse
-	(*DrainAgentRequest)(nil),        // 38: agentmesh.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),       // 39: agentmesh.v1.DrainAgentResponse
-	(*StopAgentRequest)(nil),         // 40: agentmesh.v1.StopAgentRequest
-	(*StopAgentResponse)(nil),        // 41: agentmesh.v1.StopAgentResponse
-	(*GetRolloutRequest)(nil),        // 42: agentmesh.v1.GetRolloutRequest
-	(*Rollout)(nil),                  // 43: agentmesh.v1.Rollout
-	(*GetRolloutResponse)(nil),       // 44: agentmesh.v1.GetRolloutResponse
-	nil,                              // 45: agentmesh.v1.ProcessSpec.EnvEntry
-	nil,                              // 46: agentmesh.v1.InvokeRequest.MetadataEntry
-	(*SignedEnvelope)(nil),           // 47: agentmesh.v1.SignedEnvelope
-	(*Load)(nil),                     // 48: agentmesh.v1.Load
-	(HealthState)(0),                 // 49: agentmesh.v1.HealthState
-	(*AgentManifest)(nil),            // 50: agentmesh.v1.AgentManifest
-	(*LabelSelector)(nil),            // 51: agentmesh.v1.LabelSelector
-	(*AgentInstance)(nil),            // 52: agentmesh.v1.AgentInstance
+	(RestartPolicy_Mode)(0),              // 0: agentmesh.v1.RestartPolicy.Mode
+	(ApplyDeploymentResponse_Outcome)(0), // 1: agentmesh.v1.ApplyDeploymentResponse.Outcome
+	(Rollout_Phase)(0),                   // 2: agentmesh.v1.Rollout.Phase
+	(*ConnectRequest)(nil),               // 3: agentmesh.v1.ConnectRequest
+	(*Hello)(nil),                        // 4: agentmesh.v1.Hello
+	(*Heartbeat)(nil),                    // 5: agentmesh.v1.Heartbeat
+	(*InstanceHeartbeat)(nil),            // 6: agentmesh.v1.InstanceHeartbeat
+	(*InstanceEvent)(nil),                // 7: agentmesh.v1.InstanceEvent
+	(*CommandResult)(nil),                // 8: agentmesh.v1.CommandResult
+	(*ConnectResponse)(nil),              // 9: agentmesh.v1.ConnectResponse
+	(*Welcome)(nil),                      // 10: agentmesh.v1.Welcome
+	(*Shutdown)(nil),                     // 11: agentmesh.v1.Shutdown
+	(*StreamError)(nil),                  // 12: agentmesh.v1.StreamError
+	(*Command)(nil),                      // 13: agentmesh.v1.Command
+	(*StartAgent)(nil),                   // 14: agentmesh.v1.StartAgent
+	(*StopInstance)(nil),                 // 15: agentmesh.v1.StopInstance
+	(*RestartInstance)(nil),              // 16: agentmesh.v1.RestartInstance
+	(*DrainInstance)(nil),                // 17: agentmesh.v1.DrainInstance
+	(*ProcessSpec)(nil),                  // 18: agentmesh.v1.ProcessSpec
+	(*RestartPolicy)(nil),                // 19: agentmesh.v1.RestartPolicy
+	(*ResolveRequest)(nil),               // 20: agentmesh.v1.ResolveRequest
+	(*ResolveResponse)(nil),              // 21: agentmesh.v1.ResolveResponse
+	(*InvokeRequest)(nil),                // 22: agentmesh.v1.InvokeRequest
+	(*InvokeResponse)(nil),               // 23: agentmesh.v1.InvokeResponse
+	(*Deployment)(nil),                   // 24: agentmesh.v1.Deployment
+	(*UpdateStrategy)(nil),               // 25: agentmesh.v1.UpdateStrategy
+	(*DeploymentStatus)(nil),             // 26: agentmesh.v1.DeploymentStatus
+	(*ApplyDeploymentRequest)(nil),       // 27: agentmesh.v1.ApplyDeploymentRequest
+	(*ApplyDeploymentResponse)(nil),      // 28: agentmesh.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),         // 29: agentmesh.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),        // 30: agentmesh.v1.GetDeploymentResponse
+	(*ListDeploymentsRequest)(nil),       // 31: agentmesh.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),      // 32: agentmesh.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),      // 33: agentmesh.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),     // 34: agentmesh.v1.DeleteDeploymentResponse
+	(*ScaleDeploymentRequest)(nil),       // 35: agentmesh.v1.ScaleDeploymentRequest
+	(*ScaleDeploymentResponse)(nil),      // 36: agentmesh.v1.ScaleDeploymentResponse
+	(*RestartAgentRequest)(nil),          // 37: agentmesh.v1.RestartAgentRequest
+	(*RestartAgentResponse)(nil),         // 38: agentmesh.v1.RestartAgentResponse
+	(*DrainAgentRequest)(nil),            // 39: agentmesh.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),           // 40: agentmesh.v1.DrainAgentResponse
+	(*StopAgentRequest)(nil),             // 41: agentmesh.v1.StopAgentRequest
+	(*StopAgentResponse)(nil),            // 42: agentmesh.v1.StopAgentResponse
+	(*GetRolloutRequest)(nil),            // 43: agentmesh.v1.GetRolloutRequest
+	(*Rollout)(nil),                      // 44: agentmesh.v1.Rollout
+	(*GetRolloutResponse)(nil),           // 45: agentmesh.v1.GetRolloutResponse
+	nil,                                  // 46: agentmesh.v1.ProcessSpec.EnvEntry
+	nil,                                  // 47: agentmesh.v1.InvokeRequest.MetadataEntry
+	(*SignedEnvelope)(nil),               // 48: agentmesh.v1.SignedEnvelope
+	(*Load)(nil),                         // 49: agentmesh.v1.Load
+	(HealthState)(0),                     // 50: agentmesh.v1.HealthState
+	(*AgentManifest)(nil),                // 51: agentmesh.v1.AgentManifest
+	(*LabelSelector)(nil),                // 52: agentmesh.v1.LabelSelector
+	(*AgentInstance)(nil),                // 53: agentmesh.v1.AgentInstance
 }
 var file_agentmesh_v1_orchestrator_proto_depIdxs = []int32{
-	3,  // 0: agentmesh.v1.ConnectRequest.hello:type_name -> agentmesh.v1.Hello
-	4,  // 1: agentmesh.v1.ConnectRequest.heartbeat:type_name -> agentmesh.v1.Heartbeat
-	6,  // 2: agentmesh.v1.ConnectRequest.instance_event:type_name -> agentmesh.v1.InstanceEvent
-	7,  // 3: agentmesh.v1.ConnectRequest.command_result:type_name -> agentmesh.v1.CommandResult
-	47, // 4: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
-	5,  // 5: agentmesh.v1.Heartbeat.instances:type_name -> agentmesh.v1.InstanceHeartbeat
-	48, // 6: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
-	49, // 7: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
-	49, // 8: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
-	9,  // 9: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
-	12, // 10: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
-	10, // 11: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
-	11, // 12: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
-	13, // 13: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
-	14, // 14: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
-	15, // 15: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
-	16, // 16: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
-	47, // 17: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
-	50, // 18: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
-	17, // 19: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
-	18, // 20: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	45, // 21: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
+	4,  // 0: agentmesh.v1.ConnectRequest.hello:type_name -> agentmesh.v1.Hello
+	5,  // 1: agentmesh.v1.ConnectRequest.heartbeat:type_name -> agentmesh.v1.Heartbeat
+	7,  // 2: agentmesh.v1.ConnectRequest.instance_event:type_name -> agentmesh.v1.InstanceEvent
+	8,  // 3: agentmesh.v1.ConnectRequest.command_result:type_name -> agentmesh.v1.CommandResult
+	48, // 4: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	6,  // 5: agentmesh.v1.Heartbeat.instances:type_name -> agentmesh.v1.InstanceHeartbeat
+	49, // 6: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
+	50, // 7: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
+	50, // 8: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
+	10, // 9: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
+	13, // 10: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
+	11, // 11: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
+	12, // 12: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
+	14, // 13: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
+	15, // 14: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
+	16, // 15: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
+	17, // 16: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
+	48, // 17: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	51, // 18: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
+	18, // 19: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
+	19, // 20: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	46, // 21: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
 	0,  // 22: agentmesh.v1.RestartPolicy.mode:type_name -> agentmesh.v1.RestartPolicy.Mode
-	51, // 23: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	52, // 24: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
-	51, // 25: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	46, // 26: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
-	50, // 27: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
-	17, // 28: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
-	18, // 29: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	24, // 30: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
-	25, // 31: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
-	23, // 32: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
-	23, // 33: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	23, // 34: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	52, // 35: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
-	23, // 36: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
-	23, // 37: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	1,  // 38: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
-	43, // 39: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
-	2,  // 40: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
-	19, // 41: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
-	21, // 42: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
-	26, // 43: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
-	28, // 44: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
-	30, // 45: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
-	32, // 46: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
-	34, // 47: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
-	36, // 48: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
-	38, // 49: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
-	40, // 50: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
-	42, // 51: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
-	8,  // 52: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
-	20, // 53: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
-	22, // 54: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
-	27, // 55: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
-	29, // 56: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
-	31, // 57: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
-	33, // 58: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
-	35, // 59: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
-	37, // 60: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
-	39, // 61: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
-	41, // 62: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
-	44, // 63: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
-	52, // [52:64] is the sub-list for method output_type
-	40, // [40:52] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	52, // 23: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	53, // 24: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
+	52, // 25: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	47, // 26: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
+	51, // 27: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
+	18, // 28: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
+	19, // 29: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	25, // 30: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
+	26, // 31: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
+	24, // 32: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
+	24, // 33: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	1,  // 34: agentmesh.v1.ApplyDeploymentResponse.outcome:type_name -> agentmesh.v1.ApplyDeploymentResponse.Outcome
+	24, // 35: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	53, // 36: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
+	24, // 37: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
+	24, // 38: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	2,  // 39: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
+	44, // 40: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
+	3,  // 41: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
+	20, // 42: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
+	22, // 43: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
+	27, // 44: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
+	29, // 45: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
+	31, // 46: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
+	33, // 47: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
+	35, // 48: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
+	37, // 49: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
+	39, // 50: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
+	41, // 51: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
+	43, // 52: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
+	9,  // 53: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
+	21, // 54: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
+	23, // 55: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
+	28, // 56: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
+	30, // 57: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
+	32, // 58: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
+	34, // 59: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
+	36, // 60: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
+	38, // 61: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
+	40, // 62: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
+	42, // 63: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
+	45, // 64: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
+	53, // [53:65] is the sub-list for method output_type
+	41, // [41:53] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_agentmesh_v1_orchestrator_proto_init() }
@@ -3315,7 +3412,7 @@ func file_agentmesh_v1_orchestrator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentmesh_v1_orchestrator_proto_rawDesc), len(file_agentmesh_v1_orchestrator_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
