@@ -67,7 +67,7 @@ export function parseDuration(text: string): DurationParse {
 export function parseDurationValue(value: unknown): DurationParse {
   if (typeof value === "string") return parseDuration(value);
   if (value === 0) return { ok: true, ms: 0 };
-  if (typeof value === "number") return { ok: false, problem: `needs a unit, like ${value}s or ${value}ms` };
+  if (typeof value === "number" && Number.isFinite(value) && value > 0) return { ok: false, problem: `needs a unit, like ${value}s or ${value}ms` };
   return { ok: false, problem: `must be a duration such as ${durationExamples}` };
 }
 
