@@ -118,8 +118,13 @@ export function addLifecycleCommands(ctl: Program): void {
       const redraw = process.stdout.isTTY && options.output !== "json";
       let last = "";
       for (;;) {
-        const { rollout: current } = await call<GetRolloutResponse>((metadata, callOptions, callback) => orchestrator.getRollout({ deployment: name }, metadata, callOptions, callback));
-        if (!current) throw CliError.failed(`no rollout for ${name}`);
+        const current = await currentRollout(orchestrator, name);
+        if (current === undefined) {
+          // Applied a moment ago: the first reconcile pass has not made its rollout yet.
+          if (Date.now() >= deadline || flags.once) throw CliError.failed(`no rollout for ${name} yet`);
+          await pause(FOLLOW_INTERVAL_MS);
+          continue;
+        }
         const done = current.phase === Rollout_Phase.PHASE_COMPLETE || current.phase === Rollout_Phase.PHASE_ROLLED_BACK;
         const line = options.output === "json" ? JSON.stringify({ ...current, phase: phaseName(current) }) : rolloutLine(current);
         // Changes only: a rollout waiting for capacity prints once, not every poll.
@@ -217,6 +222,18 @@ function needsExplaining(deployment: Deployment): boolean {
   const status = deployment.status;
   if (!status) return false;
   return status.phase !== "complete" || status.readyReplicas < deployment.replicas || status.replicas !== deployment.replicas;
+}
+
+/** The deployment's rollout; undefined while the deployment exists but has none yet (NOT_FOUND for an unknown deployment). */
+async function currentRollout(orchestrator: CtlClients["orchestrator"], name: string): Promise<Rollout | undefined> {
+  try {
+    const { rollout } = await call<GetRolloutResponse>((metadata, callOptions, callback) => orchestrator.getRollout({ deployment: name }, metadata, callOptions, callback));
+    return rollout;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+    await call<GetDeploymentResponse>((metadata, callOptions, callback) => orchestrator.getDeployment({ name }, metadata, callOptions, callback));
+    return undefined;
+  }
 }
 
 function phaseName(rollout: Rollout): string {
