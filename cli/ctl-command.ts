@@ -1,6 +1,6 @@
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { healthStateName } from "../services/registry/domain/health-state.js";
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { IdentityServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { OrchestratorServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import {
@@ -121,6 +121,13 @@ const knownStates = Object.values(HealthState)
   .map((state) => stateName(state))
   .join(", ");
 
+/** `--state ready` → HEALTH_STATE_READY, refused at parse time (a usage error) when it names no state. */
+function parseStateFlag(text: string): HealthState {
+  const state = healthStateFromJSON(`HEALTH_STATE_${text.toUpperCase()}`);
+  if (state === HealthState.UNRECOGNIZED || state === HealthState.HEALTH_STATE_UNSPECIFIED) throw new InvalidArgumentError(`not a state; use one of ${knownStates}`);
+  return state;
+}
+
 const agentHeaders = ["name", "version", "instance", "state", "capabilities", "age"];
 
 export function addCtlCommand(program: Command): Command {
@@ -131,12 +138,11 @@ export function addCtlCommand(program: Command): Command {
     .description("list registered agent instances")
     .option("--name <name>", "only this agent name")
     .option("-l, --selector <selector>", "label selector, e.g. env=prod,tier in (a|b)", parseSelectorFlag)
-    .option("--state <state>", "only this state, e.g. READY");
+    .option("--state <state>", "only this state, e.g. READY", parseStateFlag);
   agents.action(
     ctlAction(agents, async ({ registry, options }) => {
-      const flags = agents.opts() as { name?: string; selector?: LabelSelector; state?: string };
-      const states = flags.state ? [healthStateFromJSON(`HEALTH_STATE_${flags.state.toUpperCase()}`)] : [];
-      if (states.includes(HealthState.UNRECOGNIZED)) throw CliError.usage(`--state ${flags.state}: not a state; use one of ${knownStates}`);
+      const flags = agents.opts() as { name?: string; selector?: LabelSelector; state?: HealthState };
+      const states = flags.state === undefined ? [] : [flags.state];
       const instances: AgentInstance[] = [];
       let pageToken = "";
       do {

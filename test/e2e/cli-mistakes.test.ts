@@ -161,6 +161,7 @@ describe("usage errors exit 2 in one line", () => {
     [["ctl", "rollout", "status", "echo", "--timeout", "10"], "option '--timeout <duration>' argument '10' is invalid. \"10\" needs a unit, like 10s or 10ms"],
     [["ctl", "--server", "127.0.0.1:99999", "agents"], "option '--server <address>' argument '127.0.0.1:99999' is invalid. --server 127.0.0.1:99999: the port must be 1-65535"],
     [["server", "--port", "http"], "option '--port <port>' argument 'http' is invalid. --port must be an integer 0-65535"],
+    [["ctl", "agents", "--state", "bogus"], "option '--state <state>' argument 'bogus' is invalid. not a state; use one of STARTING, READY, DEGRADED, UNHEALTHY, DRAINING, STOPPED, FAILED"],
   ])("agentmesh %j", async (args, line) => {
     const result = await agentmesh(args);
     expectOneLine(result, line, 2);
