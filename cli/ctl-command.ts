@@ -56,7 +56,10 @@ export async function ctlClients(options: ConnectionOptions): Promise<CtlClients
 /** Deadline of one ctl call unless the command says otherwise. */
 export const defaultCallTimeoutMs = 10_000;
 
-/** Promise form of a unary call with a deadline, so ctl never hangs on a dead server. */
+/**
+ * Promise form of a unary call with a deadline, so ctl never hangs on a dead server.
+ * A failure carries the deadline it had (`timeoutMs`), for its one-line message.
+ */
 export function call<Response>(
   invoke: (metadata: Metadata, options: { deadline: Date }, callback: (error: ServiceError | null, response: Response) => void) => unknown,
   timeoutMs = defaultCallTimeoutMs,
