@@ -318,6 +318,12 @@ async function drainInstance(clients: CtlClients, instanceId: string, flags: { g
   const say = progressPrinter(options);
   const { instance } = await call<GetAgentResponse>((metadata, callOptions, callback) => registry.getAgent({ instanceId }, metadata, callOptions, callback));
   const deployment = instance?.deployment ?? "";
+  // Taken before the drain: with room on a sidecar the replacement may start before ctl looks again.
+  const before = new Set<string>();
+  if (deployment !== "") {
+    const current = await call<GetDeploymentResponse>((metadata, callOptions, callback) => orchestrator.getDeployment({ name: deployment }, metadata, callOptions, callback));
+    for (const each of current.instances) before.add(each.instanceId);
+  }
   say(`${instanceId} draining: out of routing, in-flight calls finish`);
   await call<unknown>((metadata, callOptions, callback) => orchestrator.drainAgent({ instanceId, graceMs: flags.grace }, metadata, callOptions, callback), flags.grace + COMMAND_WAIT_SLACK_MS);
   say(`${instanceId} drained`);
@@ -330,15 +336,11 @@ async function drainInstance(clients: CtlClients, instanceId: string, flags: { g
     return;
   }
   say(`${instanceId} stopping; deployment/${deployment} places a replacement`);
-  const before = new Set<string>();
-  let first = true;
   const deadline = Date.now() + flags.timeout;
   for (;;) {
     const current = await call<GetDeploymentResponse>((metadata, callOptions, callback) => orchestrator.getDeployment({ name: deployment }, metadata, callOptions, callback));
     const { rollout } = await call<GetRolloutResponse>((metadata, callOptions, callback) => orchestrator.getRollout({ deployment }, metadata, callOptions, callback)).catch(() => ({ rollout: undefined }));
     const instances = current.instances;
-    if (first) for (const each of instances) before.add(each.instanceId);
-    first = false;
     const drained = instances.find((each) => each.instanceId === instanceId);
     if (!drained) say(`${instanceId} stopped`);
     const replacements = instances.filter((each) => !before.has(each.instanceId));

@@ -15,7 +15,7 @@ import { ensureWritableDirectory } from "./writable-directory.js";
 const EXIT_DEADLINE_MS = 15_000;
 
 /** Agents of one --manifest file (the deployment YAML format; `replicas` local instances each, unmanaged). */
-export function agentsFromManifestText(text: string): LocalAgentSpec[] {
+function agentsFromManifestText(text: string): LocalAgentSpec[] {
   const specs: LocalAgentSpec[] = [];
   for (const deployment of parseDeploymentYaml(text)) {
     const spec = specFromStart({ deployment: "", instanceId: "", manifest: deployment.manifest, process: deployment.process, restartPolicy: deployment.restartPolicy });
