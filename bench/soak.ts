@@ -94,7 +94,7 @@ import { Metadata, type ServiceError, connectivityState, credentials, status } f
 import { parseAllDocuments } from "yaml";
 import { type CtlClients, call, ctlClients } from "../cli/ctl-command.js";
 import { channelCredentials } from "../cli/ctl-connection.js";
-import { parseDurationMs } from "../cli/duration.js";
+import { parseDurationMs } from "../sdk/ts/src/core/duration.js";
 import { SidecarServiceClient, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { CreateJoinTokenResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import {

@@ -1,17 +1,20 @@
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { healthStateName } from "../services/registry/domain/health-state.js";
-import type { Command } from "commander";
-import { parseLabelSelector } from "../sdk/ts/src/core/label-selector.js";
+import { type Command, InvalidArgumentError } from "commander";
 import { IdentityServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { OrchestratorServiceClient } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import {
+  type LabelSelector,
   ListAgentsRequest,
   RegistryServiceClient,
   WatchResponse,
   WatchResponse_EventType,
 } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { AgentInstance, HealthState, healthStateFromJSON } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
-import { type ConnectionOptions, addConnectionOptions, channelCredentials, describeRpcError } from "./ctl-connection.js";
+import { CliError } from "./cli-error.js";
+import { type Connection, type ConnectionOptions, addConnectionOptions, connectionFor, openConnection, probeTls } from "./ctl-connection.js";
+import type { RpcTarget } from "./error-translation.js";
+import { parseSelectorFlag } from "./options.js";
 import { formatAge, renderTable } from "./table.js";
 
 export interface CtlClients {
@@ -19,36 +22,50 @@ export interface CtlClients {
   orchestrator: OrchestratorServiceClient;
   identity: IdentityServiceClient;
   options: ConnectionOptions;
+  connection: Connection;
   close(): void;
 }
 
-export async function ctlClients(options: ConnectionOptions): Promise<CtlClients> {
-  const { credentials } = await channelCredentials(options);
+/** Clients over `connection`; ctl commands get theirs from ctlAction. */
+export function clientsFor(connection: Connection, options: ConnectionOptions): CtlClients {
   // The server is verified by SPIFFE ID; a fixed TLS name avoids IP addresses as SNI.
-  const channelOptions = options.plaintext ? {} : { "grpc.ssl_target_name_override": "agentmesh-server" };
-  const registry = new RegistryServiceClient(options.server, credentials, channelOptions);
-  const orchestrator = new OrchestratorServiceClient(options.server, credentials, channelOptions);
-  const identity = new IdentityServiceClient(options.server, credentials, channelOptions);
+  const channelOptions = connection.plaintext ? {} : { "grpc.ssl_target_name_override": "agentmesh-server" };
+  const registry = new RegistryServiceClient(connection.address, connection.credentials, channelOptions);
+  const orchestrator = new OrchestratorServiceClient(connection.address, connection.credentials, channelOptions);
+  const identity = new IdentityServiceClient(connection.address, connection.credentials, channelOptions);
   return {
     registry,
     orchestrator,
     identity,
     options,
+    connection,
     close: () => {
       registry.close();
       orchestrator.close();
       identity.close();
+      connection.identity?.close();
     },
   };
 }
 
-/** Promise form of a unary call with a deadline, so ctl never hangs on a dead server. */
+/** Clients for programs (benches, the demo) that have the options but no commander command. */
+export async function ctlClients(options: ConnectionOptions): Promise<CtlClients> {
+  return clientsFor(await connectionFor(options), options);
+}
+
+/** Deadline of one ctl call unless the command says otherwise. */
+export const defaultCallTimeoutMs = 10_000;
+
+/**
+ * Promise form of a unary call with a deadline, so ctl never hangs on a dead server.
+ * A failure carries the deadline it had (`timeoutMs`), for its one-line message.
+ */
 export function call<Response>(
   invoke: (metadata: Metadata, options: { deadline: Date }, callback: (error: ServiceError | null, response: Response) => void) => unknown,
-  timeoutMs = 10_000,
+  timeoutMs = defaultCallTimeoutMs,
 ): Promise<Response> {
   return new Promise((resolve, reject) =>
-    invoke(new Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (error, response) => (error ? reject(error) : resolve(response))),
+    invoke(new Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (error, response) => (error ? reject(Object.assign(error, { timeoutMs })) : resolve(response))),
   );
 }
 
@@ -58,25 +75,36 @@ export function print(options: ConnectionOptions, json: unknown, table: () => st
   process.stdout.write(`${options.output === "json" ? JSON.stringify(json, null, 2) : table()}\n`);
 }
 
-/** Runs a ctl action: connects, reports RPC failures as one line and exit code 1. */
+/**
+ * Runs a ctl action against the server: connects, and turns any failure into a
+ * CliError (cli-error.ts) that names the server and the credentials used.
+ */
 export function ctlAction<Args extends unknown[]>(command: Command, action: (clients: CtlClients, ...args: Args) => Promise<void>) {
   return async (...args: Args) => {
     const options = command.optsWithGlobals() as ConnectionOptions;
-    if (options.output !== "table" && options.output !== "json") {
-      process.stderr.write("error: --output must be table or json\n");
-      process.exitCode = 2;
-      return;
-    }
-    let clients: CtlClients | undefined;
+    const connection = await openConnection(command);
+    const clients = clientsFor(connection, options);
     try {
-      clients = await ctlClients(options);
       await action(clients, ...args);
     } catch (error) {
-      process.stderr.write(`${describeRpcError(error)}\n`);
-      process.exitCode = 1;
+      throw CliError.from(error, { kind: "rpc", target: await rpcTarget(connection, error) });
     } finally {
-      clients?.close();
+      clients.close();
     }
+  };
+}
+
+/** What a failure message needs to know about the connection; probes for TLS when a plaintext call could not connect. */
+async function rpcTarget(connection: Connection, error: unknown): Promise<RpcTarget> {
+  const failure = error as Partial<ServiceError> & { timeoutMs?: number };
+  const couldNotConnect = failure.code === status.UNAVAILABLE && !/ECONNREFUSED|Name resolution failed/.test(failure.details ?? "");
+  return {
+    address: connection.address,
+    plaintext: connection.plaintext,
+    role: "ctl",
+    credentials: connection.credentialsDescription,
+    timeoutMs: failure.timeoutMs,
+    serverSpeaksTls: connection.plaintext && couldNotConnect ? await probeTls(connection.address) : undefined,
   };
 }
 
@@ -91,6 +119,18 @@ function agentRows(instances: AgentInstance[], nowMs: number): string[][] {
   ]);
 }
 
+const knownStates = Object.values(HealthState)
+  .filter((state): state is HealthState => typeof state === "number" && state > 0)
+  .map((state) => stateName(state))
+  .join(", ");
+
+/** `--state ready` → HEALTH_STATE_READY, refused at parse time (a usage error) when it names no state. */
+function parseStateFlag(text: string): HealthState {
+  const state = healthStateFromJSON(`HEALTH_STATE_${text.toUpperCase()}`);
+  if (state === HealthState.UNRECOGNIZED || state === HealthState.HEALTH_STATE_UNSPECIFIED) throw new InvalidArgumentError(`not a state; use one of ${knownStates}`);
+  return state;
+}
+
 const agentHeaders = ["name", "version", "instance", "state", "capabilities", "age"];
 
 export function addCtlCommand(program: Command): Command {
@@ -100,19 +140,18 @@ export function addCtlCommand(program: Command): Command {
     .command("agents")
     .description("list registered agent instances")
     .option("--name <name>", "only this agent name")
-    .option("-l, --selector <selector>", "label selector, e.g. env=prod,tier in (a|b)")
-    .option("--state <state>", "only this state, e.g. READY");
+    .option("-l, --selector <selector>", "label selector, e.g. env=prod,tier in (a|b)", parseSelectorFlag)
+    .option("--state <state>", "only this state, e.g. READY", parseStateFlag);
   agents.action(
     ctlAction(agents, async ({ registry, options }) => {
-      const flags = agents.opts() as { name?: string; selector?: string; state?: string };
-      const states = flags.state ? [healthStateFromJSON(`HEALTH_STATE_${flags.state.toUpperCase()}`)] : [];
-      if (states.includes(HealthState.UNRECOGNIZED)) throw new Error(`unknown state ${flags.state}`);
+      const flags = agents.opts() as { name?: string; selector?: LabelSelector; state?: HealthState };
+      const states = flags.state === undefined ? [] : [flags.state];
       const instances: AgentInstance[] = [];
       let pageToken = "";
       do {
         const request = ListAgentsRequest.fromPartial({
           name: flags.name ?? "",
-          labelSelector: flags.selector ? parseLabelSelector(flags.selector) : undefined,
+          labelSelector: flags.selector,
           states,
           pageSize: 1000,
           pageToken,
@@ -141,13 +180,13 @@ export function addCtlCommand(program: Command): Command {
   const discover = ctl
     .command("discover <capability> [range]")
     .description("healthy instances offering a capability in a semver range, newest first")
-    .option("-l, --selector <selector>", "label selector");
+    .option("-l, --selector <selector>", "label selector", parseSelectorFlag);
   discover.action(
     ctlAction(discover, async ({ registry, options }, capability: string, range: string | undefined) => {
-      const flags = discover.opts() as { selector?: string };
+      const flags = discover.opts() as { selector?: LabelSelector };
       const response = await call<{ instances: AgentInstance[] }>((metadata, callOptions, callback) =>
         registry.discover(
-          { capability, versionRange: range ?? "", labelSelector: flags.selector ? parseLabelSelector(flags.selector) : undefined, limit: 0, includeUnhealthy: false },
+          { capability, versionRange: range ?? "", labelSelector: flags.selector, limit: 0, includeUnhealthy: false },
           metadata,
           callOptions,
           callback,

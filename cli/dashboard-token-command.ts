@@ -4,7 +4,7 @@ import { systemClock } from "../sdk/ts/src/core/clock.js";
 import { createDashboardToken, validateTokenTtlMs } from "../services/dashboard/index.js";
 import { defaultServerConfig } from "../services/server/config.js";
 import { type ConnectionOptions, channelCredentials } from "./ctl-connection.js";
-import { parseDurationMs } from "./duration.js";
+import { parseDurationMs } from "../sdk/ts/src/core/duration.js";
 
 /**
  * `ctl dashboard-token`: a short-lived bearer token for the web dashboard, signed

@@ -1,47 +1,58 @@
 import { X509Certificate } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import { systemClock } from "../sdk/ts/src/core/clock.js";
 import { generateKeyAndCsr } from "../sdk/ts/src/core/csr.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
 import type { CreateJoinTokenResponse, ListAuditEventsResponse, RevokeCertificateResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { verifyAuditLog } from "../sdk/ts/src/core/audit-log.js";
-import { caCertFileName, loadOrCreateCa, splitPemCertificates } from "../services/identity/domain/ca.js";
+import { caCertFileName, caKeyFileName, loadOrCreateCa, splitPemCertificates } from "../services/identity/domain/ca.js";
 import { defaultServerConfig } from "../services/server/config.js";
-import { adminFiles } from "./ctl-connection.js";
+import { CliError, inContext } from "./cli-error.js";
 import { call, ctlAction, print } from "./ctl-command.js";
-import { parseDurationMs } from "./duration.js";
-import { envOption, parseInteger } from "./options.js";
+import { adminFiles, credentialsDirEnv, resolveCredentialsDir } from "./credentials.js";
+import { durationOption, envOption, parseInteger } from "./options.js";
 
 /** ctl commands for identity: init-admin, join-token, certs, audit. */
 export function addSecurityCommands(ctl: Command): void {
   const initAdmin = ctl
     .command("init-admin")
-    .description("on the server host: issue an admin certificate from the CA in the data dir, for ctl and grpcurl")
+    .description("on the server host: issue an admin certificate from the CA in the server's data dir, for ctl and grpcurl")
     .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "the server's data dir (holds the CA)", defaultServerConfig.dataDir))
     .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaultServerConfig.trustDomain))
     .option("--name <name>", "admin name in spiffe://<td>/admin/<name>", "operator")
-    .option("--out <dir>", "where to write admin-cert.pem, admin-key.pem, ca.pem (default: --credentials-dir)")
-    .option("--ttl <duration>", "certificate lifetime", "24h");
+    .option("--out <dir>", "where to write admin-cert.pem, admin-key.pem, ca.pem (default: where ctl looks, see --credentials-dir)")
+    .addOption(durationOption("--ttl <duration>", "certificate lifetime", "24h"))
+    .option("--create-ca", "create a new CA in --data-dir when it holds none (only servers started on that data dir will trust it)");
   initAdmin.action(async () => {
-    const options = initAdmin.optsWithGlobals() as { dataDir: string; trustDomain: string; name: string; out?: string; ttl: string; credentialsDir: string };
-    try {
-      const ca = await loadOrCreateCa({ dataDir: options.dataDir, trustDomain: options.trustDomain, clock: systemClock });
-      const spiffeId = formatSpiffeId({ trustDomain: options.trustDomain, kind: "admin", name: options.name });
-      const { csrPem, privateKeyPem } = await generateKeyAndCsr(spiffeId);
-      const issued = await ca.issueCertificate({ csrPem, spiffeId, ttlMs: parseDurationMs(options.ttl) });
-      const out = options.out ?? options.credentialsDir;
+    const options = initAdmin.optsWithGlobals() as { dataDir: string; trustDomain: string; name: string; out?: string; ttl: number; credentialsDir?: string; createCa?: boolean };
+    const dataDir = resolve(options.dataDir);
+    const present = [caCertFileName, caKeyFileName].filter((file) => existsSync(join(dataDir, file)));
+    // A mistyped --data-dir must not quietly create a CA no server uses (the credentials would be refused everywhere).
+    if (present.length === 0 && !options.createCa) {
+      throw CliError.failed(`no CA in ${dataDir} (--data-dir): give the running server's --data-dir, or add --create-ca to create a new CA there`);
+    }
+    if (present.length === 1) throw CliError.failed(`the CA in ${dataDir} is incomplete: ${present[0] === caCertFileName ? caKeyFileName : caCertFileName} is missing`);
+    const ca = await inContext({ kind: "directory", flag: "--data-dir", path: dataDir }, () =>
+      loadOrCreateCa({ dataDir, trustDomain: options.trustDomain, clock: systemClock }),
+    );
+    const spiffeId = formatSpiffeId({ trustDomain: options.trustDomain, kind: "admin", name: options.name });
+    const { csrPem, privateKeyPem } = await generateKeyAndCsr(spiffeId);
+    const issued = await ca.issueCertificate({ csrPem, spiffeId, ttlMs: options.ttl });
+    const lookup = resolveCredentialsDir(options.credentialsDir, initAdmin.getOptionValueSourceWithGlobals("credentialsDir"));
+    const out = options.out === undefined ? lookup.dir : resolve(options.out);
+    await inContext({ kind: "directory", flag: options.out === undefined ? "--credentials-dir" : "--out", path: out }, () => {
       mkdirSync(out, { recursive: true, mode: 0o700 });
       writeFileSync(join(out, adminFiles.key), privateKeyPem, { mode: 0o600 });
       chmodSync(join(out, adminFiles.key), 0o600);
       writeFileSync(join(out, adminFiles.cert), issued.chainPem.join(""));
       writeFileSync(join(out, adminFiles.ca), ca.trustBundle().join(""));
-      process.stdout.write(`${spiffeId}\nserial ${issued.serial}, expires ${new Date(issued.expiresAtMs).toISOString()}\nwrote ${out}/{${adminFiles.cert},${adminFiles.key},${adminFiles.ca}}\n`);
-    } catch (error) {
-      process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
-      process.exitCode = 1;
-    }
+    });
+    const found = out === lookup.dir ? "ctl finds them there" : `ctl finds them with --credentials-dir ${out} or ${credentialsDirEnv}=${out}`;
+    process.stdout.write(
+      `${spiffeId}\nserial ${issued.serial}, expires ${new Date(issued.expiresAtMs).toISOString()}\nwrote ${out}/{${adminFiles.cert},${adminFiles.key},${adminFiles.ca}}; ${found}\n`,
+    );
   });
 
   const joinToken = ctl
@@ -50,17 +61,17 @@ export function addSecurityCommands(ctl: Command): void {
     .requiredOption("--host <host>", "the sidecar's host name: it becomes spiffe://<td>/sidecar/<host>")
     .requiredOption("--agents <names>", "comma-separated agent names it may register, or *")
     .option("--uses <n>", "how many joins it allows", parseInteger("--uses", 1, 100_000), 1)
-    .option("--ttl <duration>", "how long it is valid", "10m");
+    .addOption(durationOption("--ttl <duration>", "how long it is valid", "10m"));
   joinToken.action(
     ctlAction(joinToken, async ({ identity, options }) => {
-      const flags = joinToken.opts() as { host: string; agents: string; uses: number; ttl: string };
+      const flags = joinToken.opts() as { host: string; agents: string; uses: number; ttl: number };
       const response = await call<CreateJoinTokenResponse>((metadata, callOptions, callback) =>
         identity.createJoinToken(
           {
             host: flags.host,
             allowedAgentNames: flags.agents.split(",").map((name) => name.trim()).filter((name) => name !== ""),
             maxUses: flags.uses,
-            ttlSeconds: Math.ceil(parseDurationMs(flags.ttl) / 1000),
+            ttlSeconds: Math.ceil(flags.ttl / 1000),
           },
           metadata,
           callOptions,

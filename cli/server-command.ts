@@ -1,12 +1,15 @@
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
-import { type ServerConfig, defaultServerConfig } from "../services/server/config.js";
+import { parseAlertsConfigText } from "../services/alerts/index.js";
+import { type ServerConfig, defaultServerConfig, validateServerConfig } from "../services/server/config.js";
 import { createLogger } from "../services/server/logger.js";
-import { startServer } from "../services/server/server.js";
-import { parseDurationMs } from "./duration.js";
-import { envOption, parseInteger, parseNumber } from "./options.js";
+import { type RunningServer, startServer } from "../services/server/server.js";
+import { invocation, serverBanner } from "./banner.js";
+import { CliError, inContext } from "./cli-error.js";
+import type { ListenEndpoint } from "./error-translation.js";
+import { envDurationOption, envOption, isDebugLevel, logLevelOption, parseInteger, parseNumber } from "./options.js";
 import { exitOnSignal } from "./shutdown.js";
+import { ensureWritableDirectory } from "./writable-directory.js";
 
 // The process must be gone within 5 s of SIGTERM, whatever is still in flight.
 const EXIT_DEADLINE_MS = 5000;
@@ -25,7 +28,7 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
     .addOption(envOption("--server-id <id>", "AGENTMESH_SERVER_ID", "id of this replica", defaults.serverId))
     .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext gRPC on 127.0.0.1 only, no authentication (development)"))
-    .addOption(envOption("--log-level <level>", "AGENTMESH_LOG_LEVEL", "trace | debug | info | warn | error", defaults.logLevel))
+    .addOption(logLevelOption(defaults.logLevel))
     .addOption(
       envOption("--heartbeat-timeout-multiplier <n>", "AGENTMESH_HEARTBEAT_TIMEOUT_MULTIPLIER", "intervals of silence before an agent is UNHEALTHY", String(defaults.heartbeatTimeoutMultiplier)).argParser(
         parseNumber("--heartbeat-timeout-multiplier", 1.5, 10),
@@ -51,67 +54,105 @@ export function addServerCommand(program: Command): void {
     )
     .addOption(envOption("--ca-cert <file>", "AGENTMESH_CA_CERT_FILE", "operator CA certificate PEM (root, or intermediate then its chain)"))
     .addOption(envOption("--ca-key <file>", "AGENTMESH_CA_KEY_FILE", "operator CA private key PEM"))
-    .addOption(envOption("--cert-ttl <duration>", "AGENTMESH_CERT_TTL", "lifetime of issued certificates", "1h").argParser(parseDurationMs))
-    .addOption(
-      envOption("--max-connection-age <duration>", "AGENTMESH_MAX_CONNECTION_AGE", "retire client connections after this long (0 = a quarter of --cert-ttl)", "0").argParser((text) => (text === "0" ? 0 : parseDurationMs(text))),
-    )
+    .addOption(envDurationOption("--cert-ttl <duration>", "AGENTMESH_CERT_TTL", "lifetime of issued certificates", "1h"))
+    .addOption(envDurationOption("--max-connection-age <duration>", "AGENTMESH_MAX_CONNECTION_AGE", "retire client connections after this long (0 = a quarter of --cert-ttl)", "0"))
     .addOption(envOption("--server-name <name...>", "AGENTMESH_SERVER_NAMES", "extra DNS names or IPs for the server certificate"))
     .addOption(envOption("--identity-rate <n>", "AGENTMESH_IDENTITY_RATE", "calls per second per identity", String(defaults.identityRatePerSecond)).argParser(parseNumber("--identity-rate", 0, 1e6)))
     .addOption(envOption("--identity-max-in-flight <n>", "AGENTMESH_IDENTITY_MAX_IN_FLIGHT", "concurrent calls per identity", String(defaults.identityMaxInFlight)).argParser(parseInteger("--identity-max-in-flight", 0, 1e6)))
-    .addOption(envOption("--audit-fsync", "AGENTMESH_AUDIT_FSYNC", "fdatasync the audit log once per batch (survives power loss)"))
     .addOption(envOption("--identity-max-streams <n>", "AGENTMESH_IDENTITY_MAX_STREAMS", "open streams (Connect, Watch) per identity, apart from calls in flight", String(defaults.identityMaxStreams)).argParser(parseInteger("--identity-max-streams", 0, 1e6)))
-    .addOption(envOption("--first-message-timeout <duration>", "AGENTMESH_FIRST_MESSAGE_TIMEOUT", "end a stream (Connect, Watch) whose first message does not arrive within this", "5s").argParser(parseDurationMs))
-    .addOption(envOption("--tls-handshake-timeout <duration>", "AGENTMESH_TLS_HANDSHAKE_TIMEOUT", "close a connection that has not finished TLS within this", "5s").argParser(parseDurationMs))
+    .addOption(envOption("--audit-fsync", "AGENTMESH_AUDIT_FSYNC", "fdatasync the audit log once per batch (survives power loss)"))
+    .addOption(envDurationOption("--first-message-timeout <duration>", "AGENTMESH_FIRST_MESSAGE_TIMEOUT", "end a stream (Connect, Watch) whose first message does not arrive within this", "5s"))
+    .addOption(envDurationOption("--tls-handshake-timeout <duration>", "AGENTMESH_TLS_HANDSHAKE_TIMEOUT", "close a connection that has not finished TLS within this", "5s"))
     .addOption(envOption("--max-instances-per-identity <n>", "AGENTMESH_MAX_INSTANCES_PER_IDENTITY", "registered instances per identity", String(defaults.maxInstancesPerIdentity)).argParser(parseInteger("--max-instances-per-identity", 1, 1e6)))
     .addOption(envOption("--alerts-config <file>", "AGENTMESH_ALERTS_CONFIG", "alert rules and receivers (YAML, see docs/alerts.md)"))
     .addOption(envOption("--alert-webhook <url...>", "AGENTMESH_ALERT_WEBHOOKS", "Alertmanager-format webhook receiver(s)"))
-    .action(async (options: Record<string, unknown>) => {
-      const config: Partial<ServerConfig> = {
-        host: options.host as string,
-        port: Number(options.port),
-        httpHost: options.httpHost as string,
-        httpPort: Number(options.httpPort),
-        dataDir: options.dataDir as string,
-        role: options.role as ServerConfig["role"],
-        trustDomain: options.trustDomain as string,
-        serverId: options.serverId as string,
-        insecureDev: options.insecureDev === true || options.insecureDev === "true" || options.insecureDev === "1",
-        logLevel: options.logLevel as string,
-        heartbeatTimeoutMultiplier: Number(options.heartbeatTimeoutMultiplier),
-        reconnectGraceMs: Number(options.reconnectGraceMs),
-        lostInstanceTimeoutMs: Number(options.lostInstanceTimeoutMs),
-        maxMessageBytes: Number(options.maxMessageBytes),
-        caCertFile: options.caCert as string | undefined,
-        caKeyFile: options.caKey as string | undefined,
-        certTtlMs: typeof options.certTtl === "string" ? parseDurationMs(options.certTtl) : Number(options.certTtl),
-        maxConnectionAgeMs: options.maxConnectionAge === "0" ? 0 : Number(options.maxConnectionAge),
-        serverNames: (options.serverName as string[] | undefined) ?? [],
-        identityRatePerSecond: Number(options.identityRate),
-        identityBurst: Number(options.identityRate) * 2,
-        identityMaxInFlight: Number(options.identityMaxInFlight),
-        identityMaxStreams: Number(options.identityMaxStreams),
-        auditFsync: options.auditFsync === true || options.auditFsync === "true" || options.auditFsync === "1",
-        firstMessageTimeoutMs: typeof options.firstMessageTimeout === "string" ? parseDurationMs(options.firstMessageTimeout) : Number(options.firstMessageTimeout),
-        tlsHandshakeTimeoutMs: typeof options.tlsHandshakeTimeout === "string" ? parseDurationMs(options.tlsHandshakeTimeout) : Number(options.tlsHandshakeTimeout),
-        maxInstancesPerIdentity: Number(options.maxInstancesPerIdentity),
-        alertsConfigText: options.alertsConfig ? readFileSync(String(options.alertsConfig), "utf8") : undefined,
-        alertWebhooks: Array.isArray(options.alertWebhook) ? options.alertWebhook.map(String) : typeof options.alertWebhook === "string" ? options.alertWebhook.split(",") : [],
-      };
-      const log = createLogger(config.logLevel ?? "info");
+    .action(async (options: Record<string, unknown>, command: Command) => {
+      const config = configFromOptions(options);
       try {
-        mkdirSync(config.dataDir ?? defaults.dataDir, { recursive: true, mode: 0o700 });
-        const running = await startServer(config, { log });
-        // Machine-readable line for scripts and tests that start the server on port 0.
-        log.info({ grpcAddress: running.address, httpPort: running.httpPort }, "listening");
-        exitOnSignal(log, () => running.close(), EXIT_DEADLINE_MS);
+        validateServerConfig({ ...defaults, ...config });
       } catch (error) {
-        if (error instanceof MeshError || (error instanceof Error && /--ca-|CA /.test(error.message))) {
-          log.error({ problem: error.message }, "cannot start server");
-          process.exitCode = 2;
-          return;
-        }
-        log.error({ err: error }, "cannot start server");
-        process.exitCode = 1;
+        // Flags that cannot work together or are out of range: the command line must change.
+        throw CliError.usage(error instanceof Error ? error.message : String(error), error);
       }
+      const log = createLogger(config.logLevel ?? defaults.logLevel);
+      const dataDir = config.dataDir ?? defaults.dataDir;
+      let running: RunningServer;
+      try {
+        if (typeof options.alertsConfig === "string") config.alertsConfigText = await readAlertsConfig(options.alertsConfig);
+        await inContext({ kind: "directory", flag: "--data-dir", path: dataDir }, () => ensureWritableDirectory(dataDir));
+        running = await inContext({ kind: "listen", endpoints: listenEndpoints(config) }, () => startServer(config, { log }));
+      } catch (error) {
+        const failure = CliError.from(error);
+        // The same line in the JSON log, for whoever reads logs rather than the terminal.
+        log.error({ problem: failure.message, ...(isDebugLevel(config.logLevel) ? { err: error } : {}) }, "cannot start server");
+        throw failure;
+      }
+      // Machine-readable line for scripts and tests that start the server on port 0.
+      log.info({ grpcAddress: running.address, httpPort: running.httpPort }, "listening");
+      if (process.stderr.isTTY) {
+        process.stderr.write(
+          serverBanner({
+            grpcAddress: running.address,
+            httpAddress: `${config.httpHost ?? defaults.httpHost}:${running.httpPort}`,
+            mtls: running.security.tls !== undefined,
+            dataDir,
+            dataDirIsDefault: command.getOptionValueSource("dataDir") === "default",
+            defaultPort: running.grpcPort === defaults.port,
+            cli: invocation(),
+          }),
+        );
+      }
+      exitOnSignal(log, () => running.close(), EXIT_DEADLINE_MS);
     });
+}
+
+function configFromOptions(options: Record<string, unknown>): Partial<ServerConfig> {
+  return {
+    host: options.host as string,
+    port: Number(options.port),
+    httpHost: options.httpHost as string,
+    httpPort: Number(options.httpPort),
+    dataDir: options.dataDir as string,
+    role: options.role as ServerConfig["role"],
+    trustDomain: options.trustDomain as string,
+    serverId: options.serverId as string,
+    insecureDev: options.insecureDev === true || options.insecureDev === "true" || options.insecureDev === "1",
+    logLevel: options.logLevel as string,
+    heartbeatTimeoutMultiplier: Number(options.heartbeatTimeoutMultiplier),
+    reconnectGraceMs: Number(options.reconnectGraceMs),
+    lostInstanceTimeoutMs: Number(options.lostInstanceTimeoutMs),
+    maxMessageBytes: Number(options.maxMessageBytes),
+    caCertFile: options.caCert as string | undefined,
+    caKeyFile: options.caKey as string | undefined,
+    certTtlMs: Number(options.certTtl),
+    maxConnectionAgeMs: Number(options.maxConnectionAge),
+    serverNames: (options.serverName as string[] | undefined) ?? [],
+    identityRatePerSecond: Number(options.identityRate),
+    identityBurst: Number(options.identityRate) * 2,
+    identityMaxInFlight: Number(options.identityMaxInFlight),
+    maxInstancesPerIdentity: Number(options.maxInstancesPerIdentity),
+    identityMaxStreams: Number(options.identityMaxStreams),
+    auditFsync: options.auditFsync === true || options.auditFsync === "true" || options.auditFsync === "1",
+    firstMessageTimeoutMs: Number(options.firstMessageTimeout),
+    tlsHandshakeTimeoutMs: Number(options.tlsHandshakeTimeout),
+    alertWebhooks: Array.isArray(options.alertWebhook) ? options.alertWebhook.map(String) : typeof options.alertWebhook === "string" ? options.alertWebhook.split(",") : [],
+  };
+}
+
+/** The file's text, with its content checked now: a bad rule is the file's problem, named with its path. */
+async function readAlertsConfig(path: string): Promise<string> {
+  const text = await inContext({ kind: "readFile", flag: "--alerts-config", path }, () => readFile(path, "utf8"));
+  try {
+    parseAlertsConfigText(text);
+  } catch (error) {
+    throw CliError.failed(`--alerts-config ${path}: ${error instanceof Error ? error.message : String(error)}`, error);
+  }
+  return text;
+}
+
+function listenEndpoints(config: Partial<ServerConfig>): ListenEndpoint[] {
+  return [
+    { hostFlag: "--host", portFlag: "--port", host: config.host ?? defaultServerConfig.host, port: config.port ?? defaultServerConfig.port },
+    { hostFlag: "--http-host", portFlag: "--http-port", host: config.httpHost ?? defaultServerConfig.httpHost, port: config.httpPort ?? defaultServerConfig.httpPort },
+  ];
 }

@@ -1,25 +1,25 @@
-import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { Command } from "commander";
-import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import { parseDeploymentYaml } from "../services/orchestrator/deployment-yaml.js";
 import { createLogger } from "../services/server/logger.js";
 import type { LocalAgentSpec, SidecarConfig } from "../sidecar/config.js";
 import { defaultSidecarConfig } from "../sidecar/config.js";
 import { Sidecar, specFromStart } from "../sidecar/sidecar.js";
-import { envOption, parseInteger } from "./options.js";
+import { CliError, inContext } from "./cli-error.js";
+import type { ListenEndpoint } from "./error-translation.js";
+import { envOption, isDebugLevel, logLevelOption, normalizeServerAddress, parseInteger } from "./options.js";
 import { exitOnSignal } from "./shutdown.js";
+import { ensureWritableDirectory } from "./writable-directory.js";
 
 const EXIT_DEADLINE_MS = 15_000;
 
-/** Agents from --manifest files (the deployment YAML format; `replicas` local instances each, unmanaged). */
-export function agentsFromManifests(paths: readonly string[]): LocalAgentSpec[] {
+/** Agents of one --manifest file (the deployment YAML format; `replicas` local instances each, unmanaged). */
+function agentsFromManifestText(text: string): LocalAgentSpec[] {
   const specs: LocalAgentSpec[] = [];
-  for (const path of paths) {
-    for (const deployment of parseDeploymentYaml(readFileSync(path, "utf8"))) {
-      const spec = specFromStart({ deployment: "", instanceId: "", manifest: deployment.manifest, process: deployment.process, restartPolicy: deployment.restartPolicy });
-      for (let replica = 0; replica < Math.max(1, deployment.replicas); replica += 1) specs.push({ ...spec, instanceId: undefined });
-    }
+  for (const deployment of parseDeploymentYaml(text)) {
+    const spec = specFromStart({ deployment: "", instanceId: "", manifest: deployment.manifest, process: deployment.process, restartPolicy: deployment.restartPolicy });
+    for (let replica = 0; replica < Math.max(1, deployment.replicas); replica += 1) specs.push({ ...spec, instanceId: undefined });
   }
   return specs;
 }
@@ -29,7 +29,7 @@ export function addSidecarCommand(program: Command): void {
   program
     .command("sidecar")
     .description("run beside agents: identity, supervision, signed data plane")
-    .addOption(envOption("--server <address...>", "AGENTMESH_SERVER", "control-plane address host:port (the first is used)", ["127.0.0.1:7420"] as never))
+    .addOption(envOption("--server <address...>", "AGENTMESH_SERVER", "control-plane address host[:port], port 7420 when omitted (the first is used)", ["127.0.0.1:7420"] as never))
     .addOption(envOption("--host <name>", "AGENTMESH_HOST_NAME", "this host's name: the identity is spiffe://<td>/sidecar/<host>", hostname()))
     .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
     .addOption(envOption("--join-token <token>", "AGENTMESH_JOIN_TOKEN", "one-time token from 'ctl join-token'"))
@@ -46,39 +46,73 @@ export function addSidecarCommand(program: Command): void {
     .addOption(envOption("--default-deny", "AGENTMESH_DEFAULT_DENY", "refuse invocations no --allow rule permits"))
     .addOption(envOption("--allow <rule...>", "AGENTMESH_ALLOW", "<spiffe-id glob>=<capability glob>, e.g. spiffe://agentmesh.local/sidecar/*=text.*"))
     .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext and unsigned, loopback only (development)"))
-    .addOption(envOption("--log-level <level>", "AGENTMESH_LOG_LEVEL", "pino level", "info"))
+    .addOption(logLevelOption())
     .action(async (options: Record<string, unknown>) => {
-      const log = createLogger(String(options.logLevel));
       const list = (value: unknown): string[] => (Array.isArray(value) ? value.map(String) : typeof value === "string" ? value.split(",") : []);
+      const manifests = list(options.manifest);
+      const config: SidecarConfig = {
+        ...defaults,
+        servers: list(options.server).map((server) => normalizeServerAddress(server)),
+        host: String(options.host),
+        trustDomain: String(options.trustDomain),
+        joinToken: options.joinToken as string | undefined,
+        caCertFile: options.caCert as string | undefined,
+        certFile: options.cert as string | undefined,
+        keyFile: options.key as string | undefined,
+        insecureDev: Boolean(options.insecureDev),
+        inboundHost: String(options.inboundHost),
+        inboundPort: Number(options.inboundPort),
+        advertiseAddress: options.advertiseAddress as string | undefined,
+        localPort: Number(options.localPort),
+        capacity: Number(options.capacity),
+        dataDir: String(options.dataDir),
+        agents: [],
+        defaultDeny: Boolean(options.defaultDeny),
+        allowRules: list(options.allow),
+      };
+      if (config.insecureDev && config.inboundHost !== "127.0.0.1") config.inboundHost = "127.0.0.1";
+      const log = createLogger(String(options.logLevel));
+      let sidecar: Sidecar;
       try {
-        const config: SidecarConfig = {
-          ...defaults,
-          servers: list(options.server),
-          host: String(options.host),
-          trustDomain: String(options.trustDomain),
-          joinToken: options.joinToken as string | undefined,
-          caCertFile: options.caCert as string | undefined,
-          certFile: options.cert as string | undefined,
-          keyFile: options.key as string | undefined,
-          insecureDev: Boolean(options.insecureDev),
-          inboundHost: String(options.inboundHost),
-          inboundPort: Number(options.inboundPort),
-          advertiseAddress: options.advertiseAddress as string | undefined,
-          localPort: Number(options.localPort),
-          capacity: Number(options.capacity),
-          dataDir: String(options.dataDir),
-          agents: agentsFromManifests(list(options.manifest)),
-          defaultDeny: Boolean(options.defaultDeny),
-          allowRules: list(options.allow),
-        };
-        if (config.insecureDev && config.inboundHost !== "127.0.0.1") config.inboundHost = "127.0.0.1";
-        const sidecar = await Sidecar.start(config, log);
-        // Machine-readable line for scripts and tests that use port 0.
-        log.info({ inboundAddress: sidecar.inboundAddress, localAddress: sidecar.localAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
-        exitOnSignal(log, () => sidecar.close(), EXIT_DEADLINE_MS);
+        for (const path of manifests) config.agents.push(...(await agentsFromManifest(path)));
+        await inContext({ kind: "directory", flag: "--data-dir", path: config.dataDir }, () => ensureWritableDirectory(config.dataDir));
+        sidecar = await inContext(
+          [
+            { kind: "listen", endpoints: sidecarEndpoints(config) },
+            { kind: "rpc", target: { address: config.servers[0] ?? "", plaintext: config.insecureDev, role: "sidecar", credentials: sidecarCredentials(config) } },
+          ],
+          () => Sidecar.start(config, log),
+        );
       } catch (error) {
-        log.error(error instanceof MeshError ? { problem: error.message } : { err: error }, "cannot start sidecar");
-        process.exitCode = error instanceof MeshError ? 2 : 1;
+        const failure = CliError.from(error);
+        log.error({ problem: failure.message, ...(isDebugLevel(options.logLevel) ? { err: error } : {}) }, "cannot start sidecar");
+        throw failure;
       }
+      // Machine-readable line for scripts and tests that use port 0.
+      log.info({ inboundAddress: sidecar.inboundAddress, localAddress: sidecar.localAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
+      exitOnSignal(log, () => sidecar.close(), EXIT_DEADLINE_MS);
     });
+}
+
+/** Agents from one --manifest file, the file named in any failure. */
+async function agentsFromManifest(path: string): Promise<LocalAgentSpec[]> {
+  const text = await inContext({ kind: "readFile", flag: "--manifest", path }, () => readFile(path, "utf8"));
+  try {
+    return agentsFromManifestText(text);
+  } catch (error) {
+    throw CliError.failed(`--manifest ${path}: ${error instanceof Error ? error.message : String(error)}`, error);
+  }
+}
+
+function sidecarEndpoints(config: SidecarConfig): ListenEndpoint[] {
+  return [
+    { hostFlag: "--inbound-host", portFlag: "--inbound-port", host: config.inboundHost, port: config.inboundPort },
+    { hostFlag: "--local-port", portFlag: "--local-port", host: "127.0.0.1", port: config.localPort },
+  ];
+}
+
+function sidecarCredentials(config: SidecarConfig): string | undefined {
+  if (config.insecureDev) return undefined;
+  if (config.certFile) return `--cert ${config.certFile}, --key ${config.keyFile ?? "(missing)"}, --ca-cert ${config.caCertFile ?? "(missing)"}`;
+  return `--join-token, --ca-cert ${config.caCertFile ?? "(missing)"}`;
 }

@@ -10,7 +10,7 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 # pinned versions by scripts/install-tools.sh): buf's local plugins, as listed in
 # proto/buf.gen.yaml, after buf lint (STANDARD rules).
 generate_buf() {
-  bash scripts/install-tools.sh
+  bash scripts/install-tools.sh --protoc-plugins
   (cd proto && buf lint && buf generate)
 }
 

@@ -1,4 +1,5 @@
 import { type Document, LineCounter, isNode, isScalar, parseAllDocuments } from "yaml";
+import { parseDurationValue } from "../../sdk/ts/src/core/duration.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import {
   type Deployment,
@@ -303,18 +304,11 @@ function readInteger(source: YamlSource, value: unknown, path: Path): number {
   return value;
 }
 
-const durationUnitsMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-const durationPattern = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/;
-const durationPartPattern = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-
-/** `500ms`, `30s`, `1m30s`, `1.5h` → milliseconds. A bare number is refused: its unit would be a guess. */
+/** A duration in the mesh's one grammar (sdk/ts/src/core/duration.ts): `500ms`, `30s`, `1m30s`, `1.5h`, `7d`. */
 function readDuration(source: YamlSource, value: unknown, path: Path): number {
-  if (typeof value === "number") source.fail(path, `needs a unit, like ${value}s or ${value}ms`);
-  if (typeof value !== "string" || !durationPattern.test(value.trim())) source.fail(path, "must be a duration like 30s, 500ms or 1m30s");
-  let totalMs = 0;
-  for (const [, amount, unit] of value.trim().matchAll(durationPartPattern)) totalMs += Number(amount) * (durationUnitsMs[unit ?? ""] ?? 0);
-  if (!Number.isSafeInteger(totalMs)) source.fail(path, "must be a whole number of milliseconds");
-  return totalMs;
+  const parsed = parseDurationValue(value);
+  if (!parsed.ok) source.fail(path, parsed.problem);
+  return parsed.ms;
 }
 
 const sizeUnits: Record<string, number> = { "": 1, K: 1e3, M: 1e6, G: 1e9, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };

@@ -20,10 +20,7 @@ export function lifecycleHandlers(lifecycle: Lifecycle, invoker: ServerInvoker, 
     applyDeployment: unary(plumbing, `${service}/ApplyDeployment`, (request, { caller, requestId }) => lifecycle.apply(request.deployment, caller, requestId)),
     getDeployment: unary(plumbing, `${service}/GetDeployment`, (request) => lifecycle.get(request.name)),
     listDeployments: unary(plumbing, `${service}/ListDeployments`, async () => ({ deployments: await lifecycle.list() })),
-    deleteDeployment: unary(plumbing, `${service}/DeleteDeployment`, async (request, { caller, requestId }) => {
-      await lifecycle.remove(request.name, caller, requestId);
-      return {};
-    }),
+    deleteDeployment: unary(plumbing, `${service}/DeleteDeployment`, (request, { caller, requestId }) => lifecycle.remove(request.name, caller, requestId)),
     scaleDeployment: unary(plumbing, `${service}/ScaleDeployment`, async (request, { caller, requestId }) => ({
       deployment: await lifecycle.scale(request.name, request.replicas, caller, requestId),
     })),

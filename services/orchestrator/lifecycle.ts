@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
-import type { Command, Deployment, DeploymentStatus, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { ApplyDeploymentResponse_Outcome, type Command, type Deployment, type DeploymentStatus, type Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { AuditOutcome, AuditSink } from "../../sdk/ts/src/core/audit-log.js";
 import type { Registry } from "../registry/registry.js";
@@ -145,22 +145,27 @@ export class Lifecycle {
     await this.running;
   }
 
-  async apply(deployment: Deployment | undefined, caller: CallerIdentity, requestId: string): Promise<{ deployment: Deployment; changed: boolean }> {
+  /** ApplyDeployment: stores the spec unless it equals the stored one, and says which (kubectl's created / configured / unchanged). */
+  async apply(deployment: Deployment | undefined, caller: CallerIdentity, requestId: string): Promise<{ deployment: Deployment; changed: boolean; outcome: ApplyDeploymentResponse_Outcome }> {
     validateDeployment(deployment);
     const existing = await this.options.store.get(deployment.name);
     const nowMs = this.options.clock.nowMs();
-    if (existing && sameSpec(existing, deployment)) return { deployment: existing, changed: false };
+    const deleting = existing !== undefined && this.isDeleting(existing);
+    if (existing && !deleting && sameSpec(existing, deployment)) return { deployment: existing, changed: false, outcome: ApplyDeploymentResponse_Outcome.OUTCOME_UNCHANGED };
     const stored: Deployment = {
       ...deployment,
       generation: (existing?.generation ?? 0) + 1,
-      status: existing?.status,
+      // Applied again while being deleted: the deletion is called off.
+      status: deleting ? { ...(existing?.status ?? emptyStatus()), phase: "", message: "" } : existing?.status,
       createdAtMs: existing?.createdAtMs ?? nowMs,
       updatedAtMs: nowMs,
     };
+    this.deleting.delete(deployment.name);
     await this.options.store.put(stored);
     this.audit(caller, "deployment.apply", deployment.name, requestId, { version: deployment.manifest?.version, replicas: deployment.replicas, generation: stored.generation });
     this.requestReconcile();
-    return { deployment: stored, changed: true };
+    const outcome = existing === undefined ? ApplyDeploymentResponse_Outcome.OUTCOME_CREATED : ApplyDeploymentResponse_Outcome.OUTCOME_CONFIGURED;
+    return { deployment: stored, changed: true, outcome };
   }
 
   async scale(name: string, replicas: number, caller: CallerIdentity, requestId: string): Promise<Deployment> {
@@ -173,16 +178,26 @@ export class Lifecycle {
     return stored;
   }
 
-  async remove(name: string, caller: CallerIdentity, requestId: string): Promise<void> {
+  /**
+   * DeleteDeployment: scales to zero (serving instances drained, then every
+   * instance stopped) and removes the deployment once nothing of it is left. The
+   * "deleting" phase is stored, so a server restart finishes the deletion.
+   */
+  async remove(name: string, caller: CallerIdentity, requestId: string): Promise<{ instances: number }> {
     const existing = await this.require(name);
-    // Scale to zero first; the deployment disappears once nothing of it is left.
-    await this.options.store.put({ ...existing, replicas: 0, status: { ...(existing.status ?? emptyStatus()), phase: "deleting" } });
+    const instances = [...this.options.registry.all()].filter((instance) => instance.deployment === name).length;
+    await this.options.store.put({ ...existing, replicas: 0, status: deletingStatus(existing.status, instances) });
     this.deleting.add(name);
-    this.audit(caller, "deployment.delete", name, requestId, {});
+    this.audit(caller, "deployment.delete", name, requestId, { instances });
     this.requestReconcile();
+    return { instances };
   }
 
   private readonly deleting = new Set<string>();
+
+  private isDeleting(deployment: Deployment): boolean {
+    return this.deleting.has(deployment.name) || deployment.status?.phase === deletingPhase;
+  }
 
   async get(name: string): Promise<{ deployment: Deployment; instances: AgentInstance[] }> {
     const deployment = await this.require(name);
@@ -393,16 +408,19 @@ export class Lifecycle {
   }
 
   private async recordStatus(desired: Deployment, status: DeploymentStatus, observedCount: number): Promise<void> {
-    if (this.deleting.has(desired.name) && observedCount === 0 && (this.states.get(desired.name)?.pendingStarts.length ?? 0) === 0) {
-      await this.options.store.remove(desired.name);
-      this.states.delete(desired.name);
-      this.rollouts.delete(desired.name);
-      this.deleting.delete(desired.name);
-      this.options.log.info({ deployment: desired.name }, "deployment deleted");
-      return;
+    if (this.isDeleting(desired)) {
+      if (observedCount === 0 && (this.states.get(desired.name)?.pendingStarts.length ?? 0) === 0) {
+        await this.options.store.remove(desired.name);
+        this.states.delete(desired.name);
+        this.rollouts.delete(desired.name);
+        this.deleting.delete(desired.name);
+        this.options.log.info({ deployment: desired.name }, "deployment deleted");
+        return;
+      }
+      status = deletingStatus(status, observedCount);
     }
     const minReady = desired.minReady === 0 ? desired.replicas : Math.min(desired.minReady, desired.replicas);
-    this.options.onDeploymentReady?.(desired.name, status.readyReplicas, minReady);
+    if (!this.isDeleting(desired)) this.options.onDeploymentReady?.(desired.name, status.readyReplicas, minReady);
     if (JSON.stringify(desired.status) === JSON.stringify(status)) return;
     await this.options.store.put({ ...desired, status });
   }
@@ -555,6 +573,13 @@ const streamEndEvents = ["close", "error", "cancelled"] as const;
 
 function newCommandId(): string {
   return randomBytes(8).toString("hex");
+}
+
+const deletingPhase = "deleting";
+
+/** The status of a deployment being deleted: what is left of it. */
+function deletingStatus(status: DeploymentStatus | undefined, instancesLeft: number): DeploymentStatus {
+  return { ...(status ?? emptyStatus()), phase: deletingPhase, message: `deleting: ${instancesLeft} instance(s) left to drain and stop` };
 }
 
 function emptyStatus(): DeploymentStatus {

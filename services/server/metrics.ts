@@ -28,7 +28,8 @@ export class ServerMetrics {
 
   constructor(registryOf: () => Registry | undefined, auditStatsOf: () => AuditStats | undefined = () => undefined) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: "agentmesh_process_" });
+    // prom-client names these process_* and nodejs_* already: agentmesh_process_cpu_seconds_total, not agentmesh_process_process_….
+    collectDefaultMetrics({ register: this.registry, prefix: "agentmesh_" });
     this.registrations = new Counter({
       name: "agentmesh_registrations_total",
       help: "Register calls by outcome (ok, invalid, denied, error).",

@@ -25,7 +25,7 @@ describe("agent lifecycle through ctl and the API (real processes)", () => {
 
     const applied = await cluster.ctl("apply", "-f", file);
     expect(applied.stderr).toBe("");
-    expect(applied.stdout.trim()).toBe("deployment/echo configured");
+    expect(applied.stdout.trim()).toBe("deployment/echo created");
     const [first, second] = ids(await cluster.waitForReady("echo", 2, { exclusive: true }));
     const listed = await cluster.ctl("deployments");
     expect(listed.stdout).toMatch(/^echo\s+1\.0\.0\s+2\/2\s+2\s+complete\s/m);

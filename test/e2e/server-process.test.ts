@@ -86,6 +86,6 @@ describe("agentmesh server as a process", () => {
   it("refuses to serve plaintext on a non-loopback address", async () => {
     const result = await run(process.execPath, [cliPath, "server", "--insecure-dev", "--host", "0.0.0.0", "--port", "0", "--http-port", "0"]);
     expect(result.code).toBe(2);
-    expect(result.stdout).toContain("only binds 127.0.0.1");
+    expect(result.stderr).toBe("error: --insecure-dev serves plaintext and only binds 127.0.0.1; remove --host or the dev flag\n");
   });
 });

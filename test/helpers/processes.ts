@@ -106,10 +106,10 @@ export interface CommandResult {
   stderr: string;
 }
 
-/** Runs a command to completion (bounded), never throwing on a non-zero exit. */
-export function run(command: string, args: string[], timeoutMs = 20_000): Promise<CommandResult> {
+/** Runs a command to completion (bounded), never throwing on a non-zero exit; `env` is added to this process's. */
+export function run(command: string, args: string[], timeoutMs = 20_000, options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CommandResult> {
   return new Promise((resolveRun) => {
-    execFile(command, args, { timeout: timeoutMs }, (error, stdout, stderr) => {
+    execFile(command, args, { timeout: timeoutMs, env: { ...process.env, ...options.env }, cwd: options.cwd }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
       resolveRun({ code, stdout: stdout.toString(), stderr: stderr.toString() });
     });

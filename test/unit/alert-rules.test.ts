@@ -66,7 +66,7 @@ describe("parseAlertRules", () => {
 
   it("compiles durations and labels", () => {
     const [rule] = parseAlertRules(
-      [{ name: "Expiring", kind: "certificate_expiring", within: "1h30m", for: 90_000, severity: "critical", labels: { team: "platform" } }],
+      [{ name: "Expiring", kind: "certificate_expiring", within: "1h30m", for: "1m30s", severity: "critical", labels: { team: "platform" } }],
       { includeDefaults: false },
     );
     expect(rule).toMatchObject({ withinMs: 5_400_000, forMs: 90_000, severity: "critical", labels: { team: "platform" } });
@@ -85,7 +85,8 @@ describe("parseAlertRules", () => {
     ["a field of another kind", [{ name: "AgentDown", threshold: 0.1 }], "rules[0].threshold: not a field of kind agent_down"],
     ["an unknown severity", [{ name: "AgentDown", severity: "page" }], "rules[0].severity: must be one of critical, warning, info"],
     ["a malformed for", [{ name: "AgentDown", for: "30 seconds" }], 'rules[0].for: "30 seconds" is not a duration'],
-    ["a negative for", [{ name: "AgentDown", for: -1 }], "rules[0].for: must be a non-negative integer of milliseconds"],
+    ["a negative for", [{ name: "AgentDown", for: -1 }], "rules[0].for: must be a duration such as 500ms, 30s, 1m30s, 1.5h, 7d"],
+    ["a for without unit", [{ name: "AgentDown", for: 90_000 }], "rules[0].for: needs a unit, like 90000s or 90000ms"],
     ["an error-rate threshold of 1", [{ name: "ErrorRateHigh", threshold: 1 }], "rules[0].threshold: must be a fraction"],
     ["an error-rate threshold as text", [{ name: "ErrorRateHigh", threshold: "5%" }], "rules[0].threshold: must be a fraction"],
     ["a zero latency threshold", [{ name: "LatencyP99High", thresholdMs: 0 }], "rules[0].thresholdMs: must be a number above 0"],
@@ -186,12 +187,13 @@ describe("durations", () => {
     ["1h30m", 5_400_000],
     ["2d", 172_800_000],
     ["1w", 604_800_000],
-    [1_500, 1_500],
+    ["1.5s", 1_500],
+    [0, 0],
   ])("reads %s as %i ms", (input, expectedMs) => {
     expect(parseDurationMs(input, "for")).toBe(expectedMs);
   });
 
-  it.each([[""], ["30"], ["1m1h"], ["1.5s"], ["-5s"], ["30 s"], [1.5], [-1], [null], [true]])("refuses %j", (input) => {
+  it.each([[""], ["30"], ["1m1h"], ["1y"], ["-5s"], ["30 s"], [1_500], [1.5], [-1], [null], [true]])("refuses %j", (input) => {
     expect(invalidMessage(() => parseDurationMs(input, "for"))).toMatch(/^for: /);
   });
 

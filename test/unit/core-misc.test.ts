@@ -2,7 +2,6 @@ import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../sdk/ts/src/core/clock.js";
 import { KeyedLimiter, TokenBucket } from "../../sdk/ts/src/core/token-bucket.js";
 import { CertificateRenewer } from "../../sdk/ts/src/core/tls/certificate-renewer.js";
-import { parseDurationMs } from "../../cli/duration.js";
 
 describe("TokenBucket", () => {
   it("admits a burst, then refills at the rate", () => {
@@ -39,9 +38,4 @@ describe("CertificateRenewer.renewalDelayMs", () => {
     // A CA backdates notBefore for clock skew: half-life counts from arrival, not from notBefore.
     expect(CertificateRenewer.renewalDelayMs({ ...identity, notBeforeMs: -300_000 }, 0, () => 0)).toBe(1_800_000);
   });
-});
-
-describe("parseDurationMs", () => {
-  it.each([["500ms", 500], ["30s", 30_000], ["10m", 600_000], ["1h", 3_600_000], ["1.5s", 1500]])("%s = %d ms", (text, ms) => expect(parseDurationMs(text)).toBe(ms));
-  it.each(["", "10", "1x", "-1s"])("rejects %s", (text) => expect(() => parseDurationMs(text)).toThrow());
 });

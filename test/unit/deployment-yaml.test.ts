@@ -96,8 +96,9 @@ resources: {invokeRatePerSecond: 12.5, maxMessageSize: 4M}
     ["1m30s", "1m30s", 90_000],
     ["2h", "2h", 7_200_000],
     ["a bare number", "30", "health.readinessTimeout: needs a unit, like 30s or 30ms"],
-    ["an unknown unit", "30d", "health.readinessTimeout: must be a duration like 30s, 500ms or 1m30s"],
-    ["a fraction of a millisecond", "0.5ms", "health.readinessTimeout: must be a whole number of milliseconds"],
+    ["days", "1d", 86_400_000],
+    ["an unknown unit", "30x", 'health.readinessTimeout: "30x" is not a duration: write a number and a unit (ms, s, m, h, d, w), such as 500ms, 30s, 1m30s, 1.5h, 7d'],
+    ["a fraction of a millisecond", "0.5ms", 'health.readinessTimeout: "0.5ms" is not a whole number of milliseconds'],
   ])("compiles the duration %s", (_label, written, expected) => {
     const text = `${minimal}health:\n  readinessTimeout: ${written}\n`;
     if (typeof expected === "number") expect(parseDeploymentYaml(text)[0]?.manifest?.healthPolicy?.readinessTimeoutMs).toBe(expected);

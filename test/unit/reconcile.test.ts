@@ -572,3 +572,46 @@ describe("plan: template revisions", () => {
     expect(result.state.rollout.toRevision === revisionOf("1.0.0")).toBe(!rolls);
   });
 });
+
+describe("plan: an instance an operator drained (ctl drain)", () => {
+  const two = [instance("a", "s1", READY, { startedAtMs: T0 + 1 }), instance("b", "s1", READY, { startedAtMs: T0 + 2 })];
+
+  it("stops it, which frees its slot on a full sidecar, and then places a replacement", () => {
+    const state = settled(two, 2, ["s1"]);
+    // s1 runs both and has no room for more: the replacement needs the drained one's slot.
+    const drained = two.map((entry) => (entry.instanceId === "b" ? { ...entry, state: DRAINING } : entry));
+    const first = run({ desired: deployment(2), observed: drained, sidecars: sidecarsFor(["s1"], drained, 2), state, nowMs: T0 + 1000 });
+    expect(commands(first.actions)).toEqual(["stop b@s1"]);
+    expect(first.state.leaving).toMatchObject([{ instanceId: "b", step: "stopping", reason: "drained" }]);
+    expect(first.status).toMatchObject({ replicas: 1, readyReplicas: 1, message: expect.stringContaining("1 instance(s) wait for sidecar capacity") });
+    const waiting = first.actions.find((action) => action.type === "rolloutProgress");
+    expect(waiting?.type === "rolloutProgress" && waiting.rollout.waitingForCapacity).toBe(1);
+
+    // Still stopping: no second stop, no start.
+    const stopping = run({ desired: deployment(2), observed: drained, sidecars: sidecarsFor(["s1"], drained, 2), state: first.state, nowMs: T0 + 2000 });
+    expect(commands(stopping.actions)).toEqual([]);
+
+    // Stopped and deregistered: the slot is free, the replacement goes there.
+    const gone = [two[0] as ObservedInstance];
+    const replaced = run({ desired: deployment(2), observed: gone, sidecars: sidecarsFor(["s1"], gone, 2), state: stopping.state, nowMs: T0 + 3000, newInstanceId: idSource("r") });
+    expect(commands(replaced.actions)).toEqual(["start r-1@s1 1.0.0"]);
+    expect(replaced.state.leaving).toEqual([]);
+    const placed = replaced.actions.find((action) => action.type === "rolloutProgress");
+    expect(placed?.type === "rolloutProgress" && placed.rollout.waitingForCapacity).toBe(0);
+  });
+
+  it("starts the replacement at once when a sidecar has room, and stops the drained one too", () => {
+    const state = settled(two, 2, ["s1"]);
+    const drained = two.map((entry) => (entry.instanceId === "b" ? { ...entry, state: DRAINING } : entry));
+    const result = run({ desired: deployment(2), observed: drained, sidecars: sidecarsFor(["s1"], drained, 10), state, nowMs: T0 + 1000, newInstanceId: idSource("r") });
+    expect(commands(result.actions)).toEqual(["stop b@s1", "start r-1@s1 1.0.0"]);
+  });
+
+  it("leaves a drained instance whose sidecar is gone to the lost-instance rules", () => {
+    const state = settled(two, 2, ["s1"]);
+    const drained = two.map((entry) => (entry.instanceId === "b" ? { ...entry, sidecarId: "s2", state: DRAINING } : entry));
+    const sidecars = [...sidecarsFor(["s1"], drained, 10), sidecar("s2", { connected: false, capacity: 0 })];
+    const result = run({ desired: deployment(2), observed: drained, sidecars, state, nowMs: T0 + 1000, newInstanceId: idSource("r") });
+    expect(commands(result.actions).filter((command) => command.startsWith("stop"))).toEqual([]);
+  });
+});

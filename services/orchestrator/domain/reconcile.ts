@@ -117,6 +117,8 @@ export interface ReconcileState {
   move?: MoveState | undefined;
   /** After a move that failed, none before then (no flapping onto a host that cannot run it). */
   moveBlockedUntilMs?: number | undefined;
+  /** Instances the last pass could not place: no connected sidecar had capacity. Shown by GetRollout. */
+  waitingForCapacity?: number | undefined;
 }
 
 export interface ReconcileOptions {
@@ -231,9 +233,15 @@ export function plan(input: PlanInput): PlanResult {
   const removals: ReconcileAction[] = [];
 
   const adopted = adopt(input.state, desired, strategy, observed, nowMs);
-  let leaving = adopted.leaving.filter((entry) => observedById.has(entry.instanceId));
+  const lostRules = { connected, nowMs, lostAfterMs: options.lostInstanceTimeoutMs, managed: true };
+  let leaving = adoptDrained(
+    adopted.leaving.filter((entry) => observedById.has(entry.instanceId)),
+    observed,
+    lostRules,
+    nowMs,
+  );
   let pendingStarts = settlePendingStarts(adopted.pendingStarts, observedById, sessions, nowMs, options, strategy, removals);
-  const census = takeCensus(observed, leaving, { connected, nowMs, lostAfterMs: options.lostInstanceTimeoutMs, managed: true });
+  const census = takeCensus(observed, leaving, lostRules);
 
   const observe = (rolloutBefore: RolloutState, pending: readonly PendingStart[], live: readonly ObservedInstance[]) =>
     transitionRollout(rolloutBefore, {
@@ -382,9 +390,10 @@ export function plan(input: PlanInput): PlanResult {
     leaving,
     move,
     moveBlockedUntilMs,
+    waitingForCapacity: unplaced,
   };
-  if (input.state === undefined || !sameRollout(input.state.rollout, counted)) {
-    actions.push({ type: "rolloutProgress", rollout: toRolloutMessage(counted) });
+  if (input.state === undefined || !sameRollout(input.state.rollout, counted) || (input.state.waitingForCapacity ?? 0) !== unplaced) {
+    actions.push({ type: "rolloutProgress", rollout: toRolloutMessage(counted, unplaced) });
   }
   actions.push(...removals, ...placed);
   return { actions, state, status: statusOf(live, pendingStarts, counted, unplaced, move) };
@@ -466,7 +475,7 @@ function takeCensus(observed: readonly ObservedInstance[], leaving: readonly Lea
     }
     if (entry) continue;
     if (instance.state === HealthState.HEALTH_STATE_FAILED) census.failed.push(instance);
-    // STOPPED: exited, its sidecar deregisters it. DRAINING without our entry: an operator's DrainAgent.
+    // STOPPED: exited, its sidecar deregisters it. (DRAINING ones are in `leaving`: adoptDrained.)
     else if (instance.state !== HealthState.HEALTH_STATE_STOPPED && instance.state !== HealthState.HEALTH_STATE_DRAINING) {
       census.live.push(instance);
     }
@@ -493,6 +502,24 @@ function rolloutInstances(live: readonly ObservedInstance[], failed: readonly Ob
       startedAtMs: pending.requestedAtMs,
       errorRate: 0,
     })),
+  ];
+}
+
+/**
+ * An instance DRAINING that this reconciler did not drain was drained by an
+ * operator (DrainAgent, `ctl drain`) or by its sidecar: it has left routing for
+ * good. Finish the job like a scale-down: stop it, which frees its slot on the
+ * sidecar, and count it out, so a replacement is placed (docs/deployments.md,
+ * "Commands on one instance"). Left alone it would hold the slot for ever.
+ */
+function adoptDrained(leaving: readonly LeavingInstance[], observed: readonly ObservedInstance[], rules: LostRules, nowMs: number): LeavingInstance[] {
+  const known = new Set(leaving.map((entry) => entry.instanceId));
+  const drained = observed.filter(
+    (instance) => instance.state === HealthState.HEALTH_STATE_DRAINING && !known.has(instance.instanceId) && lostReason(instance, rules) === undefined,
+  );
+  return [
+    ...leaving,
+    ...drained.map((instance): LeavingInstance => ({ instanceId: instance.instanceId, sidecarId: instance.sidecarId, step: "draining", sinceMs: nowMs, reason: "drained" })),
   ];
 }
 

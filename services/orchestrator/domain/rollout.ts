@@ -278,8 +278,8 @@ const phaseToProto: Record<RolloutPhase, Rollout_Phase> = {
   rolled_back: Rollout_Phase.PHASE_ROLLED_BACK,
 };
 
-/** The GetRollout answer. */
-export function toRolloutMessage(rollout: RolloutState): Rollout {
+/** The GetRollout answer; `waitingForCapacity` comes from placement (reconcile.ts), not from the rollout itself. */
+export function toRolloutMessage(rollout: RolloutState, waitingForCapacity = 0): Rollout {
   return {
     deployment: rollout.deployment,
     fromVersion: rollout.fromVersion,
@@ -293,5 +293,6 @@ export function toRolloutMessage(rollout: RolloutState): Rollout {
     generation: rollout.generation,
     fromRevision: rollout.fromRevision,
     toRevision: rollout.toRevision,
+    waitingForCapacity,
   };
 }

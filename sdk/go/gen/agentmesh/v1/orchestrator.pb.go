@@ -73,6 +73,62 @@ func (RestartPolicy_Mode) EnumDescriptor() ([]byte, []int) {
 	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{18, 0}
 }
 
+// What applying did, as kubectl says it.
+type ApplyDeploymentResponse_Outcome int32
+
+const (
+	ApplyDeploymentResponse_OUTCOME_UNSPECIFIED ApplyDeploymentResponse_Outcome = 0
+	// No deployment of this name existed.
+	ApplyDeploymentResponse_OUTCOME_CREATED ApplyDeploymentResponse_Outcome = 1
+	// The stored spec was changed (generation + 1).
+	ApplyDeploymentResponse_OUTCOME_CONFIGURED ApplyDeploymentResponse_Outcome = 2
+	// The spec equals the stored one; nothing changed.
+	ApplyDeploymentResponse_OUTCOME_UNCHANGED ApplyDeploymentResponse_Outcome = 3
+)
+
+// Enum value maps for ApplyDeploymentResponse_Outcome.
+var (
+	ApplyDeploymentResponse_Outcome_name = map[int32]string{
+		0: "OUTCOME_UNSPECIFIED",
+		1: "OUTCOME_CREATED",
+		2: "OUTCOME_CONFIGURED",
+		3: "OUTCOME_UNCHANGED",
+	}
+	ApplyDeploymentResponse_Outcome_value = map[string]int32{
+		"OUTCOME_UNSPECIFIED": 0,
+		"OUTCOME_CREATED":     1,
+		"OUTCOME_CONFIGURED":  2,
+		"OUTCOME_UNCHANGED":   3,
+	}
+)
+
+func (x ApplyDeploymentResponse_Outcome) Enum() *ApplyDeploymentResponse_Outcome {
+	p := new(ApplyDeploymentResponse_Outcome)
+	*p = x
+	return p
+}
+
+func (x ApplyDeploymentResponse_Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApplyDeploymentResponse_Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentmesh_v1_orchestrator_proto_enumTypes[1].Descriptor()
+}
+
+func (ApplyDeploymentResponse_Outcome) Type() protoreflect.EnumType {
+	return &file_agentmesh_v1_orchestrator_proto_enumTypes[1]
+}
+
+func (x ApplyDeploymentResponse_Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApplyDeploymentResponse_Outcome.Descriptor instead.
+func (ApplyDeploymentResponse_Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{27, 0}
+}
+
 type Rollout_Phase int32
 
 const (
@@ -115,11 +171,11 @@ func (x Rollout_Phase) String() string {
 }
 
 func (Rollout_Phase) Descriptor() protoreflect.EnumDescriptor {
-	return file_agentmesh_v1_orchestrator_proto_enumTypes[1].Descriptor()
+	return file_agentmesh_v1_orchestrator_proto_enumTypes[2].Descriptor()
 }
 
 func (Rollout_Phase) Type() protoreflect.EnumType {
-	return &file_agentmesh_v1_orchestrator_proto_enumTypes[1]
+	return &file_agentmesh_v1_orchestrator_proto_enumTypes[2]
 }
 
 func (x Rollout_Phase) Number() protoreflect.EnumNumber {
@@ -2129,9 +2185,11 @@ func (x *ApplyDeploymentRequest) GetDeployment() *Deployment {
 }
 
 type ApplyDeploymentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
-	Changed       bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Deployment *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// True for CREATED and CONFIGURED.
+	Changed       bool                            `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	Outcome       ApplyDeploymentResponse_Outcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=agentmesh.v1.ApplyDeploymentResponse_Outcome" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2178,6 +2236,13 @@ func (x *ApplyDeploymentResponse) GetChanged() bool {
 		return x.Changed
 	}
 	return false
+}
+
+func (x *ApplyDeploymentResponse) GetOutcome() ApplyDeploymentResponse_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return ApplyDeploymentResponse_OUTCOME_UNSPECIFIED
 }
 
 type GetDeploymentRequest struct {
@@ -2400,8 +2465,13 @@ func (x *DeleteDeploymentRequest) GetName() string {
 	return ""
 }
 
+// The deployment is scaled to zero (its serving instances drained, then every
+// instance stopped) and removed once none is left; GetDeployment answers
+// NOT_FOUND from then on.
 type DeleteDeploymentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Instances of the deployment when it was deleted: all of them are being stopped.
+	Instances     uint32 `protobuf:"varint,1,opt,name=instances,proto3" json:"instances,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2434,6 +2504,13 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
 	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeleteDeploymentResponse) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
 }
 
 type ScaleDeploymentRequest struct {
@@ -2847,10 +2924,13 @@ type Rollout struct {
 	// Template revisions (a hash of manifest, process and restart policy): a change to
 	// any of them with the same version is still a new revision, rolled like one.
 	// from_revision is empty when unknown (first deploy).
-	FromRevision  string `protobuf:"bytes,11,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
-	ToRevision    string `protobuf:"bytes,12,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FromRevision string `protobuf:"bytes,11,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	ToRevision   string `protobuf:"bytes,12,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	// Instances the rollout needs that no connected sidecar has capacity for; they
+	// are placed as soon as a sidecar has room (a sidecar's --capacity).
+	WaitingForCapacity uint32 `protobuf:"varint,13,opt,name=waiting_for_capacity,json=waitingForCapacity,proto3" json:"waiting_for_capacity,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -2965,6 +3045,13 @@ func (x *Rollout) GetToRevision() string {
 		return x.ToRevision
 	}
 	return ""
+}
+
+func (x *Rollout) GetWaitingForCapacity() uint32 {
+	if x != nil {
+		return x.WaitingForCapacity
+	}
+	return 0
 }
 
 type GetRolloutResponse struct {
@@ -3188,12 +3275,18 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x16ApplyDeploymentRequest\x128\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x18.agentmesh.v1.DeploymentR\n" +
-	"deployment\"m\n" +
+	"deployment\"\x9e\x02\n" +
 	"\x17ApplyDeploymentResponse\x128\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x18.agentmesh.v1.DeploymentR\n" +
 	"deployment\x12\x18\n" +
-	"\achanged\x18\x02 \x01(\bR\achanged\"*\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x12G\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2-.agentmesh.v1.ApplyDeploymentResponse.OutcomeR\aoutcome\"f\n" +
+	"\aOutcome\x12\x17\n" +
+	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fOUTCOME_CREATED\x10\x01\x12\x16\n" +
+	"\x12OUTCOME_CONFIGURED\x10\x02\x12\x15\n" +
+	"\x11OUTCOME_UNCHANGED\x10\x03\"*\n" +
 	"\x14GetDeploymentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x8c\x01\n" +
 	"\x15GetDeploymentResponse\x128\n" +
@@ -3205,8 +3298,9 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x17ListDeploymentsResponse\x12:\n" +
 	"\vdeployments\x18\x01 \x03(\v2\x18.agentmesh.v1.DeploymentR\vdeployments\"-\n" +
 	"\x17DeleteDeploymentRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
-	"\x18DeleteDeploymentResponse\"H\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"8\n" +
+	"\x18DeleteDeploymentResponse\x12\x1c\n" +
+	"\tinstances\x18\x01 \x01(\rR\tinstances\"H\n" +
 	"\x16ScaleDeploymentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\"S\n" +
@@ -3231,7 +3325,7 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x11GetRolloutRequest\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
-	"deployment\"\xcc\x04\n" +
+	"deployment\"\xfe\x04\n" +
 	"\aRollout\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
@@ -3251,7 +3345,8 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"generation\x12#\n" +
 	"\rfrom_revision\x18\v \x01(\tR\ffromRevision\x12\x1f\n" +
 	"\vto_revision\x18\f \x01(\tR\n" +
-	"toRevision\"\x8a\x01\n" +
+	"toRevision\x120\n" +
+	"\x14waiting_for_capacity\x18\r \x01(\rR\x12waitingForCapacity\"\x8a\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PHASE_PROGRESSING\x10\x01\x12\x12\n" +
@@ -3289,137 +3384,139 @@ func file_agentmesh_v1_orchestrator_proto_rawDescGZIP() []byte {
 	return file_agentmesh_v1_orchestrator_proto_rawDescData
 }
 
-var file_agentmesh_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agentmesh_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_agentmesh_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_agentmesh_v1_orchestrator_proto_goTypes = []any{
-	(RestartPolicy_Mode)(0),          // 0: agentmesh.v1.RestartPolicy.Mode
-	(Rollout_Phase)(0),               // 1: agentmesh.v1.Rollout.Phase
-	(*ConnectRequest)(nil),           // 2: agentmesh.v1.ConnectRequest
-	(*Hello)(nil),                    // 3: agentmesh.v1.Hello
-	(*Heartbeat)(nil),                // 4: agentmesh.v1.Heartbeat
-	(*SidecarStatus)(nil),            // 5: agentmesh.v1.SidecarStatus
-	(*DataPlaneRefusals)(nil),        // 6: agentmesh.v1.DataPlaneRefusals
-	(*InstanceHeartbeat)(nil),        // 7: agentmesh.v1.InstanceHeartbeat
-	(*InstanceEvent)(nil),            // 8: agentmesh.v1.InstanceEvent
-	(*CommandResult)(nil),            // 9: agentmesh.v1.CommandResult
-	(*ConnectResponse)(nil),          // 10: agentmesh.v1.ConnectResponse
-	(*Welcome)(nil),                  // 11: agentmesh.v1.Welcome
-	(*Shutdown)(nil),                 // 12: agentmesh.v1.Shutdown
-	(*StreamError)(nil),              // 13: agentmesh.v1.StreamError
-	(*Command)(nil),                  // 14: agentmesh.v1.Command
-	(*StartAgent)(nil),               // 15: agentmesh.v1.StartAgent
-	(*StopInstance)(nil),             // 16: agentmesh.v1.StopInstance
-	(*RestartInstance)(nil),          // 17: agentmesh.v1.RestartInstance
-	(*DrainInstance)(nil),            // 18: agentmesh.v1.DrainInstance
-	(*ProcessSpec)(nil),              // 19: agentmesh.v1.ProcessSpec
-	(*RestartPolicy)(nil),            // 20: agentmesh.v1.RestartPolicy
-	(*ResolveRequest)(nil),           // 21: agentmesh.v1.ResolveRequest
-	(*ResolveResponse)(nil),          // 22: agentmesh.v1.ResolveResponse
-	(*InvokeRequest)(nil),            // 23: agentmesh.v1.InvokeRequest
-	(*InvokeResponse)(nil),           // 24: agentmesh.v1.InvokeResponse
-	(*Deployment)(nil),               // 25: agentmesh.v1.Deployment
-	(*UpdateStrategy)(nil),           // 26: agentmesh.v1.UpdateStrategy
-	(*DeploymentStatus)(nil),         // 27: agentmesh.v1.DeploymentStatus
-	(*ApplyDeploymentRequest)(nil),   // 28: agentmesh.v1.ApplyDeploymentRequest
-	(*ApplyDeploymentResponse)(nil),  // 29: agentmesh.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),     // 30: agentmesh.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),    // 31: agentmesh.v1.GetDeploymentResponse
-	(*ListDeploymentsRequest)(nil),   // 32: agentmesh.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),  // 33: agentmesh.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),  // 34: agentmesh.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil), // 35: agentmesh.v1.DeleteDeploymentResponse
-	(*ScaleDeploymentRequest)(nil),   // 36: agentmesh.v1.ScaleDeploymentRequest
-	(*ScaleDeploymentResponse)(nil),  // 37: agentmesh.v1.ScaleDeploymentResponse
-	(*RestartAgentRequest)(nil),      // 38: agentmesh.v1.RestartAgentRequest
-	(*RestartAgentResponse)(nil),     // 39: agentmesh.v1.RestartAgentResponse
-	(*DrainAgentRequest)(nil),        // 40: agentmesh.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),       // 41: agentmesh.v1.DrainAgentResponse
-	(*StopAgentRequest)(nil),         // 42: agentmesh.v1.StopAgentRequest
-	(*StopAgentResponse)(nil),        // 43: agentmesh.v1.StopAgentResponse
-	(*GetRolloutRequest)(nil),        // 44: agentmesh.v1.GetRolloutRequest
-	(*Rollout)(nil),                  // 45: agentmesh.v1.Rollout
-	(*GetRolloutResponse)(nil),       // 46: agentmesh.v1.GetRolloutResponse
-	nil,                              // 47: agentmesh.v1.ProcessSpec.EnvEntry
-	nil,                              // 48: agentmesh.v1.InvokeRequest.MetadataEntry
-	(*SignedEnvelope)(nil),           // 49: agentmesh.v1.SignedEnvelope
-	(*Load)(nil),                     // 50: agentmesh.v1.Load
-	(HealthState)(0),                 // 51: agentmesh.v1.HealthState
-	(*AgentManifest)(nil),            // 52: agentmesh.v1.AgentManifest
-	(*LabelSelector)(nil),            // 53: agentmesh.v1.LabelSelector
-	(*AgentInstance)(nil),            // 54: agentmesh.v1.AgentInstance
+	(RestartPolicy_Mode)(0),              // 0: agentmesh.v1.RestartPolicy.Mode
+	(ApplyDeploymentResponse_Outcome)(0), // 1: agentmesh.v1.ApplyDeploymentResponse.Outcome
+	(Rollout_Phase)(0),                   // 2: agentmesh.v1.Rollout.Phase
+	(*ConnectRequest)(nil),               // 3: agentmesh.v1.ConnectRequest
+	(*Hello)(nil),                        // 4: agentmesh.v1.Hello
+	(*Heartbeat)(nil),                    // 5: agentmesh.v1.Heartbeat
+	(*SidecarStatus)(nil),                // 6: agentmesh.v1.SidecarStatus
+	(*DataPlaneRefusals)(nil),            // 7: agentmesh.v1.DataPlaneRefusals
+	(*InstanceHeartbeat)(nil),            // 8: agentmesh.v1.InstanceHeartbeat
+	(*InstanceEvent)(nil),                // 9: agentmesh.v1.InstanceEvent
+	(*CommandResult)(nil),                // 10: agentmesh.v1.CommandResult
+	(*ConnectResponse)(nil),              // 11: agentmesh.v1.ConnectResponse
+	(*Welcome)(nil),                      // 12: agentmesh.v1.Welcome
+	(*Shutdown)(nil),                     // 13: agentmesh.v1.Shutdown
+	(*StreamError)(nil),                  // 14: agentmesh.v1.StreamError
+	(*Command)(nil),                      // 15: agentmesh.v1.Command
+	(*StartAgent)(nil),                   // 16: agentmesh.v1.StartAgent
+	(*StopInstance)(nil),                 // 17: agentmesh.v1.StopInstance
+	(*RestartInstance)(nil),              // 18: agentmesh.v1.RestartInstance
+	(*DrainInstance)(nil),                // 19: agentmesh.v1.DrainInstance
+	(*ProcessSpec)(nil),                  // 20: agentmesh.v1.ProcessSpec
+	(*RestartPolicy)(nil),                // 21: agentmesh.v1.RestartPolicy
+	(*ResolveRequest)(nil),               // 22: agentmesh.v1.ResolveRequest
+	(*ResolveResponse)(nil),              // 23: agentmesh.v1.ResolveResponse
+	(*InvokeRequest)(nil),                // 24: agentmesh.v1.InvokeRequest
+	(*InvokeResponse)(nil),               // 25: agentmesh.v1.InvokeResponse
+	(*Deployment)(nil),                   // 26: agentmesh.v1.Deployment
+	(*UpdateStrategy)(nil),               // 27: agentmesh.v1.UpdateStrategy
+	(*DeploymentStatus)(nil),             // 28: agentmesh.v1.DeploymentStatus
+	(*ApplyDeploymentRequest)(nil),       // 29: agentmesh.v1.ApplyDeploymentRequest
+	(*ApplyDeploymentResponse)(nil),      // 30: agentmesh.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),         // 31: agentmesh.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),        // 32: agentmesh.v1.GetDeploymentResponse
+	(*ListDeploymentsRequest)(nil),       // 33: agentmesh.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),      // 34: agentmesh.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),      // 35: agentmesh.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),     // 36: agentmesh.v1.DeleteDeploymentResponse
+	(*ScaleDeploymentRequest)(nil),       // 37: agentmesh.v1.ScaleDeploymentRequest
+	(*ScaleDeploymentResponse)(nil),      // 38: agentmesh.v1.ScaleDeploymentResponse
+	(*RestartAgentRequest)(nil),          // 39: agentmesh.v1.RestartAgentRequest
+	(*RestartAgentResponse)(nil),         // 40: agentmesh.v1.RestartAgentResponse
+	(*DrainAgentRequest)(nil),            // 41: agentmesh.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),           // 42: agentmesh.v1.DrainAgentResponse
+	(*StopAgentRequest)(nil),             // 43: agentmesh.v1.StopAgentRequest
+	(*StopAgentResponse)(nil),            // 44: agentmesh.v1.StopAgentResponse
+	(*GetRolloutRequest)(nil),            // 45: agentmesh.v1.GetRolloutRequest
+	(*Rollout)(nil),                      // 46: agentmesh.v1.Rollout
+	(*GetRolloutResponse)(nil),           // 47: agentmesh.v1.GetRolloutResponse
+	nil,                                  // 48: agentmesh.v1.ProcessSpec.EnvEntry
+	nil,                                  // 49: agentmesh.v1.InvokeRequest.MetadataEntry
+	(*SignedEnvelope)(nil),               // 50: agentmesh.v1.SignedEnvelope
+	(*Load)(nil),                         // 51: agentmesh.v1.Load
+	(HealthState)(0),                     // 52: agentmesh.v1.HealthState
+	(*AgentManifest)(nil),                // 53: agentmesh.v1.AgentManifest
+	(*LabelSelector)(nil),                // 54: agentmesh.v1.LabelSelector
+	(*AgentInstance)(nil),                // 55: agentmesh.v1.AgentInstance
 }
 var file_agentmesh_v1_orchestrator_proto_depIdxs = []int32{
-	3,  // 0: agentmesh.v1.ConnectRequest.hello:type_name -> agentmesh.v1.Hello
-	4,  // 1: agentmesh.v1.ConnectRequest.heartbeat:type_name -> agentmesh.v1.Heartbeat
-	8,  // 2: agentmesh.v1.ConnectRequest.instance_event:type_name -> agentmesh.v1.InstanceEvent
-	9,  // 3: agentmesh.v1.ConnectRequest.command_result:type_name -> agentmesh.v1.CommandResult
-	5,  // 4: agentmesh.v1.ConnectRequest.status:type_name -> agentmesh.v1.SidecarStatus
-	49, // 5: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
-	7,  // 6: agentmesh.v1.Heartbeat.instances:type_name -> agentmesh.v1.InstanceHeartbeat
-	6,  // 7: agentmesh.v1.SidecarStatus.refusals:type_name -> agentmesh.v1.DataPlaneRefusals
-	50, // 8: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
-	51, // 9: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
-	51, // 10: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
-	11, // 11: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
-	14, // 12: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
-	12, // 13: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
-	13, // 14: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
-	15, // 15: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
-	16, // 16: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
-	17, // 17: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
-	18, // 18: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
-	49, // 19: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
-	52, // 20: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
-	19, // 21: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
-	20, // 22: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	47, // 23: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
+	4,  // 0: agentmesh.v1.ConnectRequest.hello:type_name -> agentmesh.v1.Hello
+	5,  // 1: agentmesh.v1.ConnectRequest.heartbeat:type_name -> agentmesh.v1.Heartbeat
+	9,  // 2: agentmesh.v1.ConnectRequest.instance_event:type_name -> agentmesh.v1.InstanceEvent
+	10, // 3: agentmesh.v1.ConnectRequest.command_result:type_name -> agentmesh.v1.CommandResult
+	6,  // 4: agentmesh.v1.ConnectRequest.status:type_name -> agentmesh.v1.SidecarStatus
+	50, // 5: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	8,  // 6: agentmesh.v1.Heartbeat.instances:type_name -> agentmesh.v1.InstanceHeartbeat
+	7,  // 7: agentmesh.v1.SidecarStatus.refusals:type_name -> agentmesh.v1.DataPlaneRefusals
+	51, // 8: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
+	52, // 9: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
+	52, // 10: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
+	12, // 11: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
+	15, // 12: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
+	13, // 13: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
+	14, // 14: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
+	16, // 15: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
+	17, // 16: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
+	18, // 17: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
+	19, // 18: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
+	50, // 19: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	53, // 20: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
+	20, // 21: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
+	21, // 22: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	48, // 23: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
 	0,  // 24: agentmesh.v1.RestartPolicy.mode:type_name -> agentmesh.v1.RestartPolicy.Mode
-	53, // 25: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	54, // 26: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
-	53, // 27: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	48, // 28: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
-	52, // 29: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
-	19, // 30: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
-	20, // 31: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	26, // 32: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
-	27, // 33: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
-	25, // 34: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
-	25, // 35: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	25, // 36: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	54, // 37: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
-	25, // 38: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
-	25, // 39: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	1,  // 40: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
-	45, // 41: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
-	2,  // 42: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
-	21, // 43: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
-	23, // 44: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
-	28, // 45: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
-	30, // 46: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
-	32, // 47: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
-	34, // 48: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
-	36, // 49: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
-	38, // 50: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
-	40, // 51: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
-	42, // 52: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
-	44, // 53: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
-	10, // 54: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
-	22, // 55: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
-	24, // 56: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
-	29, // 57: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
-	31, // 58: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
-	33, // 59: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
-	35, // 60: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
-	37, // 61: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
-	39, // 62: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
-	41, // 63: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
-	43, // 64: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
-	46, // 65: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	54, // 25: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	55, // 26: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
+	54, // 27: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	49, // 28: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
+	53, // 29: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
+	20, // 30: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
+	21, // 31: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	27, // 32: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
+	28, // 33: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
+	26, // 34: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
+	26, // 35: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	1,  // 36: agentmesh.v1.ApplyDeploymentResponse.outcome:type_name -> agentmesh.v1.ApplyDeploymentResponse.Outcome
+	26, // 37: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	55, // 38: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
+	26, // 39: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
+	26, // 40: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	2,  // 41: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
+	46, // 42: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
+	3,  // 43: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
+	22, // 44: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
+	24, // 45: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
+	29, // 46: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
+	31, // 47: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
+	33, // 48: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
+	35, // 49: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
+	37, // 50: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
+	39, // 51: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
+	41, // 52: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
+	43, // 53: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
+	45, // 54: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
+	11, // 55: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
+	23, // 56: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
+	25, // 57: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
+	30, // 58: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
+	32, // 59: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
+	34, // 60: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
+	36, // 61: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
+	38, // 62: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
+	40, // 63: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
+	42, // 64: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
+	44, // 65: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
+	47, // 66: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
+	55, // [55:67] is the sub-list for method output_type
+	43, // [43:55] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_agentmesh_v1_orchestrator_proto_init() }
@@ -3453,7 +3550,7 @@ func file_agentmesh_v1_orchestrator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentmesh_v1_orchestrator_proto_rawDesc), len(file_agentmesh_v1_orchestrator_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -350,12 +350,24 @@ class ApplyDeploymentRequest(_message.Message):
     def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
 class ApplyDeploymentResponse(_message.Message):
-    __slots__ = ("deployment", "changed")
+    __slots__ = ("deployment", "changed", "outcome")
+    class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OUTCOME_UNSPECIFIED: _ClassVar[ApplyDeploymentResponse.Outcome]
+        OUTCOME_CREATED: _ClassVar[ApplyDeploymentResponse.Outcome]
+        OUTCOME_CONFIGURED: _ClassVar[ApplyDeploymentResponse.Outcome]
+        OUTCOME_UNCHANGED: _ClassVar[ApplyDeploymentResponse.Outcome]
+    OUTCOME_UNSPECIFIED: ApplyDeploymentResponse.Outcome
+    OUTCOME_CREATED: ApplyDeploymentResponse.Outcome
+    OUTCOME_CONFIGURED: ApplyDeploymentResponse.Outcome
+    OUTCOME_UNCHANGED: ApplyDeploymentResponse.Outcome
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     CHANGED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     deployment: Deployment
     changed: bool
-    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+    outcome: ApplyDeploymentResponse.Outcome
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., changed: _Optional[bool] = ..., outcome: _Optional[_Union[ApplyDeploymentResponse.Outcome, str]] = ...) -> None: ...
 
 class GetDeploymentRequest(_message.Message):
     __slots__ = ("name",)
@@ -388,8 +400,10 @@ class DeleteDeploymentRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DeleteDeploymentResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("instances",)
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    instances: int
+    def __init__(self, instances: _Optional[int] = ...) -> None: ...
 
 class ScaleDeploymentRequest(_message.Message):
     __slots__ = ("name", "replicas")
@@ -446,7 +460,7 @@ class GetRolloutRequest(_message.Message):
     def __init__(self, deployment: _Optional[str] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("deployment", "from_version", "to_version", "phase", "updated_replicas", "ready_replicas", "desired_replicas", "message", "started_at_ms", "generation", "from_revision", "to_revision")
+    __slots__ = ("deployment", "from_version", "to_version", "phase", "updated_replicas", "ready_replicas", "desired_replicas", "message", "started_at_ms", "generation", "from_revision", "to_revision", "waiting_for_capacity")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PHASE_UNSPECIFIED: _ClassVar[Rollout.Phase]
@@ -473,6 +487,7 @@ class Rollout(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     FROM_REVISION_FIELD_NUMBER: _ClassVar[int]
     TO_REVISION_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     from_version: str
     to_version: str
@@ -485,7 +500,8 @@ class Rollout(_message.Message):
     generation: int
     from_revision: str
     to_revision: str
-    def __init__(self, deployment: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., phase: _Optional[_Union[Rollout.Phase, str]] = ..., updated_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., desired_replicas: _Optional[int] = ..., message: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., generation: _Optional[int] = ..., from_revision: _Optional[str] = ..., to_revision: _Optional[str] = ...) -> None: ...
+    waiting_for_capacity: int
+    def __init__(self, deployment: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., phase: _Optional[_Union[Rollout.Phase, str]] = ..., updated_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., desired_replicas: _Optional[int] = ..., message: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., generation: _Optional[int] = ..., from_revision: _Optional[str] = ..., to_revision: _Optional[str] = ..., waiting_for_capacity: _Optional[int] = ...) -> None: ...
 
 class GetRolloutResponse(_message.Message):
     __slots__ = ("rollout",)

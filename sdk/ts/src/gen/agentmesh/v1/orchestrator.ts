@@ -343,8 +343,61 @@ export interface ApplyDeploymentRequest {
 }
 
 export interface ApplyDeploymentResponse {
-  deployment?: Deployment | undefined;
+  deployment?:
+    | Deployment
+    | undefined;
+  /** True for CREATED and CONFIGURED. */
   changed: boolean;
+  outcome: ApplyDeploymentResponse_Outcome;
+}
+
+/** What applying did, as kubectl says it. */
+export enum ApplyDeploymentResponse_Outcome {
+  OUTCOME_UNSPECIFIED = 0,
+  /** OUTCOME_CREATED - No deployment of this name existed. */
+  OUTCOME_CREATED = 1,
+  /** OUTCOME_CONFIGURED - The stored spec was changed (generation + 1). */
+  OUTCOME_CONFIGURED = 2,
+  /** OUTCOME_UNCHANGED - The spec equals the stored one; nothing changed. */
+  OUTCOME_UNCHANGED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function applyDeploymentResponse_OutcomeFromJSON(object: any): ApplyDeploymentResponse_Outcome {
+  switch (object) {
+    case 0:
+    case "OUTCOME_UNSPECIFIED":
+      return ApplyDeploymentResponse_Outcome.OUTCOME_UNSPECIFIED;
+    case 1:
+    case "OUTCOME_CREATED":
+      return ApplyDeploymentResponse_Outcome.OUTCOME_CREATED;
+    case 2:
+    case "OUTCOME_CONFIGURED":
+      return ApplyDeploymentResponse_Outcome.OUTCOME_CONFIGURED;
+    case 3:
+    case "OUTCOME_UNCHANGED":
+      return ApplyDeploymentResponse_Outcome.OUTCOME_UNCHANGED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ApplyDeploymentResponse_Outcome.UNRECOGNIZED;
+  }
+}
+
+export function applyDeploymentResponse_OutcomeToJSON(object: ApplyDeploymentResponse_Outcome): string {
+  switch (object) {
+    case ApplyDeploymentResponse_Outcome.OUTCOME_UNSPECIFIED:
+      return "OUTCOME_UNSPECIFIED";
+    case ApplyDeploymentResponse_Outcome.OUTCOME_CREATED:
+      return "OUTCOME_CREATED";
+    case ApplyDeploymentResponse_Outcome.OUTCOME_CONFIGURED:
+      return "OUTCOME_CONFIGURED";
+    case ApplyDeploymentResponse_Outcome.OUTCOME_UNCHANGED:
+      return "OUTCOME_UNCHANGED";
+    case ApplyDeploymentResponse_Outcome.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
 }
 
 export interface GetDeploymentRequest {
@@ -367,7 +420,14 @@ export interface DeleteDeploymentRequest {
   name: string;
 }
 
+/**
+ * The deployment is scaled to zero (its serving instances drained, then every
+ * instance stopped) and removed once none is left; GetDeployment answers
+ * NOT_FOUND from then on.
+ */
 export interface DeleteDeploymentResponse {
+  /** Instances of the deployment when it was deleted: all of them are being stopped. */
+  instances: number;
 }
 
 export interface ScaleDeploymentRequest {
@@ -424,6 +484,11 @@ export interface Rollout {
    */
   fromRevision: string;
   toRevision: string;
+  /**
+   * Instances the rollout needs that no connected sidecar has capacity for; they
+   * are placed as soon as a sidecar has room (a sidecar's --capacity).
+   */
+  waitingForCapacity: number;
 }
 
 export enum Rollout_Phase {
@@ -4128,7 +4193,7 @@ export const ApplyDeploymentRequest: MessageFns<ApplyDeploymentRequest> = {
 };
 
 function createBaseApplyDeploymentResponse(): ApplyDeploymentResponse {
-  return { deployment: undefined, changed: false };
+  return { deployment: undefined, changed: false, outcome: 0 };
 }
 
 export const ApplyDeploymentResponse: MessageFns<ApplyDeploymentResponse> = {
@@ -4138,6 +4203,9 @@ export const ApplyDeploymentResponse: MessageFns<ApplyDeploymentResponse> = {
     }
     if (message.changed !== false) {
       writer.uint32(16).bool(message.changed);
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(24).int32(message.outcome);
     }
     return writer;
   },
@@ -4171,6 +4239,14 @@ export const ApplyDeploymentResponse: MessageFns<ApplyDeploymentResponse> = {
             message.changed = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4187,6 +4263,7 @@ export const ApplyDeploymentResponse: MessageFns<ApplyDeploymentResponse> = {
     return {
       deployment: isSet(object.deployment) ? Deployment.fromJSON(object.deployment) : undefined,
       changed: isSet(object.changed) ? globalThis.Boolean(object.changed) : false,
+      outcome: isSet(object.outcome) ? applyDeploymentResponse_OutcomeFromJSON(object.outcome) : 0,
     };
   },
 
@@ -4197,6 +4274,9 @@ export const ApplyDeploymentResponse: MessageFns<ApplyDeploymentResponse> = {
     }
     if (message.changed !== false) {
       obj.changed = message.changed;
+    }
+    if (message.outcome !== 0) {
+      obj.outcome = applyDeploymentResponse_OutcomeToJSON(message.outcome);
     }
     return obj;
   },
@@ -4210,6 +4290,7 @@ export const ApplyDeploymentResponse: MessageFns<ApplyDeploymentResponse> = {
       ? Deployment.fromPartial(object.deployment)
       : undefined;
     message.changed = object.changed ?? false;
+    message.outcome = object.outcome ?? 0;
     return message;
   },
 };
@@ -4561,11 +4642,14 @@ export const DeleteDeploymentRequest: MessageFns<DeleteDeploymentRequest> = {
 };
 
 function createBaseDeleteDeploymentResponse(): DeleteDeploymentResponse {
-  return {};
+  return { instances: 0 };
 }
 
 export const DeleteDeploymentResponse: MessageFns<DeleteDeploymentResponse> = {
-  encode(_: DeleteDeploymentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: DeleteDeploymentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instances !== 0) {
+      writer.uint32(8).uint32(message.instances);
+    }
     return writer;
   },
 
@@ -4582,6 +4666,14 @@ export const DeleteDeploymentResponse: MessageFns<DeleteDeploymentResponse> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.instances = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4594,20 +4686,24 @@ export const DeleteDeploymentResponse: MessageFns<DeleteDeploymentResponse> = {
     }
   },
 
-  fromJSON(_: any): DeleteDeploymentResponse {
-    return {};
+  fromJSON(object: any): DeleteDeploymentResponse {
+    return { instances: isSet(object.instances) ? globalThis.Number(object.instances) : 0 };
   },
 
-  toJSON(_: DeleteDeploymentResponse): unknown {
+  toJSON(message: DeleteDeploymentResponse): unknown {
     const obj: any = {};
+    if (message.instances !== 0) {
+      obj.instances = Math.round(message.instances);
+    }
     return obj;
   },
 
   create<I extends Exact<DeepPartial<DeleteDeploymentResponse>, I>>(base?: I): DeleteDeploymentResponse {
     return DeleteDeploymentResponse.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<DeleteDeploymentResponse>, I>>(_: I): DeleteDeploymentResponse {
+  fromPartial<I extends Exact<DeepPartial<DeleteDeploymentResponse>, I>>(object: I): DeleteDeploymentResponse {
     const message = createBaseDeleteDeploymentResponse();
+    message.instances = object.instances ?? 0;
     return message;
   },
 };
@@ -5262,6 +5358,7 @@ function createBaseRollout(): Rollout {
     generation: 0,
     fromRevision: "",
     toRevision: "",
+    waitingForCapacity: 0,
   };
 }
 
@@ -5302,6 +5399,9 @@ export const Rollout: MessageFns<Rollout> = {
     }
     if (message.toRevision !== "") {
       writer.uint32(98).string(message.toRevision);
+    }
+    if (message.waitingForCapacity !== 0) {
+      writer.uint32(104).uint32(message.waitingForCapacity);
     }
     return writer;
   },
@@ -5415,6 +5515,14 @@ export const Rollout: MessageFns<Rollout> = {
             message.toRevision = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.waitingForCapacity = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5473,6 +5581,11 @@ export const Rollout: MessageFns<Rollout> = {
         : isSet(object.to_revision)
         ? globalThis.String(object.to_revision)
         : "",
+      waitingForCapacity: isSet(object.waitingForCapacity)
+        ? globalThis.Number(object.waitingForCapacity)
+        : isSet(object.waiting_for_capacity)
+        ? globalThis.Number(object.waiting_for_capacity)
+        : 0,
     };
   },
 
@@ -5514,6 +5627,9 @@ export const Rollout: MessageFns<Rollout> = {
     if (message.toRevision !== "") {
       obj.toRevision = message.toRevision;
     }
+    if (message.waitingForCapacity !== 0) {
+      obj.waitingForCapacity = Math.round(message.waitingForCapacity);
+    }
     return obj;
   },
 
@@ -5534,6 +5650,7 @@ export const Rollout: MessageFns<Rollout> = {
     message.generation = object.generation ?? 0;
     message.fromRevision = object.fromRevision ?? "";
     message.toRevision = object.toRevision ?? "";
+    message.waitingForCapacity = object.waitingForCapacity ?? 0;
     return message;
   },
 };
