@@ -103,7 +103,7 @@ describe("audit log and operator identity with real processes", () => {
     expect(expectOk(await verify("--file", copy, ...caCert)).stdout).toBe(`ok: ${entries} entries, chain intact, signed head at seq ${entries}\n`);
     expect((await verify("--file", copy)).stdout).toMatch(/^FAILED: head record is signed: give the CA certificate/);
     const otherCaDir = tempDir();
-    expectOk(await agentmesh("ctl", "init-admin", "--data-dir", otherCaDir, "--out", tempDir()));
+    expectOk(await agentmesh("ctl", "init-admin", "--data-dir", otherCaDir, "--create-ca", "--out", tempDir()));
     expect((await verify("--file", copy, "--ca-cert", join(otherCaDir, "ca-cert.pem"))).stdout).toBe("FAILED: head record signature invalid\n");
 
     // Restart on the same data dir: same CA (the admin credentials still work) and the chain continues.
