@@ -1368,10 +1368,14 @@ async function main(): Promise<number> {
     mesh.reapLeftovers(leftovers);
 
     // ---- audit logs
-    const auditLogs = [join(mesh.serverDataDir, "audit.log"), ...sidecarHosts.map((host) => join(mesh.dir, host, "audit.log"))];
+    // The server's log has a head record signed by its CA: verify it from the data dir, which checks that signature.
+    const auditLogs: Array<{ log: string; args: string[] }> = [
+      { log: join(mesh.serverDataDir, "audit.log"), args: ["--data-dir", mesh.serverDataDir] },
+      ...sidecarHosts.map((host) => ({ log: join(mesh.dir, host, "audit.log"), args: ["--file", join(mesh.dir, host, "audit.log")] })),
+    ];
     const audits: Array<{ log: string; ok: boolean; output: string }> = [];
-    for (const log of auditLogs) {
-      const verified = await runCli(["ctl", "audit", "verify", "--file", log]);
+    for (const { log, args } of auditLogs) {
+      const verified = await runCli(["ctl", "audit", "verify", ...args]);
       const text = `${verified.stdout}${verified.stderr}`.trim().split("\n").slice(-1)[0] ?? "";
       audits.push({ log: log.replace(`${mesh.dir}/`, ""), ok: verified.code === 0, output: text });
       if (verified.code !== 0) failures.push(`ctl audit verify ${log.replace(`${mesh.dir}/`, "")}: ${text}`);
