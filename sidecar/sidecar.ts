@@ -274,6 +274,7 @@ export class Sidecar {
       this.cache.apply(event);
     }, {
       sinceRevision: this.cache.isSynced ? this.cache.lastRevision : 0,
+      epoch: this.cache.epoch,
       onError: (error: ServiceError) => {
         // A restarted server does not know our revision: start over from a snapshot.
         if (error.code === status.INVALID_ARGUMENT) this.cache.reset();

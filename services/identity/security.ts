@@ -21,7 +21,7 @@ import { EnvelopeOpener } from "./envelope-opener.js";
 import { IdentityAuthority } from "./identity-authority.js";
 import { IdentityLimits } from "./identity-limits.js";
 import { type MtlsAuth, createMtlsAuth } from "./mtls-auth.js";
-import type { RevocationRecord } from "./ports.js";
+import type { CertificateStore, JoinTokenStore, RevocationRecord, RevocationStore } from "./ports.js";
 import { type Refusal, RefusalAuditor } from "./refusal-auditor.js";
 
 export interface SecurityOptions {
@@ -54,6 +54,8 @@ export interface SecurityOptions {
   onRefusal?: (refusal: Refusal, written: boolean) => void;
   /** The audit log turned unwritable or writable again. */
   onAuditStateChange?: (state: AuditSinkState) => void;
+  /** Where certificate records, revocations and join tokens live (the state store); memory when absent (tests). */
+  stores?: { certificates: CertificateStore; revocations: RevocationStore; joinTokens: JoinTokenStore };
 }
 
 /** Everything identity the server needs: CA, audit, signatures, and (unless dev mode) mTLS. */
@@ -89,10 +91,10 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     maxKeys: 256,
     onRefusal: options.onRefusal,
   });
-  const certificates = new MemoryCertificateStore();
-  const revocations = new RevocationList({ certificates, store: new MemoryRevocationStore(), clock: options.clock });
+  const certificates = options.stores?.certificates ?? new MemoryCertificateStore();
+  const revocations = new RevocationList({ certificates, store: options.stores?.revocations ?? new MemoryRevocationStore(), clock: options.clock });
   await revocations.load();
-  const joinTokens = new JoinTokens({ store: new MemoryJoinTokenStore(), clock: options.clock, trustDomain: options.trustDomain });
+  const joinTokens = new JoinTokens({ store: options.stores?.joinTokens ?? new MemoryJoinTokenStore(), clock: options.clock, trustDomain: options.trustDomain });
   const authority = new IdentityAuthority({
     ca,
     joinTokens,
