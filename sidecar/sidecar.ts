@@ -27,7 +27,7 @@ import { verifyCommand } from "./command-verifier.js";
 import { SidecarHealth, inboundHealthServices, localHealthServices } from "./health.js";
 import { createInboundHandler } from "./inbound.js";
 import { RefusalTally } from "./refusal-tally.js";
-import { loadStoredIdentity, storeIdentity } from "./stored-identity.js";
+import { loadStoredIdentity, storeIdentity, storedIdentityFiles } from "./stored-identity.js";
 import { createLocalCallHandler } from "./local-calls.js";
 import { type HealthCondition, type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
 import { OutlierDetector, classifyOutcome } from "./outlier-detector.js";
@@ -176,7 +176,7 @@ export class Sidecar {
     }
     const trustBundlePem = await readFile(this.config.caCertFile, "utf8");
     const stored = await loadStoredIdentity(this.config.dataDir, { spiffeId: this.spiffeId, trustBundlePem: splitPem(trustBundlePem), nowMs: this.clock.nowMs() });
-    const join = {
+    const joinOptions = {
       address: server,
       trustBundlePem,
       spiffeId: this.spiffeId,
@@ -187,29 +187,37 @@ export class Sidecar {
         storeIdentity(this.config.dataDir, identity).catch((error: unknown) => this.log.error({ err: error, dataDir: this.config.dataDir }, "cannot store the renewed certificate"));
       },
     };
+    let noStoredIdentity = `${this.config.dataDir} (--data-dir) holds no certificate of ${this.spiffeId} to rejoin with`;
     if (stored.kind === "usable") {
       // A join token joins once; the certificate it bought stays the sidecar's identity across restarts.
       this.log.info({ serial: stored.material.serial, expiresAtMs: stored.material.expiresAtMs, dataDir: this.config.dataDir }, "rejoining with the certificate stored in the data dir");
-      return MeshIdentity.join({ ...join, resume: stored.material });
+      try {
+        return await this.keepIdentity(await MeshIdentity.join({ ...joinOptions, resume: stored.material }));
+      } catch (error) {
+        // Revoked, or of a CA the server no longer uses: a token may still join.
+        if ((error as ServiceError).code !== status.UNAUTHENTICATED) throw error;
+        noStoredIdentity = `the server refused the certificate in ${join(this.config.dataDir, storedIdentityFiles.cert)} (${(error as ServiceError).details})`;
+      }
+    } else if (stored.kind === "unusable") {
+      noStoredIdentity = stored.problem;
     }
-    if (stored.kind === "unusable") this.log.warn({ problem: stored.problem }, "stored certificate not used");
-    const noStoredIdentity = stored.kind === "unusable" ? stored.problem : `${this.config.dataDir} (--data-dir) holds no certificate of ${this.spiffeId} to rejoin with`;
+    if (stored.kind !== "none") this.log.warn({ problem: noStoredIdentity }, "stored certificate not used");
     if (!this.config.joinToken) {
       throw new MeshError("invalidArgument", `${noStoredIdentity}: join with --join-token (from '${tokenCommand(this.config.host)}') and --ca-cert, or pass --cert, --key and --ca-cert`);
     }
-    let identity: MeshIdentity;
     try {
-      identity = await MeshIdentity.join(join);
+      return await this.keepIdentity(await MeshIdentity.join(joinOptions));
     } catch (error) {
       if ((error as ServiceError).code === status.UNAUTHENTICATED && /join token invalid or expired/.test(String((error as ServiceError).details))) {
         // The server answers a spent, expired and unknown token alike (docs/protocol.md): name the likely case and the way out.
-        throw new MeshError(
-          "unauthenticated",
-          `--join-token was refused (already used, or expired) and ${noStoredIdentity}: create a new token with '${tokenCommand(this.config.host)}'`,
-        );
+        throw new MeshError("unauthenticated", `--join-token was refused (already used, or expired) and ${noStoredIdentity}: create a new token with '${tokenCommand(this.config.host)}'`);
       }
       throw error;
     }
+  }
+
+  /** Stores the certificate just obtained, so the next start rejoins with it. */
+  private async keepIdentity(identity: MeshIdentity): Promise<MeshIdentity> {
     const current = identity.source.current;
     if (current) await storeIdentity(this.config.dataDir, current);
     return identity;

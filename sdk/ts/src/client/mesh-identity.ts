@@ -30,7 +30,7 @@ export interface JoinOptions {
   joinToken: string;
   /**
    * A certificate of `spiffeId` this component obtained before (it kept it across a
-   * restart): the identity starts with it and renews it over mTLS, without a token.
+   * restart): the first certificate is a renewal of it over mTLS, without a token.
    */
   resume?: IdentityMaterial;
   ttlSeconds?: number;
@@ -60,7 +60,7 @@ export class MeshIdentity implements EnvelopeSigner {
     this.signer = new SourceSigner(this.source, clock);
   }
 
-  /** Joins with a token (or resumes a certificate obtained before), then keeps the certificate renewed. */
+  /** Joins with a token (or renews a certificate obtained before), then keeps the certificate renewed. */
   static async join(options: JoinOptions): Promise<MeshIdentity> {
     const identity = new MeshIdentity(options.spiffeId, options.clock ?? systemClock);
     identity.source.setTrustBundle(splitPem(options.trustBundlePem));
@@ -75,8 +75,10 @@ export class MeshIdentity implements EnvelopeSigner {
       onError: options.onRenewError,
       onRenewed: options.onRenewed,
     });
-    if (options.resume) identity.renewer.resume(options.resume);
-    else await identity.renewer.start();
+    // A resumed certificate is renewed at once: the answer proves the server still accepts it
+    // (same CA, not revoked) before anything is built on it, and the lifetime starts afresh.
+    if (options.resume) identity.source.setIdentity(options.resume);
+    await identity.renewer.start();
     return identity;
   }
 

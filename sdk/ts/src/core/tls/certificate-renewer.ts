@@ -33,12 +33,6 @@ export class CertificateRenewer {
     return identity;
   }
 
-  /** Starts from a certificate obtained earlier (kept on disk across a restart), then keeps renewing. */
-  resume(identity: IdentityMaterial): void {
-    this.options.source.setIdentity(identity);
-    this.schedule(identity);
-  }
-
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
