@@ -1,14 +1,14 @@
 // A sidecar keeps the certificate its one-time join token bought in --data-dir: started
 // again with the same flags it rejoins by renewing it (no token); without a usable
 // certificate (none, or revoked), a spent token is one line naming the way out, exit 1
-// (README "Exit codes").
-// Real server and sidecar processes.
+// (README "Exit codes"). On a terminal it prints a banner with the addresses it really
+// bound. Real server and sidecar processes.
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MeshCluster, stopProcess, waitForLogAfter } from "../helpers/mesh-cluster.js";
-import { type ManagedProcess, cliPath, run, startProcess, tempDir } from "../helpers/processes.js";
+import { type ManagedProcess, cliPath, repoRoot, run, startProcess, tempDir } from "../helpers/processes.js";
 
 let cluster: MeshCluster;
 let sidecars: ManagedProcess[] = [];
@@ -44,7 +44,7 @@ function startSidecar(token: string, dataDir: string): ManagedProcess {
 
 const storedSerial = (dataDir: string) => new X509Certificate(readFileSync(join(dataDir, "sidecar-cert.pem"))).serialNumber.toLowerCase();
 
-describe("sidecar restart with the certificate in its data dir", () => {
+describe("sidecar startup: identity from the data dir, bound addresses", () => {
   it("rejoins without a new token by renewing it; logs the address it bound", async () => {
     const token = await cluster.joinToken("host-r");
     const dataDir = tempDir();
@@ -117,5 +117,25 @@ describe("sidecar restart with the certificate in its data dir", () => {
     const fresh = startSidecar(await cluster.joinToken("host-r"), dataDir);
     await fresh.waitForLog((line) => line.msg === "sidecar listening", 20_000);
     expect(fresh.lines.find((line) => line.msg === "stored certificate not used")?.problem).toContain("client certificate revoked");
+  }, 60_000);
+
+  it("on a terminal: a banner on stderr with the ports it bound", async () => {
+    const dataDir = tempDir();
+    const flags = [...sidecarArgs(await cluster.joinToken("host-r")).slice(1), "--inbound-port", "0", "--local-port", "0", "--data-dir", dataDir];
+    // util-linux `script` gives the sidecar a real pseudo-TTY (as test/e2e/server-banner.test.ts does for the server).
+    const terminal = startProcess("script", ["-qfec", `cd ${repoRoot} && ${process.execPath} ${cliPath} ${flags.join(" ")}`, "/dev/null"]);
+    sidecars.push(terminal);
+    const listening = await terminal.waitForLog((line) => line.msg === "sidecar listening", 20_000);
+    await expect.poll(() => terminal.stderr.join("").includes("Ctrl-C stops the sidecar."), { timeout: 10_000 }).toBe(true);
+    const banner = terminal.stderr.join("\n").replace(/\r/g, "").split("\n").filter((line) => line !== "");
+    expect(banner).toEqual([
+      "agentmesh sidecar is running (mTLS) as spiffe://agentmesh.local/sidecar/host-r",
+      `  inbound   ${String(listening.inboundBound)}   (other sidecars dial ${String(listening.inboundAddress)})`,
+      `  local     ${String(listening.localAddress)}   (AGENTMESH_SIDECAR_ADDR for agents)`,
+      `  data dir  ${dataDir}   (certificate, audit log)`,
+      "  agents    0 from --manifest, capacity 0 for the orchestrator",
+      "JSON logs follow on stdout. Ctrl-C stops the sidecar.",
+    ]);
+    expect(String(listening.inboundBound)).toMatch(/^0\.0\.0\.0:[1-9]\d*$/);
   }, 60_000);
 });
