@@ -13,6 +13,7 @@ import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import { MemoryCertificateStore } from "./adapters/memory-certificate-store.js";
 import { MemoryJoinTokenStore } from "./adapters/memory-join-token-store.js";
 import { MemoryRevocationStore } from "./adapters/memory-revocation-store.js";
+import { readOfflineIssued } from "./adapters/offline-issued-file.js";
 import { type AuditSink, type AuditSinkState, FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "./domain/ca.js";
 import { JoinTokens } from "./domain/join-tokens.js";
@@ -106,6 +107,7 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     defaultTtlMs: options.certTtlMs,
     maxTtlMs: options.maxCertTtlMs,
     onRevoked: options.onRevoked,
+    offlineIssued: () => readOfflineIssued(options.dataDir, options.clock.nowMs()),
   });
   const anchors = [...new Set([...ca.trustBundle(), ...splitPemCertificates(ca.certificatePem)])];
   // One verifier (and chain cache) for mTLS peers and for certificates attached to envelopes.
