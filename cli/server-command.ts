@@ -84,7 +84,10 @@ export function addServerCommand(program: Command): void {
       try {
         if (typeof options.alertsConfig === "string") config.alertsConfigText = await readAlertsConfig(options.alertsConfig);
         await inContext({ kind: "directory", flag: "--data-dir", path: dataDir }, () => ensureWritableDirectory(dataDir));
-        running = await inContext({ kind: "listen", endpoints: listenEndpoints(config) }, () => startServer(config, { log }));
+        running = await inContext({ kind: "listen", endpoints: listenEndpoints(config) }, () =>
+          // A leader that lost its lease has closed; exiting lets the supervisor restart it as a standby.
+          startServer(config, { log, onLeadershipLost: () => process.exit(1) }),
+        );
       } catch (error) {
         const failure = CliError.from(error);
         // The same line in the JSON log, for whoever reads logs rather than the terminal.

@@ -18,6 +18,8 @@ export interface ServerConfig {
   postgresSchema: string;
   /** Wake-ups and shared coordination between replicas (with --store postgres). */
   redisUrl?: string;
+  /** With --store postgres and --redis-url: the leader's lease; a standby takes over this long after the leader dies. */
+  leaderLeaseMs: number;
   /** Revisions of state history kept for Watch resumes before compaction. */
   stateRetainRevisions: number;
   /** After a restart, how long the reconciler waits for sidecars to report their instances (no flag: tests shorten it). */
@@ -83,6 +85,7 @@ export const defaultServerConfig: ServerConfig = {
   store: "embedded",
   postgresSchema: "agentmesh",
   stateRetainRevisions: 100_000,
+  leaderLeaseMs: 3_000,
   adoptGraceMs: 3_000,
   trustDomain: "agentmesh.local",
   serverId: "server-1",

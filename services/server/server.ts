@@ -39,7 +39,9 @@ import { ServerMetrics } from "./metrics.js";
 import { GuardedServer, createRequestGuard } from "./request-guard.js";
 import type { RpcPlumbing, StreamRegistry } from "./rpc-wrapper.js";
 import { type StateStore, openStateStore } from "./state-store.js";
-import { ChangeFollower, decodeJson, stateKeys } from "../state/index.js";
+import { ChangeFollower, LeaderElector, decodeJson, stateKeys } from "../state/index.js";
+import { randomUUID } from "node:crypto";
+import { ChangeLogDeploymentStore } from "../orchestrator/adapters/change-log-deployment-store.js";
 import type { RevocationRecord } from "../identity/ports.js";
 import { installTlsHooks } from "./tls-hooks.js";
 
@@ -50,6 +52,12 @@ export interface ServerDependencies {
   store?: InstanceStore;
   feed?: ChangeFeed;
   deployments?: DeploymentStore;
+  /**
+   * With --store postgres and --redis-url, replicas elect one leader and the others
+   * wait as standbys. A leader that loses its lease must stop acting at once: this is
+   * called (after close()) so the process can exit and be restarted as a standby.
+   */
+  onLeadershipLost?: () => void;
 }
 
 export interface ServerContext {
@@ -284,10 +292,32 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     registry: metrics.registry,
     logger: log.child({ component: "alerts" }),
   });
+  // Several replicas on one PostgreSQL + Redis: one leader, fenced (ADR 0004).
+  let onElected: (() => void) | undefined;
+  const elector =
+    state.kind === "postgres" && config.redisUrl
+      ? new LeaderElector({
+          lock: state.coordination.leaderLock,
+          log: state.log,
+          name: "agentmesh-control-plane",
+          holder: `${config.serverId}-${randomUUID().slice(0, 8)}`,
+          ttlMs: config.leaderLeaseMs,
+          logger: log,
+          onElected: (fence) => {
+            log.info({ token: fence.token }, "elected leader: serving");
+            onElected?.();
+          },
+          onDemoted: () => {
+            log.error("lost the leader lease: stopping so that this replica restarts as a standby");
+            void close().finally(() => dependencies.onLeadershipLost?.());
+          },
+        })
+      : undefined;
   const lifecycle: Lifecycle = new Lifecycle({
     registry,
     hub,
-    store: dependencies.deployments ?? state.deployments,
+    // The leader's writes carry its fencing token: a paused old leader's are refused.
+    store: dependencies.deployments ?? (elector ? new ChangeLogDeploymentStore(state.log, { fence: () => elector.fence }) : state.deployments),
     adoptGraceMs: config.adoptGraceMs,
     clock,
     log: log.child({ component: "lifecycle" }),
@@ -391,6 +421,26 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   readiness.apply = () => health.setAll(isReady() ? "SERVING" : "NOT_SERVING");
   addReflection(server, servedServices);
 
+  let closing: Promise<void> | undefined;
+  const http = await startHttpEndpoints({
+    host: config.httpHost,
+    port: config.httpPort,
+    metrics: metrics.registry,
+    isLive: () => true,
+    isReady,
+    routes: dashboard.handle,
+  });
+  if (elector) {
+    // Active/standby: only the leader listens for gRPC, so clients and load balancers
+    // (a Kubernetes Service routes to ready pods) reach the one replica that acts.
+    const elected = new Promise<void>((resolve) => (onElected = resolve));
+    await elector.start();
+    if (elector.state !== "leader") {
+      log.info({ httpPort: http.port }, "standby: another replica leads; taking over when its lease lapses");
+      await elected;
+    }
+  }
+
   const credentials = security.tls?.credentials ?? ServerCredentials.createInsecure();
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${config.host}:${config.port}`, credentials, (error, port) => (error ? reject(error) : resolve(port))),
@@ -409,16 +459,6 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   detector.start();
   await lifecycle.start();
   alerting.start();
-
-  let closing: Promise<void> | undefined;
-  const http = await startHttpEndpoints({
-    host: config.httpHost,
-    port: config.httpPort,
-    metrics: metrics.registry,
-    isLive: () => true,
-    isReady,
-    routes: dashboard.handle,
-  });
   // Handshakes fail until the first certificate is loaded: SERVING only after it.
   await security.tls?.source.ready;
   readiness.started = true;
@@ -445,6 +485,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     dashboard.close();
     invoker.close();
     await shutdownGrpc(server, config.shutdownGraceMs);
+    // Released, not left to lapse: a standby takes over at once.
+    await elector?.stop();
     await alerting.close(1000);
     await closeHttp(http.server);
     await revocationFollower?.close();

@@ -3,17 +3,19 @@
 // --data-dir apart from its CA. While PostgreSQL is down the server says so (NOT_SERVING,
 // /readyz 503) and refuses writes with UNAVAILABLE rather than accept and lose them; when
 // it returns, the server serves again with nothing lost.
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MeshCluster, echoDeploymentYaml, waitFor } from "../helpers/mesh-cluster.js";
 import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
 import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
-import { run, toolPath } from "../helpers/processes.js";
+import { type ManagedProcess, cliPath, run, startProcess, tempDir, toolPath } from "../helpers/processes.js";
+import { freePort } from "../helpers/server-binaries.js";
 
 let postgres: ThrowawayPostgres;
 let redis: ThrowawayRedis;
 let cluster: MeshCluster | undefined;
+const servers: ManagedProcess[] = [];
 
 beforeAll(async () => {
   [postgres, redis] = await Promise.all([startPostgres(), startRedis()]);
@@ -26,6 +28,7 @@ afterAll(async () => {
 afterEach(async () => {
   await cluster?.close();
   cluster = undefined;
+  for (const server of servers.splice(0)) await server.stop("SIGKILL");
 });
 
 const readyz = async (port: number) => (await fetch(`http://127.0.0.1:${port}/readyz`)).status;
@@ -63,5 +66,36 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
     const sidecar = await active.startSidecar({ host: "host-a", capacity: 1, joinToken: token });
     expect(sidecar.host).toBe("host-a");
     await active.waitForReady("echo", 1);
+  }, 120_000);
+
+  it("two replicas: one leads and serves, the other stands by (not ready, not listening) and takes over when the leader is killed", async () => {
+    const url = await postgres.createDatabase();
+    const [firstDir, secondDir, credentials] = [tempDir(), tempDir(), tempDir()];
+    const [firstPort, secondPort] = [await freePort(), await freePort()];
+    const replica = (dataDir: string, port: number, id: string, caArgs: string[] = []) => {
+      const server = startProcess(process.execPath, [cliPath, "server", "--port", String(port), "--http-port", "0", "--data-dir", dataDir, "--server-id", id, "--store", "postgres", "--postgres-url", url, "--redis-url", redis.url, ...caArgs]);
+      servers.push(server);
+      return server;
+    };
+    const first = replica(firstDir, firstPort, "server-1");
+    await first.waitForLog((line) => line.msg === "listening", 20_000);
+    // The replicas share one CA: the second is given the first's.
+    const second = replica(secondDir, secondPort, "server-2", ["--ca-cert", join(firstDir, "ca-cert.pem"), "--ca-key", join(firstDir, "ca-key.pem")]);
+    const standby = await second.waitForLog((line) => line.msg === "standby: another replica leads; taking over when its lease lapses", 20_000);
+    expect(await readyz(Number(standby.httpPort))).toBe(503);
+    expect((await run(process.execPath, [cliPath, "ctl", "init-admin", "--data-dir", firstDir, "--out", credentials])).code).toBe(0);
+    const ctl = (port: number, ...args: string[]) => run(process.execPath, [cliPath, "ctl", "--server", `127.0.0.1:${port}`, "--credentials-dir", credentials, ...args]);
+    const file = join(credentials, "echo.yaml");
+    writeFileSync(file, echoDeploymentYaml({ replicas: 1 }));
+    expect((await ctl(firstPort, "apply", "-f", file)).stdout).toBe("deployment/echo created\n");
+    // The standby does not listen: clients (and a Service) can only reach the leader.
+    expect((await ctl(secondPort, "deployments")).code).not.toBe(0);
+
+    await first.stop("SIGKILL");
+    await second.waitForLog((line) => line.msg === "listening", 15_000);
+    expect(await readyz(Number(standby.httpPort))).toBe(200);
+    expect((await ctl(secondPort, "apply", "-f", file)).stdout).toBe("deployment/echo unchanged\n");
+    const probe = await run(toolPath("grpc-health-probe"), ["-addr", `127.0.0.1:${secondPort}`, "-tls", "-tls-ca-cert", join(credentials, "ca.pem"), "-tls-client-cert", join(credentials, "admin-cert.pem"), "-tls-client-key", join(credentials, "admin-key.pem")]);
+    expect((probe.stdout + probe.stderr).trim()).toBe("status: SERVING");
   }, 120_000);
 });
