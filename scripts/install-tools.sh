@@ -2,6 +2,7 @@
 # The tools the tests and the code generator drive, in .tools/bin:
 #   bash scripts/install-tools.sh                  grpcurl and grpc-health-probe (end-to-end tests, `npm test`)
 #   bash scripts/install-tools.sh --protoc-plugins the Go protobuf plugins `npm run generate` runs through buf
+#   bash scripts/install-tools.sh --kubernetes     kubeconform and the Kubernetes JSON schemas it checks deploy/ against
 # A test tool already on PATH is used as it is (no Go needed); a missing one is
 # installed with `go install` from the Go module proxy. The protoc plugins are always
 # the pinned versions, so generated code never depends on whatever is on the machine.
@@ -50,15 +51,39 @@ install_protoc_plugins() {
   fi
 }
 
+# --- Kubernetes schemas: kubeconform downloads its schemas from GitHub, which CI cannot
+# reach, so they are built here from the Kubernetes v1.27.0 OpenAPI document that the
+# k8s.io/kube-openapi Go module ships (pkg/schemaconv/testdata/swagger.json), into
+# .tools/kubernetes-schemas/<version>/ (scripts/kubernetes-schemas.mjs says how).
+KUBE_OPENAPI_MODULE=k8s.io/kube-openapi@v0.0.0-20260502001324-b7f5293f4787
+KUBERNETES_SCHEMA_VERSION=v1.27.0
+install_kubernetes_schemas() {
+  local out
+  out="$(dirname "$TOOLS_BIN")/kubernetes-schemas/$KUBERNETES_SCHEMA_VERSION"
+  if [ -f "$out/.complete" ]; then
+    echo "install-tools: kubernetes schemas: $out"
+    return 0
+  fi
+  need_go "the Kubernetes OpenAPI document ($KUBE_OPENAPI_MODULE)"
+  local module_dir
+  module_dir=$(GOFLAGS=-mod=mod go mod download -json "$KUBE_OPENAPI_MODULE" | node -e 'let s="";process.stdin.on("data",(d)=>{s+=d}).on("end",()=>process.stdout.write(JSON.parse(s).Dir))')
+  node scripts/kubernetes-schemas.mjs "$module_dir/pkg/schemaconv/testdata/swagger.json" "$out"
+  touch "$out/.complete"
+}
+
 in_tools_bin=0
 case "${1:-}" in
   --protoc-plugins) install_protoc_plugins ;;
+  --kubernetes)
+    install_test_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
+    install_kubernetes_schemas
+    ;;
   "")
     install_test_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
     install_test_tool grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe@v0.4.62
     ;;
   *)
-    echo "usage: bash scripts/install-tools.sh [--protoc-plugins]" >&2
+    echo "usage: bash scripts/install-tools.sh [--protoc-plugins | --kubernetes]" >&2
     exit 2
     ;;
 esac
