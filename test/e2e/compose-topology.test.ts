@@ -1,0 +1,162 @@
+// docker-compose.yml's topology as processes (no Docker engine runs here): every
+// command is taken from the compose file and only rewritten for this machine (container
+// paths to temp dirs, service names to 127.0.0.1 and the ports given out here, the
+// postgres and redis services to throwaway servers from test/helpers), so what runs is
+// what the containers run: init-ca, two servers on one CA, the bootstrap script (join
+// tokens, ctl apply of the example deployment), two sidecars joining with those tokens,
+// the healthchecks with the real grpc-health-probe, then calls through both sidecars and
+// the server.
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MeshCaller } from "../../sdk/ts/src/agent/invoke.js";
+import { type ComposeService, healthcheckArgv, loadCompose, localize, service, shellScript } from "../helpers/compose-file.js";
+import { stopProcess, waitFor } from "../helpers/mesh-cluster.js";
+import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
+import { type ManagedProcess, cliPath, repoRoot, run, startProcess, tempDir } from "../helpers/processes.js";
+import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
+import { freePort } from "../helpers/server-binaries.js";
+
+const compose = loadCompose();
+const servers = ["server-1", "server-2"] as const;
+const sidecars = [
+  { name: "sidecar-a", host: "host-a" },
+  { name: "sidecar-b", host: "host-b" },
+] as const;
+
+let root: string;
+let postgres: ThrowawayPostgres | undefined;
+let redis: ThrowawayRedis | undefined;
+let onPostgres = false;
+const processes: ManagedProcess[] = [];
+const callers: MeshCaller[] = [];
+/** Container paths and service addresses -> this machine's; per-process entries are added where they differ. */
+const shared: Record<string, string> = {};
+const serverAddress = new Map<string, string>();
+const sidecarLocal = new Map<string, string>();
+// The servers' shell and the healthchecks find node, agentmesh's tools and grpc-health-probe as the image does.
+const pathEnv = { PATH: [join(repoRoot, ".tools", "bin"), dirname(process.execPath), process.env.PATH].join(":") };
+
+/** Without the shared store in this build, each server runs embedded (the compose file still names the store). */
+function withoutStoreFlags(command: string[]): string[] {
+  if (onPostgres) return command;
+  const at = command.indexOf("--store");
+  expect([command[at + 1], command[at + 2], command[at + 4]]).toEqual(["postgres", "--postgres-url", "--redis-url"]);
+  return [...command.slice(0, at), ...command.slice(at + 6)];
+}
+
+const envOf = (entry: ComposeService) => ({ ...entry.environment, ...pathEnv });
+const serverPaths = (name: string) => ({ ...shared, "/data": join(root, name) });
+const sh = (script: string, env: NodeJS.ProcessEnv, timeoutMs = 30_000) => run("/bin/sh", ["-c", script], timeoutMs, { env, cwd: repoRoot });
+const ctl = (...args: string[]) => run(process.execPath, [cliPath, "ctl", "--server", serverAddress.get("server-1") ?? "", "--credentials-dir", join(root, "admin"), "-o", "json", ...args], 20_000);
+
+beforeAll(async () => {
+  root = tempDir("agentmesh-compose-");
+  Object.assign(shared, { "/app": repoRoot, "/ca": join(root, "ca"), "/admin": join(root, "admin"), "/bootstrap": join(root, "bootstrap") });
+  // The volumes' mount points, which the image creates (docker/Dockerfile, mkdir -p).
+  for (const directory of ["ca", "admin", "bootstrap", ...servers]) mkdirSync(join(root, directory));
+  const serverHelp = await run(process.execPath, [cliPath, "server", "--help"]);
+  onPostgres = serverHelp.stdout.includes("--postgres-url");
+  if (onPostgres) {
+    [postgres, redis] = await Promise.all([startPostgres(), startRedis()]);
+    const serverCommand = service(compose, "server-1").command?.join(" ") ?? "";
+    const [postgresUrl, redisUrl] = [/--postgres-url (\S+)/.exec(serverCommand)?.[1] ?? "", /--redis-url (\S+)/.exec(serverCommand)?.[1] ?? ""];
+    Object.assign(shared, { [postgresUrl]: await postgres.createDatabase(), [redisUrl]: redis.url });
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const caller of callers) caller.close();
+  for (const managed of processes.splice(0).reverse()) await stopProcess(managed);
+  await Promise.all([postgres?.destroy(), redis?.destroy()]);
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+describe("the docker-compose.yml topology, as processes", () => {
+  it("init-ca creates the CA and the admin credentials", async () => {
+    const entry = service(compose, "init-ca");
+    const args = (entry.command ?? []).map((arg) => localize(arg, shared));
+    const created = await run(process.execPath, [cliPath, ...args], 20_000, { env: envOf(entry) });
+    expect({ code: created.code, stderr: created.stderr }).toEqual({ code: 0, stderr: "" });
+    for (const file of ["ca/ca-cert.pem", "ca/ca-key.pem", "admin/admin-cert.pem", "admin/admin-key.pem", "admin/ca.pem"]) expect(existsSync(join(root, file)), file).toBe(true);
+  });
+
+  it("starts both servers on the CA and passes their grpc-health-probe healthchecks over mTLS", { timeout: 30_000 }, async () => {
+    await Promise.all(
+      servers.map(async (name) => {
+        const entry = service(compose, name);
+        const args = withoutStoreFlags(entry.command ?? []).map((arg) => localize(arg, serverPaths(name)));
+        // Loopback and any free port instead of 0.0.0.0:7420/7421 (the last value of a flag wins).
+        const server = startProcess(process.execPath, [cliPath, ...args, "--host", "127.0.0.1", "--http-host", "127.0.0.1", "--port", "0", "--http-port", "0"], envOf(entry));
+        processes.push(server);
+        const listening = await server.waitForLog((line) => line.msg === "listening", 20_000);
+        serverAddress.set(name, String(listening.grpcAddress));
+      }),
+    );
+    for (const name of servers) shared[`${name}:7420`] = serverAddress.get(name) ?? "";
+    for (const name of servers) {
+      const check = healthcheckArgv(service(compose, name));
+      const paths = { ...serverPaths(name), "127.0.0.1:7420": serverAddress.get(name) ?? "" };
+      const first = await run(check[0] ?? "", check.slice(1).map((arg) => localize(arg, paths)), 20_000, { env: pathEnv });
+      expect({ code: first.code, output: `${first.stdout}${first.stderr}`.trim() }, name).toEqual({ code: 0, output: "status: SERVING" });
+      // The check issued its client certificate into the data dir; the next one reuses it.
+      const probeCert = join(root, name, "probe", "admin-cert.pem");
+      const issued = readFileSync(probeCert, "utf8");
+      const second = await run(check[0] ?? "", check.slice(1).map((arg) => localize(arg, paths)), 20_000, { env: pathEnv });
+      expect(second.code).toBe(0);
+      expect(readFileSync(probeCert, "utf8")).toBe(issued);
+    }
+  });
+
+  it("bootstrap writes a join token per sidecar host and the CA certificate, and applies the example deployment", { timeout: 30_000 }, async () => {
+    const entry = service(compose, "bootstrap");
+    const done = await sh(localize(shellScript(entry), shared), envOf(entry));
+    expect({ code: done.code, stderr: done.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(done.stdout).toContain("word-stats");
+    for (const { host } of sidecars) expect(readFileSync(join(root, "bootstrap", `${host}.token`), "utf8").split("\n")[0]).toMatch(/^\S{20,}$/);
+    expect(readFileSync(join(root, "bootstrap", "ca.pem"), "utf8")).toBe(readFileSync(join(root, "admin", "ca.pem"), "utf8"));
+  });
+
+  it("the sidecars join with their tokens, run the deployment's agents and pass their healthchecks", { timeout: 40_000 }, async () => {
+    for (const { name } of sidecars) {
+      const entry = service(compose, name);
+      const [inboundPort, localPort] = [await freePort(), await freePort()];
+      const paths: Record<string, string> = { ...shared, "/tmp/sidecar": join(root, name), [`${name}:7430`]: `127.0.0.1:${inboundPort}` };
+      // Embedded servers share no state: both sidecars then join server-1, where bootstrap made their tokens.
+      if (!onPostgres) paths["server-2:7420"] = serverAddress.get("server-1") ?? "";
+      const script = `${localize(shellScript(entry), paths)} --inbound-host 127.0.0.1 --inbound-port ${inboundPort} --local-port ${localPort}`;
+      const sidecar = startProcess("/bin/sh", ["-c", script], envOf(entry));
+      processes.push(sidecar);
+      const listening = await sidecar.waitForLog((line) => line.msg === "sidecar listening", 20_000);
+      sidecarLocal.set(name, String(listening.localAddress));
+      const check = healthcheckArgv(entry).map((arg) => localize(arg, { "127.0.0.1:7431": String(listening.localAddress) }));
+      const healthy = await run(check[0] ?? "", check.slice(1), 10_000, { env: pathEnv });
+      expect({ code: healthy.code, output: `${healthy.stdout}${healthy.stderr}`.trim() }, name).toEqual({ code: 0, output: "status: SERVING" });
+    }
+    const deployment = readFileSync(join(repoRoot, "examples/deployments/word-stats.yaml"), "utf8");
+    const replicas = Number(/^replicas: (\d+)$/m.exec(deployment)?.[1]);
+    const ready = await waitFor(
+      "the deployment's instances READY on both sidecar hosts",
+      async () => {
+        const listed = await ctl("agents", "--name", "word-stats");
+        const instances = listed.code === 0 ? (JSON.parse(listed.stdout) as Array<{ host: string; state: string }>) : [];
+        const readyInstances = instances.filter((instance) => instance.state === "HEALTH_STATE_READY");
+        return readyInstances.length === replicas ? readyInstances : undefined;
+      },
+      30_000,
+    );
+    expect(new Set(ready.map((instance) => instance.host))).toEqual(new Set(sidecars.map((sidecar) => sidecar.host)));
+  });
+
+  it("calls flow through each sidecar's local port and through the server", { timeout: 20_000 }, async () => {
+    for (const { name } of sidecars) {
+      const caller = new MeshCaller(sidecarLocal.get(name) ?? "");
+      callers.push(caller);
+      const reply = await caller.invoke("text.word-stats", "to be or not to be", { timeoutMs: 10_000 });
+      expect({ version: reply.version, words: (JSON.parse(reply.payload.toString()) as { words: number }).words }, name).toEqual({ version: "1.0.0", words: 6 });
+    }
+    const throughServer = await ctl("invoke", "text.word-stats", "^1", "--data", "one two");
+    expect({ code: throughServer.code, stderr: throughServer.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(throughServer.stdout).toContain("1.0.0");
+  });
+});
