@@ -2,7 +2,8 @@
 # The tools the tests and the code generator drive, in .tools/bin:
 #   bash scripts/install-tools.sh                  grpcurl and grpc-health-probe (end-to-end tests, `npm test`)
 #   bash scripts/install-tools.sh --protoc-plugins the Go protobuf plugins `npm run generate` runs through buf
-#   bash scripts/install-tools.sh --kubernetes     kubeconform and the Kubernetes JSON schemas it checks deploy/ against
+#   bash scripts/install-tools.sh --deploy-checks  kubeconform with the Kubernetes JSON schemas (deploy/), and
+#                                                  compose-config, docker compose v2's loader (docker-compose.yml)
 # A test tool already on PATH is used as it is (no Go needed); a missing one is
 # installed with `go install` from the Go module proxy. The protoc plugins are always
 # the pinned versions, so generated code never depends on whatever is on the machine.
@@ -71,19 +72,34 @@ install_kubernetes_schemas() {
   touch "$out/.complete"
 }
 
+# --- compose-config (tools/compose-config): the compose-spec loader docker compose v2 is
+# built on, so docker-compose.yml is checked as v2 reads it where the plugin is absent.
+install_compose_config() {
+  local built="$TOOLS_BIN/compose-config"
+  if [ -x "$built" ] && [ "$built" -nt tools/compose-config/main.go ] && [ "$built" -nt tools/compose-config/go.sum ]; then
+    echo "install-tools: compose-config: $TOOLS_BIN/compose-config"
+    return 0
+  fi
+  need_go compose-config
+  (cd tools/compose-config && go build -o "$TOOLS_BIN/compose-config" .)
+  echo "install-tools: compose-config: built $TOOLS_BIN/compose-config"
+  in_tools_bin=1
+}
+
 in_tools_bin=0
 case "${1:-}" in
   --protoc-plugins) install_protoc_plugins ;;
-  --kubernetes)
+  --deploy-checks)
     install_test_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
     install_kubernetes_schemas
+    install_compose_config
     ;;
   "")
     install_test_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
     install_test_tool grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe@v0.4.62
     ;;
   *)
-    echo "usage: bash scripts/install-tools.sh [--protoc-plugins | --kubernetes]" >&2
+    echo "usage: bash scripts/install-tools.sh [--protoc-plugins | --deploy-checks]" >&2
     exit 2
     ;;
 esac

@@ -123,23 +123,34 @@ describe("docker-compose.yml", () => {
     for (const name of ["sidecar-a", "sidecar-b"]) expect(healthcheckArgv(service(compose, name))).toEqual(["grpc-health-probe", "-addr", "127.0.0.1:7431"]);
   });
 
-  it("is valid for Debian's docker-compose 1.29 and, where it is installed, docker compose v2", async () => {
+  it("is valid for Debian's docker-compose 1.29 and for docker compose v2's loader", async () => {
     const legacy = await run("docker-compose", ["-f", composePath, "config", "-q"], 30_000);
     expect({ code: legacy.code, stderr: legacy.stderr }, "docker-compose missing? apt-get install docker-compose").toEqual({ code: 0, stderr: "" });
-    // The check can fail: 1.29 rejects what it does not know (the top-level `name:` v2 accepts).
-    const invalid = join(tempDir("agentmesh-compose-"), "docker-compose.yml");
-    writeFileSync(invalid, `name: agentmesh\n${readFileSync(composePath, "utf8")}`);
-    const rejected = await run("docker-compose", ["-f", invalid, "config", "-q"], 30_000);
-    expect(rejected.code).not.toBe(0);
-    expect(rejected.stderr).toContain("'name' does not match");
-
-    const v2 = await run("docker", ["compose", "version"], 10_000);
-    if (v2.code === 0) {
-      const current = await run("docker", ["compose", "-f", composePath, "config", "-q"], 30_000);
-      expect({ code: current.code, stderr: current.stderr.replace(/.*the attribute `version` is obsolete.*\n/, "") }).toEqual({ code: 0, stderr: "" });
+    // compose-spec/compose-go, which docker compose v2 loads and validates files with (tools/compose-config).
+    const current = await run(toolPath("compose-config"), [composePath], 30_000);
+    expect({ code: current.code, stderr: withoutVersionWarning(current.stderr) }, "run: bash scripts/install-tools.sh --deploy-checks").toEqual({ code: 0, stderr: "" });
+    // The docker compose plugin itself, where it is installed.
+    if ((await run("docker", ["compose", "version"], 10_000)).code === 0) {
+      const plugin = await run("docker", ["compose", "-f", composePath, "config", "-q"], 30_000);
+      expect({ code: plugin.code, stderr: withoutVersionWarning(plugin.stderr) }).toEqual({ code: 0, stderr: "" });
     }
   });
+
+  it.each([
+    // 1.29 rejects the top-level `name:` v2 accepts; v2 rejects an unknown key 1.29 would too.
+    ["a top-level name", (text: string) => `name: agentmesh\n${text}`, "docker-compose", "'name' does not match any of the regexes"],
+    ["an unknown condition", (text: string) => text.replace("service_completed_successfully", "service_done"), "compose-config", "condition value must be one of"],
+    ["a misspelt key", (text: string) => text.replace("    healthcheck:", "    healthchek:"), "compose-config", "additional properties 'healthchek' not allowed"],
+  ])("the checks refuse %s", async (_what, mangle, checker, message) => {
+    const file = join(tempDir("agentmesh-compose-"), "docker-compose.yml");
+    writeFileSync(file, mangle(readFileSync(composePath, "utf8")));
+    const result = checker === "docker-compose" ? await run("docker-compose", ["-f", file, "config", "-q"], 30_000) : await run(toolPath("compose-config"), [file], 30_000);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain(message);
+  });
 });
+
+const withoutVersionWarning = (stderr: string) => stderr.replace(/.*the attribute `version` is obsolete.*\n/, "");
 
 const deployFiles = ["deploy/agentmesh-secrets.yaml", "deploy/agentmesh-server.yaml", "deploy/agentmesh-agent.yaml"];
 type Manifest = { kind: string; metadata: { name: string }; spec?: Record<string, unknown>; data?: Record<string, string>; stringData?: Record<string, string> };
@@ -158,7 +169,7 @@ const podSpecOf = (name: string) => (manifests.find((manifest) => manifest.kind 
 
 describe("deploy/ (Kubernetes)", () => {
   it("is valid against the Kubernetes v1.27 schemas (kubeconform, strict)", async () => {
-    expect(existsSync(join(kubernetesSchemas, ".complete")), "run: bash scripts/install-tools.sh --kubernetes").toBe(true);
+    expect(existsSync(join(kubernetesSchemas, ".complete")), "run: bash scripts/install-tools.sh --deploy-checks").toBe(true);
     const result = await kubeconform(deployFiles.map((file) => join(repoRoot, file)));
     expect({ code: result.code, stdout: result.stdout.trim() }).toEqual({ code: 0, stdout: `Summary: ${manifests.length} resources found in ${deployFiles.length} files - Valid: ${manifests.length}, Invalid: 0, Errors: 0, Skipped: 0` });
     // And it can fail: a misspelt probe field is refused.
