@@ -2,7 +2,7 @@
 // command is taken from the compose file and only rewritten for this machine (container
 // paths to temp dirs, service names to 127.0.0.1 and the ports given out here, the
 // postgres and redis services to throwaway servers from test/helpers), so what runs is
-// what the containers run: init-ca, two servers on one CA, the bootstrap script (join
+// what the containers run, from the image's /app as docker/Dockerfile assembles it: init-ca, two servers on one CA, the bootstrap script (join
 // tokens, ctl apply of the example deployment), two sidecars joining with those tokens,
 // the healthchecks with the real grpc-health-probe, then calls through both sidecars and
 // the server.
@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MeshCaller } from "../../sdk/ts/src/agent/invoke.js";
-import { type ComposeService, healthcheckArgv, loadCompose, localize, service, shellScript } from "../helpers/compose-file.js";
+import { type ComposeService, assembleImageApp, healthcheckArgv, loadCompose, localize, service, shellScript } from "../helpers/compose-file.js";
 import { stopProcess, waitFor } from "../helpers/mesh-cluster.js";
 import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
 import { type ManagedProcess, cliPath, repoRoot, run, startProcess, tempDir } from "../helpers/processes.js";
@@ -25,6 +25,9 @@ const sidecars = [
 ] as const;
 
 let root: string;
+/** The image's /app, assembled from the Dockerfile's COPY lines. */
+let app: string;
+let entrypoint: string;
 let postgres: ThrowawayPostgres | undefined;
 let redis: ThrowawayRedis | undefined;
 let onPostgres = false;
@@ -47,12 +50,15 @@ function withoutStoreFlags(command: string[]): string[] {
 
 const envOf = (entry: ComposeService) => ({ ...entry.environment, ...pathEnv });
 const serverPaths = (name: string) => ({ ...shared, "/data": join(root, name) });
-const sh = (script: string, env: NodeJS.ProcessEnv, timeoutMs = 30_000) => run("/bin/sh", ["-c", script], timeoutMs, { env, cwd: repoRoot });
+const sh = (script: string, env: NodeJS.ProcessEnv, timeoutMs = 30_000) => run("/bin/sh", ["-c", script], timeoutMs, { env, cwd: app });
 const ctl = (...args: string[]) => run(process.execPath, [cliPath, "ctl", "--server", serverAddress.get("server-1") ?? "", "--credentials-dir", join(root, "admin"), "-o", "json", ...args], 20_000);
 
 beforeAll(async () => {
   root = tempDir("agentmesh-compose-");
-  Object.assign(shared, { "/app": repoRoot, "/ca": join(root, "ca"), "/admin": join(root, "admin"), "/bootstrap": join(root, "bootstrap") });
+  app = join(root, "app");
+  expect(assembleImageApp(app)).toEqual(expect.arrayContaining(["dist", "bin"]));
+  entrypoint = join(app, "bin", "agentmesh.js");
+  Object.assign(shared, { "/app": app, "/ca": join(root, "ca"), "/admin": join(root, "admin"), "/bootstrap": join(root, "bootstrap") });
   // The volumes' mount points, which the image creates (docker/Dockerfile, mkdir -p).
   for (const directory of ["ca", "admin", "bootstrap", ...servers]) mkdirSync(join(root, directory));
   const serverHelp = await run(process.execPath, [cliPath, "server", "--help"]);
@@ -76,7 +82,7 @@ describe("the docker-compose.yml topology, as processes", () => {
   it("init-ca creates the CA and the admin credentials", async () => {
     const entry = service(compose, "init-ca");
     const args = (entry.command ?? []).map((arg) => localize(arg, shared));
-    const created = await run(process.execPath, [cliPath, ...args], 20_000, { env: envOf(entry) });
+    const created = await run(process.execPath, [entrypoint, ...args], 20_000, { env: envOf(entry), cwd: app });
     expect({ code: created.code, stderr: created.stderr }).toEqual({ code: 0, stderr: "" });
     for (const file of ["ca/ca-cert.pem", "ca/ca-key.pem", "admin/admin-cert.pem", "admin/admin-key.pem", "admin/ca.pem"]) expect(existsSync(join(root, file)), file).toBe(true);
   });
@@ -87,7 +93,7 @@ describe("the docker-compose.yml topology, as processes", () => {
         const entry = service(compose, name);
         const args = withoutStoreFlags(entry.command ?? []).map((arg) => localize(arg, serverPaths(name)));
         // Loopback and any free port instead of 0.0.0.0:7420/7421 (the last value of a flag wins).
-        const server = startProcess(process.execPath, [cliPath, ...args, "--host", "127.0.0.1", "--http-host", "127.0.0.1", "--port", "0", "--http-port", "0"], envOf(entry));
+        const server = startProcess(process.execPath, [entrypoint, ...args, "--host", "127.0.0.1", "--http-host", "127.0.0.1", "--port", "0", "--http-port", "0"], envOf(entry));
         processes.push(server);
         const listening = await server.waitForLog((line) => line.msg === "listening", 20_000);
         serverAddress.set(name, String(listening.grpcAddress));
@@ -124,7 +130,8 @@ describe("the docker-compose.yml topology, as processes", () => {
       const paths: Record<string, string> = { ...shared, "/tmp/sidecar": join(root, name), [`${name}:7430`]: `127.0.0.1:${inboundPort}` };
       // Embedded servers share no state: both sidecars then join server-1, where bootstrap made their tokens.
       if (!onPostgres) paths["server-2:7420"] = serverAddress.get("server-1") ?? "";
-      const script = `${localize(shellScript(entry), paths)} --inbound-host 127.0.0.1 --inbound-port ${inboundPort} --local-port ${localPort}`;
+      expect(entry.working_dir).toBe("/app");
+      const script = `cd ${app} && ${localize(shellScript(entry), paths)} --inbound-host 127.0.0.1 --inbound-port ${inboundPort} --local-port ${localPort}`;
       const sidecar = startProcess("/bin/sh", ["-c", script], envOf(entry));
       processes.push(sidecar);
       const listening = await sidecar.waitForLog((line) => line.msg === "sidecar listening", 20_000);
@@ -133,7 +140,7 @@ describe("the docker-compose.yml topology, as processes", () => {
       const healthy = await run(check[0] ?? "", check.slice(1), 10_000, { env: pathEnv });
       expect({ code: healthy.code, output: `${healthy.stdout}${healthy.stderr}`.trim() }, name).toEqual({ code: 0, output: "status: SERVING" });
     }
-    const deployment = readFileSync(join(repoRoot, "examples/deployments/word-stats.yaml"), "utf8");
+    const deployment = readFileSync(join(app, "examples/deployments/word-stats.yaml"), "utf8");
     const replicas = Number(/^replicas: (\d+)$/m.exec(deployment)?.[1]);
     const ready = await waitFor(
       "the deployment's instances READY on both sidecar hosts",

@@ -1,5 +1,5 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { cpSync, mkdirSync, readFileSync, symlinkSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { repoRoot } from "./processes.js";
 
@@ -70,4 +70,28 @@ export function localize(text: string, replacements: Record<string, string>): st
   const escaped = keys.map((key) => key.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
   const pattern = new RegExp(`(?<![\\w./-])(${escaped.join("|")})(?=[/\\s"';]|$)`, "g");
   return text.replace(pattern, (match) => replacements[match] ?? match);
+}
+
+/**
+ * The image's /app as docker/Dockerfile's last stage assembles it, from this checkout
+ * (built: dist/ is the build stage's output): each `COPY` into the working dir is copied,
+ * except node_modules, which is linked (test/e2e/sdk-package.test.ts covers a
+ * production-only install). What the image lacks, a command run from here lacks too.
+ */
+export function assembleImageApp(target: string): string[] {
+  const dockerfile = readFileSync(join(repoRoot, "docker/Dockerfile"), "utf8");
+  const lastStage = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
+  const copied: string[] = [];
+  for (const match of lastStage.matchAll(/^COPY (?:--from=(\w+) )?(\S+) (\S+)$/gm)) {
+    const [, stage, source = "", destination = ""] = match;
+    if (!destination.startsWith("./")) continue; // outside /app (grpc-health-probe: .tools/bin here)
+    const inRepository = stage === undefined ? source : source.replace(/^\/src\//, "");
+    if (stage !== undefined && stage !== "build") throw new Error(`unexpected stage ${stage} in docker/Dockerfile`);
+    const to = destination.endsWith("/") ? join(target, destination, basename(inRepository)) : join(target, destination);
+    mkdirSync(dirname(to), { recursive: true });
+    if (inRepository === "node_modules") symlinkSync(join(repoRoot, "node_modules"), to);
+    else cpSync(join(repoRoot, inRepository), to, { recursive: true });
+    copied.push(inRepository);
+  }
+  return copied;
 }
