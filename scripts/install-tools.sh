@@ -65,7 +65,10 @@ install_kubernetes_schemas() {
     echo "install-tools: kubernetes schemas: $out"
     return 0
   fi
-  need_go "the Kubernetes OpenAPI document ($KUBE_OPENAPI_MODULE)"
+  if ! command -v go >/dev/null 2>&1; then
+    echo "install-tools: the Kubernetes schemas are not in $out, and building them needs Go (https://go.dev/dl/) to fetch the $KUBE_OPENAPI_MODULE module" >&2
+    exit 1
+  fi
   local module_dir
   module_dir=$(GOFLAGS=-mod=mod go mod download -json "$KUBE_OPENAPI_MODULE" | node -e 'let s="";process.stdin.on("data",(d)=>{s+=d}).on("end",()=>process.stdout.write(JSON.parse(s).Dir))')
   node scripts/kubernetes-schemas.mjs "$module_dir/pkg/schemaconv/testdata/swagger.json" "$out"
