@@ -59,3 +59,29 @@ export function serverBanner(input: ServerBannerInput): string {
       ];
   return `${[...lines, "JSON logs follow on stdout. Ctrl-C stops the server."].join("\n")}\n`;
 }
+
+export interface SidecarBannerInput {
+  spiffeId: string;
+  mtls: boolean;
+  /** What the inbound port is bound to (the real port, also with --inbound-port 0). */
+  inboundBound: string;
+  /** What other sidecars dial. */
+  inboundAdvertised: string;
+  localAddress: string;
+  dataDir: string;
+  agents: number;
+  capacity: number;
+}
+
+/** The sidecar's counterpart of {@link serverBanner}: the addresses it really bound, on stderr when it is a terminal. */
+export function sidecarBanner(input: SidecarBannerInput): string {
+  const advertised = input.inboundAdvertised === input.inboundBound ? "" : `   (other sidecars dial ${input.inboundAdvertised})`;
+  const lines = [
+    input.mtls ? `agentmesh sidecar is running (mTLS) as ${input.spiffeId}` : "agentmesh sidecar is running (INSECURE DEV MODE: plaintext, unsigned, 127.0.0.1 only)",
+    `  inbound   ${input.inboundBound}${advertised}`,
+    `  local     ${input.localAddress}   (AGENTMESH_SIDECAR_ADDR for agents)`,
+    `  data dir  ${input.dataDir}   (${input.mtls ? "certificate, " : ""}audit log)`,
+    `  agents    ${input.agents} from --manifest, capacity ${input.capacity} for the orchestrator`,
+  ];
+  return `${[...lines, "JSON logs follow on stdout. Ctrl-C stops the sidecar."].join("\n")}\n`;
+}

@@ -202,7 +202,7 @@ export function addCtlCommand(program: Command): Command {
   watch.action(
     ctlAction(watch, async ({ registry, options }) => {
       const flags = watch.opts() as { capability?: string };
-      const stream = registry.watch({ sinceRevision: 0, capability: flags.capability ?? "" });
+      const stream = registry.watch({ sinceRevision: 0, capability: flags.capability ?? "", epoch: "" });
       process.once("SIGINT", () => stream.cancel());
       await new Promise<void>((resolve, reject) => {
         stream.on("data", (event: WatchResponse) => {

@@ -7,6 +7,7 @@ import { generateKeyAndCsr } from "../sdk/ts/src/core/csr.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
 import type { CreateJoinTokenResponse, ListAuditEventsResponse, RevokeCertificateResponse } from "../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { verifyAuditLog } from "../sdk/ts/src/core/audit-log.js";
+import { appendOfflineIssued } from "../services/identity/adapters/offline-issued-file.js";
 import { caCertFileName, caKeyFileName, loadOrCreateCa, splitPemCertificates } from "../services/identity/domain/ca.js";
 import { defaultServerConfig } from "../services/server/config.js";
 import { CliError, inContext } from "./cli-error.js";
@@ -40,6 +41,10 @@ export function addSecurityCommands(ctl: Command): void {
     const spiffeId = formatSpiffeId({ trustDomain: options.trustDomain, kind: "admin", name: options.name });
     const { csrPem, privateKeyPem } = await generateKeyAndCsr(spiffeId);
     const issued = await ca.issueCertificate({ csrPem, spiffeId, ttlMs: options.ttl });
+    // No server signs this one: the record beside the CA is what lets `ctl certs revoke` find it.
+    await inContext({ kind: "directory", flag: "--data-dir", path: dataDir }, () =>
+      appendOfflineIssued(dataDir, { serial: issued.serial, spiffeId: issued.spiffeId, issuedAtMs: Date.now(), notAfterMs: issued.expiresAtMs }),
+    );
     const lookup = resolveCredentialsDir(options.credentialsDir, initAdmin.getOptionValueSourceWithGlobals("credentialsDir"));
     const out = options.out === undefined ? lookup.dir : resolve(options.out);
     await inContext({ kind: "directory", flag: options.out === undefined ? "--credentials-dir" : "--out", path: out }, () => {
@@ -90,6 +95,10 @@ export function addSecurityCommands(ctl: Command): void {
       const response = await call<RevokeCertificateResponse>((metadata, callOptions, callback) =>
         identity.revokeCertificate({ target, reason: flags.reason }, metadata, callOptions, callback),
       );
+      // A revoke that matches nothing must not look like one that worked (nor exit 0 in a script).
+      if (response.revoked === 0) {
+        throw CliError.failed(`nothing revoked: ${target} has no valid certificate that is not revoked already`);
+      }
       print(options, response, () => `revoked ${response.revoked} certificate(s)`);
     }),
   );

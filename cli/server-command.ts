@@ -23,8 +23,12 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--port <port>", "AGENTMESH_PORT", "gRPC port (0 = any free port)", String(defaults.port)).argParser(parseInteger("--port", 0, 65535)))
     .addOption(envOption("--http-host <host>", "AGENTMESH_HTTP_HOST", "bind address of /metrics, /healthz, /readyz", defaults.httpHost))
     .addOption(envOption("--http-port <port>", "AGENTMESH_HTTP_PORT", "HTTP port for /metrics, /healthz, /readyz", String(defaults.httpPort)).argParser(parseInteger("--http-port", 0, 65535)))
-    .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "directory for what the server keeps on disk (CA, audit log)", defaults.dataDir))
+    .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "directory for what the server keeps on disk (CA, audit log, embedded state store)", defaults.dataDir))
     .addOption(envOption("--role <role>", "AGENTMESH_ROLE", "all (registry and orchestrator alone need the shared PostgreSQL/Redis store, not built yet)", defaults.role))
+    .addOption(envOption("--store <kind>", "AGENTMESH_STORE", "where durable state lives: embedded (SQLite in --data-dir) or postgres (shared by replicas)", defaults.store))
+    .addOption(envOption("--postgres-url <url>", "AGENTMESH_POSTGRES_URL", "PostgreSQL connection URL (with --store postgres)"))
+    .addOption(envOption("--postgres-schema <name>", "AGENTMESH_POSTGRES_SCHEMA", "schema holding agentmesh's tables", defaults.postgresSchema))
+    .addOption(envOption("--redis-url <url>", "AGENTMESH_REDIS_URL", "Redis URL for wake-ups and coordination between replicas (with --store postgres)"))
     .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
     .addOption(envOption("--server-id <id>", "AGENTMESH_SERVER_ID", "id of this replica", defaults.serverId))
     .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext gRPC on 127.0.0.1 only, no authentication (development)"))
@@ -60,7 +64,7 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--identity-rate <n>", "AGENTMESH_IDENTITY_RATE", "calls per second per identity", String(defaults.identityRatePerSecond)).argParser(parseNumber("--identity-rate", 0, 1e6)))
     .addOption(envOption("--identity-max-in-flight <n>", "AGENTMESH_IDENTITY_MAX_IN_FLIGHT", "concurrent calls per identity", String(defaults.identityMaxInFlight)).argParser(parseInteger("--identity-max-in-flight", 0, 1e6)))
     .addOption(envOption("--identity-max-streams <n>", "AGENTMESH_IDENTITY_MAX_STREAMS", "open streams (Connect, Watch) per identity, apart from calls in flight", String(defaults.identityMaxStreams)).argParser(parseInteger("--identity-max-streams", 0, 1e6)))
-    .addOption(envOption("--audit-fsync", "AGENTMESH_AUDIT_FSYNC", "fdatasync the audit log once per batch (survives power loss)"))
+    .addOption(envOption("--audit-fsync", "AGENTMESH_AUDIT_FSYNC", "fdatasync the audit log and the embedded state store once per batch (survives power loss)"))
     .addOption(envDurationOption("--first-message-timeout <duration>", "AGENTMESH_FIRST_MESSAGE_TIMEOUT", "end a stream (Connect, Watch) whose first message does not arrive within this", "5s"))
     .addOption(envDurationOption("--tls-handshake-timeout <duration>", "AGENTMESH_TLS_HANDSHAKE_TIMEOUT", "close a connection that has not finished TLS within this", "5s"))
     .addOption(envOption("--max-instances-per-identity <n>", "AGENTMESH_MAX_INSTANCES_PER_IDENTITY", "registered instances per identity", String(defaults.maxInstancesPerIdentity)).argParser(parseInteger("--max-instances-per-identity", 1, 1e6)))
@@ -114,6 +118,10 @@ function configFromOptions(options: Record<string, unknown>): Partial<ServerConf
     httpPort: Number(options.httpPort),
     dataDir: options.dataDir as string,
     role: options.role as ServerConfig["role"],
+    store: options.store as ServerConfig["store"],
+    postgresUrl: options.postgresUrl as string | undefined,
+    postgresSchema: options.postgresSchema as string,
+    redisUrl: options.redisUrl as string | undefined,
     trustDomain: options.trustDomain as string,
     serverId: options.serverId as string,
     insecureDev: options.insecureDev === true || options.insecureDev === "true" || options.insecureDev === "1",

@@ -6,6 +6,7 @@ import { createLogger } from "../services/server/logger.js";
 import type { LocalAgentSpec, SidecarConfig } from "../sidecar/config.js";
 import { defaultSidecarConfig } from "../sidecar/config.js";
 import { Sidecar, specFromStart } from "../sidecar/sidecar.js";
+import { sidecarBanner } from "./banner.js";
 import { CliError, inContext } from "./cli-error.js";
 import type { ListenEndpoint } from "./error-translation.js";
 import { envOption, isDebugLevel, logLevelOption, normalizeServerAddress, parseInteger } from "./options.js";
@@ -42,7 +43,7 @@ export function addSidecarCommand(program: Command): void {
     .addOption(envOption("--inbound-port <port>", "AGENTMESH_INBOUND_PORT", "mTLS port other sidecars call", String(defaults.inboundPort)).argParser(parseInteger("--inbound-port", 0, 65535)))
     .addOption(envOption("--advertise-address <host:port>", "AGENTMESH_ADVERTISE_ADDRESS", "address other sidecars dial (default: inbound host:port)"))
     .addOption(envOption("--local-port <port>", "AGENTMESH_LOCAL_PORT", "plaintext port on 127.0.0.1 for local agents", String(defaults.localPort)).argParser(parseInteger("--local-port", 0, 65535)))
-    .addOption(envOption("--data-dir <dir>", "AGENTMESH_SIDECAR_DATA_DIR", "the sidecar's audit log", defaults.dataDir))
+    .addOption(envOption("--data-dir <dir>", "AGENTMESH_SIDECAR_DATA_DIR", "the sidecar's certificate (kept across restarts) and audit log", defaults.dataDir))
     .addOption(envOption("--default-deny", "AGENTMESH_DEFAULT_DENY", "refuse invocations no --allow rule permits"))
     .addOption(envOption("--allow <rule...>", "AGENTMESH_ALLOW", "<spiffe-id glob>=<capability glob>, e.g. spiffe://agentmesh.local/sidecar/*=text.*"))
     .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext and unsigned, loopback only (development)"))
@@ -89,7 +90,21 @@ export function addSidecarCommand(program: Command): void {
         throw failure;
       }
       // Machine-readable line for scripts and tests that use port 0.
-      log.info({ inboundAddress: sidecar.inboundAddress, localAddress: sidecar.localAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
+      log.info({ inboundAddress: sidecar.inboundAddress, inboundBound: sidecar.inboundBindAddress, localAddress: sidecar.localAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
+      if (process.stderr.isTTY) {
+        process.stderr.write(
+          sidecarBanner({
+            spiffeId: sidecar.spiffeId,
+            mtls: !config.insecureDev,
+            inboundBound: sidecar.inboundBindAddress,
+            inboundAdvertised: sidecar.inboundAddress,
+            localAddress: sidecar.localAddress,
+            dataDir: config.dataDir,
+            agents: config.agents.length,
+            capacity: config.capacity,
+          }),
+        );
+      }
       exitOnSignal(log, () => sidecar.close(), EXIT_DEADLINE_MS);
     });
 }

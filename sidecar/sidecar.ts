@@ -6,12 +6,13 @@ import { join } from "node:path";
 import { Server, ServerCredentials, type ServiceError, credentials as grpcCredentials, experimental, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { MeshClient } from "../sdk/ts/src/client/mesh-client.js";
-import { MeshIdentity } from "../sdk/ts/src/client/mesh-identity.js";
+import { MeshIdentity, splitPem } from "../sdk/ts/src/client/mesh-identity.js";
 import { type Clock, systemClock } from "../sdk/ts/src/core/clock.js";
 import { Backoff } from "../sdk/ts/src/core/backoff.js";
 import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import { MemoryNonceCache } from "../sdk/ts/src/core/nonce-cache.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
+import type { IdentityMaterial } from "../sdk/ts/src/core/tls/certificate-source.js";
 import { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
 import { livenessTiming, hungRestartAfterMs } from "../sdk/ts/src/core/liveness.js";
 import { type AttachHello, SidecarServiceService, type SidecarServiceServer } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
@@ -26,6 +27,7 @@ import { verifyCommand } from "./command-verifier.js";
 import { SidecarHealth, inboundHealthServices, localHealthServices } from "./health.js";
 import { createInboundHandler } from "./inbound.js";
 import { RefusalTally } from "./refusal-tally.js";
+import { loadStoredIdentity, storeIdentity, storedIdentityFiles } from "./stored-identity.js";
 import { createLocalCallHandler } from "./local-calls.js";
 import { type HealthCondition, type LocalAgent, newLocalAgent, whenIdle } from "./local-agents.js";
 import { OutlierDetector, classifyOutcome } from "./outlier-detector.js";
@@ -63,7 +65,10 @@ export class Sidecar {
   private readonly commandNonces: MemoryNonceCache;
   private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
   private readonly health = new SidecarHealth();
+  /** Where other sidecars dial the inbound port (--advertise-address, or the bound address with 0.0.0.0 as 127.0.0.1). */
   inboundAddress = "";
+  /** What the inbound port is bound to, the real port when --inbound-port is 0. */
+  inboundBindAddress = "";
   localAddress = "";
   rejectedCalls = 0;
   private readonly refusals: RefusalTally;
@@ -159,24 +164,63 @@ export class Sidecar {
     await this.client.waitConnected();
     for (const spec of this.config.agents) await this.startAgent(spec);
     this.health.set("SERVING");
-    this.log.info({ inbound: this.inboundAddress, local: this.localAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) }, "sidecar started");
+    this.log.info({ inboundBound: this.inboundBindAddress, inboundAdvertised: this.inboundAddress, local: this.localAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) }, "sidecar started");
   }
 
   private async joinMesh(server: string): Promise<MeshIdentity> {
     if (this.config.certFile && this.config.keyFile && this.config.caCertFile) {
       return MeshIdentity.fromFiles({ certFile: this.config.certFile, keyFile: this.config.keyFile, caFile: this.config.caCertFile });
     }
-    if (!this.config.joinToken || !this.config.caCertFile) {
+    if (!this.config.caCertFile) {
       throw new MeshError("invalidArgument", "--join-token and --ca-cert are required (or --cert, --key and --ca-cert, or --insecure-dev)");
     }
-    return MeshIdentity.join({
+    const trustBundlePem = await readFile(this.config.caCertFile, "utf8");
+    const stored = await loadStoredIdentity(this.config.dataDir, { spiffeId: this.spiffeId, trustBundlePem: splitPem(trustBundlePem), nowMs: this.clock.nowMs() });
+    const joinOptions = {
       address: server,
-      trustBundlePem: await readFile(this.config.caCertFile, "utf8"),
+      trustBundlePem,
       spiffeId: this.spiffeId,
-      joinToken: this.config.joinToken,
-      onRenewError: (error, retryInMs) => this.log.error({ err: error, retryInMs }, "certificate renewal failed"),
-      onRenewed: (identity) => this.log.info({ serial: identity.serial, expiresAtMs: identity.expiresAtMs }, "certificate renewed"),
-    });
+      joinToken: this.config.joinToken ?? "",
+      onRenewError: (error: unknown, retryInMs: number) => this.log.error({ err: error, retryInMs }, "certificate renewal failed"),
+      onRenewed: (identity: IdentityMaterial) => {
+        this.log.info({ serial: identity.serial, expiresAtMs: identity.expiresAtMs }, "certificate renewed");
+        storeIdentity(this.config.dataDir, identity).catch((error: unknown) => this.log.error({ err: error, dataDir: this.config.dataDir }, "cannot store the renewed certificate"));
+      },
+    };
+    let noStoredIdentity = `${this.config.dataDir} (--data-dir) holds no certificate of ${this.spiffeId} to rejoin with`;
+    if (stored.kind === "usable") {
+      // A join token joins once; the certificate it bought stays the sidecar's identity across restarts.
+      this.log.info({ serial: stored.material.serial, expiresAtMs: stored.material.expiresAtMs, dataDir: this.config.dataDir }, "rejoining with the certificate stored in the data dir");
+      try {
+        return await this.keepIdentity(await MeshIdentity.join({ ...joinOptions, resume: stored.material }));
+      } catch (error) {
+        // Revoked, or of a CA the server no longer uses: a token may still join.
+        if ((error as ServiceError).code !== status.UNAUTHENTICATED) throw error;
+        noStoredIdentity = `the server refused the certificate in ${join(this.config.dataDir, storedIdentityFiles.cert)} (${(error as ServiceError).details})`;
+      }
+    } else if (stored.kind === "unusable") {
+      noStoredIdentity = stored.problem;
+    }
+    if (stored.kind !== "none") this.log.warn({ problem: noStoredIdentity }, "stored certificate not used");
+    if (!this.config.joinToken) {
+      throw new MeshError("invalidArgument", `${noStoredIdentity}: join with --join-token (from '${tokenCommand(this.config.host)}') and --ca-cert, or pass --cert, --key and --ca-cert`);
+    }
+    try {
+      return await this.keepIdentity(await MeshIdentity.join(joinOptions));
+    } catch (error) {
+      if ((error as ServiceError).code === status.UNAUTHENTICATED && /join token invalid or expired/.test(String((error as ServiceError).details))) {
+        // The server answers a spent, expired and unknown token alike (docs/protocol.md): name the likely case and the way out.
+        throw new MeshError("unauthenticated", `--join-token was refused (already used, or expired) and ${noStoredIdentity}: create a new token with '${tokenCommand(this.config.host)}'`);
+      }
+      throw error;
+    }
+  }
+
+  /** Stores the certificate just obtained, so the next start rejoins with it. */
+  private async keepIdentity(identity: MeshIdentity): Promise<MeshIdentity> {
+    const current = identity.source.current;
+    if (current) await storeIdentity(this.config.dataDir, current);
+    return identity;
   }
 
   private async startInbound(): Promise<void> {
@@ -207,6 +251,7 @@ export class Sidecar {
     const host = identity ? this.config.inboundHost : "127.0.0.1";
     const port = await bind(this.inboundServer, `${host}:${this.config.inboundPort}`, credentials);
     const advertisedHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+    this.inboundBindAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;
     this.inboundAddress = this.config.advertiseAddress ?? `${advertisedHost}:${port}`;
   }
 
@@ -274,6 +319,7 @@ export class Sidecar {
       this.cache.apply(event);
     }, {
       sinceRevision: this.cache.isSynced ? this.cache.lastRevision : 0,
+      epoch: this.cache.epoch,
       onError: (error: ServiceError) => {
         // A restarted server does not know our revision: start over from a snapshot.
         if (error.code === status.INVALID_ARGUMENT) this.cache.reset();
@@ -664,3 +710,7 @@ function asServiceError(error: unknown, log: Logger): Partial<ServiceError> {
   return { code: status.INTERNAL, details: `internal error, request ${requestId}` };
 }
 
+/** The ctl command that makes a join token for this host. */
+function tokenCommand(host: string): string {
+  return `agentmesh ctl join-token --host ${host} --agents <names>`;
+}

@@ -12,7 +12,7 @@ import type { MeshCa } from "./domain/ca.js";
 import type { JoinTokens } from "./domain/join-tokens.js";
 import type { RevocationList } from "./domain/revocations.js";
 import type { AuditSink } from "../../sdk/ts/src/core/audit-log.js";
-import type { CertificateStore, RevocationRecord } from "./ports.js";
+import type { CertificateStore, IssuedCertificateRecord, RevocationRecord } from "./ports.js";
 import type { RefusalAuditor } from "./refusal-auditor.js";
 
 export interface IdentityAuthorityOptions {
@@ -28,6 +28,8 @@ export interface IdentityAuthorityOptions {
   defaultTtlMs: number;
   maxTtlMs: number;
   onRevoked?: (records: RevocationRecord[]) => void;
+  /** Certificates the CA issued without this server (ctl init-admin), recorded before each revocation. */
+  offlineIssued?: () => Promise<IssuedCertificateRecord[]>;
 }
 
 const MAX_CSR_BYTES = 16 * 1024;
@@ -125,12 +127,19 @@ export class IdentityAuthority {
   async revoke(target: string, reason: string, caller: CallerIdentity, requestId: string): Promise<number> {
     if (target.trim() === "") throw invalidArgument("target: required");
     if (reason.length > 200) throw invalidArgument("reason: longer than 200 characters");
+    await this.recordOfflineIssued();
     const records = await this.options.revocations.revoke(target, { reason: reason || "revoked by admin", revokedBy: caller.spiffeId });
     for (const record of records) {
       this.audit({ actor: caller.spiffeId, action: "cert.revoke", target: record.spiffeId, outcome: "success", requestId, details: { serial: record.serial, reason: record.reason } });
     }
     if (records.length > 0) this.options.onRevoked?.(records);
     return records.length;
+  }
+
+  private async recordOfflineIssued(): Promise<void> {
+    for (const record of (await this.options.offlineIssued?.()) ?? []) {
+      if (!(await this.options.certificates.get(record.serial))) await this.options.certificates.recordIssued(record);
+    }
   }
 
   private audit(event: Parameters<AuditSink["append"]>[0]): void {

@@ -13,6 +13,7 @@ import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import { MemoryCertificateStore } from "./adapters/memory-certificate-store.js";
 import { MemoryJoinTokenStore } from "./adapters/memory-join-token-store.js";
 import { MemoryRevocationStore } from "./adapters/memory-revocation-store.js";
+import { readOfflineIssued } from "./adapters/offline-issued-file.js";
 import { type AuditSink, type AuditSinkState, FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "./domain/ca.js";
 import { JoinTokens } from "./domain/join-tokens.js";
@@ -21,7 +22,7 @@ import { EnvelopeOpener } from "./envelope-opener.js";
 import { IdentityAuthority } from "./identity-authority.js";
 import { IdentityLimits } from "./identity-limits.js";
 import { type MtlsAuth, createMtlsAuth } from "./mtls-auth.js";
-import type { RevocationRecord } from "./ports.js";
+import type { CertificateStore, JoinTokenStore, RevocationRecord, RevocationStore } from "./ports.js";
 import { type Refusal, RefusalAuditor } from "./refusal-auditor.js";
 
 export interface SecurityOptions {
@@ -54,6 +55,8 @@ export interface SecurityOptions {
   onRefusal?: (refusal: Refusal, written: boolean) => void;
   /** The audit log turned unwritable or writable again. */
   onAuditStateChange?: (state: AuditSinkState) => void;
+  /** Where certificate records, revocations and join tokens live (the state store); memory when absent (tests). */
+  stores?: { certificates: CertificateStore; revocations: RevocationStore; joinTokens: JoinTokenStore };
 }
 
 /** Everything identity the server needs: CA, audit, signatures, and (unless dev mode) mTLS. */
@@ -89,10 +92,10 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     maxKeys: 256,
     onRefusal: options.onRefusal,
   });
-  const certificates = new MemoryCertificateStore();
-  const revocations = new RevocationList({ certificates, store: new MemoryRevocationStore(), clock: options.clock });
+  const certificates = options.stores?.certificates ?? new MemoryCertificateStore();
+  const revocations = new RevocationList({ certificates, store: options.stores?.revocations ?? new MemoryRevocationStore(), clock: options.clock });
   await revocations.load();
-  const joinTokens = new JoinTokens({ store: new MemoryJoinTokenStore(), clock: options.clock, trustDomain: options.trustDomain });
+  const joinTokens = new JoinTokens({ store: options.stores?.joinTokens ?? new MemoryJoinTokenStore(), clock: options.clock, trustDomain: options.trustDomain });
   const authority = new IdentityAuthority({
     ca,
     joinTokens,
@@ -104,6 +107,7 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     defaultTtlMs: options.certTtlMs,
     maxTtlMs: options.maxCertTtlMs,
     onRevoked: options.onRevoked,
+    offlineIssued: () => readOfflineIssued(options.dataDir, options.clock.nowMs()),
   });
   const anchors = [...new Set([...ca.trustBundle(), ...splitPemCertificates(ca.certificatePem)])];
   // One verifier (and chain cache) for mTLS peers and for certificates attached to envelopes.

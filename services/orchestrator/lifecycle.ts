@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
-import { ApplyDeploymentResponse_Outcome, type Command, type Deployment, type DeploymentStatus, type Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { ApplyDeploymentResponse_Outcome, type Command, type Deployment, type DeploymentStatus, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { AuditOutcome, AuditSink } from "../../sdk/ts/src/core/audit-log.js";
 import type { Registry } from "../registry/registry.js";
@@ -48,6 +48,12 @@ export interface LifecycleOptions {
    * its --drain-timeout, 10 s by default) and stopped the process.
    */
   commandResultSlackMs?: number;
+  /**
+   * After a restart with deployments in the store, how long the reconciler waits for
+   * sidecars to reconnect and re-register their instances before it starts replicas
+   * it cannot see: without it a restart would start a second copy of everything.
+   */
+  adoptGraceMs?: number;
 }
 
 /** What a sidecar answered to one command. */
@@ -65,6 +71,7 @@ interface PendingResult {
 }
 
 const defaultCommandResultSlackMs = 20_000;
+const defaultAdoptGraceMs = 3_000;
 const sidecarMessageMaxLength = 200;
 
 /**
@@ -77,6 +84,8 @@ export class Lifecycle {
   private readonly states = new Map<string, ReconcileState>();
   private readonly readyAt = new Map<string, number>();
   private readonly rollouts = new Map<string, Rollout>();
+  /** Reconciling waits until then after a restart (see adoptGraceMs). */
+  private adoptUntilMs = 0;
   /** When each session's Hello was accepted: what tells a restarted sidecar's Hello from an old one. */
   private readonly helloAt = new WeakMap<ConnectSession, number>();
   /** instance id → the last session seen reporting it. */
@@ -95,7 +104,15 @@ export class Lifecycle {
 
   constructor(private readonly options: LifecycleOptions) {}
 
-  start(): void {
+  /** Loads rollout state from the store (it survives restarts), then reconciles periodically. */
+  async start(): Promise<void> {
+    for (const rollout of await this.options.store.listRollouts()) this.rollouts.set(rollout.deployment, rollout);
+    const adoptGraceMs = this.options.adoptGraceMs ?? defaultAdoptGraceMs;
+    if (adoptGraceMs > 0 && (await this.options.store.list()).length > 0) {
+      this.adoptUntilMs = this.options.clock.nowMs() + adoptGraceMs;
+      this.options.log.info({ adoptGraceMs }, "deployments restored from the state store: waiting for sidecars to report their instances before reconciling");
+      setTimeout(() => this.requestReconcile(), adoptGraceMs).unref();
+    }
     this.timer = setInterval(() => this.requestReconcile(), this.options.reconcileIntervalMs);
     this.timer.unref();
   }
@@ -297,8 +314,9 @@ export class Lifecycle {
   }
 
   private async reconcileAll(): Promise<void> {
-    const deployments = await this.options.store.list();
     const nowMs = this.options.clock.nowMs();
+    if (nowMs < this.adoptUntilMs) return;
+    const deployments = await this.options.store.list();
     const claims = this.classifyClaims(nowMs);
     const lostRules = {
       connected: new Set(this.options.hub.allSessions().filter((session) => session.hello && !session.closed).map((session) => session.sidecarId)),
@@ -453,9 +471,12 @@ export class Lifecycle {
       case "move":
         log.info({ instanceId: action.instanceId, from: action.fromSidecarId, to: action.toSidecarId, phase: action.phase, reason: action.reason }, `rebalancing move ${action.phase}`);
         return;
-      case "rolloutProgress":
+      case "rolloutProgress": {
+        const previous = this.rollouts.get(deployment.name);
         this.rollouts.set(deployment.name, action.rollout);
+        if (!previous || !sameRollout(previous, action.rollout)) await this.options.store.putRollout(action.rollout);
         return;
+      }
       case "rollback":
         log.warn({ from: action.fromVersion, to: action.toVersion, reason: action.reason }, "rolling back");
         this.audit(undefined, "rollout.rollback", deployment.name, "", { from: action.fromVersion, to: action.toVersion, reason: action.reason });
@@ -586,3 +607,6 @@ function emptyStatus(): DeploymentStatus {
   return { replicas: 0, readyReplicas: 0, updatedReplicas: 0, phase: "", message: "" };
 }
 
+function sameRollout(left: Rollout, right: Rollout): boolean {
+  return Buffer.compare(Rollout.encode(left).finish(), Rollout.encode(right).finish()) === 0;
+}

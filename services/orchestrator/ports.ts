@@ -1,4 +1,4 @@
-import type { Deployment } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import type { Deployment, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 
 /**
  * Durable home of deployments (the desired state). Memory by default; PostgreSQL
@@ -12,6 +12,10 @@ export interface DeploymentStore {
   get(name: string): Promise<Deployment | undefined>;
   /** All deployments, ordered by name. */
   list(): Promise<Deployment[]>;
-  /** Returns false when no deployment had this name. */
+  /** Returns false when no deployment had this name. Its rollout goes with it. */
   remove(name: string): Promise<boolean>;
+  /** Records a deployment's rollout progress (keyed by `rollout.deployment`), so `rollout status` survives a restart. */
+  putRollout(rollout: Rollout): Promise<void>;
+  /** Every recorded rollout, ordered by deployment name. */
+  listRollouts(): Promise<Rollout[]>;
 }

@@ -98,12 +98,20 @@ export function registryHandlers(
         includeUnhealthy: request.includeUnhealthy,
       }),
       revision: registry.currentRevision,
+      epoch: registry.epoch,
     })),
 
     watch: serverStream(plumbing, `${service}/Watch`, (call) => {
-      const subscription = registry.watch(call.request.sinceRevision, call.request.capability, (event) => {
-        call.write({ type: event.type, instance: event.instance, revision: event.revision, previousState: event.previousState });
-      });
+      const { sinceRevision, capability, epoch } = call.request;
+      if (sinceRevision > 0 && epoch === "") throw new MeshError("invalidArgument", "epoch: required with since_revision (from the Watch or Discover answer the revision came from)");
+      const subscription = registry.watch(
+        sinceRevision,
+        capability,
+        (event) => {
+          call.write({ type: event.type, instance: event.instance, revision: event.revision, previousState: event.previousState, epoch: registry.epoch });
+        },
+        sinceRevision > 0 ? epoch : registry.epoch,
+      );
       // Headers at once say "subscribed": a client moving its Watch to a new connection
       // (make-before-break) may drop the old stream then, even before any event.
       call.sendMetadata(new Metadata());

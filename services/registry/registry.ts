@@ -76,6 +76,12 @@ export class Registry {
   private readonly instances = new Map<string, AgentInstance>();
   private readonly capabilityIndex = new Map<string, CapabilityIndexEntry>();
   private revision = 0;
+  /**
+   * This registry's history: registrations are soft state, so each start is a new
+   * history whose revisions begin again at 1. A Watch resume names the epoch it
+   * came from, and one from another epoch gets a snapshot, never a wrong resume.
+   */
+  readonly epoch: string = randomUUID();
 
   constructor(
     private readonly store: InstanceStore,
@@ -287,9 +293,12 @@ export class Registry {
    * Streams changes to `onEvent`: a snapshot first when `sinceRevision` is 0 or no
    * longer retained (ADDED per instance, then SYNCED), then live events.
    */
-  watch(sinceRevision: number, capability: string, onEvent: (event: RegistryEvent) => void): ChangeSubscription {
+  watch(sinceRevision: number, capability: string, onEvent: (event: RegistryEvent) => void, epoch = this.epoch): ChangeSubscription {
     if (capability !== "") validateCapabilityName(capability);
-    if (sinceRevision < 0 || sinceRevision > this.revision) throw invalidArgument("since_revision: not a known revision");
+    if (sinceRevision < 0) throw invalidArgument("since_revision: must not be negative");
+    // Another history (the server restarted): its revisions mean nothing here, start over.
+    if (epoch !== this.epoch) sinceRevision = 0;
+    if (sinceRevision > this.revision) throw invalidArgument("since_revision: not a known revision of this epoch");
     const matches = (instance: AgentInstance) =>
       capability === "" || (instance.manifest?.capabilities.some((offered) => offered.name === capability) ?? false);
     const forward = (event: RegistryEvent) => {

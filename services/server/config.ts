@@ -1,6 +1,7 @@
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 
 export type ServerRole = "all" | "registry" | "orchestrator";
+export type ServerStore = "embedded" | "postgres";
 
 /** Everything `agentmesh server` can be told, after parsing flags and env. */
 export interface ServerConfig {
@@ -10,6 +11,17 @@ export interface ServerConfig {
   httpPort: number;
   dataDir: string;
   role: ServerRole;
+  /** embedded: SQLite in dataDir (the default, durable with no database server); postgres: shared by replicas. */
+  store: ServerStore;
+  postgresUrl?: string;
+  /** Schema holding agentmesh's tables in PostgreSQL. */
+  postgresSchema: string;
+  /** Wake-ups and shared coordination between replicas (with --store postgres). */
+  redisUrl?: string;
+  /** Revisions of state history kept for Watch resumes before compaction. */
+  stateRetainRevisions: number;
+  /** After a restart, how long the reconciler waits for sidecars to report their instances (no flag: tests shorten it). */
+  adoptGraceMs: number;
   trustDomain: string;
   serverId: string;
   insecureDev: boolean;
@@ -68,6 +80,10 @@ export const defaultServerConfig: ServerConfig = {
   httpPort: 7421,
   dataDir: ".agentmesh",
   role: "all",
+  store: "embedded",
+  postgresSchema: "agentmesh",
+  stateRetainRevisions: 100_000,
+  adoptGraceMs: 3_000,
   trustDomain: "agentmesh.local",
   serverId: "server-1",
   insecureDev: false,
@@ -140,6 +156,12 @@ export function validateServerConfig(config: ServerConfig): void {
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(config.trustDomain)) {
     throw new MeshError("invalidArgument", "--trust-domain: must be a lowercase DNS name");
   }
+  if (!["embedded", "postgres"].includes(config.store)) throw new MeshError("invalidArgument", "--store: must be embedded or postgres");
+  if (config.store === "postgres" && !config.postgresUrl) throw new MeshError("invalidArgument", "--store postgres needs --postgres-url");
+  if (config.store === "embedded" && (config.postgresUrl || config.redisUrl)) {
+    throw new MeshError("invalidArgument", "--postgres-url and --redis-url need --store postgres");
+  }
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(config.postgresSchema)) throw new MeshError("invalidArgument", "--postgres-schema: must be a lower-case identifier");
   if (!["all", "registry", "orchestrator"].includes(config.role)) {
     throw new MeshError("invalidArgument", "--role: must be all, registry or orchestrator");
   }

@@ -15,7 +15,6 @@ import { FailureDetector } from "../orchestrator/failure-detector.js";
 import { parse as parseYaml } from "yaml";
 import { type Alerting, type AlertsConfig, createAlerting, parseAlertsConfig, parseAlertsConfigText } from "../alerts/index.js";
 import { DashboardTokenVerifier, createDashboard, dashboardNeedsAuthentication } from "../dashboard/index.js";
-import { MemoryDeploymentStore } from "../orchestrator/adapters/memory-deployment-store.js";
 import { CommandSigner } from "../orchestrator/command-signer.js";
 import { orchestratorHandlers } from "../orchestrator/grpc-handlers.js";
 import { ServerInvoker } from "../orchestrator/invoker.js";
@@ -39,6 +38,7 @@ import { startHttpEndpoints } from "./http-endpoints.js";
 import { ServerMetrics } from "./metrics.js";
 import { GuardedServer, createRequestGuard } from "./request-guard.js";
 import type { RpcPlumbing, StreamRegistry } from "./rpc-wrapper.js";
+import { type StateStore, openStateStore } from "./state-store.js";
 import { installTlsHooks } from "./tls-hooks.js";
 
 export interface ServerDependencies {
@@ -86,15 +86,35 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     () => registryRef,
     () => securityRef?.audit.stats,
   );
-  // Ready = started, not closing, and the audit log writable (audited actions are refused otherwise).
-  const readiness = { started: false, closing: false, auditWritable: true, apply: () => undefined as void };
-  const isReady = () => readiness.started && !readiness.closing && readiness.auditWritable;
+  // Ready = started, not closing, the audit log writable (audited actions are refused
+  // otherwise) and the state store reachable (writes are refused with UNAVAILABLE otherwise).
+  const readiness = { started: false, closing: false, auditWritable: true, storeHealthy: true, apply: () => undefined as void };
+  const isReady = () => readiness.started && !readiness.closing && readiness.auditWritable && readiness.storeHealthy;
   const streams: StreamRegistry = new Map();
   let hubRef: ConnectHub | undefined;
   const stateListeners: Array<(instance: AgentInstance) => void> = [];
   const removeListeners: Array<(instance: AgentInstance) => void> = [];
 
-  const security = await createSecurity({
+  const state: StateStore = await openStateStore({
+    store: config.store,
+    dataDir: config.dataDir,
+    postgresUrl: config.postgresUrl,
+    postgresSchema: config.postgresSchema,
+    redisUrl: config.redisUrl,
+    fsync: config.auditFsync,
+    retainRevisions: config.stateRetainRevisions,
+    compactIntervalMs: 60_000,
+    probeIntervalMs: 1_000,
+    clock,
+    log,
+    onHealthChange: (healthy) => {
+      readiness.storeHealthy = healthy;
+      readiness.apply();
+    },
+  });
+  let security: Security;
+  try {
+    security = await createSecurity({
     dataDir: config.dataDir,
     trustDomain: config.trustDomain,
     serverId: config.serverId,
@@ -128,7 +148,12 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       hubRef?.disconnectSerials(serials, "certificate revoked");
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
+    stores: { certificates: state.certificates, revocations: state.revocations, joinTokens: state.joinTokens },
   });
+  } catch (error) {
+    await state.close();
+    throw error;
+  }
   securityRef = security;
   // Registrations, deregistrations and commands come from deep below the RPC
   // handlers (and from the reconciler): audited here, batched by the log, with the
@@ -236,7 +261,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   const lifecycle: Lifecycle = new Lifecycle({
     registry,
     hub,
-    store: dependencies.deployments ?? new MemoryDeploymentStore(),
+    store: dependencies.deployments ?? state.deployments,
+    adoptGraceMs: config.adoptGraceMs,
     clock,
     log: log.child({ component: "lifecycle" }),
     audit: security.backgroundAudit,
@@ -355,7 +381,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     });
   }
   detector.start();
-  lifecycle.start();
+  await lifecycle.start();
   alerting.start();
 
   let closing: Promise<void> | undefined;
@@ -373,7 +399,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   readiness.auditWritable = security.audit.writable;
   readiness.apply();
   log.info(
-    { grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain, mtls: Boolean(security.tls) },
+    { grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain, mtls: Boolean(security.tls), store: state.describe },
     "agentmesh server started",
   );
 
@@ -396,6 +422,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     await alerting.close(1000);
     await closeHttp(http.server);
     await security.close();
+    await state.close();
     log.info("server stopped");
   };
 

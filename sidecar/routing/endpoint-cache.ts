@@ -33,6 +33,7 @@ export class EndpointCache {
   private readonly avoidedEndpoints = new Set<string>();
   private synced = false;
   private revision = 0;
+  private currentEpoch = "";
   private readonly syncWaiters: Array<() => void> = [];
 
   private resyncFrom: Map<string, AgentInstance> | undefined;
@@ -48,6 +49,11 @@ export class EndpointCache {
     return this.revision;
   }
 
+  /** The registry history lastRevision belongs to ("" before the first event). */
+  get epoch(): string {
+    return this.currentEpoch;
+  }
+
   get isSynced(): boolean {
     return this.synced;
   }
@@ -59,7 +65,12 @@ export class EndpointCache {
 
   /** Applies one Watch event. A fresh snapshot (after a resync) replaces everything. */
   apply(event: WatchResponse): void {
-    if (event.revision > this.revision) this.revision = event.revision;
+    if (event.epoch !== "" && event.epoch !== this.currentEpoch) {
+      // Another history (the server restarted): what follows is its snapshot, which replaces ours.
+      if (this.currentEpoch !== "" && !this.resyncFrom) this.reset();
+      this.currentEpoch = event.epoch;
+      this.revision = event.revision;
+    } else if (event.revision > this.revision) this.revision = event.revision;
     switch (event.type) {
       case WatchResponse_EventType.EVENT_TYPE_SYNCED:
         this.finishResync();

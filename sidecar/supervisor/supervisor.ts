@@ -3,7 +3,7 @@ import { basename } from "node:path";
 import type { Logger } from "pino";
 import type { Clock, RandomSource } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { Backoff } from "./backoff.js";
+import { Backoff } from "../../sdk/ts/src/core/backoff.js";
 import { type Timers, systemTimers } from "../../sdk/ts/src/core/dataplane/timers.js";
 import { type HealthCheckerFactory, type ReadinessProbe, createGrpcHealthChecker, createGrpcHealthProbe } from "./health-probe.js";
 import { HealthWatch, type WatchedHealth } from "./health-watch.js";
@@ -115,6 +115,7 @@ interface Managed {
   state: ProcessState;
   restarts: number;
   readonly intensity: RestartIntensity;
+  /** Restart delays: full jitter, so children that crashed together do not restart together. */
   readonly backoff: Backoff;
   run?: Run;
   restartTimer?: NodeJS.Timeout;
@@ -197,7 +198,9 @@ export class Supervisor {
         {
           initialMs: policy.initialBackoffMs,
           maxMs: policy.maxBackoffMs,
-          resetAfterUptimeMs: policy.resetBackoffAfterMs ?? policy.windowMs,
+          multiplier: 2,
+          jitter: "full",
+          resetAfterRunMs: policy.resetBackoffAfterMs ?? policy.windowMs,
         },
         this.options.random,
       ),

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { Deployment } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { type Deployment, type Rollout, Rollout_Phase } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { DeploymentStore } from "../../services/orchestrator/ports.js";
 import { manifest } from "../helpers/manifests.js";
 import type { CreateHarness, StoreHarness } from "./store-harness.js";
@@ -60,6 +60,36 @@ export function describeDeploymentStore(adapterName: string, create: CreateHarne
       expect(await store.remove("word-stats")).toBe(true);
       expect(await store.remove("word-stats")).toBe(false);
       expect(await store.get("word-stats")).toBeUndefined();
+    });
+
+    it("keeps each deployment's latest rollout, and drops it with the deployment", async () => {
+      const { store, replica } = await open();
+      const rollout = (deploymentName: string, updated: number): Rollout => ({
+        deployment: deploymentName,
+        fromVersion: "1.0.0",
+        toVersion: "1.1.0",
+        phase: Rollout_Phase.PHASE_PROGRESSING,
+        updatedReplicas: updated,
+        readyReplicas: updated,
+        desiredReplicas: 3,
+        message: "",
+        startedAtMs: 5,
+        generation: 2,
+        fromRevision: "a",
+        toRevision: "b",
+        waitingForCapacity: 0,
+      });
+      await store.put(deployment("word-stats", 3));
+      await store.put(deployment("alpha"));
+      await store.putRollout(rollout("word-stats", 1));
+      await store.putRollout(rollout("word-stats", 2));
+      await store.putRollout(rollout("alpha", 0));
+      expect((await replica.listRollouts()).map((entry) => [entry.deployment, entry.updatedReplicas])).toEqual([
+        ["alpha", 0],
+        ["word-stats", 2],
+      ]);
+      await store.remove("word-stats");
+      expect((await store.listRollouts()).map((entry) => entry.deployment)).toEqual(["alpha"]);
     });
 
     it("hands out copies: changing a result does not change the store", async () => {

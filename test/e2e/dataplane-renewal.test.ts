@@ -70,7 +70,7 @@ describe("data plane across certificate renewals and connection ageing (real pro
     // The test's own registry Watch, on a connection the server ages like any other.
     const watchEvents: WatchResponse[] = [];
     const watchErrors: unknown[] = [];
-    const watch = mesh.admin.registry.watch({ sinceRevision: 0, capability: "" });
+    const watch = mesh.admin.registry.watch({ sinceRevision: 0, capability: "", epoch: "" });
     watch.on("data", (event: WatchResponse) => watchEvents.push(event));
     watch.on("error", (error: ServiceError) => {
       if (error.code !== 1) watchErrors.push(error);

@@ -91,8 +91,8 @@ describe("orchestrator convergence (real processes)", () => {
     await cluster.waitForReady("word-stats", 3, { exclusive: true });
 
     await cluster.restartServer();
-    // Deployments are not durable yet (issue 9): apply again, as an operator does after a restart.
-    expect((await cluster.ctl("apply", "-f", file)).code).toBe(0);
+    // The deployment survived the restart (the embedded store): nothing to apply again.
+    expect((await cluster.ctl("apply", "-f", file)).stdout).toBe("deployment/word-stats unchanged\n");
     const reRegistered = await waitForConverged(cluster, "word-stats", 3, () => true);
     const counts = byHost(reRegistered);
     const busiest = (counts["host-a"] ?? 0) >= (counts["host-b"] ?? 0) ? "host-a" : "host-b";

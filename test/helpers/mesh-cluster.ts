@@ -286,7 +286,7 @@ export class MeshCluster {
   /** Registry changes as they arrive at the test (Watch from revision 0), each stamped with its arrival time. */
   watch(capability = ""): EventLog<TimedWatchEvent> {
     const log = new EventLog<TimedWatchEvent>();
-    const stream = this.admin.registry.watch({ sinceRevision: 0, capability });
+    const stream = this.admin.registry.watch({ sinceRevision: 0, capability, epoch: "" });
     stream.on("data", (event: WatchResponse) => log.push({ receivedAtMs: Date.now(), event }));
     // A broken watch just stops adding events; a test waiting on it then times out naming what it missed.
     stream.on("error", () => undefined);
@@ -294,16 +294,16 @@ export class MeshCluster {
     return log;
   }
 
-  /** Stops the server (SIGTERM, bounded) and answers its exit code; sidecars stay up. */
-  async stopServer(): Promise<number | null> {
-    const code = await stopProcess(this.server);
+  /** Stops the server (SIGTERM, bounded; or SIGKILL) and answers its exit code; sidecars stay up. */
+  async stopServer(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    const code = await stopProcess(this.server, signal);
     this.pastServers.push(this.server);
     return code;
   }
 
-  /** Starts a new server on the same data dir (same CA) and port as the first one. */
-  async restartServer(): Promise<void> {
-    if (this.server.child.exitCode === null && this.server.child.signalCode === null) await this.stopServer();
+  /** Starts a new server on the same data dir (same CA) and port as the first one, after stopping this one with `signal`. */
+  async restartServer(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    if (this.server.child.exitCode === null && this.server.child.signalCode === null) await this.stopServer(signal);
     const port = Number(this.address.split(":").pop());
     await this.startServer(port);
   }

@@ -337,7 +337,7 @@ describe("TunnelClient ↔ TunnelServer over a real socket", () => {
     const client = connect(first.port, {
       timers: recordingTimers,
       random: () => 0.5,
-      backoff: { initialMs: 40, maxMs: 160, multiplier: 2, jitterRatio: 0.2 },
+      backoff: { initialMs: 40, maxMs: 160, multiplier: 2, jitter: { ratio: 0.2 } },
     });
     await client.unary(openFor("warm"));
 

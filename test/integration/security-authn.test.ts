@@ -176,7 +176,7 @@ describe("revocation", () => {
     const serial = identity.source.current?.serial ?? "";
     const clients = mesh.clientsFor({ chainPem: identity.source.current?.chainPem ?? [], privateKeyPem: identity.source.current?.privateKeyPem ?? "" });
     const watchErrors = new EventLog<ServiceError>();
-    const watch = clients.registry.watch({ sinceRevision: 0, capability: "" });
+    const watch = clients.registry.watch({ sinceRevision: 0, capability: "", epoch: "" });
     watch.on("data", (_event: WatchResponse) => {});
     watch.on("error", (error: ServiceError) => watchErrors.push(error));
     await discover(clients);

@@ -121,7 +121,7 @@ describe("in-flight calls per identity", () => {
     const streaming = await actor(mesh, "streaming");
     const other = await actor(mesh, "other");
     const openWatch = async (who: Actor): Promise<ClientReadableStream<WatchResponse>> => {
-      const watch = who.clients.registry.watch({ sinceRevision: 0, capability: "" });
+      const watch = who.clients.registry.watch({ sinceRevision: 0, capability: "", epoch: "" });
       watches.push(watch);
       watch.on("error", () => {});
       await new Promise<void>((resolve) => watch.once("data", () => resolve()));
@@ -136,7 +136,7 @@ describe("in-flight calls per identity", () => {
 
     const rejectedBefore = await limitRejections(mesh.server, "identity_streams");
     const before = snapshot(mesh.server);
-    const refused = streaming.clients.registry.watch({ sinceRevision: 0, capability: "" });
+    const refused = streaming.clients.registry.watch({ sinceRevision: 0, capability: "", epoch: "" });
     const error = await new Promise<{ code: number; details: string }>((resolve) => refused.on("error", resolve));
     expect({ code: error.code, details: error.details }).toEqual({ code: status.RESOURCE_EXHAUSTED, details: "limit exceeded: open streams per identity" });
     await expectBreachAudited(mesh, before, streaming.identity.spiffeId, "streams");

@@ -358,7 +358,7 @@ const scenarios: Record<string, (rpc: string) => Promise<Outcome>> = {
   "discover-range": async (rpc) => refusal(unary(mesh.adminClients, rpc, { capability: "sql.query", versionRange: "^^1" })),
   "no-healthy-instance": async (rpc) => refusal(unary(mesh.adminClients, rpc, { capability: "nothing.here" })),
   "watch-revision": async () => {
-    const stream = mesh.adminClients.registry.watch({ sinceRevision: mesh.server.registry.currentRevision + 1000, capability: "" });
+    const stream = mesh.adminClients.registry.watch({ sinceRevision: mesh.server.registry.currentRevision + 1000, capability: "", epoch: mesh.server.registry.epoch });
     const error = await new Promise<ServiceError>((resolve, reject) => {
       stream.on("error", resolve);
       stream.on("data", (event: WatchResponse) => reject(new Error(`watch answered an event: ${JSON.stringify(event)}`)));

@@ -1,6 +1,5 @@
 import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { backoffDelayMs, defaultBackoffPolicy } from "../../sdk/ts/src/core/dataplane/backoff.js";
 import { CallMultiplexer } from "../../sdk/ts/src/core/dataplane/call-multiplexer.js";
 import { CallStatusError } from "../../sdk/ts/src/core/dataplane/call-status.js";
 import { CallTable } from "../../sdk/ts/src/core/dataplane/call-table.js";
@@ -245,21 +244,5 @@ describe("CallMultiplexer", () => {
       })(),
     ).rejects.toMatchObject({ kind: "overLimit", message: "stream reply buffer full" });
     expect(count).toBe(3);
-  });
-});
-
-describe("backoffDelayMs", () => {
-  const policy = { ...defaultBackoffPolicy, initialMs: 100, maxMs: 1_000, multiplier: 2, jitterRatio: 0.2 };
-  it.each([
-    [0, 0.5, 100],
-    [1, 0.5, 200],
-    [3, 0.5, 800],
-    [4, 0.5, 1_000],
-    [1_000, 0.5, 1_000],
-    [0, 0, 80],
-    [0, 1, 120],
-    [10, 1, 1_200],
-  ])("attempt %s with random %s waits %s ms", (attempt, random, expectedMs) => {
-    expect(backoffDelayMs(attempt, policy, () => random)).toBe(expectedMs);
   });
 });

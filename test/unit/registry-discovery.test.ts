@@ -117,3 +117,25 @@ describe("Resolver", () => {
     );
   });
 });
+
+describe("Registry.watch epochs", () => {
+  it("resumes exactly within its epoch and answers a snapshot for a revision of another epoch", async () => {
+    const { registry } = setup();
+    const first = await add(registry, "a", "1.0.0");
+    const resumeFrom = registry.currentRevision;
+    const second = await add(registry, "b", "1.0.0");
+    const resumed: Array<[number, string]> = [];
+    registry.watch(resumeFrom, "", (event) => resumed.push([event.type, event.instance.instanceId]), registry.epoch).close();
+    expect(resumed.map(([, id]) => id)).toEqual([second, second]);
+    // Another history (a restarted server) with revisions in range: never a resume, a snapshot.
+    const snapshot: Array<[number, string]> = [];
+    registry.watch(resumeFrom, "", (event) => snapshot.push([event.type, event.instance.instanceId]), "an-older-epoch").close();
+    expect(snapshot).toEqual([
+      [1, first],
+      [1, second],
+      [4, ""],
+    ]);
+    expect(() => registry.watch(registry.currentRevision + 1, "", () => undefined, registry.epoch)).toThrow("since_revision: not a known revision of this epoch");
+  });
+});
+

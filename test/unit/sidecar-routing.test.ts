@@ -26,8 +26,8 @@ function instance(id: string, version: string, state = HealthState.HEALTH_STATE_
 
 function cacheWith(instances: AgentInstance[], random = () => 0.5): EndpointCache {
   const cache = new EndpointCache(new ManualClock(), random);
-  instances.forEach((item, index) => cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: item, revision: index + 1, previousState: 0 }));
-  cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: instances.length, previousState: 0 });
+  instances.forEach((item, index) => cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: item, revision: index + 1, previousState: 0, epoch: "" }));
+  cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: instances.length, previousState: 0, epoch: "" });
   return cache;
 }
 
@@ -41,8 +41,8 @@ describe("EndpointCache", () => {
   it("takes an instance a call failed on out of routing for a while, not until an event that may never come", () => {
     const clock = new ManualClock();
     const cache = new EndpointCache(clock, () => 0.5, 10_000, 5_000);
-    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0 });
-    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: 1, previousState: 0 });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0, epoch: "" });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: 1, previousState: 0, epoch: "" });
     cache.markUnroutable("a", cache.get("a"));
     expect(() => cache.pick("sql.query", "", undefined)).toThrow(MeshError);
     clock.advance(4_999);
@@ -51,7 +51,7 @@ describe("EndpointCache", () => {
     expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
     // A Watch event ends it at once.
     cache.markUnroutable("a", cache.get("a"));
-    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 2, previousState: 0 });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 2, previousState: 0, epoch: "" });
     expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
   });
 
@@ -59,7 +59,7 @@ describe("EndpointCache", () => {
     const cache = cacheWith([instance("a", "1.0.0")]);
     const picked = cache.pick("sql.query", "", undefined).instance;
     // The instance restarted and is READY again while the call routed by `picked` was failing.
-    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 9, previousState: HealthState.HEALTH_STATE_UNHEALTHY });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 9, previousState: HealthState.HEALTH_STATE_UNHEALTHY, epoch: "" });
     cache.markUnroutable("a", picked);
     expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
     // Marked by a failure of the entry it still has: out of routing.
@@ -79,11 +79,11 @@ describe("EndpointCache", () => {
 
   it("follows Watch updates and removals", () => {
     const cache = cacheWith([instance("a", "1.0.0")]);
-    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0", HealthState.HEALTH_STATE_UNHEALTHY), revision: 5, previousState: 0 });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0", HealthState.HEALTH_STATE_UNHEALTHY), revision: 5, previousState: 0, epoch: "" });
     expect(() => cache.pick("sql.query", "", undefined)).toThrow(MeshError);
-    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 6, previousState: 0 });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_UPDATED, instance: instance("a", "1.0.0"), revision: 6, previousState: 0, epoch: "" });
     expect(cache.pick("sql.query", "", undefined).instance.instanceId).toBe("a");
-    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_REMOVED, instance: instance("a", "1.0.0"), revision: 7, previousState: 0 });
+    cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_REMOVED, instance: instance("a", "1.0.0"), revision: 7, previousState: 0, epoch: "" });
     expect(cache.candidates("sql.query", "", undefined)).toEqual([]);
     expect(cache.lastRevision).toBe(7);
   });
@@ -111,14 +111,46 @@ describe("EndpointCache resync", () => {
     vi.useFakeTimers();
     try {
       const cache = new EndpointCache(new ManualClock(), () => 0.5, 1000);
-      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0 });
-      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("b", "1.0.0"), revision: 2, previousState: 0 });
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0, epoch: "" });
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("b", "1.0.0"), revision: 2, previousState: 0, epoch: "" });
       cache.reset();
-      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: 0, previousState: 0 });
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_SYNCED, instance: undefined, revision: 0, previousState: 0, epoch: "" });
       expect(cache.candidates("sql.query", "", undefined).map((pick) => pick.instance.instanceId)).toEqual(["a", "b"]);
-      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0 });
+      cache.apply({ type: WatchResponse_EventType.EVENT_TYPE_ADDED, instance: instance("a", "1.0.0"), revision: 1, previousState: 0, epoch: "" });
       vi.advanceTimersByTime(1001);
       expect(cache.candidates("sql.query", "", undefined).map((pick) => pick.instance.instanceId)).toEqual(["a"]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("EndpointCache across registry epochs", () => {
+  it("treats events of a new epoch as a snapshot that replaces the old history, even when its revisions are higher", () => {
+    vi.useFakeTimers();
+    try {
+      const cache = new EndpointCache(new ManualClock(), () => 0.5, 1000);
+      const event = (type: WatchResponse_EventType, id: string | undefined, revision: number, epoch: string) => ({
+        type,
+        instance: id ? instance(id, "1.0.0") : undefined,
+        revision,
+        previousState: 0,
+        epoch,
+      });
+      cache.apply(event(WatchResponse_EventType.EVENT_TYPE_ADDED, "a", 3, "e1"));
+      cache.apply(event(WatchResponse_EventType.EVENT_TYPE_ADDED, "b", 3, "e1"));
+      cache.apply(event(WatchResponse_EventType.EVENT_TYPE_SYNCED, undefined, 3, "e1"));
+      expect({ epoch: cache.epoch, revision: cache.lastRevision, synced: cache.isSynced }).toEqual({ epoch: "e1", revision: 3, synced: true });
+      // The restarted server has a new history; its snapshot (revision 9 > 3) holds b and c.
+      cache.apply(event(WatchResponse_EventType.EVENT_TYPE_ADDED, "c", 9, "e2"));
+      expect(cache.isSynced).toBe(false);
+      cache.apply(event(WatchResponse_EventType.EVENT_TYPE_ADDED, "b", 9, "e2"));
+      cache.apply(event(WatchResponse_EventType.EVENT_TYPE_SYNCED, undefined, 9, "e2"));
+      expect({ epoch: cache.epoch, revision: cache.lastRevision, synced: cache.isSynced }).toEqual({ epoch: "e2", revision: 9, synced: true });
+      // a stays routable for the grace (its sidecar may still re-register), then goes.
+      expect(cache.candidates("sql.query", "", undefined).map((pick) => pick.instance.instanceId).sort()).toEqual(["a", "b", "c"]);
+      vi.advanceTimersByTime(1001);
+      expect(cache.candidates("sql.query", "", undefined).map((pick) => pick.instance.instanceId).sort()).toEqual(["b", "c"]);
     } finally {
       vi.useRealTimers();
     }

@@ -1,5 +1,5 @@
 import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
-import { Deployment } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { Deployment, Rollout } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { stateKeys, type ChangeLog, type FencingToken, type TxnOp, type TxnResult } from "../../state/index.js";
 import type { DeploymentStore } from "../ports.js";
 
@@ -34,8 +34,20 @@ export class ChangeLogDeploymentStore implements DeploymentStore {
   }
 
   async remove(name: string): Promise<boolean> {
-    const result = await this.write([{ type: "delete", key: stateKeys.deployment(name) }]);
+    const result = await this.write([
+      { type: "delete", key: stateKeys.deployment(name) },
+      { type: "delete", key: stateKeys.rollout(name) },
+    ]);
     return result.previousRevisions[0] !== 0;
+  }
+
+  async putRollout(rollout: Rollout): Promise<void> {
+    await this.write([{ type: "put", key: stateKeys.rollout(rollout.deployment), value: Rollout.encode(rollout).finish() }]);
+  }
+
+  async listRollouts(): Promise<Rollout[]> {
+    const { items } = await this.log.range(stateKeys.rollouts);
+    return items.map((item) => Rollout.decode(item.value));
   }
 
   private async write(ops: TxnOp[]): Promise<Extract<TxnResult, { ok: true }>> {

@@ -1,9 +1,10 @@
-import type { Deployment } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import type { Deployment, Rollout } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { DeploymentStore } from "../ports.js";
 
 /** The embedded default: deployments live as long as the process. */
 export class MemoryDeploymentStore implements DeploymentStore {
   private readonly deployments = new Map<string, Deployment>();
+  private readonly rollouts = new Map<string, Rollout>();
 
   async put(deployment: Deployment): Promise<void> {
     this.deployments.set(deployment.name, structuredClone(deployment));
@@ -21,6 +22,17 @@ export class MemoryDeploymentStore implements DeploymentStore {
   }
 
   async remove(name: string): Promise<boolean> {
+    this.rollouts.delete(name);
     return this.deployments.delete(name);
+  }
+
+  async putRollout(rollout: Rollout): Promise<void> {
+    this.rollouts.set(rollout.deployment, structuredClone(rollout));
+  }
+
+  async listRollouts(): Promise<Rollout[]> {
+    return [...this.rollouts.values()]
+      .sort((left, right) => (left.deployment < right.deployment ? -1 : left.deployment > right.deployment ? 1 : 0))
+      .map((rollout) => structuredClone(rollout));
   }
 }

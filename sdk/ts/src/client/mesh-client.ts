@@ -124,6 +124,8 @@ interface ConnectStream {
 
 interface WatchOptions {
   sinceRevision?: number;
+  /** The epoch sinceRevision came from (a Watch or Discover answer); required with it. */
+  epoch?: string;
   capability?: string;
   onError?: (error: ServiceError) => void;
   onEnd?: () => void;
@@ -142,6 +144,8 @@ interface WatchState {
   readonly options: WatchOptions;
   /** Highest revision handed to onEvent: a new call resumes from it. */
   lastRevision: number;
+  /** The registry history lastRevision belongs to. */
+  epoch: string;
   primary: WatchCall | undefined;
   pending: WatchCall | undefined;
   /** After a move: events up to this revision were delivered by the old call already. */
@@ -305,6 +309,7 @@ export class MeshClient {
       onEvent,
       options,
       lastRevision: options.sinceRevision ?? 0,
+      epoch: options.epoch ?? "",
       primary: undefined,
       pending: undefined,
       skipThrough: 0,
@@ -640,7 +645,7 @@ export class MeshClient {
 
   private openWatchCall(watch: WatchState, sinceRevision: number): WatchCall {
     const channel = this.channel;
-    const call = channel.registry.watch({ sinceRevision, capability: watch.options.capability ?? "" });
+    const call = channel.registry.watch({ sinceRevision, capability: watch.options.capability ?? "", epoch: sinceRevision > 0 ? watch.epoch : "" });
     channel.users += 1;
     const watchCall: WatchCall = { call, channel, dropped: false };
     let finished = false;
@@ -687,6 +692,12 @@ export class MeshClient {
   }
 
   private deliver(watch: WatchState, event: WatchResponse): void {
+    if (event.epoch !== "" && event.epoch !== watch.epoch) {
+      // A new history (the server restarted): its snapshot follows, revisions start again.
+      watch.epoch = event.epoch;
+      watch.skipThrough = 0;
+      watch.lastRevision = event.revision;
+    }
     if (watch.skipThrough > 0) {
       if (event.revision <= watch.skipThrough) return;
       watch.skipThrough = 0;

@@ -26,7 +26,13 @@ export interface JoinOptions {
   /** The trust bundle that verifies the server on first contact (the mesh CA certificate). */
   trustBundlePem: string;
   spiffeId: string;
+  /** Spent on the first certificate; unused when `resume` is given. */
   joinToken: string;
+  /**
+   * A certificate of `spiffeId` this component obtained before (it kept it across a
+   * restart): the first certificate is a renewal of it over mTLS, without a token.
+   */
+  resume?: IdentityMaterial;
   ttlSeconds?: number;
   clock?: Clock;
   onRenewError?: (error: unknown, retryInMs: number) => void;
@@ -54,21 +60,24 @@ export class MeshIdentity implements EnvelopeSigner {
     this.signer = new SourceSigner(this.source, clock);
   }
 
-  /** Joins with a token, then keeps the certificate renewed. */
+  /** Joins with a token (or renews a certificate obtained before), then keeps the certificate renewed. */
   static async join(options: JoinOptions): Promise<MeshIdentity> {
     const identity = new MeshIdentity(options.spiffeId, options.clock ?? systemClock);
     identity.source.setTrustBundle(splitPem(options.trustBundlePem));
-    let first = true;
+    let useToken = options.resume === undefined;
     identity.renewer = new CertificateRenewer({
       source: identity.source,
       issue: async () => {
-        const useToken = first;
-        first = false;
-        return identity.requestCertificate(options.address, useToken ? options.joinToken : "", options.ttlSeconds ?? 0);
+        const joinToken = useToken ? options.joinToken : "";
+        useToken = false;
+        return identity.requestCertificate(options.address, joinToken, options.ttlSeconds ?? 0);
       },
       onError: options.onRenewError,
       onRenewed: options.onRenewed,
     });
+    // A resumed certificate is renewed at once: the answer proves the server still accepts it
+    // (same CA, not revoked) before anything is built on it, and the lifetime starts afresh.
+    if (options.resume) identity.source.setIdentity(options.resume);
     await identity.renewer.start();
     return identity;
   }

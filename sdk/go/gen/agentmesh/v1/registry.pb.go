@@ -959,8 +959,12 @@ type DiscoverResponse struct {
 	Instances []*AgentInstance       `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
 	// The registry revision this answer reflects: every registry change (register,
 	// state change, removal) takes the next revision. Watch with `since_revision`
-	// set to it to receive exactly the changes after this answer.
-	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// set to it (and `epoch` to this answer's epoch) to receive exactly the changes
+	// after this answer.
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The registry history `revision` belongs to. A server restart starts a new
+	// history (registrations are soft state) with a new epoch.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1009,14 +1013,25 @@ func (x *DiscoverResponse) GetRevision() int64 {
 	return 0
 }
 
+func (x *DiscoverResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Resume after this revision; 0 = start with a snapshot. A revision above the
-	// server's current one is INVALID_ARGUMENT (the server restarted: start over
-	// with 0).
+	// Resume after this revision; 0 = start with a snapshot. Resuming needs `epoch`.
 	SinceRevision int64 `protobuf:"varint,1,opt,name=since_revision,json=sinceRevision,proto3" json:"since_revision,omitempty"`
 	// Only events for instances offering this capability (empty = all).
-	Capability    string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
+	Capability string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
+	// The epoch `since_revision` came from (any WatchResponse or DiscoverResponse
+	// carries it); required when since_revision > 0. When it is not the server's
+	// current epoch (the server restarted, or this is another history), the stream
+	// starts with a snapshot instead, and its events carry the new epoch: a client
+	// seeing a new epoch replaces what it holds with the snapshot.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1065,6 +1080,13 @@ func (x *WatchRequest) GetCapability() string {
 	return ""
 }
 
+func (x *WatchRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 type WatchResponse struct {
 	state    protoimpl.MessageState  `protogen:"open.v1"`
 	Type     WatchResponse_EventType `protobuf:"varint,1,opt,name=type,proto3,enum=agentmesh.v1.WatchResponse_EventType" json:"type,omitempty"`
@@ -1072,6 +1094,8 @@ type WatchResponse struct {
 	Revision int64                   `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	// For UPDATED: the previous state.
 	PreviousState HealthState `protobuf:"varint,4,opt,name=previous_state,json=previousState,proto3,enum=agentmesh.v1.HealthState" json:"previous_state,omitempty"`
+	// The registry history `revision` belongs to (see WatchRequest.epoch).
+	Epoch         string `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1132,6 +1156,13 @@ func (x *WatchResponse) GetPreviousState() HealthState {
 		return x.PreviousState
 	}
 	return HealthState_HEALTH_STATE_UNSPECIFIED
+}
+
+func (x *WatchResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
 }
 
 var File_agentmesh_v1_registry_proto protoreflect.FileDescriptor
@@ -1206,20 +1237,23 @@ const file_agentmesh_v1_registry_proto_rawDesc = "" +
 	"\rversion_range\x18\x02 \x01(\tR\fversionRange\x12B\n" +
 	"\x0elabel_selector\x18\x03 \x01(\v2\x1b.agentmesh.v1.LabelSelectorR\rlabelSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\x12+\n" +
-	"\x11include_unhealthy\x18\x05 \x01(\bR\x10includeUnhealthy\"i\n" +
+	"\x11include_unhealthy\x18\x05 \x01(\bR\x10includeUnhealthy\"\x7f\n" +
 	"\x10DiscoverResponse\x129\n" +
 	"\tinstances\x18\x01 \x03(\v2\x1b.agentmesh.v1.AgentInstanceR\tinstances\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"U\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"k\n" +
 	"\fWatchRequest\x12%\n" +
 	"\x0esince_revision\x18\x01 \x01(\x03R\rsinceRevision\x12\x1e\n" +
 	"\n" +
 	"capability\x18\x02 \x01(\tR\n" +
-	"capability\"\xe8\x02\n" +
+	"capability\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\xfe\x02\n" +
 	"\rWatchResponse\x129\n" +
 	"\x04type\x18\x01 \x01(\x0e2%.agentmesh.v1.WatchResponse.EventTypeR\x04type\x127\n" +
 	"\binstance\x18\x02 \x01(\v2\x1b.agentmesh.v1.AgentInstanceR\binstance\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x03R\brevision\x12@\n" +
-	"\x0eprevious_state\x18\x04 \x01(\x0e2\x19.agentmesh.v1.HealthStateR\rpreviousState\"\x84\x01\n" +
+	"\x0eprevious_state\x18\x04 \x01(\x0e2\x19.agentmesh.v1.HealthStateR\rpreviousState\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\tR\x05epoch\"\x84\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_ADDED\x10\x01\x12\x16\n" +

@@ -158,23 +158,27 @@ class DiscoverRequest(_message.Message):
     def __init__(self, capability: _Optional[str] = ..., version_range: _Optional[str] = ..., label_selector: _Optional[_Union[LabelSelector, _Mapping]] = ..., limit: _Optional[int] = ..., include_unhealthy: _Optional[bool] = ...) -> None: ...
 
 class DiscoverResponse(_message.Message):
-    __slots__ = ("instances", "revision")
+    __slots__ = ("instances", "revision", "epoch")
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     instances: _containers.RepeatedCompositeFieldContainer[_types_pb2.AgentInstance]
     revision: int
-    def __init__(self, instances: _Optional[_Iterable[_Union[_types_pb2.AgentInstance, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    epoch: str
+    def __init__(self, instances: _Optional[_Iterable[_Union[_types_pb2.AgentInstance, _Mapping]]] = ..., revision: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("since_revision", "capability")
+    __slots__ = ("since_revision", "capability", "epoch")
     SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     since_revision: int
     capability: str
-    def __init__(self, since_revision: _Optional[int] = ..., capability: _Optional[str] = ...) -> None: ...
+    epoch: str
+    def __init__(self, since_revision: _Optional[int] = ..., capability: _Optional[str] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("type", "instance", "revision", "previous_state")
+    __slots__ = ("type", "instance", "revision", "previous_state", "epoch")
     class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         EVENT_TYPE_UNSPECIFIED: _ClassVar[WatchResponse.EventType]
@@ -191,8 +195,10 @@ class WatchResponse(_message.Message):
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     type: WatchResponse.EventType
     instance: _types_pb2.AgentInstance
     revision: int
     previous_state: _types_pb2.HealthState
-    def __init__(self, type: _Optional[_Union[WatchResponse.EventType, str]] = ..., instance: _Optional[_Union[_types_pb2.AgentInstance, _Mapping]] = ..., revision: _Optional[int] = ..., previous_state: _Optional[_Union[_types_pb2.HealthState, str]] = ...) -> None: ...
+    epoch: str
+    def __init__(self, type: _Optional[_Union[WatchResponse.EventType, str]] = ..., instance: _Optional[_Union[_types_pb2.AgentInstance, _Mapping]] = ..., revision: _Optional[int] = ..., previous_state: _Optional[_Union[_types_pb2.HealthState, str]] = ..., epoch: _Optional[str] = ...) -> None: ...

@@ -1,6 +1,6 @@
 // Sidecar data plane (DESIGN §5.1): multiplexed tunnels between sidecars,
 // the Attach stream to SDK agents, unary calls to agents without an SDK.
-export { TunnelClient, type TunnelClientOptions, type TunnelState, defaultWindowSize } from "./tunnel-client.js";
+export { TunnelClient, type TunnelClientOptions, type TunnelState, defaultTunnelBackoff, defaultWindowSize } from "./tunnel-client.js";
 export { TunnelServer, type TunnelServerOptions, type InboundHandler, type PeerInfo } from "./tunnel-server.js";
 export { AttachHub, type AttachHubOptions } from "./attach-hub.js";
 export { AgentClientPool, type AgentClientPoolOptions } from "./agent-client.js";
@@ -14,6 +14,5 @@ export { CallMultiplexer, type CallMultiplexerOptions } from "./call-multiplexer
 export { CallTable } from "./call-table.js";
 export { FrameBatcher, type FrameBatcherOptions, type FrameStream } from "./frame-batcher.js";
 export { ChunkQueue } from "./chunk-queue.js";
-export { type BackoffPolicy, backoffDelayMs, defaultBackoffPolicy } from "./backoff.js";
 export { type Timers, type TimerHandle, systemTimers } from "./timers.js";
 export { cancelFrame, dataFrame, endFrame, openFrame, pingFrame, pongFrame } from "./frames.js";

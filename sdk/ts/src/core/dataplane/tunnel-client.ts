@@ -11,7 +11,7 @@ import {
   type TunnelRequest,
   type TunnelResponse,
 } from "../../gen/agentmesh/v1/agent.js";
-import { type BackoffPolicy, backoffDelayMs, defaultBackoffPolicy } from "./backoff.js";
+import { type BackoffOptions, backoffDelayMs } from "../backoff.js";
 import { refusedBeforeDelivery } from "./call-status.js";
 import { CallMultiplexer, type CallOptions } from "./call-multiplexer.js";
 import { ChunkQueue } from "./chunk-queue.js";
@@ -19,6 +19,9 @@ import { FrameBatcher, type FrameBatcherOptions } from "./frame-batcher.js";
 import { type CallReply, type OpenFrameFields, pingFrame } from "./frames.js";
 import { silentLogger } from "./silent-logger.js";
 import { type TimerHandle, type Timers, systemTimers } from "./timers.js";
+
+/** Reopening a broken tunnel: ±20 % around the schedule, so tunnels that broke together do not reconnect in lockstep. */
+export const defaultTunnelBackoff: BackoffOptions = { initialMs: 100, maxMs: 5_000, multiplier: 2, jitter: { ratio: 0.2 } };
 
 /**
  * idle: no stream yet (opened by the first call or connect()); connecting: stream
@@ -55,7 +58,7 @@ export interface TunnelClientOptions {
   windowSize?: number;
   /** Unread chunks a streamed reply may buffer before the call is cancelled. */
   maxBufferedChunks?: number;
-  backoff?: Partial<BackoffPolicy>;
+  backoff?: Partial<BackoffOptions>;
   /**
    * Fires when the local certificate (or trust bundle) changes: the tunnel moves to
    * a new connection, so the peer sees the renewed certificate (CertificateSource).
@@ -129,7 +132,7 @@ interface Link {
  */
 export class TunnelClient extends EventEmitter {
   readonly address: string;
-  private readonly backoff: BackoffPolicy;
+  private readonly backoff: BackoffOptions;
   private readonly liveness: LivenessPolicy;
   private readonly streamTimers: Timers;
   private readonly timers: Timers;
@@ -155,7 +158,7 @@ export class TunnelClient extends EventEmitter {
   constructor(private readonly options: TunnelClientOptions) {
     super();
     this.address = options.address;
-    this.backoff = { ...defaultBackoffPolicy, ...options.backoff };
+    this.backoff = { ...defaultTunnelBackoff, ...options.backoff };
     this.liveness = { ...defaultLivenessPolicy, ...options.liveness };
     this.streamTimers = options.streamTimers ?? systemTimers;
     this.timers = options.timers ?? systemTimers;

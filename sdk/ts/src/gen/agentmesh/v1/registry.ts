@@ -207,20 +207,30 @@ export interface DiscoverResponse {
   /**
    * The registry revision this answer reflects: every registry change (register,
    * state change, removal) takes the next revision. Watch with `since_revision`
-   * set to it to receive exactly the changes after this answer.
+   * set to it (and `epoch` to this answer's epoch) to receive exactly the changes
+   * after this answer.
    */
   revision: number;
+  /**
+   * The registry history `revision` belongs to. A server restart starts a new
+   * history (registrations are soft state) with a new epoch.
+   */
+  epoch: string;
 }
 
 export interface WatchRequest {
-  /**
-   * Resume after this revision; 0 = start with a snapshot. A revision above the
-   * server's current one is INVALID_ARGUMENT (the server restarted: start over
-   * with 0).
-   */
+  /** Resume after this revision; 0 = start with a snapshot. Resuming needs `epoch`. */
   sinceRevision: number;
   /** Only events for instances offering this capability (empty = all). */
   capability: string;
+  /**
+   * The epoch `since_revision` came from (any WatchResponse or DiscoverResponse
+   * carries it); required when since_revision > 0. When it is not the server's
+   * current epoch (the server restarted, or this is another history), the stream
+   * starts with a snapshot instead, and its events carry the new epoch: a client
+   * seeing a new epoch replaces what it holds with the snapshot.
+   */
+  epoch: string;
 }
 
 export interface WatchResponse {
@@ -229,6 +239,8 @@ export interface WatchResponse {
   revision: number;
   /** For UPDATED: the previous state. */
   previousState: HealthState;
+  /** The registry history `revision` belongs to (see WatchRequest.epoch). */
+  epoch: string;
 }
 
 export enum WatchResponse_EventType {
@@ -1822,7 +1834,7 @@ export const DiscoverRequest: MessageFns<DiscoverRequest> = {
 };
 
 function createBaseDiscoverResponse(): DiscoverResponse {
-  return { instances: [], revision: 0 };
+  return { instances: [], revision: 0, epoch: "" };
 }
 
 export const DiscoverResponse: MessageFns<DiscoverResponse> = {
@@ -1832,6 +1844,9 @@ export const DiscoverResponse: MessageFns<DiscoverResponse> = {
     }
     if (message.revision !== 0) {
       writer.uint32(16).int64(message.revision);
+    }
+    if (message.epoch !== "") {
+      writer.uint32(26).string(message.epoch);
     }
     return writer;
   },
@@ -1865,6 +1880,14 @@ export const DiscoverResponse: MessageFns<DiscoverResponse> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.epoch = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1883,6 +1906,7 @@ export const DiscoverResponse: MessageFns<DiscoverResponse> = {
         ? object.instances.map((e: any) => AgentInstance.fromJSON(e))
         : [],
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "",
     };
   },
 
@@ -1894,6 +1918,9 @@ export const DiscoverResponse: MessageFns<DiscoverResponse> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.epoch !== "") {
+      obj.epoch = message.epoch;
+    }
     return obj;
   },
 
@@ -1904,12 +1931,13 @@ export const DiscoverResponse: MessageFns<DiscoverResponse> = {
     const message = createBaseDiscoverResponse();
     message.instances = object.instances?.map((e) => AgentInstance.fromPartial(e)) || [];
     message.revision = object.revision ?? 0;
+    message.epoch = object.epoch ?? "";
     return message;
   },
 };
 
 function createBaseWatchRequest(): WatchRequest {
-  return { sinceRevision: 0, capability: "" };
+  return { sinceRevision: 0, capability: "", epoch: "" };
 }
 
 export const WatchRequest: MessageFns<WatchRequest> = {
@@ -1919,6 +1947,9 @@ export const WatchRequest: MessageFns<WatchRequest> = {
     }
     if (message.capability !== "") {
       writer.uint32(18).string(message.capability);
+    }
+    if (message.epoch !== "") {
+      writer.uint32(26).string(message.epoch);
     }
     return writer;
   },
@@ -1952,6 +1983,14 @@ export const WatchRequest: MessageFns<WatchRequest> = {
             message.capability = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.epoch = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1972,6 +2011,7 @@ export const WatchRequest: MessageFns<WatchRequest> = {
         ? globalThis.Number(object.since_revision)
         : 0,
       capability: isSet(object.capability) ? globalThis.String(object.capability) : "",
+      epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "",
     };
   },
 
@@ -1983,6 +2023,9 @@ export const WatchRequest: MessageFns<WatchRequest> = {
     if (message.capability !== "") {
       obj.capability = message.capability;
     }
+    if (message.epoch !== "") {
+      obj.epoch = message.epoch;
+    }
     return obj;
   },
 
@@ -1993,12 +2036,13 @@ export const WatchRequest: MessageFns<WatchRequest> = {
     const message = createBaseWatchRequest();
     message.sinceRevision = object.sinceRevision ?? 0;
     message.capability = object.capability ?? "";
+    message.epoch = object.epoch ?? "";
     return message;
   },
 };
 
 function createBaseWatchResponse(): WatchResponse {
-  return { type: 0, instance: undefined, revision: 0, previousState: 0 };
+  return { type: 0, instance: undefined, revision: 0, previousState: 0, epoch: "" };
 }
 
 export const WatchResponse: MessageFns<WatchResponse> = {
@@ -2014,6 +2058,9 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     }
     if (message.previousState !== 0) {
       writer.uint32(32).int32(message.previousState);
+    }
+    if (message.epoch !== "") {
+      writer.uint32(42).string(message.epoch);
     }
     return writer;
   },
@@ -2063,6 +2110,14 @@ export const WatchResponse: MessageFns<WatchResponse> = {
             message.previousState = reader.int32() as any;
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.epoch = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2085,6 +2140,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
         : isSet(object.previous_state)
         ? healthStateFromJSON(object.previous_state)
         : 0,
+      epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "",
     };
   },
 
@@ -2102,6 +2158,9 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     if (message.previousState !== 0) {
       obj.previousState = healthStateToJSON(message.previousState);
     }
+    if (message.epoch !== "") {
+      obj.epoch = message.epoch;
+    }
     return obj;
   },
 
@@ -2116,6 +2175,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
       : undefined;
     message.revision = object.revision ?? 0;
     message.previousState = object.previousState ?? 0;
+    message.epoch = object.epoch ?? "";
     return message;
   },
 };
