@@ -110,14 +110,9 @@ describe("deploy/ pods, as processes", () => {
     mkdirSync(caSecret);
     for (const key of ["ca-cert.pem", "ca-key.pem"]) copyFileSync(join(root, "ca", key), join(caSecret, key));
 
-    const onPostgres = (await run(process.execPath, [cliPath, "server", "--help"])).stdout.includes("--postgres-url");
-    const secrets: Record<string, string> = {};
-    if (onPostgres) {
-      [postgres, redis] = await Promise.all([startPostgres(), startRedis()]);
-      Object.assign(secrets, { "agentmesh-store/postgres-url": await postgres.createDatabase(), "agentmesh-store/redis-url": redis.url });
-    }
-    // Without the shared store in this build the replica runs embedded.
-    const args = onPostgres ? serverContainer.args : serverContainer.args.filter((arg, index, all) => !(arg === "--store" || all[index - 1] === "--store"));
+    [postgres, redis] = await Promise.all([startPostgres(), startRedis()]);
+    const secrets = { "agentmesh-store/postgres-url": await postgres.createDatabase(), "agentmesh-store/redis-url": redis.url };
+    const args = serverContainer.args;
     const paths = { "/app": app, ...mounts(serverContainer, { data: join(root, "agentmesh-0"), ca: caSecret }) };
     mkdirSync(join(root, "agentmesh-0"));
     const env = containerEnv(serverContainer, { "metadata.name": "agentmesh-0" }, secrets);
