@@ -39,6 +39,8 @@ import { ServerMetrics } from "./metrics.js";
 import { GuardedServer, createRequestGuard } from "./request-guard.js";
 import type { RpcPlumbing, StreamRegistry } from "./rpc-wrapper.js";
 import { type StateStore, openStateStore } from "./state-store.js";
+import { ChangeFollower, decodeJson, stateKeys } from "../state/index.js";
+import type { RevocationRecord } from "../identity/ports.js";
 import { installTlsHooks } from "./tls-hooks.js";
 
 export interface ServerDependencies {
@@ -155,6 +157,30 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     throw error;
   }
   securityRef = security;
+  // Replicas on a shared store: a revocation made through another replica applies here
+  // too, within a poll interval (or at once with Redis wake-ups), and cuts the streams.
+  let revocationFollower: ChangeFollower | undefined;
+  if (state.kind === "postgres") {
+    const applyRevocations = (records: RevocationRecord[]) => {
+      const fresh = records.filter((record) => !security.revocations.hasSerial(record.serial));
+      if (fresh.length === 0) return;
+      security.revocations.apply(fresh);
+      log.warn({ serials: fresh.map((record) => record.serial) }, "revocations made through another replica applied");
+      const serials = new Set(fresh.map((record) => record.serial));
+      hubRef?.disconnectSerials(serials, "certificate revoked");
+      for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
+    };
+    revocationFollower = new ChangeFollower({
+      log: state.log,
+      prefix: stateKeys.revocations,
+      wakeUps: state.coordination.wakeUps,
+      pollIntervalMs: 1000,
+      logger: log,
+      onSnapshot: ({ items }) => applyRevocations(items.map((item) => decodeJson<RevocationRecord>(item.value))),
+      onChanges: ({ changes }) => applyRevocations(changes.flatMap((change) => (change.value ? [decodeJson<RevocationRecord>(change.value)] : []))),
+    });
+    await revocationFollower.start();
+  }
   // Registrations, deregistrations and commands come from deep below the RPC
   // handlers (and from the reconciler): audited here, batched by the log, with the
   // calling RPC's identity when there is one and `system` otherwise.
@@ -421,6 +447,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     await shutdownGrpc(server, config.shutdownGraceMs);
     await alerting.close(1000);
     await closeHttp(http.server);
+    await revocationFollower?.close();
     await security.close();
     await state.close();
     log.info("server stopped");

@@ -69,6 +69,8 @@ export interface SidecarOptions {
   /** Deployment-format YAML files of unmanaged agents it runs itself. */
   manifests?: string[];
   extraArgs?: string[];
+  /** A join token made beforehand; a new one-use token otherwise. */
+  joinToken?: string;
 }
 
 /** One running `agentmesh sidecar`. */
@@ -123,6 +125,8 @@ export class MeshCluster {
   admin!: RawClients;
   server!: ManagedProcess;
   address = "";
+  /** The server's /metrics, /healthz, /readyz port. */
+  httpPort = 0;
   private readonly serverArgs: string[];
   private readonly pastServers: ManagedProcess[] = [];
   private readonly agentPids = new Set<number>();
@@ -186,7 +190,7 @@ export class MeshCluster {
       "--host",
       options.host,
       "--join-token",
-      await this.joinToken(options.host),
+      options.joinToken ?? (await this.joinToken(options.host)),
       "--ca-cert",
       this.caCertFile,
       "--inbound-port",
@@ -338,6 +342,7 @@ export class MeshCluster {
     this.server = managed;
     const listening = await managed.waitForLog((line) => line.msg === "listening", 20_000);
     this.address = String(listening.grpcAddress);
+    this.httpPort = Number(listening.httpPort);
   }
 
   /** Remembers the pid of every agent process a sidecar reports, to reap orphans of a killed sidecar. */

@@ -77,6 +77,11 @@ export class RevocationList {
     for (const record of records) this.bySerial.set(normalizeSerial(record.serial), record);
   }
 
+  /** Whether this serial is in the list (any case, leading zeros or not). */
+  hasSerial(serial: string): boolean {
+    return this.bySerial.has(normalizeSerial(serial));
+  }
+
   isRevoked(certificate: PresentedCertificate): boolean {
     if (this.bySerial.size === 0) return false;
     return this.bySerial.has(normalizeSerial(certificate.serial));
