@@ -141,8 +141,10 @@ describe("the docker-compose.yml topology, as processes", () => {
       },
       30_000,
     );
-    // Placement today uses the sidecars connected to the replica that places (both replicas
-    // share the registry, not the Connect streams), so the replicas may all land on host-a.
+    // As server-1 sees them. Until replicas share the registry and the reconciler (README,
+    // "PostgreSQL and Redis", "Not yet"), each replica places the deployment on the sidecar
+    // connected to it, so host-a and host-b run the replicas each; once they are shared, the
+    // replicas spread over both. Either way server-1 reports exactly `replicas` READY.
     for (const instance of ready) expect(sidecars.map((sidecar) => sidecar.host)).toContain(instance.host);
   });
 
@@ -153,7 +155,7 @@ describe("the docker-compose.yml topology, as processes", () => {
       const reply = await caller.invoke("text.word-stats", "to be or not to be", { timeoutMs: 10_000 });
       expect({ version: reply.version, words: (JSON.parse(reply.payload.toString()) as { words: number }).words }, name).toEqual({ version: "1.0.0", words: 6 });
     }
-    // Each replica's Invoke finds the instances in the shared registry.
+    // Each replica's Invoke reaches an instance (today each through its own sidecar's).
     for (const server of servers) {
       const throughServer = await ctlOn(server, "invoke", "text.word-stats", "^1", "--data", "one two");
       expect({ code: throughServer.code, stderr: throughServer.stderr }, server).toEqual({ code: 0, stderr: "" });
