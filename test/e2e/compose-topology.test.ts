@@ -15,7 +15,6 @@ import { stopProcess, waitFor } from "../helpers/mesh-cluster.js";
 import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
 import { type ManagedProcess, cliPath, repoRoot, run, startProcess, tempDir } from "../helpers/processes.js";
 import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
-import { freePort } from "../helpers/server-binaries.js";
 
 const compose = loadCompose();
 const servers = ["server-1", "server-2"] as const;
@@ -116,10 +115,13 @@ describe("the docker-compose.yml topology, as processes", () => {
     await Promise.all(
       sidecars.map(async ({ name }) => {
         const entry = service(compose, name);
-        const [inboundPort, localPort] = [await freePort(), await freePort()];
-        const paths: Record<string, string> = { ...shared, "/tmp/sidecar": join(root, name), [`${name}:7430`]: `127.0.0.1:${inboundPort}` };
+        const paths: Record<string, string> = { ...shared, "/tmp/sidecar": join(root, name) };
         expect(entry.working_dir).toBe("/app");
-        const script = `cd ${app} && ${localize(shellScript(entry), paths)} --inbound-host 127.0.0.1 --inbound-port ${inboundPort} --local-port ${localPort}`;
+        // Loopback and any free ports; the advertised address then defaults to the bound one
+        // (the container's `<service>:7430` names nothing here).
+        const advertised = / --advertise-address \S+/;
+        expect(shellScript(entry)).toMatch(advertised);
+        const script = `cd ${app} && ${localize(shellScript(entry), paths).replace(advertised, "")} --inbound-host 127.0.0.1 --inbound-port 0 --local-port 0`;
         const sidecar = startProcess("/bin/sh", ["-c", script], envOf(entry));
         processes.push(sidecar);
         const listening = await sidecar.waitForLog((line) => line.msg === "sidecar listening", 20_000);

@@ -16,7 +16,6 @@ import { stopProcess, waitFor } from "../helpers/mesh-cluster.js";
 import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
 import { type ManagedProcess, cliPath, repoRoot, run, startProcess, tempDir } from "../helpers/processes.js";
 import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
-import { freePort } from "../helpers/server-binaries.js";
 
 interface EnvVar {
   name: string;
@@ -143,10 +142,12 @@ describe("deploy/ pods, as processes", () => {
     copyFileSync(join(root, "admin", "ca.pem"), join(trustDir, "ca.pem"));
 
     expect({ command: sidecarContainer.command, workingDir: sidecarContainer.workingDir, scripts: sidecarContainer.args.length }).toEqual({ command: ["/bin/sh", "-c"], workingDir: "/app", scripts: 1 });
-    const [inboundPort, localPort] = [await freePort(), await freePort()];
     const paths = { "/app": app, "/tmp/sidecar": join(root, "sidecar"), "agentmesh:7420": serverAddress, ...mounts(sidecarContainer, { join: joinDir, trust: trustDir }) };
-    // The pod's container ports become free local ports (the last value of a flag wins).
-    const script = `cd ${app} && ${localize(sidecarContainer.args[0] ?? "", paths)} --inbound-host 127.0.0.1 --inbound-port ${inboundPort} --local-port ${localPort} --advertise-address 127.0.0.1:${inboundPort}`;
+    // The pod's ports become any free local ports (the last value of a flag wins), and the
+    // advertised address the bound one instead of "$POD_IP:7430".
+    const advertised = / --advertise-address "\$POD_IP:7430"/;
+    expect(sidecarContainer.args[0]).toMatch(advertised);
+    const script = `cd ${app} && ${localize(sidecarContainer.args[0] ?? "", paths).replace(advertised, "")} --inbound-host 127.0.0.1 --inbound-port 0 --local-port 0`;
     const env = containerEnv(sidecarContainer, { "metadata.name": agentPod, "status.podIP": "127.0.0.1" }, {});
     const sidecar = startProcess("/bin/sh", ["-c", script], env);
     processes.push(sidecar);
