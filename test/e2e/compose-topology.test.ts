@@ -74,7 +74,7 @@ describe("the docker-compose.yml topology, as processes", () => {
     for (const file of ["ca/ca-cert.pem", "ca/ca-key.pem", "admin/admin-cert.pem", "admin/admin-key.pem", "admin/ca.pem"]) expect(existsSync(join(root, file)), file).toBe(true);
   });
 
-  it("starts both servers on the CA and passes their grpc-health-probe healthchecks over mTLS", { timeout: 30_000 }, async () => {
+  it("starts both servers on the CA and passes their grpc-health-probe healthchecks over mTLS", { timeout: 60_000 }, async () => {
     await Promise.all(
       servers.map(async (name) => {
         const entry = service(compose, name);
@@ -101,7 +101,7 @@ describe("the docker-compose.yml topology, as processes", () => {
     }
   });
 
-  it("bootstrap writes a join token per sidecar host and the CA certificate, and applies the example deployment", { timeout: 30_000 }, async () => {
+  it("bootstrap writes a join token per sidecar host and the CA certificate, and applies the example deployment", { timeout: 45_000 }, async () => {
     const entry = service(compose, "bootstrap");
     const done = await sh(localize(shellScript(entry), shared), envOf(entry));
     expect({ code: done.code, stderr: done.stderr }).toEqual({ code: 0, stderr: "" });
@@ -110,7 +110,7 @@ describe("the docker-compose.yml topology, as processes", () => {
     expect(readFileSync(join(root, "bootstrap", "ca.pem"), "utf8")).toBe(readFileSync(join(root, "admin", "ca.pem"), "utf8"));
   });
 
-  it("the sidecars join with their tokens, run the deployment's agents and pass their healthchecks", { timeout: 40_000 }, async () => {
+  it("the sidecars join with their tokens, run the deployment's agents and pass their healthchecks", { timeout: 60_000 }, async () => {
     // Started together, as compose starts them once bootstrap has completed.
     await Promise.all(
       sidecars.map(async ({ name }) => {
@@ -150,7 +150,7 @@ describe("the docker-compose.yml topology, as processes", () => {
     for (const instance of ready) expect(sidecars.map((sidecar) => sidecar.host)).toContain(instance.host);
   });
 
-  it("calls flow through each sidecar's local port and through each server", { timeout: 20_000 }, async () => {
+  it("calls flow through each sidecar's local port and through each server", { timeout: 40_000 }, async () => {
     for (const { name } of sidecars) {
       const caller = new MeshCaller(sidecarLocal.get(name) ?? "");
       callers.push(caller);

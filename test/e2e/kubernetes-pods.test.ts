@@ -131,7 +131,7 @@ describe("deploy/ pods, as processes", () => {
     expect({ code: probe.code, output: `${probe.stdout}${probe.stderr}`.trim() }).toEqual({ code: 0, output: "status: SERVING" });
   });
 
-  it("the agent pod's sidecar joins with its token from the Secret and serves word-stats", { timeout: 40_000 }, async () => {
+  it("the agent pod's sidecar joins with its token from the Secret and serves word-stats", { timeout: 60_000 }, async () => {
     // README: the join token for the pod's name, and the trust bundle ConfigMap from admin/ca.pem.
     const token = await run(process.execPath, [cliPath, "ctl", "--server", serverAddress, "--credentials-dir", join(root, "admin"), "join-token", "--host", agentPod, "--agents", "word-stats"], 20_000);
     expect({ code: token.code, stderr: token.stderr }).toEqual({ code: 0, stderr: "" });
