@@ -278,7 +278,7 @@ class WatchRecorder {
   private readonly stream: ReturnType<CtlClients["registry"]["watch"]>;
 
   constructor(admin: CtlClients) {
-    this.stream = admin.registry.watch({ sinceRevision: 0, capability: "" });
+    this.stream = admin.registry.watch({ sinceRevision: 0, capability: "", epoch: "" });
     this.stream.on("data", (event: WatchResponse) => {
       this.events.push({ atMs: performance.now(), event });
       for (const waiter of [...this.waiters]) waiter();

@@ -173,7 +173,7 @@ async function main(): Promise<void> {
   const watcher = new RegistryServiceClient(server.address, credentials.createInsecure());
   const unhealthyAt = new Map<string, number>();
   const readyIds = new Set<string>();
-  const watch = watcher.watch({ sinceRevision: 0, capability: "" });
+  const watch = watcher.watch({ sinceRevision: 0, capability: "", epoch: "" });
   watch.on("data", (event) => {
     if (event.type === WatchResponse_EventType.EVENT_TYPE_SYNCED || !event.instance) return;
     if (event.instance.state === HealthState.HEALTH_STATE_UNHEALTHY) unhealthyAt.set(event.instance.instanceId, performance.now());

@@ -788,7 +788,7 @@ class WatchRecorder {
   start(): void {
     if (this.stopped) return;
     let inSnapshot = true;
-    const stream = this.admin().registry.watch({ sinceRevision: 0, capability: "" });
+    const stream = this.admin().registry.watch({ sinceRevision: 0, capability: "", epoch: "" });
     this.stream = stream;
     stream.on("data", (event: WatchResponse) => {
       if (event.type === WatchResponse_EventType.EVENT_TYPE_SYNCED) {
