@@ -35,6 +35,8 @@ const callers: MeshCaller[] = [];
 const shared: Record<string, string> = {};
 const serverAddress = new Map<string, string>();
 const sidecarLocal = new Map<string, string>();
+const sidecarScripts = new Map<string, string>();
+const sidecarProcesses = new Map<string, ManagedProcess>();
 // The servers' shell and the healthchecks find node, agentmesh's tools and grpc-health-probe as the image does.
 const pathEnv = { PATH: [join(repoRoot, ".tools", "bin"), dirname(process.execPath), process.env.PATH].join(":") };
 
@@ -115,15 +117,18 @@ describe("the docker-compose.yml topology, as processes", () => {
     await Promise.all(
       sidecars.map(async ({ name }) => {
         const entry = service(compose, name);
-        const paths: Record<string, string> = { ...shared, "/tmp/sidecar": join(root, name) };
+        const paths: Record<string, string> = { ...shared, "/data": join(root, name) };
+        mkdirSync(join(root, name));
         expect(entry.working_dir).toBe("/app");
         // Loopback and any free ports; the advertised address then defaults to the bound one
         // (the container's `<service>:7430` names nothing here).
         const advertised = / --advertise-address \S+/;
         expect(shellScript(entry)).toMatch(advertised);
         const script = `cd ${app} && ${localize(shellScript(entry), paths).replace(advertised, "")} --inbound-host 127.0.0.1 --inbound-port 0 --local-port 0`;
+        sidecarScripts.set(name, script);
         const sidecar = startProcess("/bin/sh", ["-c", script], envOf(entry));
         processes.push(sidecar);
+        sidecarProcesses.set(name, sidecar);
         const listening = await sidecar.waitForLog((line) => line.msg === "sidecar listening", 20_000);
         sidecarLocal.set(name, String(listening.localAddress));
         const check = healthcheckArgv(entry).map((arg) => localize(arg, { "127.0.0.1:7431": String(listening.localAddress) }));
@@ -163,5 +168,19 @@ describe("the docker-compose.yml topology, as processes", () => {
       expect({ code: throughServer.code, stderr: throughServer.stderr }, server).toEqual({ code: 0, stderr: "" });
       expect(throughServer.stdout).toContain("1.0.0");
     }
+  });
+
+  it("a restarted sidecar rejoins with the certificate in its data volume, its join token spent", { timeout: 40_000 }, async () => {
+    const [{ name }] = sidecars;
+    const entry = service(compose, name);
+    const before = sidecarProcesses.get(name);
+    if (before) await stopProcess(before);
+    const again = startProcess("/bin/sh", ["-c", sidecarScripts.get(name) ?? ""], envOf(entry));
+    processes.push(again);
+    const listening = await again.waitForLog((line) => line.msg === "sidecar listening", 20_000);
+    expect(listening.spiffeId).toBe(`spiffe://agentmesh.local/sidecar/${sidecars[0].host}`);
+    const check = healthcheckArgv(entry).map((arg) => localize(arg, { "127.0.0.1:7431": String(listening.localAddress) }));
+    const healthy = await run(check[0] ?? "", check.slice(1), 10_000, { env: pathEnv });
+    expect({ code: healthy.code, output: `${healthy.stdout}${healthy.stderr}`.trim() }).toEqual({ code: 0, output: "status: SERVING" });
   });
 });

@@ -142,7 +142,8 @@ describe("deploy/ pods, as processes", () => {
     copyFileSync(join(root, "admin", "ca.pem"), join(trustDir, "ca.pem"));
 
     expect({ command: sidecarContainer.command, workingDir: sidecarContainer.workingDir, scripts: sidecarContainer.args.length }).toEqual({ command: ["/bin/sh", "-c"], workingDir: "/app", scripts: 1 });
-    const paths = { "/app": app, "/tmp/sidecar": join(root, "sidecar"), "agentmesh:7420": serverAddress, ...mounts(sidecarContainer, { join: joinDir, trust: trustDir }) };
+    const paths = { "/app": app, "agentmesh:7420": serverAddress, ...mounts(sidecarContainer, { join: joinDir, trust: trustDir, data: join(root, "sidecar-data") }) };
+    mkdirSync(join(root, "sidecar-data"));
     // The pod's ports become any free local ports (the last value of a flag wins), and the
     // advertised address the bound one instead of "$POD_IP:7430".
     const advertised = / --advertise-address "\$POD_IP:7430"/;

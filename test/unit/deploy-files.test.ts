@@ -108,6 +108,16 @@ describe("docker-compose.yml", () => {
     );
   });
 
+  it("keeps each sidecar's data dir (its certificate) on a named volume of its own", () => {
+    const volumes = ["sidecar-a", "sidecar-b"].map((name) => {
+      const entry = service(compose, name);
+      const dataDir = /--data-dir (\S+)/.exec(shellScript(entry))?.[1];
+      return (entry.volumes ?? []).find((volume) => volume.split(":")[1] === dataDir)?.split(":")[0];
+    });
+    expect(volumes).toEqual(["sidecar-a-data", "sidecar-b-data"]);
+    for (const volume of volumes) expect(compose.volumes).toHaveProperty(volume ?? "");
+  });
+
   it("applies a deployment file the image contains", () => {
     const file = /apply -f \/app\/(\S+)/.exec(shellScript(service(compose, "bootstrap")))?.[1] ?? "";
     expect(existsSync(join(repoRoot, file)), file).toBe(true);
