@@ -1,8 +1,8 @@
 // scripts/install-tools.sh (npm test's pretest) on a machine without Go: the tools on
 // PATH are used as they are; a missing one fails with one line saying what to do.
 import { execFile } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { repoRoot, tempDir } from "../helpers/processes.js";
 
@@ -64,5 +64,33 @@ describe("scripts/install-tools.sh without Go", () => {
     const result = await runScript(`${stubs}:${basePath()}`, toolsBin);
     expect(result.code).toBe(1);
     expect(result.stderr).toBe(`install-tools: grpcurl is not on PATH or in ${toolsBin}, and installing it needs Go (https://go.dev/dl/); or put grpcurl on PATH\n`);
+  });
+
+  it("--deploy-checks uses what is already there: kubeconform on PATH, the built schemas and compose-config", async () => {
+    const stubs = join(tempDir(), "stubs");
+    stubTools(stubs, ["kubeconform"]);
+    const tools = tempDir();
+    const toolsBin = join(tools, "bin");
+    stubTools(toolsBin, ["compose-config"]);
+    const schemas = join(tools, "kubernetes-schemas", "v1.27.0");
+    mkdirSync(schemas, { recursive: true });
+    writeFileSync(join(schemas, ".complete"), "");
+    const result = await runScript(`${stubs}:${basePath()}`, toolsBin, ["--deploy-checks"]);
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(result.stdout.split("\n").slice(0, 3)).toEqual([
+      `install-tools: kubeconform: ${stubs}/kubeconform (on PATH)`,
+      `install-tools: kubernetes schemas: ${schemas}`,
+      `install-tools: compose-config: ${toolsBin}/compose-config`,
+    ]);
+  });
+
+  it("--deploy-checks fails in one line when the schemas must be built and Go is missing", async () => {
+    const stubs = join(tempDir(), "stubs");
+    stubTools(stubs, ["kubeconform"]);
+    const toolsBin = join(tempDir(), "bin");
+    const kubeOpenapiModule = /^KUBE_OPENAPI_MODULE=(\S+)$/m.exec(readFileSync(join(repoRoot, "scripts", "install-tools.sh"), "utf8"))?.[1];
+    const result = await runScript(`${stubs}:${basePath()}`, toolsBin, ["--deploy-checks"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`install-tools: the Kubernetes schemas are not in ${join(dirname(toolsBin), "kubernetes-schemas", "v1.27.0")}, and building them needs Go (https://go.dev/dl/) to fetch the ${kubeOpenapiModule} module\n`);
   });
 });
