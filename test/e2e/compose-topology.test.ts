@@ -5,7 +5,8 @@
 // what the containers run, from the image's /app as docker/Dockerfile assembles it: init-ca, two servers on one CA, the bootstrap script (join
 // tokens, ctl apply of the example deployment), two sidecars joining with those tokens,
 // the healthchecks with the real grpc-health-probe, then calls through both sidecars and
-// the server.
+// the server. The replicas are active/standby: both answer to `control-plane` in compose,
+// and only the leader listens, so here `control-plane:7420` is the leader's address.
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,6 +15,7 @@ import { type ComposeService, assembleImageApp, healthcheckArgv, loadCompose, lo
 import { stopProcess, waitFor } from "../helpers/mesh-cluster.js";
 import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
 import { type ManagedProcess, cliPath, repoRoot, run, startProcess, tempDir } from "../helpers/processes.js";
+import { freePort } from "../helpers/server-binaries.js";
 import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
 
 const compose = loadCompose();
@@ -34,6 +36,8 @@ const callers: MeshCaller[] = [];
 /** Container paths and service addresses -> this machine's; per-process entries are added where they differ. */
 const shared: Record<string, string> = {};
 const serverAddress = new Map<string, string>();
+const serverHttpPort = new Map<string, number>();
+let leader = "";
 const sidecarLocal = new Map<string, string>();
 const sidecarScripts = new Map<string, string>();
 const sidecarProcesses = new Map<string, ManagedProcess>();
@@ -44,7 +48,7 @@ const envOf = (entry: ComposeService) => ({ ...entry.environment, ...pathEnv });
 const serverPaths = (name: string) => ({ ...shared, "/data": join(root, name) });
 const sh = (script: string, env: NodeJS.ProcessEnv, timeoutMs = 30_000) => run("/bin/sh", ["-c", script], timeoutMs, { env, cwd: app });
 const ctlOn = (server: string, ...args: string[]) => run(process.execPath, [cliPath, "ctl", "--server", serverAddress.get(server) ?? "", "--credentials-dir", join(root, "admin"), "-o", "json", ...args], 20_000);
-const ctl = (...args: string[]) => ctlOn("server-1", ...args);
+const ctl = (...args: string[]) => ctlOn(leader, ...args);
 
 beforeAll(async () => {
   root = tempDir("agentmesh-compose-");
@@ -76,24 +80,33 @@ describe("the docker-compose.yml topology, as processes", () => {
     for (const file of ["ca/ca-cert.pem", "ca/ca-key.pem", "admin/admin-cert.pem", "admin/admin-key.pem", "admin/ca.pem"]) expect(existsSync(join(root, file)), file).toBe(true);
   });
 
-  it("starts both servers on the CA and passes their grpc-health-probe healthchecks over mTLS", { timeout: 60_000 }, async () => {
+  it("starts both servers on the CA: one leads and passes its grpc-health-probe healthcheck over mTLS, the other stands by, healthy", { timeout: 60_000 }, async () => {
+    const roles = new Map<string, "leader" | "standby">();
     await Promise.all(
       servers.map(async (name) => {
         const entry = service(compose, name);
         const args = (entry.command ?? []).map((arg) => localize(arg, serverPaths(name)));
-        // Loopback and any free port instead of 0.0.0.0:7420/7421 (the last value of a flag wins).
-        const server = startProcess(process.execPath, [entrypoint, ...args, "--host", "127.0.0.1", "--http-host", "127.0.0.1", "--port", "0", "--http-port", "0"], envOf(entry));
+        // Loopback and free ports instead of 0.0.0.0:7420/7421 (the last value of a flag wins);
+        // a fixed gRPC port, since a standby binds it only when it takes over.
+        const port = await freePort();
+        serverAddress.set(name, `127.0.0.1:${port}`);
+        const server = startProcess(process.execPath, [entrypoint, ...args, "--host", "127.0.0.1", "--http-host", "127.0.0.1", "--port", String(port), "--http-port", "0"], envOf(entry));
         processes.push(server);
-        const listening = await server.waitForLog((line) => line.msg === "listening", 20_000);
-        serverAddress.set(name, String(listening.grpcAddress));
+        const started = await server.waitForLog((line) => line.msg === "listening" || String(line.msg).startsWith("standby:"), 20_000);
+        serverHttpPort.set(name, Number(started.httpPort));
+        roles.set(name, started.msg === "listening" ? "leader" : "standby");
       }),
     );
-    for (const name of servers) shared[`${name}:7420`] = serverAddress.get(name) ?? "";
+    expect([...roles.values()].sort()).toEqual(["leader", "standby"]);
+    leader = [...roles].find(([, role]) => role === "leader")?.[0] ?? "";
+    shared["control-plane:7420"] = serverAddress.get(leader) ?? "";
     for (const name of servers) {
       const check = healthcheckArgv(service(compose, name));
-      const paths = { ...serverPaths(name), "127.0.0.1:7420": serverAddress.get(name) ?? "" };
+      const paths = { ...serverPaths(name), "127.0.0.1:7420": serverAddress.get(name) ?? "", "127.0.0.1:7421": `127.0.0.1:${serverHttpPort.get(name)}` };
       const first = await run(check[0] ?? "", check.slice(1).map((arg) => localize(arg, paths)), 20_000, { env: pathEnv });
-      expect({ code: first.code, output: `${first.stdout}${first.stderr}`.trim() }, name).toEqual({ code: 0, output: "status: SERVING" });
+      const output = `${first.stdout}${first.stderr}`.trim();
+      if (name === leader) expect({ code: first.code, output }, name).toEqual({ code: 0, output: "status: SERVING" });
+      else expect({ code: first.code, output: output.split("\n")[0] }, name).toEqual({ code: 0, output: expect.stringContaining("failed to connect") });
       // The check issued its client certificate into the data dir; the next one reuses it.
       const probeCert = join(root, name, "probe", "admin-cert.pem");
       const issued = readFileSync(probeCert, "utf8");
@@ -148,26 +161,23 @@ describe("the docker-compose.yml topology, as processes", () => {
       },
       30_000,
     );
-    // As server-1 sees them. Until replicas share the registry and the reconciler (README,
-    // "PostgreSQL and Redis", "Not yet"), each replica places the deployment on the sidecar
-    // connected to it, so host-a and host-b run the replicas each; once they are shared, the
-    // replicas spread over both. Either way server-1 reports exactly `replicas` READY.
-    for (const instance of ready) expect(sidecars.map((sidecar) => sidecar.host)).toContain(instance.host);
+    // One leader places them, spread over both hosts (anti-affinity).
+    expect(new Set(ready.map((instance) => instance.host))).toEqual(new Set(sidecars.map((sidecar) => sidecar.host)));
   });
 
-  it("calls flow through each sidecar's local port and through each server", { timeout: 40_000 }, async () => {
+  it("calls flow through each sidecar's local port and through the leading server", { timeout: 40_000 }, async () => {
     for (const { name } of sidecars) {
       const caller = new MeshCaller(sidecarLocal.get(name) ?? "");
       callers.push(caller);
       const reply = await caller.invoke("text.word-stats", "to be or not to be", { timeoutMs: 10_000 });
       expect({ version: reply.version, words: (JSON.parse(reply.payload.toString()) as { words: number }).words }, name).toEqual({ version: "1.0.0", words: 6 });
     }
-    // Each replica's Invoke reaches an instance (today each through its own sidecar's).
-    for (const server of servers) {
-      const throughServer = await ctlOn(server, "invoke", "text.word-stats", "^1", "--data", "one two");
-      expect({ code: throughServer.code, stderr: throughServer.stderr }, server).toEqual({ code: 0, stderr: "" });
-      expect(throughServer.stdout).toContain("1.0.0");
-    }
+    // The leader's Invoke reaches an instance; the standby does not listen.
+    const throughServer = await ctlOn(leader, "invoke", "text.word-stats", "^1", "--data", "one two");
+    expect({ code: throughServer.code, stderr: throughServer.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(throughServer.stdout).toContain("1.0.0");
+    const standby = servers.find((name) => name !== leader) ?? "";
+    expect((await ctlOn(standby, "deployments")).code).not.toBe(0);
   });
 
   it("a restarted sidecar rejoins with the certificate in its data volume, its join token spent", { timeout: 40_000 }, async () => {

@@ -172,7 +172,7 @@ function kubeconform(files: string[]) {
 }
 
 interface PodSpec {
-  containers: Array<{ name: string; args?: string[]; readinessProbe: { exec: { command: string[] } }; livenessProbe: { exec: { command: string[] } } }>;
+  containers: Array<{ name: string; args?: string[]; readinessProbe: { exec: { command: string[] } }; livenessProbe: { httpGet?: { path: string; port: string } } }>;
   volumes?: Array<{ secret?: { secretName: string }; configMap?: { name: string } }>;
 }
 const podSpecOf = (name: string) => (manifests.find((manifest) => manifest.kind === "StatefulSet" && manifest.metadata.name === name)?.spec as { template: { spec: PodSpec } }).template.spec;
@@ -207,9 +207,13 @@ describe("deploy/ (Kubernetes)", () => {
 
   it("probes the server over mTLS with the compose healthcheck's line, and the sidecar on its local port", () => {
     const [server] = podSpecOf("agentmesh").containers;
+    // Readiness is the compose check's mTLS probe without its standby fallback: only the
+    // leader is ready, so the Service routes to it. Liveness is /healthz (a standby is alive).
     const composeCheck = healthcheckArgv(service(compose, "server-1")).join(" ").replace("-tls-server-name server-1", "-tls-server-name agentmesh");
-    expect(server?.readinessProbe.exec.command.join(" ")).toBe(composeCheck);
-    expect(server?.livenessProbe.exec.command.join(" ")).toBe(composeCheck);
+    const probeOnly = composeCheck.replace(/ grpc-health-probe (.*?); rc=.*$/, " exec grpc-health-probe $1");
+    expect(probeOnly).not.toBe(composeCheck);
+    expect(server?.readinessProbe.exec.command.join(" ")).toBe(probeOnly);
+    expect(server?.livenessProbe.httpGet).toEqual({ path: "/healthz", port: "http" });
     expect(server?.args?.join(" ")).toContain("--server-name agentmesh ");
     const [sidecar] = podSpecOf("agentmesh-word-stats").containers;
     expect(sidecar?.readinessProbe.exec.command).toEqual(healthcheckArgv(service(compose, "sidecar-a")));
