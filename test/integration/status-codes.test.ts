@@ -365,6 +365,14 @@ const scenarios: Record<string, (rpc: string) => Promise<Outcome>> = {
     });
     return { code: error.code, message: error.details, answer: "status" };
   },
+  "watch-no-epoch": async () => {
+    const stream = mesh.adminClients.registry.watch({ sinceRevision: 1, capability: "", epoch: "" });
+    const error = await new Promise<ServiceError>((resolve, reject) => {
+      stream.on("error", resolve);
+      stream.on("data", (event: WatchResponse) => reject(new Error(`watch answered an event: ${JSON.stringify(event)}`)));
+    });
+    return { code: error.code, message: error.details, answer: "status" };
+  },
   "deployment-unknown": async () => refusal(unary(mesh.adminClients, "GetDeployment", { name: "no-such-deployment" })),
   "connect-first-message-timeout": async () => {
     const session = openConnect((await sidecar()).clients);
