@@ -71,7 +71,7 @@ interface PendingResult {
 }
 
 const defaultCommandResultSlackMs = 20_000;
-const defaultAdoptGraceMs = 3_000;
+const defaultAdoptGraceMs = 10_000;
 const sidecarMessageMaxLength = 200;
 
 /**
@@ -315,8 +315,16 @@ export class Lifecycle {
 
   private async reconcileAll(): Promise<void> {
     const nowMs = this.options.clock.nowMs();
-    if (nowMs < this.adoptUntilMs) return;
     const deployments = await this.options.store.list();
+    if (nowMs < this.adoptUntilMs) {
+      // Still adopting after a restart: wait until every deployment's instances are back
+      // (its sidecars reconnected and re-registered them) or the grace ends.
+      const registered = new Map<string, number>();
+      for (const instance of this.options.registry.all()) registered.set(instance.deployment, (registered.get(instance.deployment) ?? 0) + 1);
+      if (deployments.some((deployment) => (registered.get(deployment.name) ?? 0) < deployment.replicas)) return;
+      this.adoptUntilMs = 0;
+      this.options.log.info("every deployment's instances reported back: reconciling");
+    }
     const claims = this.classifyClaims(nowMs);
     const lostRules = {
       connected: new Set(this.options.hub.allSessions().filter((session) => session.hello && !session.closed).map((session) => session.sidecarId)),

@@ -86,7 +86,7 @@ export const defaultServerConfig: ServerConfig = {
   postgresSchema: "agentmesh",
   stateRetainRevisions: 100_000,
   leaderLeaseMs: 3_000,
-  adoptGraceMs: 3_000,
+  adoptGraceMs: 10_000,
   trustDomain: "agentmesh.local",
   serverId: "server-1",
   insecureDev: false,

@@ -79,7 +79,7 @@ describe("registry over gRPC", () => {
     const revision = server.registry.currentRevision;
     await agent.register(manifest({ name: "later" }));
     const resumed: WatchResponse[] = [];
-    const stop = client("watcher").watch((event) => resumed.push(event), { sinceRevision: revision });
+    const stop = client("watcher").watch((event) => resumed.push(event), { sinceRevision: revision, epoch: server.registry.epoch });
     await expect.poll(() => resumed.some((event) => event.instance?.manifest?.name === "later")).toBe(true);
     expect(resumed.some((event) => event.instance?.instanceId === first.instanceId && event.type === WatchResponse_EventType.EVENT_TYPE_ADDED)).toBe(false);
     expect(resumed.some((event) => event.type === WatchResponse_EventType.EVENT_TYPE_SYNCED)).toBe(false);
