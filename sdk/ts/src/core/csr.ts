@@ -1,8 +1,7 @@
-import { createPrivateKey } from "node:crypto";
-import type { KeyObject, webcrypto } from "node:crypto";
+import { createPrivateKey, webcrypto } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import type { SignatureAlg } from "./signing.js";
 import { parseSpiffeId } from "./spiffe-id.js";
-import { subtle, x509 } from "./x509-setup.js";
 
 /** A fresh private key and the CSR that asks the mesh CA to certify it. */
 export interface KeyAndCsr {
@@ -26,6 +25,11 @@ const keyAlgorithms = {
  */
 export async function generateKeyAndCsr(spiffeId: string, options: { alg?: SignatureAlg } = {}): Promise<KeyAndCsr> {
   const id = parseSpiffeId(spiffeId);
+  // @peculiar/x509 (with tsyringe and its metadata polyfill) takes about as long to load as
+  // the rest of the SDK entry: loaded on the first CSR, so an agent under a sidecar (which
+  // never makes one) does not pay for it at start (bench:sdk, start → READY).
+  const { x509 } = await import("./x509-setup.js");
+  const { subtle } = webcrypto;
   const algorithm = keyAlgorithms[options.alg ?? "ES256"];
   const keys = (await subtle.generateKey(algorithm.generate, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
