@@ -238,9 +238,9 @@ async function main(): Promise<void> {
     [`restart: kill -9 → ${restartAgents} back in ListAgents (goal < 2000)`, "ms", round(e.restart.backMs, 0), round(p.restart.backMs, 0), ratio(e.restart.backMs, p.restart.backMs)],
     ["PostgreSQL stop → /readyz 503", "ms", "n/a", round(p.readyz.toUnready, 0), ""],
     ["PostgreSQL start → /readyz 200", "ms", "n/a", round(p.readyz.toReady, 0), ""],
-    ["cross-replica Watch propagation", "", "not built: needs several replicas on one store", "not built: needs several replicas", ""],
-    ["sidecar failover when its replica dies", "", "not built: sidecars know one server", "not built: sidecars know one server", ""],
-    ["leader failover", "", "not built: no leader election yet", "not built: no leader election yet", ""],
+    ["cross-replica Watch propagation", "", "n/a: one process", "not built: replicas not run by this bench yet", ""],
+    ["sidecar failover when its replica dies", "", "n/a: one process", "not built: sidecar uses only the first --server", ""],
+    ["leader failover", "", "n/a: one process", "not built: LeaderElector not wired into the server", ""],
   ];
   const headers = ["metric", "unit", "embedded", "postgres+redis", "pg/embedded"];
   printGrid(`bench:scale — measured under load (2 cores shared with soak runs and other helpers), node ${process.version}`, headers, rows);
