@@ -53,6 +53,18 @@ export interface FaultWindow {
 /** DESIGN §10: traffic rerouted < 100 ms after detection; a window explains failures that long after it ends. */
 export const reroutedGraceMs = 100;
 
+/**
+ * After a server restart a client channel whose connection was refused retries only
+ * after the gRPC connection backoff's initial delay (1 s, ±20 % jitter: gRPC's
+ * connection-backoff spec, grpc-js' defaults), and fails calls fast until then, although
+ * the server is back. A server-kill window explains UNAVAILABLE that long after it ends.
+ */
+export const channelReconnectGraceMs = 1200;
+
+function graceOf(window: FaultWindow, record: CallRecord): number {
+  return window.kind === "server-kill" && record.code === 14 ? channelReconnectGraceMs : reroutedGraceMs;
+}
+
 /** The latest moment a window may end without counting as overrun. */
 export function capOf(window: FaultWindow, margin: number): number {
   return window.startMs + window.budgetMs * margin;
@@ -84,11 +96,11 @@ export function classify(record: CallRecord, windows: readonly FaultWindow[], ma
   if (!faultCodes.has(record.code)) return { kind: "outside" };
   const own = windows.filter((window) => !window.skipped && window.paths.includes(record.path));
   for (const window of own) {
-    const explainedUntil = Math.min(window.endMs ?? Number.POSITIVE_INFINITY, capOf(window, margin)) + reroutedGraceMs;
+    const explainedUntil = Math.min(window.endMs ?? Number.POSITIVE_INFINITY, capOf(window, margin)) + graceOf(window, record);
     if (record.endMs >= window.startMs && record.startMs <= explainedUntil) return { kind: "explained", window };
   }
   for (const window of own) {
-    const overrunUntil = (window.endMs ?? window.gaveUpAtMs ?? Number.POSITIVE_INFINITY) + reroutedGraceMs;
+    const overrunUntil = (window.endMs ?? window.gaveUpAtMs ?? Number.POSITIVE_INFINITY) + graceOf(window, record);
     if (record.endMs >= capOf(window, margin) && record.startMs <= overrunUntil) return { kind: "overrun", window };
   }
   return { kind: "outside" };

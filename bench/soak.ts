@@ -59,7 +59,9 @@
  *                 → rollout complete, all replicas on it: budget replicas × 1.5 s (start → READY
  *                 0.3 s plus a heartbeat); explains NO failure (zero-downtime update)
  * A failed call is explained when it overlaps a window of its path, from the window's start to
- * its end (at most budget × margin) plus 0.1 s (DESIGN: rerouted 100 ms after detection), and
+ * its end (at most budget × margin) plus 0.1 s (DESIGN: rerouted 100 ms after detection; for a
+ * server kill, UNAVAILABLE plus 1.2 s: a client channel refused by the dead server retries after
+ * gRPC's initial connection backoff, 1 s ± 20 %, and fails calls fast until then), and
  * its code is one a lost or slow process can cause: UNAVAILABLE, DEADLINE_EXCEEDED,
  * RESOURCE_EXHAUSTED, CANCELLED, ABORTED. Any other failure (UNAUTHENTICATED, INTERNAL, a wrong
  * answer, ...) is never explained. Certificate renewals and connection ageing are not faults:

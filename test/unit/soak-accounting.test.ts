@@ -47,6 +47,14 @@ describe("soak accounting: which failed call a fault window explains", () => {
     expect(classify(failed({ startMs: 10_200, endMs: 10_250, code }), [closed], margin).kind).toBe("outside");
   });
 
+  it("gives a server restart the clients' reconnect backoff: UNAVAILABLE up to 1.2 s after it, nothing else", () => {
+    const restart = window({ kind: "server-kill", fault: "server-kill #1", endMs: 11_500 });
+    expect(classify(failed({ startMs: 12_600, endMs: 12_610 }), [restart], margin).kind).toBe("explained");
+    expect(classify(failed({ startMs: 12_800, endMs: 12_810 }), [restart], margin).kind).toBe("outside");
+    expect(classify(failed({ startMs: 12_000, endMs: 12_010, code: status.DEADLINE_EXCEEDED }), [restart], margin).kind).toBe("outside");
+    expect(classify(failed({ startMs: 12_000, endMs: 12_010 }), [window({ endMs: 11_500 })], margin).kind).toBe("outside");
+  });
+
   it("explains only the paths a window names", () => {
     const serverOnly = window({ kind: "server-kill", paths: ["server"], endMs: 11_500 });
     expect(classify(failed({ path: "server", startMs: 10_200, endMs: 10_300 }), [serverOnly], margin).kind).toBe("explained");
