@@ -580,7 +580,7 @@ async function main(): Promise<void> {
       ]),
     );
   } else {
-    process.stdout.write("\n(ghz not found in .tools/bin or on PATH: outside-load rows skipped)\n");
+    process.stdout.write("\n(ghz skipped: --no-ghz, or not in .tools/bin or on PATH)\n");
   }
   const name = args.label ? `dataplane-${args.label}` : "dataplane";
   const path = writeResults(name, {

@@ -6,7 +6,7 @@ import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../sdk/ts/src/core/mesh-error.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
-import { TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
+import { type CallSignal, TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
 import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
 
@@ -33,7 +33,7 @@ export interface OutboundCall {
   metadata: Record<string, string>;
   /** Absolute epoch ms, 0 = none. */
   deadlineMs: number;
-  signal?: AbortSignal;
+  signal?: CallSignal;
 }
 
 /**
@@ -108,7 +108,8 @@ export class Outbound {
       callId: randomUUID(),
       capability: call.capability,
       version: pick.version,
-      payload: Buffer.from(call.payload),
+      // grpc-js hands us Buffers already; copy only what is not one.
+      payload: Buffer.isBuffer(call.payload) ? call.payload : Buffer.from(call.payload),
       contentType: call.contentType,
       caller: this.options.caller,
       deadlineMs: call.deadlineMs,
@@ -143,10 +144,12 @@ export class Outbound {
   }
 }
 
-export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: AbortSignal): OutboundCall {
+export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: CallSignal): OutboundCall {
   if (request.capability === "") throw invalidArgument("capability: required");
+  // The earlier of the request's timeout and the gRPC deadline, 0 = none (no arrays: this runs per call).
   const fromTimeout = request.timeoutMs > 0 ? clock.nowMs() + request.timeoutMs : 0;
-  const deadlineMs = [fromTimeout, callDeadline].filter((value) => value > 0 && Number.isFinite(value)).reduce((left, right) => Math.min(left, right), Number.POSITIVE_INFINITY);
+  const fromCall = callDeadline > 0 && Number.isFinite(callDeadline) ? callDeadline : 0;
+  const deadlineMs = fromTimeout === 0 ? fromCall : fromCall === 0 ? fromTimeout : Math.min(fromTimeout, fromCall);
   return {
     capability: request.capability,
     versionRange: request.versionRange,
@@ -155,7 +158,7 @@ export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Cloc
     contentType: request.contentType,
     idempotent: request.idempotent,
     metadata: request.metadata,
-    deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : 0,
+    deadlineMs,
     signal,
   };
 }

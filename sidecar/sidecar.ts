@@ -21,7 +21,7 @@ import { HealthState } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { FileAuditLog } from "../sdk/ts/src/core/audit-log.js";
 import { AllowPolicy, parseAllowRule } from "./allow-rules.js";
 import type { LocalAgentSpec, SidecarConfig } from "./config.js";
-import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";
+import { AgentClientPool, AttachHub, CallCancellation, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";
 import { verifyCommand } from "./command-verifier.js";
 import { SidecarHealth, inboundHealthServices, localHealthServices } from "./health.js";
 import { createInboundHandler } from "./inbound.js";
@@ -217,7 +217,7 @@ export class Sidecar {
       invoke: (call, callback) => {
         const deadline = call.getDeadline();
         const callDeadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? Number(deadline) : 0;
-        const controller = new AbortController();
+        const controller = new CallCancellation();
         let answered = false;
         // grpc-js also emits "cancelled" after a call completes; aborting then would only build an unused DOMException.
         call.on("cancelled", () => {

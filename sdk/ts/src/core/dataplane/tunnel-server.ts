@@ -11,6 +11,7 @@ import {
   type TunnelResponse,
 } from "../../gen/agentmesh/v1/agent.js";
 import { statusOfError } from "./call-status.js";
+import { CallCancellation, type CallSignal } from "./call-signal.js";
 import { type DispatchOptions, type DispatchOutcome, collectChunks, isAsyncIterable } from "./dispatch.js";
 import { FrameBatcher, type FrameBatcherOptions } from "./frame-batcher.js";
 import { type CallReply, dataFrame, decodeOpenInvocation, endFrame, pongFrame } from "./frames.js";
@@ -122,7 +123,7 @@ interface InboundTunnelOptions {
 
 /** One accepted Tunnel stream and the calls running on it. */
 class InboundTunnel {
-  private readonly running = new Map<number, AbortController>();
+  private readonly running = new Map<number, CallCancellation>();
   private readonly batcher: FrameBatcher<TunnelResponse>;
   private readonly peer: PeerInfo;
   private finishing = false;
@@ -197,15 +198,15 @@ class InboundTunnel {
       this.batcher.push(endFrame(callId, status.RESOURCE_EXHAUSTED, "tunnel concurrency limit reached", true));
       return;
     }
-    const controller = new AbortController();
-    this.running.set(callId, controller);
-    void this.run(frame, controller.signal).finally(() => {
+    const cancellation = new CallCancellation();
+    this.running.set(callId, cancellation);
+    void this.run(frame, cancellation).finally(() => {
       this.running.delete(callId);
       if (this.finishing) this.endWhenIdle();
     });
   }
 
-  private async run(open: CallFrame, signal: AbortSignal): Promise<void> {
+  private async run(open: CallFrame, signal: CallSignal): Promise<void> {
     const callId = open.callId;
     try {
       const { handler } = this.options;
@@ -226,7 +227,7 @@ class InboundTunnel {
     }
   }
 
-  private sendReply(callId: number, streaming: boolean, reply: CallReply, signal: AbortSignal): void {
+  private sendReply(callId: number, streaming: boolean, reply: CallReply, signal: CallSignal): void {
     if (signal.aborted) return;
     const { payload, contentType } = reply;
     if (streaming) {
@@ -237,7 +238,7 @@ class InboundTunnel {
     }
   }
 
-  private async sendChunks(callId: number, chunks: AsyncIterable<Buffer>, signal: AbortSignal): Promise<void> {
+  private async sendChunks(callId: number, chunks: AsyncIterable<Buffer>, signal: CallSignal): Promise<void> {
     let sequence = 0;
     for await (const chunk of chunks) {
       if (signal.aborted) return;
