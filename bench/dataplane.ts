@@ -8,7 +8,7 @@
  *   npm run bench:dataplane -- [--seconds 3] [--warmup-seconds 1] [--rates 100,1000]
  *     [--concurrency 64] [--payload-bytes 1024] [--modes mtls,dev] [--label before]
  *     [--profile-dir D]   (sidecars run under --cpu-prof; profiles written to D at exit)
- *     [--no-ghz]
+ *     [--paths direct,sdk,plain] [--sign-calls bench.echo,bench.echo-plain] [--no-ghz]
  *
  * Paths, each at every --rates (open loop, latency from the due time) and at
  * saturation (--concurrency calls kept in flight, closed loop):
@@ -46,7 +46,9 @@ const { values: args } = parseArgs({
     concurrency: { type: "string", default: "64" },
     "payload-bytes": { type: "string", default: "1024" },
     modes: { type: "string", default: "mtls,dev" },
+    paths: { type: "string", default: "direct,sdk,plain" },
     label: { type: "string" },
+    "sign-calls": { type: "string" },
     "profile-dir": { type: "string" },
     "no-ghz": { type: "boolean", default: false },
   },
@@ -56,6 +58,8 @@ const warmupSeconds = Number(args["warmup-seconds"]);
 const rates = args.rates.split(",").map(Number).filter((rate) => rate > 0);
 const concurrency = Number(args.concurrency);
 const payloadBytes = Number(args["payload-bytes"]);
+// Capabilities whose calls stay signed one by one (the sidecars' --sign-calls), to measure that option.
+const signCalls = args["sign-calls"] ? ["--sign-calls", args["sign-calls"]] : [];
 const modes = args.modes.split(",").filter((mode): mode is Mode => mode === "mtls" || mode === "dev");
 
 const distRoot = resolve(import.meta.dirname, "..");
@@ -102,7 +106,7 @@ interface Mesh {
 
 async function startSidecar(mode: Mode, dir: string, serverAddress: string, admin: CtlClients, host: string, capacity: number): Promise<{ process: LoggedProcess; localAddress: string }> {
   const profile = args["profile-dir"] ? ["--cpu-prof", "--cpu-prof-dir", join(args["profile-dir"], mode), "--cpu-prof-name", `${host}.cpuprofile`] : [];
-  const common = ["--server", serverAddress, "--host", host, "--inbound-host", "127.0.0.1", "--inbound-port", "0", "--local-port", "0", "--data-dir", join(dir, host), "--capacity", String(capacity)];
+  const common = ["--server", serverAddress, "--host", host, "--inbound-host", "127.0.0.1", "--inbound-port", "0", "--local-port", "0", "--data-dir", join(dir, host), "--capacity", String(capacity), ...signCalls];
   let identity: string[];
   if (mode === "dev") {
     identity = ["--insecure-dev"];
@@ -498,6 +502,8 @@ async function measureMesh(mode: Mode, directClient: AgentServiceClient, directP
       { path: "sdk", callFn: sdkCall(sdkCaller, payload), pids: { sidecars, agent: mesh.sdkAgentPid } },
       { path: "plain", callFn: plainCall(plainClient, payload), pids: { sidecars, agent: mesh.plainAgentPid } },
     ];
+    const chosen = args.paths.split(",");
+    paths.splice(0, paths.length, ...paths.filter((entry) => chosen.includes(entry.path)));
     for (const { callFn } of paths) await openLoop(callFn, 1000, warmupSeconds * 1000);
     const loads: Array<number | "saturation"> = [...rates, "saturation"];
     for (const load of loads) {
@@ -507,7 +513,8 @@ async function measureMesh(mode: Mode, directClient: AgentServiceClient, directP
         rows.push(row);
         process.stdout.write(`  ${mode} ${path} @ ${load}: ${row.achievedPerSecond}/s p50 ${row.p50Ms} p99 ${row.p99Ms} ms${row.errors > 0 ? `, ${row.errors} errors (${row.firstError})` : ""}\n`);
       }
-      const direct = rows.find((row) => row.mode === mode && row.load === load && row.path === "direct") as Row;
+      const direct = rows.find((row) => row.mode === mode && row.load === load && row.path === "direct");
+      if (!direct) continue;
       for (const row of rows.filter((candidate) => candidate.mode === mode && candidate.load === load && candidate.path !== "direct")) {
         row.addedP50Ms = round(row.p50Ms - direct.p50Ms, 3);
         row.addedP90Ms = round(row.p90Ms - direct.p90Ms, 3);

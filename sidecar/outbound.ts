@@ -7,6 +7,7 @@ import { MeshError, invalidArgument } from "../sdk/ts/src/core/mesh-error.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { type CallSignal, TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
+import { type KeyAgreementOptions, startKeyAgreement } from "../sdk/ts/src/core/frame-auth.js";
 import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
 
@@ -21,6 +22,10 @@ export interface OutboundOptions {
   caller: string;
   /** Our certificate source: on renewal every tunnel moves to a connection showing the new certificate. */
   renewals?: { onChange(listener: () => void): () => void };
+  /** Tunnels open with a signed key agreement and MAC their calls (docs/signing.md §8); absent in dev mode. */
+  keyAgreement?: KeyAgreementOptions;
+  /** Calls to these capabilities stay signed one by one, for non-repudiation. */
+  signedCapabilities?: ReadonlySet<string>;
 }
 
 export interface OutboundCall {
@@ -118,9 +123,13 @@ export class Outbound {
     };
     const signer = this.options.signer;
     if (!signer) return { instanceId: pick.instance.instanceId, invocation };
-    // The payload bytes travel exactly as signed; the receiver never re-encodes them.
-    const envelope = signer.sign(Invocation.encode(invocation).finish(), invokeMethod, invocationType, pick.instance.spiffeId);
-    return { instanceId: pick.instance.instanceId, envelope };
+    // The payload bytes travel exactly as signed or MACed; the receiver never re-encodes them.
+    const bytes = Invocation.encode(invocation).finish();
+    const signed = this.options.signedCapabilities?.has(call.capability) === true;
+    return {
+      instanceId: pick.instance.instanceId,
+      authenticate: (frames) => (frames && !signed ? frames.seal(bytes, invokeMethod, invocationType) : signer.sign(bytes, invokeMethod, invocationType, pick.instance.spiffeId)),
+    };
   }
 
   private tunnelTo(pick: Pick): TunnelClient {
@@ -128,6 +137,8 @@ export class Outbound {
     if (address === "") throw new MeshError("unavailable", "instance has no endpoint");
     let tunnel = this.tunnels.get(address);
     if (!tunnel) {
+      const keyAgreement = this.options.keyAgreement;
+      const peerId = pick.instance.spiffeId;
       tunnel = new TunnelClient({
         address,
         credentials: this.options.credentials,
@@ -135,6 +146,7 @@ export class Outbound {
         channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" },
         renewals: this.options.renewals,
         logger: this.options.log,
+        keyAgreement: keyAgreement ? () => startKeyAgreement(keyAgreement, peerId) : undefined,
       });
       tunnel.on("stateChange", (state: string) => this.options.cache.avoidEndpoint(address, state === "unresponsive" || state === "backoff"));
       tunnel.connect();
