@@ -112,6 +112,8 @@ export class TunnelServer {
     if (this.options.keyAgreement && Buffer.isBuffer(keyShare)) {
       this.options.keyAgreement(keyShare, call.getAuthContext()).then(
         ({ bytes, opener }) => {
+          // The caller gave up while we checked its key share: nothing to serve.
+          if (call.cancelled) return;
           const headers = new Metadata();
           headers.set(keyShareMetadataKey, bytes);
           this.open(call, headers, opener);
