@@ -36,7 +36,7 @@ import { AgentServiceClient, SidecarServiceClient, type SidecarServiceDiscoverRe
 import type { ApplyDeploymentResponse } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { AgentInstance } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { parseDeploymentYaml } from "../services/orchestrator/deployment-yaml.js";
-import { type LoggedProcess, type ProcessSample, delay, percentile, printGrid, round, sampleProcess, startLoggedProcess, writeResults } from "./bench-kit.js";
+import { type LoggedProcess, type ProcessSample, cpuPercent, delay, percentile, printGrid, round, sampleProcess, startLoggedProcess, writeResults } from "./bench-kit.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -505,6 +505,14 @@ async function measureMesh(mode: Mode, directClient: AgentServiceClient, directP
     const chosen = args.paths.split(",");
     paths.splice(0, paths.length, ...paths.filter((entry) => chosen.includes(entry.path)));
     for (const { callFn } of paths) await openLoop(callFn, 1000, warmupSeconds * 1000);
+    // What the sidecars burn with no calls at all (heartbeats, health checks, process
+    // polling): at 100 calls/s it is a large share of the CPU per call.
+    const idleBefore = sidecars.map(sampleProcess);
+    await delay(windowSeconds * 1000);
+    const idleAfter = sidecars.map(sampleProcess);
+    const idlePercent = sidecars.map((_, index) => round(cpuPercent(idleBefore[index] as ProcessSample, idleAfter[index] as ProcessSample), 1));
+    idleRows.push({ mode, callerSidecarCpuPercent: idlePercent[0] ?? 0, runnerSidecarCpuPercent: idlePercent[1] ?? 0 });
+    process.stdout.write(`  ${mode} idle: sidecar CPU ${idlePercent.join(" / ")} % of a core\n`);
     const loads: Array<number | "saturation"> = [...rates, "saturation"];
     for (const load of loads) {
       // Direct and both mesh paths take turns at each load, so background load falls on all alike.
@@ -532,6 +540,7 @@ async function measureMesh(mode: Mode, directClient: AgentServiceClient, directP
 }
 
 const ghzRows: GhzRow[] = [];
+const idleRows: Array<{ mode: Mode; callerSidecarCpuPercent: number; runnerSidecarCpuPercent: number }> = [];
 let directAddress = "";
 
 async function main(): Promise<void> {
@@ -571,6 +580,7 @@ async function main(): Promise<void> {
       row.path === "direct" ? "" : `${row.callerSidecarRssMiB} / ${row.runnerSidecarRssMiB}`,
     ]),
   );
+  for (const idle of idleRows) process.stdout.write(`idle sidecars (${idle.mode}, no calls): ${idle.callerSidecarCpuPercent} / ${idle.runnerSidecarCpuPercent} % of a core (A / B)\n`);
   if (ghzRows.length > 0) {
     printGrid(
       "ghz (50 workers, 1 connection) → SidecarService/Invoke → plain agent, against direct",
@@ -600,6 +610,7 @@ async function main(): Promise<void> {
     loadAverageBefore: loadBefore,
     loadAverageAfter: loadAfter,
     durationSeconds: round((performance.now() - benchStartMs) / 1000, 1),
+    idle: idleRows,
     rows,
     ghz: ghzRows,
   });
