@@ -46,6 +46,7 @@ export function addSidecarCommand(program: Command): void {
     .addOption(envOption("--data-dir <dir>", "AGENTMESH_SIDECAR_DATA_DIR", "the sidecar's certificate (kept across restarts) and audit log", defaults.dataDir))
     .addOption(envOption("--default-deny", "AGENTMESH_DEFAULT_DENY", "refuse invocations no --allow rule permits"))
     .addOption(envOption("--allow <rule...>", "AGENTMESH_ALLOW", "<spiffe-id glob>=<capability glob>, e.g. spiffe://agentmesh.local/sidecar/*=text.*"))
+    .addOption(envOption("--sign-calls <capability...>", "AGENTMESH_SIGN_CALLS", "capabilities whose calls are signed one by one (audited) instead of MACed on the tunnel"))
     .addOption(envOption("--insecure-dev", "AGENTMESH_INSECURE_DEV", "plaintext and unsigned, loopback only (development)"))
     .addOption(logLevelOption())
     .action(async (options: Record<string, unknown>) => {
@@ -61,6 +62,7 @@ export function addSidecarCommand(program: Command): void {
         certFile: options.cert as string | undefined,
         keyFile: options.key as string | undefined,
         insecureDev: Boolean(options.insecureDev),
+        signedCapabilities: list(options.signCalls).filter((name) => name !== ""),
         inboundHost: String(options.inboundHost),
         inboundPort: Number(options.inboundPort),
         advertiseAddress: options.advertiseAddress as string | undefined,

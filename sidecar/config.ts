@@ -31,6 +31,11 @@ export interface SidecarConfig {
   keyFile?: string;
   /** Plaintext everywhere, loopback only, no signatures (development). */
   insecureDev: boolean;
+  /**
+   * Capabilities whose calls carry a per-call ES256/Ed25519 signature (non-repudiation:
+   * the receiver records it in its audit log) instead of the tunnel's frame MAC.
+   */
+  signedCapabilities: string[];
   inboundHost: string;
   inboundPort: number;
   /** Address other sidecars dial (defaults to inboundHost:port, or 127.0.0.1 when bound to all). */
@@ -49,6 +54,7 @@ export interface SidecarConfig {
 export const defaultSidecarConfig: Omit<SidecarConfig, "servers" | "host"> = {
   trustDomain: "agentmesh.local",
   insecureDev: false,
+  signedCapabilities: [],
   inboundHost: "0.0.0.0",
   inboundPort: 7430,
   localPort: 7431,

@@ -2,7 +2,9 @@ import type { Logger } from "pino";
 import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError } from "../sdk/ts/src/core/mesh-error.js";
 import type { NonceCache } from "../sdk/ts/src/core/nonce-cache.js";
-import { verifyEnvelope } from "../sdk/ts/src/core/signing.js";
+import { sha256, verifyEnvelope } from "../sdk/ts/src/core/signing.js";
+import { frameFailure, frameMacAlg } from "../sdk/ts/src/core/frame-auth.js";
+import type { SignedEnvelope } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
 import { SignerKeys } from "../sdk/ts/src/core/tls/signer-keys.js";
 import { type CallFrame, Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
@@ -54,22 +56,33 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
         if (verified.spiffeId.kind !== "sidecar" && verified.spiffeId.kind !== "server") {
           throw new MeshError("denied", "only sidecars and servers may open tunnels");
         }
-        if (!open.envelope) throw new MeshError("unauthenticated", "signed envelope required");
-        // The sender signs with its current key; after a renewal its new certificate
-        // travels in signer_chain while this tunnel's handshake still shows the old one.
-        const connection = { spiffeId: verified.spiffeId.uri, serial: verified.serial, publicKey: verified.publicKey };
-        await verifyEnvelope(open.envelope, {
-          publicKey: signerKeys.keyFor(open.envelope, connection, nowMs),
-          expectedSigner: verified.spiffeId.uri,
-          expectedAudience: options.selfSpiffeId,
-          expectedMethod: invokeMethod,
-          expectedPayloadType: invocationType,
-          clock: options.clock,
-          nonceCache: options.nonceCache,
-        });
+        const envelope = open.envelope;
+        if (!envelope) throw new MeshError("unauthenticated", "signed envelope required");
+        if (envelope.alg === frameMacAlg) {
+          // The stream's key agreement proved the caller; the MAC and sequence prove this frame (docs/signing.md §8).
+          if (!peer.frames) throw new MeshError("unauthenticated", frameFailure.noSession);
+          if (peer.frames.peerId !== verified.spiffeId.uri) throw new MeshError("unauthenticated", frameFailure.signerMismatch);
+          peer.frames.open(envelope, invokeMethod, invocationType);
+        } else {
+          // The sender signs with its current key; after a renewal its new certificate
+          // travels in signer_chain while this tunnel's handshake still shows the old one.
+          const connection = { spiffeId: verified.spiffeId.uri, serial: verified.serial, publicKey: verified.publicKey };
+          await verifyEnvelope(envelope, {
+            publicKey: signerKeys.keyFor(envelope, connection, nowMs),
+            expectedSigner: verified.spiffeId.uri,
+            expectedAudience: options.selfSpiffeId,
+            expectedMethod: invokeMethod,
+            expectedPayloadType: invocationType,
+            clock: options.clock,
+            nonceCache: options.nonceCache,
+          });
+          // On a stream with a frame key a signature is the sender's choice (a capability that
+          // asks for non-repudiation): keep it where it can be shown later.
+          if (peer.frames) recordSignature(options, envelope, open);
+        }
         let invocation: Invocation;
         try {
-          invocation = Invocation.decode(open.envelope.payload);
+          invocation = Invocation.decode(envelope.payload);
         } catch {
           throw new MeshError("invalidArgument", "envelope payload is not an Invocation");
         }
@@ -123,6 +136,19 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
       return observed(reply.finally(release), (error) => options.onOutcome?.(instanceId, error, deadlineMs));
     },
   };
+}
+
+function recordSignature(options: InboundOptions, envelope: SignedEnvelope, open: CallFrame): void {
+  options.audit
+    .append({
+      actor: envelope.signer,
+      action: "invoke.signed",
+      target: open.instanceId,
+      outcome: "success",
+      requestId: String(open.callId),
+      details: { alg: envelope.alg, issuedAtMs: envelope.issuedAtMs, nonce: Buffer.from(envelope.nonce).toString("hex"), payloadSha256: sha256(envelope.payload).toString("hex"), signature: Buffer.from(envelope.signature).toString("hex") },
+    })
+    .catch((failure: unknown) => options.log.error({ err: failure }, "audit append failed"));
 }
 
 function observed<T>(reply: Promise<T>, onEnd: (error: unknown) => void): Promise<T> {

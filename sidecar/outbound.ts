@@ -6,7 +6,8 @@ import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../sdk/ts/src/core/mesh-error.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
-import { TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
+import { type CallSignal, TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
+import { type KeyAgreementOptions, startKeyAgreement } from "../sdk/ts/src/core/frame-auth.js";
 import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
 
@@ -21,6 +22,10 @@ export interface OutboundOptions {
   caller: string;
   /** Our certificate source: on renewal every tunnel moves to a connection showing the new certificate. */
   renewals?: { onChange(listener: () => void): () => void };
+  /** Tunnels open with a signed key agreement and MAC their calls (docs/signing.md §8); absent in dev mode. */
+  keyAgreement?: KeyAgreementOptions;
+  /** Calls to these capabilities stay signed one by one, for non-repudiation. */
+  signedCapabilities?: ReadonlySet<string>;
 }
 
 export interface OutboundCall {
@@ -33,7 +38,7 @@ export interface OutboundCall {
   metadata: Record<string, string>;
   /** Absolute epoch ms, 0 = none. */
   deadlineMs: number;
-  signal?: AbortSignal;
+  signal?: CallSignal;
 }
 
 /**
@@ -108,7 +113,8 @@ export class Outbound {
       callId: randomUUID(),
       capability: call.capability,
       version: pick.version,
-      payload: Buffer.from(call.payload),
+      // grpc-js hands us Buffers already; copy only what is not one.
+      payload: Buffer.isBuffer(call.payload) ? call.payload : Buffer.from(call.payload),
       contentType: call.contentType,
       caller: this.options.caller,
       deadlineMs: call.deadlineMs,
@@ -117,9 +123,13 @@ export class Outbound {
     };
     const signer = this.options.signer;
     if (!signer) return { instanceId: pick.instance.instanceId, invocation };
-    // The payload bytes travel exactly as signed; the receiver never re-encodes them.
-    const envelope = signer.sign(Invocation.encode(invocation).finish(), invokeMethod, invocationType, pick.instance.spiffeId);
-    return { instanceId: pick.instance.instanceId, envelope };
+    // The payload bytes travel exactly as signed or MACed; the receiver never re-encodes them.
+    const bytes = Invocation.encode(invocation).finish();
+    const signed = this.options.signedCapabilities?.has(call.capability) === true;
+    return {
+      instanceId: pick.instance.instanceId,
+      authenticate: (frames) => (frames && !signed ? frames.seal(bytes, invokeMethod, invocationType) : signer.sign(bytes, invokeMethod, invocationType, pick.instance.spiffeId)),
+    };
   }
 
   private tunnelTo(pick: Pick): TunnelClient {
@@ -127,6 +137,8 @@ export class Outbound {
     if (address === "") throw new MeshError("unavailable", "instance has no endpoint");
     let tunnel = this.tunnels.get(address);
     if (!tunnel) {
+      const keyAgreement = this.options.keyAgreement;
+      const peerId = pick.instance.spiffeId;
       tunnel = new TunnelClient({
         address,
         credentials: this.options.credentials,
@@ -134,6 +146,7 @@ export class Outbound {
         channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" },
         renewals: this.options.renewals,
         logger: this.options.log,
+        keyAgreement: keyAgreement ? () => startKeyAgreement(keyAgreement, peerId) : undefined,
       });
       tunnel.on("stateChange", (state: string) => this.options.cache.avoidEndpoint(address, state === "unresponsive" || state === "backoff"));
       tunnel.connect();
@@ -143,10 +156,12 @@ export class Outbound {
   }
 }
 
-export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: AbortSignal): OutboundCall {
+export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: CallSignal): OutboundCall {
   if (request.capability === "") throw invalidArgument("capability: required");
+  // The earlier of the request's timeout and the gRPC deadline, 0 = none (no arrays: this runs per call).
   const fromTimeout = request.timeoutMs > 0 ? clock.nowMs() + request.timeoutMs : 0;
-  const deadlineMs = [fromTimeout, callDeadline].filter((value) => value > 0 && Number.isFinite(value)).reduce((left, right) => Math.min(left, right), Number.POSITIVE_INFINITY);
+  const fromCall = callDeadline > 0 && Number.isFinite(callDeadline) ? callDeadline : 0;
+  const deadlineMs = fromTimeout === 0 ? fromCall : fromCall === 0 ? fromTimeout : Math.min(fromTimeout, fromCall);
   return {
     capability: request.capability,
     versionRange: request.versionRange,
@@ -155,7 +170,7 @@ export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Cloc
     contentType: request.contentType,
     idempotent: request.idempotent,
     metadata: request.metadata,
-    deadlineMs: Number.isFinite(deadlineMs) ? deadlineMs : 0,
+    deadlineMs,
     signal,
   };
 }

@@ -14,6 +14,8 @@ import { MemoryNonceCache } from "../sdk/ts/src/core/nonce-cache.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
 import type { IdentityMaterial } from "../sdk/ts/src/core/tls/certificate-source.js";
 import { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
+import { SignerKeys } from "../sdk/ts/src/core/tls/signer-keys.js";
+import { type KeyAgreementOptions, acceptKeyAgreement } from "../sdk/ts/src/core/frame-auth.js";
 import { livenessTiming, hungRestartAfterMs } from "../sdk/ts/src/core/liveness.js";
 import { type AttachHello, SidecarServiceService, type SidecarServiceServer } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { Command, ConnectResponse } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
@@ -22,7 +24,7 @@ import { HealthState } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { FileAuditLog } from "../sdk/ts/src/core/audit-log.js";
 import { AllowPolicy, parseAllowRule } from "./allow-rules.js";
 import type { LocalAgentSpec, SidecarConfig } from "./config.js";
-import { AgentClientPool, AttachHub, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";
+import { AgentClientPool, AttachHub, CallCancellation, TunnelServer } from "../sdk/ts/src/core/dataplane/index.js";
 import { verifyCommand } from "./command-verifier.js";
 import { SidecarHealth, inboundHealthServices, localHealthServices } from "./health.js";
 import { createInboundHandler } from "./inbound.js";
@@ -63,6 +65,7 @@ export class Sidecar {
   private stopWatch: (() => void) | undefined;
   private closing: Promise<void> | undefined;
   private readonly commandNonces: MemoryNonceCache;
+  private keyAgreement: KeyAgreementOptions | undefined;
   private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
   private readonly health = new SidecarHealth();
   /** Where other sidecars dial the inbound port (--advertise-address, or the bound address with 0.0.0.0 as 127.0.0.1). */
@@ -159,6 +162,8 @@ export class Sidecar {
       log: this.log.child({ component: "outbound" }),
       caller: this.identity?.spiffeId ?? this.config.host,
       renewals: this.identity?.source,
+      keyAgreement: this.keyAgreement,
+      signedCapabilities: new Set(this.config.signedCapabilities),
     });
     this.watch();
     await this.client.waitConnected();
@@ -224,9 +229,15 @@ export class Sidecar {
   }
 
   private async startInbound(): Promise<void> {
+    const verifier = this.identity ? new PeerVerifier(this.config.trustDomain, this.identity.source.trustBundle) : undefined;
+    // One signed key agreement per tunnel stream, then a MAC per call (docs/signing.md §8).
+    this.keyAgreement =
+      this.identity && verifier
+        ? { selfId: this.identity.spiffeId, signer: this.identity, verifier, signerKeys: new SignerKeys({ verifier }), clock: this.clock, nonceCache: new MemoryNonceCache({ clock: this.clock }) }
+        : undefined;
     const handler = createInboundHandler({
       selfSpiffeId: this.identity?.spiffeId,
-      verifier: this.identity ? new PeerVerifier(this.config.trustDomain, this.identity.source.trustBundle) : undefined,
+      verifier,
       nonceCache: new MemoryNonceCache({ clock: this.clock }),
       policy: new AllowPolicy(this.config.allowRules.map(parseAllowRule), this.config.defaultDeny),
       clock: this.clock,
@@ -241,7 +252,12 @@ export class Sidecar {
       onOutcome: (instanceId, error, deadlineMs) => this.outliers.record(instanceId, classifyOutcome(error, deadlineMs, this.clock.nowMs())),
       refusals: this.refusals,
     });
-    this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
+    const keyAgreement = this.keyAgreement;
+    this.tunnelServer = new TunnelServer({
+      handler,
+      logger: this.log.child({ component: "tunnel" }),
+      keyAgreement: keyAgreement ? (share, authContext) => acceptKeyAgreement(keyAgreement, share, authContext?.sslPeerCertificate) : undefined,
+    });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
     this.tunnelServer.addTo(this.inboundServer);
     this.health.addTo(this.inboundServer, inboundHealthServices);
@@ -262,7 +278,7 @@ export class Sidecar {
       invoke: (call, callback) => {
         const deadline = call.getDeadline();
         const callDeadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? Number(deadline) : 0;
-        const controller = new AbortController();
+        const controller = new CallCancellation();
         let answered = false;
         // grpc-js also emits "cancelled" after a call completes; aborting then would only build an unused DOMException.
         call.on("cancelled", () => {

@@ -1,8 +1,8 @@
-import { once } from "node:events";
 import { Writable } from "node:stream";
 import { Server, ServerCredentials, credentials, status } from "@grpc/grpc-js";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
+import type { CallSignal } from "../../sdk/ts/src/core/dataplane/call-signal.js";
 import type { CallReply } from "../../sdk/ts/src/core/dataplane/frames.js";
 import { TunnelClient, type TunnelClientOptions, type TunnelState } from "../../sdk/ts/src/core/dataplane/tunnel-client.js";
 import { type InboundHandler, TunnelServer, type TunnelServerOptions } from "../../sdk/ts/src/core/dataplane/tunnel-server.js";
@@ -73,10 +73,10 @@ const echoHandler: InboundHandler = {
 
 /** A handler whose calls wait until released or aborted, so tests can hold calls in flight. */
 class HoldingHandler implements InboundHandler {
-  readonly started: Array<{ payload: string; signal: AbortSignal; release: (reply: CallReply) => void }> = [];
+  readonly started: Array<{ payload: string; signal: CallSignal; release: (reply: CallReply) => void }> = [];
   private readonly startWaiters: Array<{ count: number; resolve: () => void }> = [];
 
-  dispatch(invocation: Invocation, _instanceId: string, options: { signal: AbortSignal }): Promise<CallReply> {
+  dispatch(invocation: Invocation, _instanceId: string, options: { signal: CallSignal }): Promise<CallReply> {
     return new Promise((resolve, reject) => {
       options.signal.addEventListener("abort", () => reject(options.signal.reason), { once: true });
       this.started.push({ payload: invocation.payload.toString(), signal: options.signal, release: resolve });
@@ -95,9 +95,9 @@ class HoldingHandler implements InboundHandler {
   }
 }
 
-function aborted(signal: AbortSignal): Promise<unknown> {
+function aborted(signal: CallSignal): Promise<unknown> {
   if (signal.aborted) return Promise.resolve(signal.reason);
-  return once(signal, "abort").then(() => signal.reason);
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(signal.reason), { once: true }));
 }
 
 describe("TunnelClient ↔ TunnelServer over a real socket", () => {
@@ -157,7 +157,7 @@ describe("TunnelClient ↔ TunnelServer over a real socket", () => {
     const reply = client.unary(openFor("slow"), { deadlineMs: Date.now() + 150 });
     await handler.whenStarted(1);
     await expect(reply).rejects.toMatchObject({ kind: "deadlineExceeded", code: status.DEADLINE_EXCEEDED });
-    const reason = await aborted((handler.started[0] as { signal: AbortSignal }).signal);
+    const reason = await aborted((handler.started[0] as { signal: CallSignal }).signal);
     expect(reason).toEqual(new MeshError("cancelled", "call cancelled by caller"));
     await expect.poll(() => tunnelServer.activeCalls).toBe(0);
   });
@@ -170,11 +170,11 @@ describe("TunnelClient ↔ TunnelServer over a real socket", () => {
     await handler.whenStarted(1);
     controller.abort();
     await expect(reply).rejects.toMatchObject({ kind: "cancelled" });
-    await aborted((handler.started[0] as { signal: AbortSignal }).signal);
+    await aborted((handler.started[0] as { signal: CallSignal }).signal);
   });
 
   it("cancels the handler's stream when the consumer stops reading early", async () => {
-    let handlerSignal: AbortSignal | undefined;
+    let handlerSignal: CallSignal | undefined;
     const { port } = await startTunnelServer({
       handler: {
         dispatch: async function* (_invocation, _instanceId, { signal }) {
@@ -300,7 +300,7 @@ describe("TunnelClient ↔ TunnelServer over a real socket", () => {
     await handler.whenStarted(1);
     client.close();
     await expect(reply).rejects.toEqual(new MeshError("unavailable", "tunnel closed"));
-    await aborted((handler.started[0] as { signal: AbortSignal }).signal);
+    await aborted((handler.started[0] as { signal: CallSignal }).signal);
     await expect.poll(() => tunnelServer.activeTunnels).toBe(0);
   });
 

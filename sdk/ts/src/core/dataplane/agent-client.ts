@@ -7,6 +7,7 @@ import {
   type Invocation,
 } from "../../gen/agentmesh/v1/agent.js";
 import type { CallOptions } from "./call-multiplexer.js";
+import type { CallSignal } from "./call-signal.js";
 import { type CallStatusError, errorFromStatus } from "./call-status.js";
 import type { CallReply } from "./frames.js";
 import { silentLogger } from "./silent-logger.js";
@@ -112,6 +113,6 @@ function deadlineOf(options: CallOptions): number {
   return options.deadlineMs !== undefined && options.deadlineMs > 0 ? options.deadlineMs : Number.POSITIVE_INFINITY;
 }
 
-function cancelledBy(signal: AbortSignal): MeshError {
+function cancelledBy(signal: CallSignal): MeshError {
   return signal.reason instanceof MeshError ? signal.reason : new MeshError("cancelled", "call cancelled");
 }

@@ -2,6 +2,7 @@ import type { Clock } from "../clock.js";
 import { MeshError } from "../mesh-error.js";
 import { type CallFrame, CallFrame_Kind } from "../../gen/agentmesh/v1/agent.js";
 import { errorFromStatus, refusedBeforeDelivery } from "./call-status.js";
+import type { CallSignal } from "./call-signal.js";
 import { CallTable } from "./call-table.js";
 import { ChunkQueue } from "./chunk-queue.js";
 import { type CallReply, cancelFrame, type OpenFrameFields, openFrame } from "./frames.js";
@@ -11,7 +12,7 @@ export interface CallOptions {
   /** Absolute deadline, Unix epoch ms (the same number as Invocation.deadline_ms); 0 or absent = none. */
   deadlineMs?: number;
   /** Aborting gives the call up: CANCEL goes to the other side and the caller gets `cancelled`. */
-  signal?: AbortSignal;
+  signal?: CallSignal;
 }
 
 export interface CallMultiplexerOptions {
@@ -42,7 +43,7 @@ interface OutboundCall {
 
 export const deadlineExceeded = (): MeshError => new MeshError("deadlineExceeded", "deadline exceeded");
 
-function cancelled(signal: AbortSignal): MeshError {
+function cancelled(signal: CallSignal): MeshError {
   return signal.reason instanceof MeshError ? signal.reason : new MeshError("cancelled", "call cancelled");
 }
 

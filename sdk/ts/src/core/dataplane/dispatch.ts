@@ -1,8 +1,9 @@
+import type { CallSignal } from "./call-signal.js";
 import type { CallReply } from "./frames.js";
 
 export interface DispatchOptions {
   /** Aborts when the caller cancels, its deadline passes, or the stream that carried the call is gone. */
-  signal: AbortSignal;
+  signal: CallSignal;
   /** The caller asked for a stream of chunks rather than one reply. */
   streaming: boolean;
 }
@@ -15,7 +16,7 @@ export function isAsyncIterable(value: unknown): value is AsyncIterable<Buffer> 
 }
 
 /** Joins a chunked reply into one (an agent that streamed to a unary caller). */
-export async function collectChunks(chunks: AsyncIterable<Buffer>, signal: AbortSignal): Promise<Buffer> {
+export async function collectChunks(chunks: AsyncIterable<Buffer>, signal: CallSignal): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const chunk of chunks) {
     if (signal.aborted) break;

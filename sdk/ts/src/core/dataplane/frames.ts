@@ -1,10 +1,19 @@
 import { status } from "@grpc/grpc-js";
 import { invalidArgument } from "../mesh-error.js";
 import { type CallFrame, CallFrame_Kind, Invocation } from "../../gen/agentmesh/v1/agent.js";
+import type { SignedEnvelope } from "../../gen/agentmesh/v1/types.js";
+import type { FrameSealer } from "../frame-auth.js";
 
 /** What the caller puts in an OPEN frame; the transport adds the call id. */
 export type OpenFrameFields = Pick<CallFrame, "instanceId"> &
-  Partial<Pick<CallFrame, "envelope" | "invocation" | "contentType" | "payload" | "request">>;
+  Partial<Pick<CallFrame, "envelope" | "invocation" | "contentType" | "payload" | "request">> & {
+    /**
+     * Builds the envelope once the stream that carries the frame is known: with
+     * that stream's frame key when it has one (docs/signing.md §8), else signed.
+     * Called just before the frame is queued, so sequence numbers follow the wire order.
+     */
+    authenticate?: (frames: FrameSealer | undefined) => SignedEnvelope;
+  };
 
 /** A finished unary reply. */
 export interface CallReply {

@@ -5,6 +5,7 @@ export { TunnelServer, type TunnelServerOptions, type InboundHandler, type PeerI
 export { AttachHub, type AttachHubOptions } from "./attach-hub.js";
 export { AgentClientPool, type AgentClientPoolOptions } from "./agent-client.js";
 export type { CallOptions } from "./call-multiplexer.js";
+export { CallCancellation, type CallSignal } from "./call-signal.js";
 export type { DispatchOptions, DispatchOutcome } from "./dispatch.js";
 export { type CallReply, type OpenFrameFields, decodeOpenInvocation } from "./frames.js";
 export { CallStatusError, errorFromStatus, isRefusedBeforeDelivery, refusedBeforeDelivery, statusOfError } from "./call-status.js";

@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import { type ChannelCredentials, type ChannelOptions, type ClientDuplexStream, Metadata, connectivityState } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../clock.js";
+import { type ClientKeyShare, type FrameSealer, keyShareMetadataKey } from "../frame-auth.js";
 import { MeshError } from "../mesh-error.js";
 import {
   type CallFrame,
@@ -75,9 +76,18 @@ export interface TunnelClientOptions {
   timers?: Timers;
   random?: RandomSource;
   logger?: Logger;
+  /**
+   * A fresh key share per stream (docs/signing.md §8): the peer answers with its
+   * own in the response headers, and OPEN frames on that stream carry a MAC
+   * instead of a signature. Without it (or when the peer sends none) frames are signed.
+   */
+  keyAgreement?: () => ClientKeyShare;
+  /** With keyAgreement: the tunnel moves to a new stream (new keys) this often, make-before-break. */
+  rekeyIntervalMs?: number;
 }
 
 export const defaultWindowSize = 1024;
+export const defaultRekeyIntervalMs = 5 * 60_000;
 const defaultMaxBufferedChunks = 1024;
 // After half-closing a replaced stream, how long the peer has to end it.
 const halfCloseGraceMs = 5_000;
@@ -106,6 +116,9 @@ interface Link {
   livenessTimer: TimerHandle | undefined;
   livenessDueAtMs: number;
   halfCloseTimer: TimerHandle | undefined;
+  keyShare: ClientKeyShare | undefined;
+  /** The frame key agreed on this stream; undefined until the peer's key share is verified, or for peers without one. */
+  sealer: FrameSealer | undefined;
 }
 
 /**
@@ -146,6 +159,7 @@ export class TunnelClient extends EventEmitter {
   private readonly retiring = new Set<Link>();
   private reopenTimer: TimerHandle | undefined;
   private rotationTimer: TimerHandle | undefined;
+  private rekeyTimer: TimerHandle | undefined;
   private rotationReason = "";
   private rotationRestartsPending = false;
   private rotateWhenReady = false;
@@ -197,7 +211,7 @@ export class TunnelClient extends EventEmitter {
   unary(open: OpenFrameFields, options: CallOptions = {}): Promise<CallReply> {
     const link = this.linkForCall();
     if (link instanceof MeshError) return Promise.reject(link);
-    const reply = link.calls.unary(open, options);
+    const reply = link.calls.unary(authenticated(open, link), options);
     this.callStarted(link);
     return reply;
   }
@@ -206,7 +220,7 @@ export class TunnelClient extends EventEmitter {
   stream(open: OpenFrameFields, options: CallOptions = {}): AsyncIterableIterator<Buffer> {
     const link = this.linkForCall();
     if (link instanceof MeshError) return ChunkQueue.failed(link);
-    const chunks = link.calls.stream(open, options);
+    const chunks = link.calls.stream(authenticated(open, link), options);
     this.callStarted(link);
     return chunks;
   }
@@ -228,6 +242,8 @@ export class TunnelClient extends EventEmitter {
     this.reopenTimer = undefined;
     this.clearStreamTimer(this.rotationTimer);
     this.rotationTimer = undefined;
+    this.clearStreamTimer(this.rekeyTimer);
+    this.rekeyTimer = undefined;
     const error = new MeshError("unavailable", "tunnel closed");
     for (const link of [this.current, this.next, ...this.retiring]) if (link) this.dropLink(link, error);
     this.current = undefined;
@@ -275,7 +291,12 @@ export class TunnelClient extends EventEmitter {
       ...this.options.channelOptions,
       "grpc.use_local_subchannel_pool": 1,
     });
-    const metadata = this.options.metadata ?? new Metadata();
+    const keyShare = this.options.keyAgreement?.();
+    let metadata = this.options.metadata ?? new Metadata();
+    if (keyShare) {
+      metadata = metadata.clone();
+      metadata.set(keyShareMetadataKey, keyShare.bytes);
+    }
     // Both services carry the same frames: {repeated CallFrame frames} each way.
     const stream = (client instanceof SidecarServiceClient ? client.call(metadata) : client.tunnel(metadata)) as TunnelStream;
     const batcher = new FrameBatcher<TunnelRequest>(stream, (frames) => ({ frames }), this.options.batcher);
@@ -304,15 +325,42 @@ export class TunnelClient extends EventEmitter {
       livenessTimer: undefined,
       livenessDueAtMs: Number.POSITIVE_INFINITY,
       halfCloseTimer: undefined,
+      keyShare,
+      sealer: undefined,
     };
     // The tunnel server sends headers as soon as it accepts the stream, so this is the peer saying "ready".
-    stream.on("metadata", () => this.onLinkReady(link));
+    stream.on("metadata", (headers: Metadata) => this.onLinkHeaders(link, headers));
     stream.on("data", (message: TunnelResponse) => this.onLinkData(link, message));
     stream.on("error", (error: Error) => this.onLinkBroken(link, error));
     stream.on("end", () => this.onLinkBroken(link, undefined));
     // A peer that accepts TCP but never the stream (a frozen process) must not hold calls until their deadlines.
     this.scheduleLiveness(link, this.liveness.timeoutMs);
     return link;
+  }
+
+  /** With a key share sent, the peer's answer must verify before the stream counts as ready. */
+  private onLinkHeaders(link: Link, headers: Metadata): void {
+    const answer = headers.get(keyShareMetadataKey)[0];
+    if (!link.keyShare || !Buffer.isBuffer(answer)) return this.onLinkReady(link);
+    link.keyShare.finish(answer, link.stream.getAuthContext()?.sslPeerCertificate).then(
+      (sealer) => {
+        link.sealer = sealer;
+        this.onLinkReady(link);
+      },
+      (error: unknown) => {
+        this.logger.warn({ err: error, linkId: link.id }, "peer's key share refused");
+        this.onLinkBroken(link, error instanceof Error ? error : new Error("key share refused"));
+      },
+    );
+  }
+
+  private scheduleRekey(): void {
+    if (!this.options.keyAgreement) return;
+    this.clearStreamTimer(this.rekeyTimer);
+    this.rekeyTimer = this.streamTimers.setTimeout(() => {
+      this.rekeyTimer = undefined;
+      this.requestRotation("rekey", false);
+    }, this.options.rekeyIntervalMs ?? defaultRekeyIntervalMs);
   }
 
   private onLinkReady(link: Link): void {
@@ -328,10 +376,12 @@ export class TunnelClient extends EventEmitter {
       this.failedRotations = 0;
       this.rotationCount += 1;
       if (previous) this.retire(previous);
+      this.scheduleRekey();
       this.logger.info({ reason: this.rotationReason, linkId: link.id }, "tunnel moved to a new connection");
       this.emit("rotated", this.rotationReason);
     } else if (link === this.current) {
       this.failedAttempts = 0;
+      this.scheduleRekey();
       if (this.rotateWhenReady) {
         this.rotateWhenReady = false;
         this.requestRotation(this.rotationReason, true);
@@ -613,4 +663,8 @@ export class TunnelClient extends EventEmitter {
   private clearStreamTimer(handle: TimerHandle | undefined): void {
     if (handle !== undefined) this.streamTimers.clearTimeout(handle);
   }
+}
+
+function authenticated(open: OpenFrameFields, link: Link): OpenFrameFields {
+  return open.authenticate === undefined ? open : { ...open, envelope: open.authenticate(link.sealer) };
 }

@@ -1,5 +1,6 @@
 import { Metadata, type Server, type ServerDuplexStream, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { type FrameOpener, keyShareMetadataKey } from "../frame-auth.js";
 import { MeshError } from "../mesh-error.js";
 import {
   type CallFrame,
@@ -11,6 +12,7 @@ import {
   type TunnelResponse,
 } from "../../gen/agentmesh/v1/agent.js";
 import { statusOfError } from "./call-status.js";
+import { CallCancellation, type CallSignal } from "./call-signal.js";
 import { type DispatchOptions, type DispatchOutcome, collectChunks, isAsyncIterable } from "./dispatch.js";
 import { FrameBatcher, type FrameBatcherOptions } from "./frame-batcher.js";
 import { type CallReply, dataFrame, decodeOpenInvocation, endFrame, pongFrame } from "./frames.js";
@@ -22,7 +24,12 @@ type TunnelCall = ServerDuplexStream<TunnelRequest, TunnelResponse>;
 export interface PeerInfo {
   address: string;
   authContext: ReturnType<TunnelCall["getAuthContext"]>;
+  /** The stream's frame key, when the caller opened it with a key share (docs/signing.md §8). */
+  frames?: FrameOpener;
 }
+
+/** Answers a caller's key share (the receiver's half of docs/signing.md §8). */
+export type TunnelKeyAgreement = (clientKeyShare: Uint8Array, authContext: PeerInfo["authContext"]) => Promise<{ bytes: Buffer; opener: FrameOpener }>;
 
 /** What the sidecar plugs into the tunnel server: admission of a call, then handing it to the local agent. */
 export interface InboundHandler {
@@ -41,6 +48,8 @@ export interface TunnelServerOptions {
   maxConcurrentCallsPerTunnel?: number;
   batcher?: FrameBatcherOptions;
   logger?: Logger;
+  /** Streams that open with a key share get a frame key; without this option key shares are ignored. */
+  keyAgreement?: TunnelKeyAgreement;
 }
 
 const defaultMaxConcurrentCallsPerTunnel = 1024;
@@ -99,7 +108,29 @@ export class TunnelServer {
       call.emit("error", Object.assign(new Error("peer sidecar draining"), { code: status.UNAVAILABLE, details: "peer sidecar draining" }));
       return;
     }
-    const tunnel = new InboundTunnel(call, {
+    const keyShare = this.options.keyAgreement ? call.metadata.get(keyShareMetadataKey)[0] : undefined;
+    if (this.options.keyAgreement && Buffer.isBuffer(keyShare)) {
+      this.options.keyAgreement(keyShare, call.getAuthContext()).then(
+        ({ bytes, opener }) => {
+          // The caller gave up while we checked its key share: nothing to serve.
+          if (call.cancelled) return;
+          const headers = new Metadata();
+          headers.set(keyShareMetadataKey, bytes);
+          this.open(call, headers, opener);
+        },
+        (error: unknown) => {
+          const details = error instanceof MeshError ? error.message : "key share refused";
+          if (!(error instanceof MeshError)) this.logger.error({ err: error }, "key agreement failed");
+          call.emit("error", Object.assign(new Error(details), { code: status.UNAUTHENTICATED, details }));
+        },
+      );
+      return;
+    }
+    this.open(call, new Metadata(), undefined);
+  }
+
+  private open(call: TunnelCall, headers: Metadata, frames: FrameOpener | undefined): void {
+    const tunnel = new InboundTunnel(call, headers, frames, {
       handler: this.options.handler,
       maxConcurrentCalls: this.options.maxConcurrentCallsPerTunnel ?? defaultMaxConcurrentCallsPerTunnel,
       batcher: this.options.batcher,
@@ -122,7 +153,7 @@ interface InboundTunnelOptions {
 
 /** One accepted Tunnel stream and the calls running on it. */
 class InboundTunnel {
-  private readonly running = new Map<number, AbortController>();
+  private readonly running = new Map<number, CallCancellation>();
   private readonly batcher: FrameBatcher<TunnelResponse>;
   private readonly peer: PeerInfo;
   private finishing = false;
@@ -131,12 +162,14 @@ class InboundTunnel {
 
   constructor(
     private readonly call: TunnelCall,
+    headers: Metadata,
+    frames: FrameOpener | undefined,
     private readonly options: InboundTunnelOptions,
   ) {
-    this.peer = { address: call.getPeer(), authContext: call.getAuthContext() };
+    this.peer = { address: call.getPeer(), authContext: call.getAuthContext(), ...(frames ? { frames } : {}) };
     this.batcher = new FrameBatcher(call, (frames) => ({ frames }), options.batcher);
     // Headers now, not with the first reply: the client takes them as "tunnel ready".
-    call.sendMetadata(new Metadata());
+    call.sendMetadata(headers);
     call.on("data", (message: TunnelRequest) => {
       for (const frame of message.frames) this.receive(frame);
     });
@@ -197,15 +230,15 @@ class InboundTunnel {
       this.batcher.push(endFrame(callId, status.RESOURCE_EXHAUSTED, "tunnel concurrency limit reached", true));
       return;
     }
-    const controller = new AbortController();
-    this.running.set(callId, controller);
-    void this.run(frame, controller.signal).finally(() => {
+    const cancellation = new CallCancellation();
+    this.running.set(callId, cancellation);
+    void this.run(frame, cancellation).finally(() => {
       this.running.delete(callId);
       if (this.finishing) this.endWhenIdle();
     });
   }
 
-  private async run(open: CallFrame, signal: AbortSignal): Promise<void> {
+  private async run(open: CallFrame, signal: CallSignal): Promise<void> {
     const callId = open.callId;
     try {
       const { handler } = this.options;
@@ -226,7 +259,7 @@ class InboundTunnel {
     }
   }
 
-  private sendReply(callId: number, streaming: boolean, reply: CallReply, signal: AbortSignal): void {
+  private sendReply(callId: number, streaming: boolean, reply: CallReply, signal: CallSignal): void {
     if (signal.aborted) return;
     const { payload, contentType } = reply;
     if (streaming) {
@@ -237,7 +270,7 @@ class InboundTunnel {
     }
   }
 
-  private async sendChunks(callId: number, chunks: AsyncIterable<Buffer>, signal: AbortSignal): Promise<void> {
+  private async sendChunks(callId: number, chunks: AsyncIterable<Buffer>, signal: CallSignal): Promise<void> {
     let sequence = 0;
     for await (const chunk of chunks) {
       if (signal.aborted) return;
