@@ -13,6 +13,7 @@ import type { DispatchOptions, DispatchOutcome } from "../sdk/ts/src/core/datapl
 import type { AllowPolicy } from "./allow-rules.js";
 import { type LocalAgent, callFinished } from "./local-agents.js";
 import type { RefusalTally } from "./refusal-tally.js";
+import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
 
 export const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
 export const invocationType = "agentmesh.v1.Invocation";
@@ -35,6 +36,8 @@ export interface InboundOptions {
   onOutcome?: (instanceId: string, error: unknown, deadlineMs: number) => void;
   /** Admission refusals (signature, certificate, policy): counted, logged at warn and reported upstream. */
   refusals: RefusalTally;
+  /** Server-side call metrics (rpc.server.call.duration). */
+  metrics?: SidecarMetrics;
 }
 
 /**
@@ -89,6 +92,24 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
     },
 
     dispatch: (invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome => {
+      const end = options.metrics?.begin("server", invocation.capability);
+      if (!end) return deliver(invocation, instanceId, dispatchOptions);
+      let outcome: DispatchOutcome;
+      try {
+        outcome = deliver(invocation, instanceId, dispatchOptions);
+      } catch (error) {
+        end(invocation.version, error);
+        throw error;
+      }
+      if (outcome instanceof Promise) {
+        outcome.then(() => end(invocation.version), (error: unknown) => end(invocation.version, error));
+        return outcome;
+      }
+      return ending(outcome, (error) => end(invocation.version, error));
+    },
+  };
+
+  function deliver(invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome {
       // Refusals before the call reaches the agent are marked so: the caller picked the
       // instance from a routing view a few ms old (its DRAINING or removal still on the
       // way), and may send the call elsewhere even when not idempotent.
@@ -121,8 +142,19 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
         ? options.attach.dispatch(instanceId, invocation, callOptions)
         : options.agentClients.invoke(agent.agentAddr, invocation, callOptions);
       return observed(reply.finally(release), (error) => options.onOutcome?.(instanceId, error, deadlineMs));
-    },
-  };
+  }
+}
+
+async function* ending(source: AsyncIterable<Buffer>, onEnd: (error: unknown) => void): AsyncIterable<Buffer> {
+  let failure: unknown;
+  try {
+    yield* source;
+  } catch (error) {
+    failure = error;
+    throw error;
+  } finally {
+    onEnd(failure);
+  }
 }
 
 function observed<T>(reply: Promise<T>, onEnd: (error: unknown) => void): Promise<T> {

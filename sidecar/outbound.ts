@@ -9,6 +9,7 @@ import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
 import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
+import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
 
 export interface OutboundOptions {
   cache: EndpointCache;
@@ -21,6 +22,8 @@ export interface OutboundOptions {
   caller: string;
   /** Our certificate source: on renewal every tunnel moves to a connection showing the new certificate. */
   renewals?: { onChange(listener: () => void): () => void };
+  /** Client-side call metrics, tunnel states and window-full refusals. */
+  metrics?: SidecarMetrics;
 }
 
 export interface OutboundCall {
@@ -50,6 +53,21 @@ export class Outbound {
   constructor(private readonly options: OutboundOptions) {}
 
   async invoke(call: OutboundCall): Promise<SidecarServiceInvokeResponse> {
+    const end = this.options.metrics?.begin("client", call.capability);
+    if (!end) return this.invokeWithRetry(call, undefined);
+    const picked = { version: "" };
+    try {
+      const response = await this.invokeWithRetry(call, picked);
+      end(response.version);
+      return response;
+    } catch (error) {
+      end(picked.version, error);
+      throw error;
+    }
+  }
+
+  /** `picked` (when observed) learns the version of the last instance tried, for the metrics of a failed call. */
+  private async invokeWithRetry(call: OutboundCall, picked: { version: string } | undefined): Promise<SidecarServiceInvokeResponse> {
     const tried = new Set<string>();
     let failure: unknown;
     for (let attempt = 0; ; attempt += 1) {
@@ -61,10 +79,12 @@ export class Outbound {
         throw failure ?? error;
       }
       tried.add(pick.instance.instanceId);
+      if (picked) picked.version = pick.version;
       try {
         return await this.invokeOn(pick, call);
       } catch (error) {
         const code = (error as { code?: number }).code;
+        if (code === status.RESOURCE_EXHAUSTED && isRefusedBeforeDelivery(error)) this.options.metrics?.windowFullRejections.inc();
         // A tunnel that broke or stopped answering is routed around as a whole (avoidEndpoint);
         // an instance its healthy sidecar cannot serve leaves routing until the registry says more.
         if (code === status.UNAVAILABLE && this.tunnels.get(pick.instance.endpoint)?.state === "ready") this.options.cache.markUnroutable(pick.instance.instanceId, pick.instance);
@@ -77,13 +97,24 @@ export class Outbound {
   }
 
   async *invokeStream(call: OutboundCall): AsyncIterable<Buffer> {
-    const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector);
-    const tunnel = this.tunnelTo(pick);
-    const done = this.options.cache.begin(pick.instance.instanceId);
+    const end = this.options.metrics?.begin("client", call.capability);
+    let version = "";
+    let failure: unknown;
     try {
-      yield* tunnel.stream(this.openFrame(pick, call), { deadlineMs: call.deadlineMs || undefined, signal: call.signal });
+      const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector);
+      version = pick.version;
+      const tunnel = this.tunnelTo(pick);
+      const done = this.options.cache.begin(pick.instance.instanceId);
+      try {
+        yield* tunnel.stream(this.openFrame(pick, call), { deadlineMs: call.deadlineMs || undefined, signal: call.signal });
+      } finally {
+        done();
+      }
+    } catch (error) {
+      failure = error;
+      throw error;
     } finally {
-      done();
+      end?.(version, failure);
     }
   }
 
@@ -136,11 +167,33 @@ export class Outbound {
         logger: this.options.log,
       });
       tunnel.on("stateChange", (state: string) => this.options.cache.avoidEndpoint(address, state === "unresponsive" || state === "backoff"));
+      const metrics = this.options.metrics;
+      if (metrics) observeTunnelStates(tunnel, metrics);
       tunnel.connect();
       this.tunnels.set(address, tunnel);
     }
     return tunnel;
   }
+}
+
+/** Keeps agentmesh_sidecar_tunnels{state} and the reconnect count in step with one tunnel. */
+function observeTunnelStates(tunnel: TunnelClient, metrics: SidecarMetrics): void {
+  let current: string = tunnel.state;
+  let wasReady = false;
+  let lostStream = false;
+  metrics.tunnels.labels(current).inc();
+  tunnel.on("stateChange", (state: string) => {
+    metrics.tunnels.labels(current).dec();
+    if (state !== "closed") metrics.tunnels.labels(state).inc();
+    current = state;
+    // Back from unresponsive on the same stream is not a reconnect; ready after backoff or a new opening is.
+    if (state === "backoff" || state === "connecting" || state === "idle") lostStream = wasReady;
+    if (state === "ready") {
+      if (lostStream) metrics.tunnelReconnects.inc();
+      wasReady = true;
+      lostStream = false;
+    }
+  });
 }
 
 export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: AbortSignal): OutboundCall {

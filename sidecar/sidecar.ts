@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { mkdirSync } from "node:fs";
+import type { Server as HttpServer } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { Server, ServerCredentials, type ServiceError, credentials as grpcCredentials, experimental, status } from "@grpc/grpc-js";
@@ -32,6 +33,8 @@ import { OutlierDetector, classifyOutcome } from "./outlier-detector.js";
 import { Outbound, toOutboundCall } from "./outbound.js";
 import { EndpointCache } from "./routing/endpoint-cache.js";
 import { Supervisor } from "./supervisor/supervisor.js";
+import { startHttpEndpoints } from "../sdk/ts/src/core/http-endpoints.js";
+import { SidecarMetrics } from "./observability/sidecar-metrics.js";
 import type { ExitEvent, StateEvent } from "./supervisor/supervisor-events.js";
 
 /** An outlier's first ejection, in heartbeat intervals (the same bound as a hung agent's restart). */
@@ -63,8 +66,13 @@ export class Sidecar {
   private readonly commandNonces: MemoryNonceCache;
   private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
   private readonly health = new SidecarHealth();
+  /** Data-plane metrics, served on the HTTP port; frame authentication failures go to `metrics.recordFrameAuthFailure`. */
+  readonly metrics = new SidecarMetrics();
+  private httpServer: HttpServer | undefined;
+  private started = false;
   inboundAddress = "";
   localAddress = "";
+  httpAddress = "";
   rejectedCalls = 0;
   private readonly refusals: RefusalTally;
 
@@ -112,6 +120,7 @@ export class Sidecar {
 
     await this.startInbound();
     await this.startLocal();
+    await this.startHttp();
     this.supervisor = new Supervisor({
       logger: this.log.child({ component: "supervisor" }),
       clock: this.clock,
@@ -154,12 +163,14 @@ export class Sidecar {
       log: this.log.child({ component: "outbound" }),
       caller: this.identity?.spiffeId ?? this.config.host,
       renewals: this.identity?.source,
+      metrics: this.metrics,
     });
     this.watch();
     await this.client.waitConnected();
     for (const spec of this.config.agents) await this.startAgent(spec);
     this.health.set("SERVING");
-    this.log.info({ inbound: this.inboundAddress, local: this.localAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) }, "sidecar started");
+    this.started = true;
+    this.log.info({ inbound: this.inboundAddress, local: this.localAddress, http: this.httpAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) }, "sidecar started");
   }
 
   private async joinMesh(server: string): Promise<MeshIdentity> {
@@ -196,6 +207,7 @@ export class Sidecar {
       },
       onOutcome: (instanceId, error, deadlineMs) => this.outliers.record(instanceId, classifyOutcome(error, deadlineMs, this.clock.nowMs())),
       refusals: this.refusals,
+      metrics: this.metrics,
     });
     this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
@@ -265,6 +277,19 @@ export class Sidecar {
     this.health.addTo(this.localServer, localHealthServices);
     const port = await bind(this.localServer, `127.0.0.1:${this.config.localPort}`, ServerCredentials.createInsecure());
     this.localAddress = `127.0.0.1:${port}`;
+  }
+
+  /** /metrics, /healthz (the process answers) and /readyz (started, routing table synced, not shutting down). */
+  private async startHttp(): Promise<void> {
+    const http = await startHttpEndpoints({
+      host: this.config.httpHost,
+      port: this.config.httpPort,
+      metrics: this.metrics.registry,
+      isLive: () => true,
+      isReady: () => this.started && !this.closing && this.cache.isSynced,
+    });
+    this.httpServer = http.server;
+    this.httpAddress = `${this.config.httpHost}:${http.port}`;
   }
 
   /** Keeps the endpoint cache fed from the registry's Watch, resuming after breaks. */
@@ -392,6 +417,7 @@ export class Sidecar {
       this.identity?.close();
       this.inboundServer.forceShutdown();
       this.localServer.forceShutdown();
+      await closeHttp(this.httpServer);
       await this.audit.close();
       this.log.info("sidecar stopped");
     })();
@@ -648,6 +674,12 @@ function freePort(): Promise<number> {
       probe.close(() => resolve(port));
     });
   });
+}
+
+function closeHttp(server: HttpServer | undefined): Promise<void> {
+  if (!server) return Promise.resolve();
+  server.closeAllConnections();
+  return new Promise((resolve) => server.close(() => resolve()));
 }
 
 function delay(ms: number): Promise<void> {

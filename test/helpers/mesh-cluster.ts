@@ -81,6 +81,8 @@ export interface SidecarNode {
   dataDir: string;
   inboundAddress: string;
   localAddress: string;
+  /** host:port of /metrics, /healthz, /readyz. */
+  httpAddress: string;
   /** Calls through this sidecar's local port, as an agent beside it would. */
   caller: MeshCaller;
   /** Supervisor state changes logged for `instanceId` (state, pid, reason), oldest first. */
@@ -193,6 +195,8 @@ export class MeshCluster {
       "0",
       "--local-port",
       "0",
+      "--http-port",
+      "0",
       "--data-dir",
       dataDir,
       "--capacity",
@@ -224,6 +228,7 @@ export class MeshCluster {
       dataDir,
       inboundAddress: String(listening.inboundAddress),
       localAddress: String(listening.localAddress),
+      httpAddress: String(listening.httpAddress),
       caller: new MeshCaller(String(listening.localAddress)),
       agentStates: stateLines,
       waitForAgentState: async (instanceId, state, fromIndex = 0, timeoutMs = 15_000) =>
