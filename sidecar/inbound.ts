@@ -14,6 +14,7 @@ import type { AllowPolicy } from "./allow-rules.js";
 import { type LocalAgent, callFinished } from "./local-agents.js";
 import type { RefusalTally } from "./refusal-tally.js";
 import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import type { CallTracer } from "./observability/call-tracer.js";
 
 export const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
 export const invocationType = "agentmesh.v1.Invocation";
@@ -38,6 +39,8 @@ export interface InboundOptions {
   refusals: RefusalTally;
   /** Server-side call metrics (rpc.server.call.duration). */
   metrics?: SidecarMetrics;
+  /** Server spans (tracing on); the agent then sees our span's traceparent. */
+  tracer?: CallTracer;
 }
 
 /**
@@ -92,20 +95,29 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
     },
 
     dispatch: (invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome => {
-      const end = options.metrics?.begin("server", invocation.capability);
-      if (!end) return deliver(invocation, instanceId, dispatchOptions);
+      const metricsEnd = options.metrics?.begin("server", invocation.capability);
+      const span = options.tracer?.start("server", invocation.capability, invocation.traceparent);
+      if (!metricsEnd && !span) return deliver(invocation, instanceId, dispatchOptions);
+      if (span) {
+        invocation.traceparent = span.traceparent;
+        if (invocation.metadata.traceparent !== undefined) invocation.metadata.traceparent = span.traceparent;
+      }
+      const end = (error?: unknown): void => {
+        metricsEnd?.(invocation.version, error);
+        span?.end(invocation.version, error, instanceId);
+      };
       let outcome: DispatchOutcome;
       try {
         outcome = deliver(invocation, instanceId, dispatchOptions);
       } catch (error) {
-        end(invocation.version, error);
+        end(error);
         throw error;
       }
       if (outcome instanceof Promise) {
-        outcome.then(() => end(invocation.version), (error: unknown) => end(invocation.version, error));
+        outcome.then(() => end(), (error: unknown) => end(error));
         return outcome;
       }
-      return ending(outcome, (error) => end(invocation.version, error));
+      return ending(outcome, end);
     },
   };
 

@@ -10,6 +10,7 @@ import { TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../
 import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
 import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import type { CallTracer } from "./observability/call-tracer.js";
 
 export interface OutboundOptions {
   cache: EndpointCache;
@@ -24,6 +25,8 @@ export interface OutboundOptions {
   renewals?: { onChange(listener: () => void): () => void };
   /** Client-side call metrics, tunnel states and window-full refusals. */
   metrics?: SidecarMetrics;
+  /** Client spans (tracing on); the call then carries our span's traceparent. */
+  tracer?: CallTracer;
 }
 
 export interface OutboundCall {
@@ -37,6 +40,8 @@ export interface OutboundCall {
   /** Absolute epoch ms, 0 = none. */
   deadlineMs: number;
   signal?: AbortSignal;
+  /** The W3C trace context to send on, when ours replaces the caller's (metadata.traceparent otherwise). */
+  traceparent?: string;
 }
 
 /**
@@ -54,14 +59,17 @@ export class Outbound {
 
   async invoke(call: OutboundCall): Promise<SidecarServiceInvokeResponse> {
     const end = this.options.metrics?.begin("client", call.capability);
-    if (!end) return this.invokeWithRetry(call, undefined);
+    const span = this.options.tracer?.start("client", call.capability, call.metadata.traceparent ?? "");
+    if (!end && !span) return this.invokeWithRetry(call, undefined);
     const picked = { version: "" };
     try {
-      const response = await this.invokeWithRetry(call, picked);
-      end(response.version);
+      const response = await this.invokeWithRetry(span ? { ...call, traceparent: span.traceparent } : call, picked);
+      end?.(response.version);
+      span?.end(response.version, undefined, response.instanceId);
       return response;
     } catch (error) {
-      end(picked.version, error);
+      end?.(picked.version, error);
+      span?.end(picked.version, error);
       throw error;
     }
   }
@@ -96,8 +104,10 @@ export class Outbound {
     }
   }
 
-  async *invokeStream(call: OutboundCall): AsyncIterable<Buffer> {
-    const end = this.options.metrics?.begin("client", call.capability);
+  async *invokeStream(observedCall: OutboundCall): AsyncIterable<Buffer> {
+    const end = this.options.metrics?.begin("client", observedCall.capability);
+    const span = this.options.tracer?.start("client", observedCall.capability, observedCall.metadata.traceparent ?? "");
+    const call = span ? { ...observedCall, traceparent: span.traceparent } : observedCall;
     let version = "";
     let failure: unknown;
     try {
@@ -115,6 +125,7 @@ export class Outbound {
       throw error;
     } finally {
       end?.(version, failure);
+      span?.end(version, failure);
     }
   }
 
@@ -143,8 +154,8 @@ export class Outbound {
       contentType: call.contentType,
       caller: this.options.caller,
       deadlineMs: call.deadlineMs,
-      metadata: call.metadata,
-      traceparent: call.metadata.traceparent ?? "",
+      metadata: call.traceparent !== undefined && call.metadata.traceparent !== undefined ? { ...call.metadata, traceparent: call.traceparent } : call.metadata,
+      traceparent: call.traceparent ?? call.metadata.traceparent ?? "",
     };
     const signer = this.options.signer;
     if (!signer) return { instanceId: pick.instance.instanceId, invocation };

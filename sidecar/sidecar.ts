@@ -35,6 +35,7 @@ import { EndpointCache } from "./routing/endpoint-cache.js";
 import { Supervisor } from "./supervisor/supervisor.js";
 import { startHttpEndpoints } from "../sdk/ts/src/core/http-endpoints.js";
 import { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import { type CallTracer, tracerFromEnvironment } from "./observability/call-tracer.js";
 import type { ExitEvent, StateEvent } from "./supervisor/supervisor-events.js";
 
 /** An outlier's first ejection, in heartbeat intervals (the same bound as a hung agent's restart). */
@@ -69,6 +70,7 @@ export class Sidecar {
   /** Data-plane metrics, served on the HTTP port; frame authentication failures go to `metrics.recordFrameAuthFailure`. */
   readonly metrics = new SidecarMetrics();
   private httpServer: HttpServer | undefined;
+  private tracer: CallTracer | undefined;
   private started = false;
   inboundAddress = "";
   localAddress = "";
@@ -118,6 +120,8 @@ export class Sidecar {
     if (!server) throw new MeshError("invalidArgument", "--server: at least one address required");
     if (!this.config.insecureDev) this.identity = await this.joinMesh(server);
 
+    this.tracer = await tracerFromEnvironment(process.env, `agentmesh-sidecar/${this.config.host}`);
+    if (this.tracer) this.log.info("tracing on: spans go over OTLP");
     await this.startInbound();
     await this.startLocal();
     await this.startHttp();
@@ -164,6 +168,7 @@ export class Sidecar {
       caller: this.identity?.spiffeId ?? this.config.host,
       renewals: this.identity?.source,
       metrics: this.metrics,
+      tracer: this.tracer,
     });
     this.watch();
     await this.client.waitConnected();
@@ -208,6 +213,7 @@ export class Sidecar {
       onOutcome: (instanceId, error, deadlineMs) => this.outliers.record(instanceId, classifyOutcome(error, deadlineMs, this.clock.nowMs())),
       refusals: this.refusals,
       metrics: this.metrics,
+      tracer: this.tracer,
     });
     this.tunnelServer = new TunnelServer({ handler, logger: this.log.child({ component: "tunnel" }) });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
@@ -418,6 +424,7 @@ export class Sidecar {
       this.inboundServer.forceShutdown();
       this.localServer.forceShutdown();
       await closeHttp(this.httpServer);
+      await this.tracer?.close().catch((error: unknown) => this.log.warn({ err: error }, "flushing spans failed"));
       await this.audit.close();
       this.log.info("sidecar stopped");
     })();

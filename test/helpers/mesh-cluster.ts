@@ -69,6 +69,8 @@ export interface SidecarOptions {
   /** Deployment-format YAML files of unmanaged agents it runs itself. */
   manifests?: string[];
   extraArgs?: string[];
+  /** Extra environment of the sidecar process (and so of the agents it starts). */
+  env?: Record<string, string>;
 }
 
 /** One running `agentmesh sidecar`. */
@@ -204,7 +206,7 @@ export class MeshCluster {
       ...(options.manifests ?? []).flatMap((manifest) => ["--manifest", manifest]),
       ...(options.extraArgs ?? []),
     ];
-    const managed = startProcess(process.execPath, args);
+    const managed = startProcess(process.execPath, args, options.env);
     let scanned = 0;
     managed.child.stdout?.on("data", () => {
       scanned = this.collectAgentPids(managed, scanned);
