@@ -150,8 +150,7 @@ export class EndpointCache {
 
   pick(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set()): Pick {
     const all = this.candidates(capability, versionRange, selector, exclude);
-    const newest = all[0]?.version;
-    const eligible = all.filter((candidate) => candidate.version === newest);
+    const eligible = splitShare(all, this.random) ?? newestVersion(all);
     const nowMs = this.clock.nowMs();
     const chosen = powerOfTwoChoices(
       eligible,
@@ -220,4 +219,38 @@ export class EndpointCache {
     this.latency.delete(instanceId);
     this.unroutableUntilMs.delete(instanceId);
   }
+}
+
+/** The candidates of the newest version (Discover's rule when no rollout splits traffic). */
+function newestVersion(all: readonly Pick[]): Pick[] {
+  const newest = all[0]?.version;
+  return all.filter((candidate) => candidate.version === newest);
+}
+
+/**
+ * A rollout's traffic split (AgentInstance.traffic_percent, from the Watch): when any
+ * candidate carries a share, one deployment version is drawn by its percent among the
+ * versions present, and the balancer picks within it. Undefined when no split is in force.
+ */
+export function splitShare(all: readonly Pick[], random: RandomSource): Pick[] | undefined {
+  const percentByVersion = new Map<string, number>();
+  for (const candidate of all) {
+    const percent = candidate.instance.trafficPercent;
+    if (percent > 0) percentByVersion.set(deploymentVersion(candidate), percent);
+  }
+  if (percentByVersion.size === 0) return undefined;
+  if (percentByVersion.size > 1) {
+    const total = [...percentByVersion.values()].reduce((sum, percent) => sum + percent, 0);
+    let draw = random() * total;
+    for (const [version, percent] of percentByVersion) {
+      draw -= percent;
+      if (draw < 0) return all.filter((candidate) => candidate.instance.trafficPercent > 0 && deploymentVersion(candidate) === version);
+    }
+  }
+  const [only] = percentByVersion.keys();
+  return all.filter((candidate) => candidate.instance.trafficPercent > 0 && deploymentVersion(candidate) === only);
+}
+
+function deploymentVersion(candidate: Pick): string {
+  return `${candidate.instance.deployment}@${candidate.instance.manifest?.version ?? ""}`;
 }
