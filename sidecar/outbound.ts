@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { EnvelopeSigner } from "../sdk/ts/src/client/mesh-identity.js";
 import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../sdk/ts/src/core/mesh-error.js";
+import { sessionKeyMetadata } from "../sdk/ts/src/core/session-affinity.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
@@ -81,7 +82,7 @@ export class Outbound {
     for (let attempt = 0; ; attempt += 1) {
       let pick: Pick;
       try {
-        pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, tried);
+        pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, tried, call.metadata[sessionKeyMetadata] ?? "");
       } catch (error) {
         // Nowhere else to go: the caller hears why the first attempt failed.
         throw failure ?? error;
@@ -111,7 +112,7 @@ export class Outbound {
     let version = "";
     let failure: unknown;
     try {
-      const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector);
+      const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, undefined, call.metadata[sessionKeyMetadata] ?? "");
       version = pick.version;
       const tunnel = this.tunnelTo(pick);
       const done = this.options.cache.begin(pick.instance.instanceId);

@@ -2,6 +2,7 @@ import type { Clock, RandomSource } from "../../sdk/ts/src/core/clock.js";
 import { matchesLabelSelector } from "../../sdk/ts/src/core/label-selector.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { powerOfTwoChoices } from "../../sdk/ts/src/core/p2c.js";
+import { keyFraction, pickByAffinity } from "../../sdk/ts/src/core/session-affinity.js";
 import { compareVersionsDescending, parseVersionRange } from "../../sdk/ts/src/core/semver-match.js";
 import { type LabelSelector, type WatchResponse, WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
@@ -148,16 +149,20 @@ export class EndpointCache {
     return result.sort((left, right) => compareVersionsDescending(left.version, right.version) || (left.instance.instanceId < right.instance.instanceId ? -1 : 1));
   }
 
-  pick(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set()): Pick {
+  /**
+   * One instance for a call. With a `sessionKey` the choice is sticky (session-affinity.ts):
+   * the traffic split's version is drawn by the key, and the instance by rendezvous hashing
+   * with bounded load, so the key stays put while its instance is routable.
+   */
+  pick(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set(), sessionKey = ""): Pick {
     const all = this.candidates(capability, versionRange, selector, exclude);
-    const eligible = splitShare(all, this.random) ?? newestVersion(all);
+    const eligible = splitShare(all, sessionKey === "" ? this.random : () => keyFraction(sessionKey)) ?? newestVersion(all);
+    const load = (candidate: Pick) => (this.outstanding.get(candidate.instance.instanceId) ?? 0) + (candidate.instance.state === HealthState.HEALTH_STATE_DEGRADED ? DEGRADED_PENALTY : 0);
     const nowMs = this.clock.nowMs();
-    const chosen = powerOfTwoChoices(
-      eligible,
-      (candidate) => (this.outstanding.get(candidate.instance.instanceId) ?? 0) + (candidate.instance.state === HealthState.HEALTH_STATE_DEGRADED ? DEGRADED_PENALTY : 0),
-      this.random,
-      (candidate) => this.latency.get(candidate.instance.instanceId)?.get(nowMs) ?? 0,
-    );
+    const chosen =
+      sessionKey === ""
+        ? powerOfTwoChoices(eligible, load, this.random, (candidate) => this.latency.get(candidate.instance.instanceId)?.get(nowMs) ?? 0)
+        : pickByAffinity(sessionKey, eligible, (candidate) => candidate.instance.instanceId, load);
     if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
     return chosen;
   }
