@@ -1,15 +1,12 @@
 import type { Clock, RandomSource } from "../../sdk/ts/src/core/clock.js";
 import { matchesLabelSelector } from "../../sdk/ts/src/core/label-selector.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { powerOfTwoChoices } from "../../sdk/ts/src/core/p2c.js";
-import { keyFraction, pickByAffinity } from "../../sdk/ts/src/core/session-affinity.js";
+import { balance, balancedLoad } from "../../sdk/ts/src/core/balancer.js";
+import { keyFraction } from "../../sdk/ts/src/core/session-affinity.js";
 import { compareVersionsDescending, parseVersionRange } from "../../sdk/ts/src/core/semver-match.js";
 import { type LabelSelector, type WatchResponse, WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { PeakEwma } from "./peak-ewma.js";
-
-// DEGRADED instances stay routable with lower weight: they look this much busier.
-const DEGRADED_PENALTY = 8;
 
 export interface Pick {
   instance: AgentInstance;
@@ -157,12 +154,14 @@ export class EndpointCache {
   pick(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set(), sessionKey = ""): Pick {
     const all = this.candidates(capability, versionRange, selector, exclude);
     const eligible = splitShare(all, sessionKey === "" ? this.random : () => keyFraction(sessionKey)) ?? newestVersion(all);
-    const load = (candidate: Pick) => (this.outstanding.get(candidate.instance.instanceId) ?? 0) + (candidate.instance.state === HealthState.HEALTH_STATE_DEGRADED ? DEGRADED_PENALTY : 0);
     const nowMs = this.clock.nowMs();
-    const chosen =
-      sessionKey === ""
-        ? powerOfTwoChoices(eligible, load, this.random, (candidate) => this.latency.get(candidate.instance.instanceId)?.get(nowMs) ?? 0)
-        : pickByAffinity(sessionKey, eligible, (candidate) => candidate.instance.instanceId, load);
+    const chosen = balance(eligible, {
+      load: (candidate) => balancedLoad(candidate.instance.state, this.outstanding.get(candidate.instance.instanceId) ?? 0),
+      tieBreak: (candidate) => this.latency.get(candidate.instance.instanceId)?.get(nowMs) ?? 0,
+      idOf: (candidate) => candidate.instance.instanceId,
+      random: this.random,
+      sessionKey,
+    });
     if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
     return chosen;
   }

@@ -163,3 +163,4 @@ describe("EndpointCache with a session key", () => {
     expect(canary / sessions.length).toBeLessThan(0.12);
   });
 });
+
