@@ -209,7 +209,7 @@ async function startSidecar(mesh: Omit<Mesh, "caller" | "runner">, host: string,
     "--ca-cert", join(mesh.dir, "admin", "ca.pem"),
     "--inbound-host", "127.0.0.1",
     "--inbound-port", "0",
-    "--local-port", "0",
+    "--local-port", "0", "--http-port", "0",
     "--data-dir", join(mesh.dir, host),
     "--capacity", String(capacity),
   ]);

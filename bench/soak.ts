@@ -483,6 +483,8 @@ class Mesh {
         String(await freePort()),
         "--local-port",
         String(await freePort()),
+        "--http-port",
+        "0",
         "--data-dir",
         join(this.dir, host),
         "--capacity",

@@ -43,6 +43,8 @@ export function addSidecarCommand(program: Command): void {
     .addOption(envOption("--inbound-port <port>", "AGENTMESH_INBOUND_PORT", "mTLS port other sidecars call", String(defaults.inboundPort)).argParser(parseInteger("--inbound-port", 0, 65535)))
     .addOption(envOption("--advertise-address <host:port>", "AGENTMESH_ADVERTISE_ADDRESS", "address other sidecars dial (default: inbound host:port)"))
     .addOption(envOption("--local-port <port>", "AGENTMESH_LOCAL_PORT", "plaintext port on 127.0.0.1 for local agents", String(defaults.localPort)).argParser(parseInteger("--local-port", 0, 65535)))
+    .addOption(envOption("--http-host <host>", "AGENTMESH_SIDECAR_HTTP_HOST", "bind address of the HTTP port", defaults.httpHost))
+    .addOption(envOption("--http-port <port>", "AGENTMESH_SIDECAR_HTTP_PORT", "HTTP port for /metrics, /healthz, /readyz (0 = ephemeral)", String(defaults.httpPort)).argParser(parseInteger("--http-port", 0, 65535)))
     .addOption(envOption("--data-dir <dir>", "AGENTMESH_SIDECAR_DATA_DIR", "the sidecar's certificate (kept across restarts) and audit log", defaults.dataDir))
     .addOption(envOption("--default-deny", "AGENTMESH_DEFAULT_DENY", "refuse invocations no --allow rule permits"))
     .addOption(envOption("--allow <rule...>", "AGENTMESH_ALLOW", "<spiffe-id glob>=<capability glob>, e.g. spiffe://agentmesh.local/sidecar/*=text.*"))
@@ -67,6 +69,8 @@ export function addSidecarCommand(program: Command): void {
         inboundPort: Number(options.inboundPort),
         advertiseAddress: options.advertiseAddress as string | undefined,
         localPort: Number(options.localPort),
+        httpHost: String(options.httpHost),
+        httpPort: Number(options.httpPort),
         capacity: Number(options.capacity),
         dataDir: String(options.dataDir),
         agents: [],
@@ -92,7 +96,7 @@ export function addSidecarCommand(program: Command): void {
         throw failure;
       }
       // Machine-readable line for scripts and tests that use port 0.
-      log.info({ inboundAddress: sidecar.inboundAddress, inboundBound: sidecar.inboundBindAddress, localAddress: sidecar.localAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
+      log.info({ inboundAddress: sidecar.inboundAddress, inboundBound: sidecar.inboundBindAddress, localAddress: sidecar.localAddress, httpAddress: sidecar.httpAddress, spiffeId: sidecar.spiffeId }, "sidecar listening");
       if (process.stderr.isTTY) {
         process.stderr.write(
           sidecarBanner({
@@ -125,6 +129,7 @@ function sidecarEndpoints(config: SidecarConfig): ListenEndpoint[] {
   return [
     { hostFlag: "--inbound-host", portFlag: "--inbound-port", host: config.inboundHost, port: config.inboundPort },
     { hostFlag: "--local-port", portFlag: "--local-port", host: "127.0.0.1", port: config.localPort },
+    { hostFlag: "--http-host", portFlag: "--http-port", host: config.httpHost, port: config.httpPort },
   ];
 }
 

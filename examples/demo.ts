@@ -137,7 +137,7 @@ async function startSidecar(name: string, serverAddress: string, dir: string, en
       "--ca-cert", join(dir, "admin", "ca.pem"),
       "--inbound-host", "127.0.0.1",
       "--inbound-port", "0",
-      "--local-port", "0",
+      "--local-port", "0", "--http-port", "0",
       "--data-dir", join(dir, `sidecar-${name}`),
       "--capacity", "4",
     ],

@@ -41,6 +41,10 @@ export interface SidecarConfig {
   /** Address other sidecars dial (defaults to inboundHost:port, or 127.0.0.1 when bound to all). */
   advertiseAddress?: string;
   localPort: number;
+  /** Bind address of the HTTP port (/metrics, /healthz, /readyz); loopback unless asked otherwise. */
+  httpHost: string;
+  /** 0 = an ephemeral port (logged as httpAddress). */
+  httpPort: number;
   /** Managed agents it accepts from the orchestrator (0 = only --manifest agents). */
   capacity: number;
   dataDir: string;
@@ -58,6 +62,8 @@ export const defaultSidecarConfig: Omit<SidecarConfig, "servers" | "host"> = {
   inboundHost: "0.0.0.0",
   inboundPort: 7430,
   localPort: 7431,
+  httpHost: "127.0.0.1",
+  httpPort: 7432,
   capacity: 0,
   dataDir: ".agentmesh-sidecar",
   agents: [],

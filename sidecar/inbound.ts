@@ -15,6 +15,8 @@ import type { DispatchOptions, DispatchOutcome } from "../sdk/ts/src/core/datapl
 import type { AllowPolicy } from "./allow-rules.js";
 import { type LocalAgent, callFinished } from "./local-agents.js";
 import type { RefusalTally } from "./refusal-tally.js";
+import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import type { CallTracer } from "./observability/call-tracer.js";
 
 export const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
 export const invocationType = "agentmesh.v1.Invocation";
@@ -37,6 +39,10 @@ export interface InboundOptions {
   onOutcome?: (instanceId: string, error: unknown, deadlineMs: number) => void;
   /** Admission refusals (signature, certificate, policy): counted, logged at warn and reported upstream. */
   refusals: RefusalTally;
+  /** Server-side call metrics (rpc.server.call.duration). */
+  metrics?: SidecarMetrics;
+  /** Server spans (tracing on); the agent then sees our span's traceparent. */
+  tracer?: CallTracer;
 }
 
 /**
@@ -102,6 +108,33 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
     },
 
     dispatch: (invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome => {
+      const metricsEnd = options.metrics?.begin("server", invocation.capability);
+      const span = options.tracer?.start("server", invocation.capability, invocation.traceparent);
+      if (!metricsEnd && !span) return deliver(invocation, instanceId, dispatchOptions);
+      if (span) {
+        invocation.traceparent = span.traceparent;
+        if (invocation.metadata.traceparent !== undefined) invocation.metadata.traceparent = span.traceparent;
+      }
+      const end = (error?: unknown): void => {
+        metricsEnd?.(invocation.version, error);
+        span?.end(invocation.version, error, instanceId);
+      };
+      let outcome: DispatchOutcome;
+      try {
+        outcome = deliver(invocation, instanceId, dispatchOptions);
+      } catch (error) {
+        end(error);
+        throw error;
+      }
+      if (outcome instanceof Promise) {
+        outcome.then(() => end(), (error: unknown) => end(error));
+        return outcome;
+      }
+      return ending(outcome, end);
+    },
+  };
+
+  function deliver(invocation: Invocation, instanceId: string, dispatchOptions: DispatchOptions): DispatchOutcome {
       // Refusals before the call reaches the agent are marked so: the caller picked the
       // instance from a routing view a few ms old (its DRAINING or removal still on the
       // way), and may send the call elsewhere even when not idempotent.
@@ -134,8 +167,19 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
         ? options.attach.dispatch(instanceId, invocation, callOptions)
         : options.agentClients.invoke(agent.agentAddr, invocation, callOptions);
       return observed(reply.finally(release), (error) => options.onOutcome?.(instanceId, error, deadlineMs));
-    },
-  };
+  }
+}
+
+async function* ending(source: AsyncIterable<Buffer>, onEnd: (error: unknown) => void): AsyncIterable<Buffer> {
+  let failure: unknown;
+  try {
+    yield* source;
+  } catch (error) {
+    failure = error;
+    throw error;
+  } finally {
+    onEnd(failure);
+  }
 }
 
 function recordSignature(options: InboundOptions, envelope: SignedEnvelope, open: CallFrame): void {

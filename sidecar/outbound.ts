@@ -4,12 +4,15 @@ import type { Logger } from "pino";
 import type { EnvelopeSigner } from "../sdk/ts/src/client/mesh-identity.js";
 import type { Clock } from "../sdk/ts/src/core/clock.js";
 import { MeshError, invalidArgument } from "../sdk/ts/src/core/mesh-error.js";
+import { sessionKeyMetadata } from "../sdk/ts/src/core/session-affinity.js";
 import { Invocation, type SidecarServiceInvokeRequest, type SidecarServiceInvokeResponse } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { type CallSignal, TunnelClient, type OpenFrameFields, isRefusedBeforeDelivery } from "../sdk/ts/src/core/dataplane/index.js";
 import { type KeyAgreementOptions, startKeyAgreement } from "../sdk/ts/src/core/frame-auth.js";
 import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
+import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import type { CallTracer } from "./observability/call-tracer.js";
 
 export interface OutboundOptions {
   cache: EndpointCache;
@@ -26,6 +29,10 @@ export interface OutboundOptions {
   keyAgreement?: KeyAgreementOptions;
   /** Calls to these capabilities stay signed one by one, for non-repudiation. */
   signedCapabilities?: ReadonlySet<string>;
+  /** Client-side call metrics, tunnel states and window-full refusals. */
+  metrics?: SidecarMetrics;
+  /** Client spans (tracing on); the call then carries our span's traceparent. */
+  tracer?: CallTracer;
 }
 
 export interface OutboundCall {
@@ -39,6 +46,8 @@ export interface OutboundCall {
   /** Absolute epoch ms, 0 = none. */
   deadlineMs: number;
   signal?: CallSignal;
+  /** The W3C trace context to send on, when ours replaces the caller's (metadata.traceparent otherwise). */
+  traceparent?: string;
 }
 
 /**
@@ -55,21 +64,41 @@ export class Outbound {
   constructor(private readonly options: OutboundOptions) {}
 
   async invoke(call: OutboundCall): Promise<SidecarServiceInvokeResponse> {
+    const end = this.options.metrics?.begin("client", call.capability);
+    const span = this.options.tracer?.start("client", call.capability, call.metadata.traceparent ?? "");
+    if (!end && !span) return this.invokeWithRetry(call, undefined);
+    const picked = { version: "" };
+    try {
+      const response = await this.invokeWithRetry(span ? { ...call, traceparent: span.traceparent } : call, picked);
+      end?.(response.version);
+      span?.end(response.version, undefined, response.instanceId);
+      return response;
+    } catch (error) {
+      end?.(picked.version, error);
+      span?.end(picked.version, error);
+      throw error;
+    }
+  }
+
+  /** `picked` (when observed) learns the version of the last instance tried, for the metrics of a failed call. */
+  private async invokeWithRetry(call: OutboundCall, picked: { version: string } | undefined): Promise<SidecarServiceInvokeResponse> {
     const tried = new Set<string>();
     let failure: unknown;
     for (let attempt = 0; ; attempt += 1) {
       let pick: Pick;
       try {
-        pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, tried);
+        pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, tried, call.metadata[sessionKeyMetadata] ?? "");
       } catch (error) {
         // Nowhere else to go: the caller hears why the first attempt failed.
         throw failure ?? error;
       }
       tried.add(pick.instance.instanceId);
+      if (picked) picked.version = pick.version;
       try {
         return await this.invokeOn(pick, call);
       } catch (error) {
         const code = (error as { code?: number }).code;
+        if (code === status.RESOURCE_EXHAUSTED && isRefusedBeforeDelivery(error)) this.options.metrics?.windowFullRejections.inc();
         // A tunnel that broke or stopped answering is routed around as a whole (avoidEndpoint);
         // an instance its healthy sidecar cannot serve leaves routing until the registry says more.
         if (code === status.UNAVAILABLE && this.tunnels.get(pick.instance.endpoint)?.state === "ready") this.options.cache.markUnroutable(pick.instance.instanceId, pick.instance);
@@ -81,14 +110,28 @@ export class Outbound {
     }
   }
 
-  async *invokeStream(call: OutboundCall): AsyncIterable<Buffer> {
-    const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector);
-    const tunnel = this.tunnelTo(pick);
-    const done = this.options.cache.begin(pick.instance.instanceId);
+  async *invokeStream(observedCall: OutboundCall): AsyncIterable<Buffer> {
+    const end = this.options.metrics?.begin("client", observedCall.capability);
+    const span = this.options.tracer?.start("client", observedCall.capability, observedCall.metadata.traceparent ?? "");
+    const call = span ? { ...observedCall, traceparent: span.traceparent } : observedCall;
+    let version = "";
+    let failure: unknown;
     try {
-      yield* tunnel.stream(this.openFrame(pick, call), { deadlineMs: call.deadlineMs || undefined, signal: call.signal });
+      const pick = this.options.cache.pick(call.capability, call.versionRange, call.labelSelector, undefined, call.metadata[sessionKeyMetadata] ?? "");
+      version = pick.version;
+      const tunnel = this.tunnelTo(pick);
+      const done = this.options.cache.begin(pick.instance.instanceId);
+      try {
+        yield* tunnel.stream(this.openFrame(pick, call), { deadlineMs: call.deadlineMs || undefined, signal: call.signal });
+      } finally {
+        done();
+      }
+    } catch (error) {
+      failure = error;
+      throw error;
     } finally {
-      done();
+      end?.(version, failure);
+      span?.end(version, failure);
     }
   }
 
@@ -118,8 +161,8 @@ export class Outbound {
       contentType: call.contentType,
       caller: this.options.caller,
       deadlineMs: call.deadlineMs,
-      metadata: call.metadata,
-      traceparent: call.metadata.traceparent ?? "",
+      metadata: call.traceparent !== undefined && call.metadata.traceparent !== undefined ? { ...call.metadata, traceparent: call.traceparent } : call.metadata,
+      traceparent: call.traceparent ?? call.metadata.traceparent ?? "",
     };
     const signer = this.options.signer;
     if (!signer) return { instanceId: pick.instance.instanceId, invocation };
@@ -149,11 +192,33 @@ export class Outbound {
         keyAgreement: keyAgreement ? () => startKeyAgreement(keyAgreement, peerId) : undefined,
       });
       tunnel.on("stateChange", (state: string) => this.options.cache.avoidEndpoint(address, state === "unresponsive" || state === "backoff"));
+      const metrics = this.options.metrics;
+      if (metrics) observeTunnelStates(tunnel, metrics);
       tunnel.connect();
       this.tunnels.set(address, tunnel);
     }
     return tunnel;
   }
+}
+
+/** Keeps agentmesh_sidecar_tunnels{state} and the reconnect count in step with one tunnel. */
+function observeTunnelStates(tunnel: TunnelClient, metrics: SidecarMetrics): void {
+  let current: string = tunnel.state;
+  let wasReady = false;
+  let lostStream = false;
+  metrics.tunnels.labels(current).inc();
+  tunnel.on("stateChange", (state: string) => {
+    metrics.tunnels.labels(current).dec();
+    if (state !== "closed") metrics.tunnels.labels(state).inc();
+    current = state;
+    // Back from unresponsive on the same stream is not a reconnect; ready after backoff or a new opening is.
+    if (state === "backoff" || state === "connecting" || state === "idle") lostStream = wasReady;
+    if (state === "ready") {
+      if (lostStream) metrics.tunnelReconnects.inc();
+      wasReady = true;
+      lostStream = false;
+    }
+  });
 }
 
 export function toOutboundCall(request: SidecarServiceInvokeRequest, clock: Clock, callDeadline: number, signal?: CallSignal): OutboundCall {

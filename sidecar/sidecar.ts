@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { mkdirSync } from "node:fs";
+import type { Server as HttpServer } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { Server, ServerCredentials, type ServiceError, credentials as grpcCredentials, experimental, status } from "@grpc/grpc-js";
@@ -36,6 +37,9 @@ import { OutlierDetector, classifyOutcome } from "./outlier-detector.js";
 import { Outbound, toOutboundCall } from "./outbound.js";
 import { EndpointCache } from "./routing/endpoint-cache.js";
 import { Supervisor } from "./supervisor/supervisor.js";
+import { startHttpEndpoints } from "../sdk/ts/src/core/http-endpoints.js";
+import { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import { type CallTracer, tracerFromEnvironment } from "./observability/call-tracer.js";
 import type { ExitEvent, StateEvent } from "./supervisor/supervisor-events.js";
 
 /** An outlier's first ejection, in heartbeat intervals (the same bound as a hung agent's restart). */
@@ -68,11 +72,17 @@ export class Sidecar {
   private keyAgreement: KeyAgreementOptions | undefined;
   private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
   private readonly health = new SidecarHealth();
+  /** Data-plane metrics, served on the HTTP port; frame authentication failures go to `metrics.recordFrameAuthFailure`. */
+  readonly metrics = new SidecarMetrics();
+  private httpServer: HttpServer | undefined;
+  private tracer: CallTracer | undefined;
+  private started = false;
   /** Where other sidecars dial the inbound port (--advertise-address, or the bound address with 0.0.0.0 as 127.0.0.1). */
   inboundAddress = "";
   /** What the inbound port is bound to, the real port when --inbound-port is 0. */
   inboundBindAddress = "";
   localAddress = "";
+  httpAddress = "";
   rejectedCalls = 0;
   private readonly refusals: RefusalTally;
 
@@ -118,8 +128,11 @@ export class Sidecar {
     if (!server) throw new MeshError("invalidArgument", "--server: at least one address required");
     if (!this.config.insecureDev) this.identity = await this.joinMesh(server);
 
+    this.tracer = await tracerFromEnvironment(process.env, `agentmesh-sidecar/${this.config.host}`);
+    if (this.tracer) this.log.info("tracing on: spans go over OTLP");
     await this.startInbound();
     await this.startLocal();
+    await this.startHttp();
     this.supervisor = new Supervisor({
       logger: this.log.child({ component: "supervisor" }),
       clock: this.clock,
@@ -164,12 +177,18 @@ export class Sidecar {
       renewals: this.identity?.source,
       keyAgreement: this.keyAgreement,
       signedCapabilities: new Set(this.config.signedCapabilities),
+      metrics: this.metrics,
+      tracer: this.tracer,
     });
     this.watch();
     await this.client.waitConnected();
     for (const spec of this.config.agents) await this.startAgent(spec);
     this.health.set("SERVING");
-    this.log.info({ inboundBound: this.inboundBindAddress, inboundAdvertised: this.inboundAddress, local: this.localAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) }, "sidecar started");
+    this.started = true;
+    this.log.info(
+      { inboundBound: this.inboundBindAddress, inboundAdvertised: this.inboundAddress, local: this.localAddress, http: this.httpAddress, agents: this.config.agents.length, mtls: Boolean(this.identity) },
+      "sidecar started",
+    );
   }
 
   private async joinMesh(server: string): Promise<MeshIdentity> {
@@ -251,6 +270,8 @@ export class Sidecar {
       },
       onOutcome: (instanceId, error, deadlineMs) => this.outliers.record(instanceId, classifyOutcome(error, deadlineMs, this.clock.nowMs())),
       refusals: this.refusals,
+      metrics: this.metrics,
+      tracer: this.tracer,
     });
     const keyAgreement = this.keyAgreement;
     this.tunnelServer = new TunnelServer({
@@ -326,6 +347,19 @@ export class Sidecar {
     this.health.addTo(this.localServer, localHealthServices);
     const port = await bind(this.localServer, `127.0.0.1:${this.config.localPort}`, ServerCredentials.createInsecure());
     this.localAddress = `127.0.0.1:${port}`;
+  }
+
+  /** /metrics, /healthz (the process answers) and /readyz (started, routing table synced, not shutting down). */
+  private async startHttp(): Promise<void> {
+    const http = await startHttpEndpoints({
+      host: this.config.httpHost,
+      port: this.config.httpPort,
+      metrics: this.metrics.registry,
+      isLive: () => true,
+      isReady: () => this.started && !this.closing && this.cache.isSynced,
+    });
+    this.httpServer = http.server;
+    this.httpAddress = `${this.config.httpHost}:${http.port}`;
   }
 
   /** Keeps the endpoint cache fed from the registry's Watch, resuming after breaks. */
@@ -454,6 +488,8 @@ export class Sidecar {
       this.identity?.close();
       this.inboundServer.forceShutdown();
       this.localServer.forceShutdown();
+      await closeHttp(this.httpServer);
+      await this.tracer?.close().catch((error: unknown) => this.log.warn({ err: error }, "flushing spans failed"));
       await this.audit.close();
       this.log.info("sidecar stopped");
     })();
@@ -710,6 +746,12 @@ function freePort(): Promise<number> {
       probe.close(() => resolve(port));
     });
   });
+}
+
+function closeHttp(server: HttpServer | undefined): Promise<void> {
+  if (!server) return Promise.resolve();
+  server.closeAllConnections();
+  return new Promise((resolve) => server.close(() => resolve()));
 }
 
 function delay(ms: number): Promise<void> {

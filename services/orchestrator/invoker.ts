@@ -1,6 +1,7 @@
 import { type ChannelCredentials, credentials as grpcCredentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
+import { sessionKeyMetadata } from "../../sdk/ts/src/core/session-affinity.js";
 import type { CertificateSource } from "../../sdk/ts/src/core/tls/certificate-source.js";
 import { meshChannelCredentials } from "../../sdk/ts/src/core/tls/channel-credentials.js";
 import { SourceSigner } from "../../sdk/ts/src/core/tls/source-signer.js";
@@ -95,6 +96,7 @@ export class ServerInvoker {
         versionRange: request.versionRange,
         labelSelector: request.labelSelector,
         excludeInstanceIds: [...excluded],
+        sessionKey: request.metadata[sessionKeyMetadata] ?? "",
       });
       const state = this.tunnels.get(instance.endpoint)?.state;
       if (state !== "backoff" && state !== "unresponsive") return instance;

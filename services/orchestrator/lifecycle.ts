@@ -21,6 +21,7 @@ import {
   plan,
   reservePendingStarts,
 } from "./domain/reconcile.js";
+import { trafficSplit } from "./domain/rollout.js";
 import { validateDeployment, validateReplicas } from "./domain/validate-deployment.js";
 import type { DeploymentStore } from "./ports.js";
 
@@ -361,6 +362,10 @@ export class Lifecycle {
         options: this.reconcileOptions,
       });
       this.states.set(desired.name, result.state);
+      // Canary weights reach routing: the split rides on the instances the sidecars Watch.
+      const rollout = result.state.rollout;
+      const splitInForce = rollout.phase === "progressing" || rollout.phase === "paused" || rollout.phase === "rolling_back";
+      this.options.registry.setTrafficSplit(desired.name, splitInForce ? trafficSplit(rollout) : {});
       for (const action of result.actions) await this.carryOut(desired, action);
       await this.recordStatus(desired, result.status, observed.length);
     }

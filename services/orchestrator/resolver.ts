@@ -1,12 +1,10 @@
 import type { RandomSource } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { powerOfTwoChoices, powerOfTwoChoicesShares } from "../../sdk/ts/src/core/p2c.js";
+import { balance, balancedLoad } from "../../sdk/ts/src/core/balancer.js";
+import { powerOfTwoChoicesShares } from "../../sdk/ts/src/core/p2c.js";
 import type { LabelSelector } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
-import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { Registry } from "../registry/registry.js";
-
-// DEGRADED instances stay routable with lower weight: they look this much busier.
-const DEGRADED_LOAD_PENALTY = 8;
 
 /** One instance resolve() may pick, as the balancer sees it now. */
 export interface RoutingCandidate {
@@ -22,6 +20,8 @@ export interface ResolveInput {
   versionRange: string;
   labelSelector: LabelSelector | undefined;
   excludeInstanceIds: readonly string[];
+  /** Sticky choice for a session (the `agentmesh-session-key` metadata entry); "" or absent = none. */
+  sessionKey?: string;
 }
 
 /**
@@ -39,7 +39,13 @@ export class Resolver {
 
   resolve(input: ResolveInput): AgentInstance {
     const newest = this.registry.newestRoutable(input.capability, input.versionRange, input.labelSelector, new Set(input.excludeInstanceIds));
-    const chosen = powerOfTwoChoices(newest, (instance) => this.loadOf(instance), this.random, (instance) => instance.load?.p50Ms ?? 0);
+    const chosen = balance(newest, {
+      load: (instance) => this.loadOf(instance),
+      tieBreak: (instance) => instance.load?.p50Ms ?? 0,
+      idOf: (instance) => instance.instanceId,
+      random: this.random,
+      sessionKey: input.sessionKey,
+    });
     if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
     this.recordPick(chosen);
     return chosen;
@@ -59,8 +65,7 @@ export class Resolver {
   private loadOf(instance: AgentInstance): number {
     const picks = this.picksSinceHeartbeat.get(instance.instanceId);
     const outstanding = picks && picks.heartbeatAtMs === instance.lastHeartbeatAtMs ? picks.count : 0;
-    const penalty = instance.state === HealthState.HEALTH_STATE_DEGRADED ? DEGRADED_LOAD_PENALTY : 0;
-    return (instance.load?.inFlight ?? 0) + (instance.load?.queueDepth ?? 0) + outstanding + penalty;
+    return balancedLoad(instance.state, (instance.load?.inFlight ?? 0) + (instance.load?.queueDepth ?? 0) + outstanding);
   }
 
   private recordPick(instance: AgentInstance): void {

@@ -134,6 +134,8 @@ export class Registry {
       lastHeartbeatAtMs: existing?.lastHeartbeatAtMs ?? 0,
       stateReason: existing ? existing.stateReason : "registered",
       deployment: input.deployment ?? existing?.deployment ?? "",
+      // A rollout's share is set by the orchestrator's next pass; a re-registration keeps it meanwhile.
+      trafficPercent: existing?.trafficPercent ?? 0,
     };
     await this.store.put(instance);
     if (existing) this.unindex(existing);
@@ -280,6 +282,21 @@ export class Registry {
     if (!instance) return;
     instance.lastHeartbeatAtMs = this.clock.nowMs();
     if (load) instance.load = load;
+  }
+
+  /**
+   * Sets the traffic shares of a deployment's instances from a rollout's split (percent
+   * by deployment version; empty = no split) and publishes each instance that changed, so
+   * sidecars route by it from their Watch.
+   */
+  setTrafficSplit(deployment: string, percentByVersion: Readonly<Record<string, number>>): void {
+    for (const instance of this.instances.values()) {
+      if (instance.deployment !== deployment) continue;
+      const percent = percentByVersion[instance.manifest?.version ?? ""] ?? 0;
+      if (instance.trafficPercent === percent) continue;
+      instance.trafficPercent = percent;
+      this.publish(WatchResponse_EventType.EVENT_TYPE_UPDATED, instance, instance.state);
+    }
   }
 
   /** Applies a health event (timeout, stream lost, drain...) and publishes the change. */

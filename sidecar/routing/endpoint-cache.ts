@@ -1,14 +1,12 @@
 import type { Clock, RandomSource } from "../../sdk/ts/src/core/clock.js";
 import { matchesLabelSelector } from "../../sdk/ts/src/core/label-selector.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
-import { powerOfTwoChoices } from "../../sdk/ts/src/core/p2c.js";
+import { balance, balancedLoad } from "../../sdk/ts/src/core/balancer.js";
+import { keyFraction } from "../../sdk/ts/src/core/session-affinity.js";
 import { compareVersionsDescending, parseVersionRange } from "../../sdk/ts/src/core/semver-match.js";
 import { type LabelSelector, type WatchResponse, WatchResponse_EventType } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { type AgentInstance, HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { PeakEwma } from "./peak-ewma.js";
-
-// DEGRADED instances stay routable with lower weight: they look this much busier.
-const DEGRADED_PENALTY = 8;
 
 export interface Pick {
   instance: AgentInstance;
@@ -159,17 +157,22 @@ export class EndpointCache {
     return result.sort((left, right) => compareVersionsDescending(left.version, right.version) || (left.instance.instanceId < right.instance.instanceId ? -1 : 1));
   }
 
-  pick(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set()): Pick {
+  /**
+   * One instance for a call. With a `sessionKey` the choice is sticky (session-affinity.ts):
+   * the traffic split's version is drawn by the key, and the instance by rendezvous hashing
+   * with bounded load, so the key stays put while its instance is routable.
+   */
+  pick(capability: string, versionRange: string, selector: LabelSelector | undefined, exclude: ReadonlySet<string> = new Set(), sessionKey = ""): Pick {
     const all = this.candidates(capability, versionRange, selector, exclude);
-    const newest = all[0]?.version;
-    const eligible = all.filter((candidate) => candidate.version === newest);
+    const eligible = splitShare(all, sessionKey === "" ? this.random : () => keyFraction(sessionKey)) ?? newestVersion(all);
     const nowMs = this.clock.nowMs();
-    const chosen = powerOfTwoChoices(
-      eligible,
-      (candidate) => (this.outstanding.get(candidate.instance.instanceId) ?? 0) + (candidate.instance.state === HealthState.HEALTH_STATE_DEGRADED ? DEGRADED_PENALTY : 0),
-      this.random,
-      (candidate) => this.latency.get(candidate.instance.instanceId)?.get(nowMs) ?? 0,
-    );
+    const chosen = balance(eligible, {
+      load: (candidate) => balancedLoad(candidate.instance.state, this.outstanding.get(candidate.instance.instanceId) ?? 0),
+      tieBreak: (candidate) => this.latency.get(candidate.instance.instanceId)?.get(nowMs) ?? 0,
+      idOf: (candidate) => candidate.instance.instanceId,
+      random: this.random,
+      sessionKey,
+    });
     if (!chosen) throw new MeshError("noHealthyInstance", "no healthy instance for capability");
     return chosen;
   }
@@ -231,4 +234,38 @@ export class EndpointCache {
     this.latency.delete(instanceId);
     this.unroutableUntilMs.delete(instanceId);
   }
+}
+
+/** The candidates of the newest version (Discover's rule when no rollout splits traffic). */
+function newestVersion(all: readonly Pick[]): Pick[] {
+  const newest = all[0]?.version;
+  return all.filter((candidate) => candidate.version === newest);
+}
+
+/**
+ * A rollout's traffic split (AgentInstance.traffic_percent, from the Watch): when any
+ * candidate carries a share, one deployment version is drawn by its percent among the
+ * versions present, and the balancer picks within it. Undefined when no split is in force.
+ */
+export function splitShare(all: readonly Pick[], random: RandomSource): Pick[] | undefined {
+  const percentByVersion = new Map<string, number>();
+  for (const candidate of all) {
+    const percent = candidate.instance.trafficPercent;
+    if (percent > 0) percentByVersion.set(deploymentVersion(candidate), percent);
+  }
+  if (percentByVersion.size === 0) return undefined;
+  if (percentByVersion.size > 1) {
+    const total = [...percentByVersion.values()].reduce((sum, percent) => sum + percent, 0);
+    let draw = random() * total;
+    for (const [version, percent] of percentByVersion) {
+      draw -= percent;
+      if (draw < 0) return all.filter((candidate) => candidate.instance.trafficPercent > 0 && deploymentVersion(candidate) === version);
+    }
+  }
+  const [only] = percentByVersion.keys();
+  return all.filter((candidate) => candidate.instance.trafficPercent > 0 && deploymentVersion(candidate) === only);
+}
+
+function deploymentVersion(candidate: Pick): string {
+  return `${candidate.instance.deployment}@${candidate.instance.manifest?.version ?? ""}`;
 }

@@ -118,9 +118,9 @@ describe("server and sidecar startup mistakes", () => {
 
   it("a sidecar's ports already in use", async () => {
     const port = await occupiedPort();
-    const local = await agentmesh(["sidecar", "--insecure-dev", "--server", `127.0.0.1:${await closedPort()}`, "--inbound-port", "0", "--local-port", String(port), "--data-dir", tempDir()]);
+    const local = await agentmesh(["sidecar", "--insecure-dev", "--server", `127.0.0.1:${await closedPort()}`, "--inbound-port", "0", "--local-port", String(port), "--http-port", "0", "--data-dir", tempDir()]);
     expectOneLine(local, `cannot listen on 127.0.0.1:${port} (--local-port): address already in use; stop the process using it or choose another --local-port`, 1);
-    const inbound = await agentmesh(["sidecar", "--insecure-dev", "--server", `127.0.0.1:${await closedPort()}`, "--inbound-port", String(port), "--local-port", "0", "--data-dir", tempDir()]);
+    const inbound = await agentmesh(["sidecar", "--insecure-dev", "--server", `127.0.0.1:${await closedPort()}`, "--inbound-port", String(port), "--local-port", "0", "--http-port", "0", "--data-dir", tempDir()]);
     expectOneLine(inbound, `cannot listen on 127.0.0.1:${port} (--inbound-port): address already in use; stop the process using it or choose another --inbound-port`, 1);
   });
 
@@ -134,7 +134,7 @@ describe("server and sidecar startup mistakes", () => {
     expectOneLine(under, `cannot use --data-dir ${join(file, "data")}: ${file} is a file, not a directory; choose a writable --data-dir`, 1);
     const itself = await agentmesh(["server", "--port", "0", "--http-port", "0", "--data-dir", file]);
     expectOneLine(itself, `cannot use --data-dir ${file}: it is a file, not a directory; choose a writable --data-dir`, 1);
-    const sidecar = await agentmesh(["sidecar", "--insecure-dev", "--inbound-port", "0", "--local-port", "0", "--data-dir", join(file, "sidecar")]);
+    const sidecar = await agentmesh(["sidecar", "--insecure-dev", "--inbound-port", "0", "--local-port", "0", "--http-port", "0", "--data-dir", join(file, "sidecar")]);
     expectOneLine(sidecar, `cannot use --data-dir ${join(file, "sidecar")}: ${file} is a file, not a directory; choose a writable --data-dir`, 1);
   });
 
@@ -147,7 +147,7 @@ describe("server and sidecar startup mistakes", () => {
     const port = await closedPort();
     const ca = join(tempDir(), "ca.pem");
     writeFileSync(ca, "");
-    const result = await agentmesh(["sidecar", "--server", `127.0.0.1:${port}`, "--join-token", "x", "--ca-cert", ca, "--inbound-port", "0", "--local-port", "0", "--data-dir", tempDir()]);
+    const result = await agentmesh(["sidecar", "--server", `127.0.0.1:${port}`, "--join-token", "x", "--ca-cert", ca, "--inbound-port", "0", "--local-port", "0", "--http-port", "0", "--data-dir", tempDir()]);
     expectOneLine(result, `no agentmesh server at 127.0.0.1:${port} (connection refused): start one with 'agentmesh server', or point --server at it`, 1);
   });
 });

@@ -155,6 +155,8 @@ describe("the npm package", () => {
       "0",
       "--local-port",
       "0",
+      "--http-port",
+      "0",
       "--manifest",
       manifest,
       "--data-dir",

@@ -71,6 +71,8 @@ export interface SidecarOptions {
   extraArgs?: string[];
   /** A join token made beforehand; a new one-use token otherwise. */
   joinToken?: string;
+  /** Extra environment of the sidecar process (and so of the agents it starts). */
+  env?: Record<string, string>;
 }
 
 /** One running `agentmesh sidecar`. */
@@ -83,6 +85,8 @@ export interface SidecarNode {
   dataDir: string;
   inboundAddress: string;
   localAddress: string;
+  /** host:port of /metrics, /healthz, /readyz. */
+  httpAddress: string;
   /** Calls through this sidecar's local port, as an agent beside it would. */
   caller: MeshCaller;
   /** Supervisor state changes logged for `instanceId` (state, pid, reason), oldest first. */
@@ -197,6 +201,8 @@ export class MeshCluster {
       "0",
       "--local-port",
       "0",
+      "--http-port",
+      "0",
       "--data-dir",
       dataDir,
       "--capacity",
@@ -204,7 +210,7 @@ export class MeshCluster {
       ...(options.manifests ?? []).flatMap((manifest) => ["--manifest", manifest]),
       ...(options.extraArgs ?? []),
     ];
-    const managed = startProcess(process.execPath, args);
+    const managed = startProcess(process.execPath, args, options.env);
     let scanned = 0;
     managed.child.stdout?.on("data", () => {
       scanned = this.collectAgentPids(managed, scanned);
@@ -228,6 +234,7 @@ export class MeshCluster {
       dataDir,
       inboundAddress: String(listening.inboundAddress),
       localAddress: String(listening.localAddress),
+      httpAddress: String(listening.httpAddress),
       caller: new MeshCaller(String(listening.localAddress)),
       agentStates: stateLines,
       waitForAgentState: async (instanceId, state, fromIndex = 0, timeoutMs = 15_000) =>

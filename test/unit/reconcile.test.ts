@@ -348,6 +348,7 @@ describe("observeInstance", () => {
         lastHeartbeatAtMs: T0 + 6,
         stateReason: "heartbeat",
         deployment: "word-stats",
+        trafficPercent: 0,
       },
       { sidecarId: "s1", claim: { kind: "unclaimed", sinceMs: T0 + 6 }, readyAtMs: T0 + 7 },
     );

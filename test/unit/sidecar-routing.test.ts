@@ -21,6 +21,7 @@ function instance(id: string, version: string, state = HealthState.HEALTH_STATE_
     lastHeartbeatAtMs: 0,
     stateReason: "",
     deployment: "",
+    trafficPercent: 0,
   };
 }
 

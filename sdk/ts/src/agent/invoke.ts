@@ -1,6 +1,7 @@
 import { Metadata, type ServiceError, credentials } from "@grpc/grpc-js";
 import { TunnelClient } from "../core/dataplane/tunnel-client.js";
 import { parseLabelSelector } from "../core/label-selector.js";
+import { sessionKeyMetadata } from "../core/session-affinity.js";
 import { SidecarServiceClient, type SidecarServiceDiscoverResponse, type SidecarServiceInvokeRequest } from "../gen/agentmesh/v1/agent.js";
 import type { LabelSelector } from "../gen/agentmesh/v1/registry.js";
 import type { AgentInstance } from "../gen/agentmesh/v1/types.js";
@@ -19,6 +20,11 @@ export interface InvokeOptions {
   contentType?: string;
   /** Passed to the agent (`traceparent` is carried as the call's trace context). */
   metadata?: Record<string, string>;
+  /**
+   * Keeps calls with the same key on one instance while it is routable (prompt caches,
+   * conversation state); sent as the `agentmesh-session-key` metadata entry.
+   */
+  sessionKey?: string;
   /** Aborting it cancels the call (downstream too). */
   signal?: AbortSignal;
 }
@@ -133,7 +139,7 @@ export class MeshCaller {
       payload: typeof payload === "string" ? Buffer.from(payload) : Buffer.from(payload),
       contentType: options.contentType ?? "",
       idempotent,
-      metadata: options.metadata ?? {},
+      metadata: options.sessionKey ? { ...options.metadata, [sessionKeyMetadata]: options.sessionKey } : (options.metadata ?? {}),
       timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     };
   }

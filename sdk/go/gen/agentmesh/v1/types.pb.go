@@ -523,9 +523,14 @@ type AgentInstance struct {
 	// Why the instance is in its current state (for example `heartbeat timeout`).
 	StateReason string `protobuf:"bytes,10,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
 	// Empty for unmanaged instances; the deployment that placed it otherwise.
-	Deployment    string `protobuf:"bytes,11,opt,name=deployment,proto3" json:"deployment,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Deployment string `protobuf:"bytes,11,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// While a rollout's traffic split is in force for its deployment: the percent (1-100)
+	// of the deployment's calls that go to this instance's version, shared by the routable
+	// instances of that version. 0 = no share: when another instance of the deployment has
+	// one, this version gets no calls; when none has, calls follow the newest-version rule.
+	TrafficPercent uint32 `protobuf:"varint,12,opt,name=traffic_percent,json=trafficPercent,proto3" json:"traffic_percent,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AgentInstance) Reset() {
@@ -633,6 +638,13 @@ func (x *AgentInstance) GetDeployment() string {
 		return x.Deployment
 	}
 	return ""
+}
+
+func (x *AgentInstance) GetTrafficPercent() uint32 {
+	if x != nil {
+		return x.TrafficPercent
+	}
+	return 0
 }
 
 // A message signed by its sender. The signed bytes are defined in docs/signing.md:
@@ -814,7 +826,7 @@ const file_agentmesh_v1_types_proto_rawDesc = "" +
 	"\trss_bytes\x18\x04 \x01(\x04R\brssBytes\x12\x15\n" +
 	"\x06p50_ms\x18\x05 \x01(\x01R\x05p50Ms\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\xad\x03\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\xd6\x03\n" +
 	"\rAgentInstance\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1b\n" +
@@ -830,7 +842,8 @@ const file_agentmesh_v1_types_proto_rawDesc = "" +
 	" \x01(\tR\vstateReason\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\v \x01(\tR\n" +
-	"deployment\"\xa4\x02\n" +
+	"deployment\x12'\n" +
+	"\x0ftraffic_percent\x18\f \x01(\rR\x0etrafficPercent\"\xa4\x02\n" +
 	"\x0eSignedEnvelope\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x16\n" +
 	"\x06signer\x18\x02 \x01(\tR\x06signer\x12\x10\n" +

@@ -111,7 +111,7 @@ class Load(_message.Message):
     def __init__(self, in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., cpu_millis: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., p50_ms: _Optional[float] = ..., error_rate: _Optional[float] = ...) -> None: ...
 
 class AgentInstance(_message.Message):
-    __slots__ = ("instance_id", "spiffe_id", "manifest", "endpoint", "host", "state", "load", "registered_at_ms", "last_heartbeat_at_ms", "state_reason", "deployment")
+    __slots__ = ("instance_id", "spiffe_id", "manifest", "endpoint", "host", "state", "load", "registered_at_ms", "last_heartbeat_at_ms", "state_reason", "deployment", "traffic_percent")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class AgentInstance(_message.Message):
     LAST_HEARTBEAT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_PERCENT_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     spiffe_id: str
     manifest: AgentManifest
@@ -134,7 +135,8 @@ class AgentInstance(_message.Message):
     last_heartbeat_at_ms: int
     state_reason: str
     deployment: str
-    def __init__(self, instance_id: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., manifest: _Optional[_Union[AgentManifest, _Mapping]] = ..., endpoint: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[HealthState, str]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_at_ms: _Optional[int] = ..., state_reason: _Optional[str] = ..., deployment: _Optional[str] = ...) -> None: ...
+    traffic_percent: int
+    def __init__(self, instance_id: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., manifest: _Optional[_Union[AgentManifest, _Mapping]] = ..., endpoint: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[HealthState, str]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_at_ms: _Optional[int] = ..., state_reason: _Optional[str] = ..., deployment: _Optional[str] = ..., traffic_percent: _Optional[int] = ...) -> None: ...
 
 class SignedEnvelope(_message.Message):
     __slots__ = ("payload", "signer", "alg", "signature", "issued_at_ms", "nonce", "audience", "method", "payload_type", "signer_chain")

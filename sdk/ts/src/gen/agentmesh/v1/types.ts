@@ -202,6 +202,13 @@ export interface AgentInstance {
   stateReason: string;
   /** Empty for unmanaged instances; the deployment that placed it otherwise. */
   deployment: string;
+  /**
+   * While a rollout's traffic split is in force for its deployment: the percent (1-100)
+   * of the deployment's calls that go to this instance's version, shared by the routable
+   * instances of that version. 0 = no share: when another instance of the deployment has
+   * one, this version gets no calls; when none has, calls follow the newest-version rule.
+   */
+  trafficPercent: number;
 }
 
 /**
@@ -1228,6 +1235,7 @@ function createBaseAgentInstance(): AgentInstance {
     lastHeartbeatAtMs: 0,
     stateReason: "",
     deployment: "",
+    trafficPercent: 0,
   };
 }
 
@@ -1265,6 +1273,9 @@ export const AgentInstance: MessageFns<AgentInstance> = {
     }
     if (message.deployment !== "") {
       writer.uint32(90).string(message.deployment);
+    }
+    if (message.trafficPercent !== 0) {
+      writer.uint32(96).uint32(message.trafficPercent);
     }
     return writer;
   },
@@ -1370,6 +1381,14 @@ export const AgentInstance: MessageFns<AgentInstance> = {
             message.deployment = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.trafficPercent = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1415,6 +1434,11 @@ export const AgentInstance: MessageFns<AgentInstance> = {
         ? globalThis.String(object.state_reason)
         : "",
       deployment: isSet(object.deployment) ? globalThis.String(object.deployment) : "",
+      trafficPercent: isSet(object.trafficPercent)
+        ? globalThis.Number(object.trafficPercent)
+        : isSet(object.traffic_percent)
+        ? globalThis.Number(object.traffic_percent)
+        : 0,
     };
   },
 
@@ -1453,6 +1477,9 @@ export const AgentInstance: MessageFns<AgentInstance> = {
     if (message.deployment !== "") {
       obj.deployment = message.deployment;
     }
+    if (message.trafficPercent !== 0) {
+      obj.trafficPercent = Math.round(message.trafficPercent);
+    }
     return obj;
   },
 
@@ -1474,6 +1501,7 @@ export const AgentInstance: MessageFns<AgentInstance> = {
     message.lastHeartbeatAtMs = object.lastHeartbeatAtMs ?? 0;
     message.stateReason = object.stateReason ?? "";
     message.deployment = object.deployment ?? "";
+    message.trafficPercent = object.trafficPercent ?? 0;
     return message;
   },
 };
