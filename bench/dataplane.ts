@@ -106,7 +106,7 @@ interface Mesh {
 
 async function startSidecar(mode: Mode, dir: string, serverAddress: string, admin: CtlClients, host: string, capacity: number): Promise<{ process: LoggedProcess; localAddress: string }> {
   const profile = args["profile-dir"] ? ["--cpu-prof", "--cpu-prof-dir", join(args["profile-dir"], mode), "--cpu-prof-name", `${host}.cpuprofile`] : [];
-  const common = ["--server", serverAddress, "--host", host, "--inbound-host", "127.0.0.1", "--inbound-port", "0", "--local-port", "0", "--data-dir", join(dir, host), "--capacity", String(capacity), ...signCalls];
+  const common = ["--server", serverAddress, "--host", host, "--inbound-host", "127.0.0.1", "--inbound-port", "0", "--local-port", "0", "--http-port", "0", "--data-dir", join(dir, host), "--capacity", String(capacity), ...signCalls];
   let identity: string[];
   if (mode === "dev") {
     identity = ["--insecure-dev"];

@@ -115,6 +115,7 @@ async function startMesh(dir: string, goAgentPath: string): Promise<{ server: Lo
         "--inbound-host", "127.0.0.1",
         "--inbound-port", "0",
         "--local-port", "0",
+        "--http-port", "0",
         "--data-dir", join(dir, host),
         "--manifest", manifest,
       ]);

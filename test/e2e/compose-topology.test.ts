@@ -137,7 +137,7 @@ describe("the docker-compose.yml topology, as processes", () => {
         // (the container's `<service>:7430` names nothing here).
         const advertised = / --advertise-address \S+/;
         expect(shellScript(entry)).toMatch(advertised);
-        const script = `cd ${app} && ${localize(shellScript(entry), paths).replace(advertised, "")} --inbound-host 127.0.0.1 --inbound-port 0 --local-port 0`;
+        const script = `cd ${app} && ${localize(shellScript(entry), paths).replace(advertised, "")} --inbound-host 127.0.0.1 --inbound-port 0 --local-port 0 --http-port 0`;
         sidecarScripts.set(name, script);
         const sidecar = startProcess("/bin/sh", ["-c", script], envOf(entry));
         processes.push(sidecar);

@@ -148,7 +148,7 @@ describe("deploy/ pods, as processes", () => {
     // advertised address the bound one instead of "$POD_IP:7430".
     const advertised = / --advertise-address "\$POD_IP:7430"/;
     expect(sidecarContainer.args[0]).toMatch(advertised);
-    const script = `cd ${app} && ${localize(sidecarContainer.args[0] ?? "", paths).replace(advertised, "")} --inbound-host 127.0.0.1 --inbound-port 0 --local-port 0`;
+    const script = `cd ${app} && ${localize(sidecarContainer.args[0] ?? "", paths).replace(advertised, "")} --inbound-host 127.0.0.1 --inbound-port 0 --local-port 0 --http-port 0`;
     const env = containerEnv(sidecarContainer, { "metadata.name": agentPod, "status.podIP": "127.0.0.1" }, {});
     const sidecar = startProcess("/bin/sh", ["-c", script], env);
     processes.push(sidecar);

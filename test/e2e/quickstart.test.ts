@@ -174,6 +174,7 @@ describe("README Quickstart", () => {
       AGENTMESH_SERVER: `127.0.0.1:${grpcPort}`,
       AGENTMESH_INBOUND_PORT: "0",
       AGENTMESH_LOCAL_PORT: "0",
+      AGENTMESH_SIDECAR_HTTP_PORT: "0",
       AGENTMESH_SIDECAR_DATA_DIR: join(tempDir(), "sidecar"),
     };
     const runnable = rest.map((command) => command.replaceAll("localhost:7420", `localhost:${grpcPort}`).replaceAll("127.0.0.1:7421", `127.0.0.1:${httpPort}`));

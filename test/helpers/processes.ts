@@ -29,7 +29,8 @@ export interface ManagedProcess {
 
 /** Starts a process whose stdout is pino JSON, collecting its lines. */
 export function startProcess(command: string, args: string[], env: NodeJS.ProcessEnv = {}): ManagedProcess {
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  // Sidecars started by tests take any free HTTP port unless a test says otherwise: files run in parallel.
+  const child = spawn(command, args, { env: { ...process.env, AGENTMESH_SIDECAR_HTTP_PORT: "0", ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const lines: Array<Record<string, unknown>> = [];
   const stderr: string[] = [];
   const listeners = new Set<(line: Record<string, unknown>) => void>();
