@@ -4,7 +4,7 @@ import { SignedEnvelope } from "../gen/agentmesh/v1/types.js";
 import type { Clock } from "./clock.js";
 import { MeshError } from "./mesh-error.js";
 import type { NonceCache } from "./nonce-cache.js";
-import { canonicalBytes, defaultSignatureWindowMs, sha256, verifyEnvelope } from "./signing.js";
+import { defaultSignatureWindowMs, envelopeCanonicalBytes, sha256, verifyEnvelope } from "./signing.js";
 import type { PeerVerifier, VerifiedPeer } from "./tls/peer-verifier.js";
 import type { SignerKeys } from "./tls/signer-keys.js";
 
@@ -80,15 +80,7 @@ export function deriveFrameKeys(sharedSecret: Uint8Array, clientId: string, serv
 
 /** The §2 canonical bytes of the envelope fields, under the domain "agentmesh-mac-v1" instead of "agentmesh-sig-v1". */
 export function macCanonicalBytes(envelope: Pick<SignedEnvelope, "signer" | "audience" | "method" | "payloadType" | "issuedAtMs" | "nonce" | "payload">): Buffer {
-  const bytes = canonicalBytes({
-    signer: envelope.signer,
-    audience: envelope.audience,
-    method: envelope.method,
-    payloadType: envelope.payloadType,
-    issuedAtMs: envelope.issuedAtMs,
-    nonce: envelope.nonce,
-    payloadSha256: sha256(envelope.payload),
-  });
+  const bytes = envelopeCanonicalBytes(envelope);
   bytes.write(frameMacDomain, 0, "utf8");
   return bytes;
 }

@@ -52,6 +52,19 @@ const maxUint64Safe = Number.MAX_SAFE_INTEGER;
  * "agentmesh-sig-v1" || lp(signer) || lp(audience) || lp(method) || lp(payload_type)
  * || u64be(issued_at_ms) || lp(nonce) || lp(sha256(payload)), lp = u32be length + bytes.
  */
+/** The §2 canonical bytes of an envelope's fields (what its signature, or a frame MAC, covers). */
+export function envelopeCanonicalBytes(envelope: Pick<SignedEnvelope, "signer" | "audience" | "method" | "payloadType" | "issuedAtMs" | "nonce" | "payload">): Buffer {
+  return canonicalBytes({
+    signer: envelope.signer,
+    audience: envelope.audience,
+    method: envelope.method,
+    payloadType: envelope.payloadType,
+    issuedAtMs: envelope.issuedAtMs,
+    nonce: envelope.nonce,
+    payloadSha256: sha256(envelope.payload),
+  });
+}
+
 export function canonicalBytes(fields: CanonicalFields): Buffer {
   if (!Number.isInteger(fields.issuedAtMs) || fields.issuedAtMs < 0 || fields.issuedAtMs > maxUint64Safe) {
     throw new MeshError("invalidArgument", "issuedAtMs must be a non-negative integer");
@@ -240,15 +253,7 @@ function signatureValid(envelope: SignedEnvelope, key: KeyObject): boolean {
   const alg = envelope.alg as SignatureAlg;
   // A key of the other type must not be tried: the alg field names what was used.
   if (cachedAlgForKey(key) !== alg || envelope.signature.length !== 64) return false;
-  const data = canonicalBytes({
-    signer: envelope.signer,
-    audience: envelope.audience,
-    method: envelope.method,
-    payloadType: envelope.payloadType,
-    issuedAtMs: envelope.issuedAtMs,
-    nonce: envelope.nonce,
-    payloadSha256: sha256(envelope.payload),
-  });
+  const data = envelopeCanonicalBytes(envelope);
   try {
     return alg === "ES256"
       ? verify("sha256", data, { key, dsaEncoding: "ieee-p1363" }, envelope.signature)
