@@ -48,10 +48,6 @@ export interface CanonicalFields {
 const prefixBytes = Buffer.from(signatureDomain, "utf8");
 const maxUint64Safe = Number.MAX_SAFE_INTEGER;
 
-/**
- * "agentmesh-sig-v1" || lp(signer) || lp(audience) || lp(method) || lp(payload_type)
- * || u64be(issued_at_ms) || lp(nonce) || lp(sha256(payload)), lp = u32be length + bytes.
- */
 /** The §2 canonical bytes of an envelope's fields (what its signature, or a frame MAC, covers). */
 export function envelopeCanonicalBytes(envelope: Pick<SignedEnvelope, "signer" | "audience" | "method" | "payloadType" | "issuedAtMs" | "nonce" | "payload">): Buffer {
   return canonicalBytes({
@@ -65,6 +61,10 @@ export function envelopeCanonicalBytes(envelope: Pick<SignedEnvelope, "signer" |
   });
 }
 
+/**
+ * "agentmesh-sig-v1" || lp(signer) || lp(audience) || lp(method) || lp(payload_type)
+ * || u64be(issued_at_ms) || lp(nonce) || lp(sha256(payload)), lp = u32be length + bytes.
+ */
 export function canonicalBytes(fields: CanonicalFields): Buffer {
   if (!Number.isInteger(fields.issuedAtMs) || fields.issuedAtMs < 0 || fields.issuedAtMs > maxUint64Safe) {
     throw new MeshError("invalidArgument", "issuedAtMs must be a non-negative integer");
