@@ -55,6 +55,11 @@ export interface LifecycleOptions {
    * it cannot see: without it a restart would start a second copy of everything.
    */
   adoptGraceMs?: number;
+  /**
+   * With replicas: whether this replica leads. Only the leader reconciles; the others
+   * store what the lifecycle RPCs ask for and follow the leader's rollouts. Absent: always.
+   */
+  isLeader?: () => boolean;
 }
 
 /** What a sidecar answered to one command. */
@@ -120,6 +125,11 @@ export class Lifecycle {
 
   stop(): void {
     clearInterval(this.timer);
+  }
+
+  /** Rollout progress written by the leader (a replica that does not lead serves `rollout status` from it). */
+  adoptRollouts(rollouts: Rollout[]): void {
+    for (const rollout of rollouts) this.rollouts.set(rollout.deployment, rollout);
   }
 
   /** Called on every health state change (registry hook). */
@@ -315,6 +325,7 @@ export class Lifecycle {
   }
 
   private async reconcileAll(): Promise<void> {
+    if (this.options.isLeader && !this.options.isLeader()) return;
     const nowMs = this.options.clock.nowMs();
     const deployments = await this.options.store.list();
     if (nowMs < this.adoptUntilMs) {
