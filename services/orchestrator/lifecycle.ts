@@ -127,6 +127,11 @@ export class Lifecycle {
     clearInterval(this.timer);
   }
 
+  /** Whether this replica reconciles (always with one server). */
+  isLeading(): boolean {
+    return this.options.isLeader?.() ?? true;
+  }
+
   /** Rollout progress written by the leader (a replica that does not lead serves `rollout status` from it). */
   adoptRollouts(rollouts: Rollout[]): void {
     for (const rollout of rollouts) this.rollouts.set(rollout.deployment, rollout);

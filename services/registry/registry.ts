@@ -140,9 +140,20 @@ export class Registry implements RemoteRegistrations {
       // A rollout's share is set by the orchestrator's next pass; a re-registration keeps it meanwhile.
       trafficPercent: existing?.trafficPercent ?? 0,
     };
-    await this.store.put(instance, "register");
-    if (existing) this.unindex(existing);
-    else this.instancesByOwner.set(input.owner, (this.instancesByOwner.get(input.owner) ?? 0) + 1);
+    // Counted before the write, so concurrent registrations cannot pass the limit together.
+    if (!existing) this.instancesByOwner.set(input.owner, (this.instancesByOwner.get(input.owner) ?? 0) + 1);
+    try {
+      await this.store.put(instance, "register");
+    } catch (error) {
+      if (!existing) this.releaseOwnerCount(input.owner);
+      throw error;
+    }
+    const current = this.instances.get(instanceId);
+    if (current) {
+      this.unindex(current);
+      // Registered concurrently by another call (or replica) meanwhile: one count, not two.
+      if (!existing) this.releaseOwnerCount(input.owner);
+    }
     this.instances.set(instanceId, instance);
     this.index(instance);
     const type = existing ? WatchResponse_EventType.EVENT_TYPE_UPDATED : WatchResponse_EventType.EVENT_TYPE_ADDED;
@@ -211,14 +222,18 @@ export class Registry implements RemoteRegistrations {
 
   private removeFromIndex(instance: AgentInstance, reason: string, remote = false): number {
     this.instances.delete(instance.instanceId);
-    const owned = (this.instancesByOwner.get(instance.spiffeId) ?? 1) - 1;
-    if (owned <= 0) this.instancesByOwner.delete(instance.spiffeId);
-    else this.instancesByOwner.set(instance.spiffeId, owned);
+    this.releaseOwnerCount(instance.spiffeId);
     this.unindex(instance);
     const event = this.publish(WatchResponse_EventType.EVENT_TYPE_REMOVED, instance, instance.state);
     this.log.info({ agentName: instance.manifest?.name, instanceId: instance.instanceId, reason }, "agent deregistered");
     this.hooks.onRemoved?.(instance, reason, remote);
     return event.revision;
+  }
+
+  private releaseOwnerCount(owner: string): void {
+    const owned = (this.instancesByOwner.get(owner) ?? 1) - 1;
+    if (owned <= 0) this.instancesByOwner.delete(owner);
+    else this.instancesByOwner.set(owner, owned);
   }
 
   get(instanceId: string): AgentInstance | undefined {
