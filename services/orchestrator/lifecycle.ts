@@ -335,9 +335,12 @@ export class Lifecycle {
     const deployments = await this.options.store.list();
     if (nowMs < this.adoptUntilMs) {
       // Still adopting after a restart: wait until every deployment's instances are back
-      // (its sidecars reconnected and re-registered them) or the grace ends.
+      // (its sidecars reconnected and report them) or the grace ends. Registrations are
+      // kept in the store, so "registered" alone says nothing about a sidecar being back.
       const registered = new Map<string, number>();
-      for (const instance of this.options.registry.all()) registered.set(instance.deployment, (registered.get(instance.deployment) ?? 0) + 1);
+      for (const instance of this.options.registry.all()) {
+        if (this.options.hub.sessionFor(instance.instanceId)) registered.set(instance.deployment, (registered.get(instance.deployment) ?? 0) + 1);
+      }
       if (deployments.some((deployment) => (registered.get(deployment.name) ?? 0) < deployment.replicas)) return;
       this.adoptUntilMs = 0;
       this.options.log.info("every deployment's instances reported back: reconciling");

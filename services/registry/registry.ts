@@ -217,6 +217,8 @@ export class Registry implements RemoteRegistrations {
   async deregister(instanceId: string, reason: string): Promise<number> {
     const instance = this.require(instanceId);
     await this.store.remove(instanceId);
+    // Removed meanwhile (deregistered through another replica): nothing more to tell.
+    if (this.instances.get(instanceId) !== instance) return this.revision;
     return this.removeFromIndex(instance, reason);
   }
 

@@ -198,12 +198,13 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     void security.backgroundAudit.append({ actor: call?.caller.spiffeId || "system", requestId: call?.requestId ?? "", outcome: "success", ...event });
   };
 
-  // Replicas on one PostgreSQL + Redis are active/active (ADR 0008): every replica
-  // serves the registry from its own projection of everyone's registrations.
-  const replicated = state.kind === "postgres" && config.redisUrl !== undefined && config.redisUrl !== "";
+  // Registrations are kept in the state store (ADR 0008): a restart finds them at once,
+  // and replicas on one PostgreSQL + Redis are active/active, every replica serving the
+  // registry from its own projection of everyone's registrations.
   const replicaId = `${config.serverId}-${randomUUID().slice(0, 8)}`;
-  const sharedInstances = replicated
-    ? new ReplicatedInstanceStore({
+  const sharedInstances = dependencies.store
+    ? undefined
+    : new ReplicatedInstanceStore({
         log: state.log,
         leases: state.coordination.leases,
         wakeUps: state.coordination.wakeUps,
@@ -211,8 +212,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
         clock,
         logger: log.child({ component: "registry-replication" }),
         leaseTtlMs: config.leaderLeaseMs,
-      })
-    : undefined;
+      });
   const registry = new Registry(
     dependencies.store ?? sharedInstances ?? new MemoryInstanceStore(),
     dependencies.feed ?? new MemoryChangeFeed(),

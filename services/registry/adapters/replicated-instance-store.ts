@@ -63,6 +63,8 @@ export class ReplicatedInstanceStore implements InstanceStore {
   private readonly revisions = new Map<string, number>();
   private readonly pending = new Map<string, PendingWrite>();
   private readonly flushing = new Set<string>();
+  /** Instances whose deletion by this replica is being written. */
+  private readonly deleting = new Set<string>();
   private readonly timers: Timers;
   private renewTimer: TimerHandle | undefined;
   private checkTimer: TimerHandle | undefined;
@@ -182,7 +184,12 @@ export class ReplicatedInstanceStore implements InstanceStore {
       let result;
       if (write.op === "delete") {
         if (expectRevision === 0) return false;
-        result = await this.options.log.txn([{ type: "delete", key, expectRevision }]);
+        this.deleting.add(instanceId);
+        try {
+          result = await this.options.log.txn([{ type: "delete", key, expectRevision }]);
+        } finally {
+          this.deleting.delete(instanceId);
+        }
       } else {
         const holder = this.holders.get(instanceId);
         // Another replica's session speaks for it now: this replica's view of its health is stale.
@@ -238,8 +245,9 @@ export class ReplicatedInstanceStore implements InstanceStore {
     if (change.value === undefined) {
       this.revisions.delete(instanceId);
       this.holders.delete(instanceId);
-      // Ours is already gone locally; a re-registration queued after it wins.
-      if (this.pending.has(instanceId)) return;
+      // Our own deletion coming back (the registry removes it when the write returns), or a
+      // re-registration queued after it, which wins.
+      if (this.pending.has(instanceId) || this.deleting.has(instanceId)) return;
       if (this.registry?.get(instanceId)) this.registry.removeRemote(instanceId, "deregistered on another replica");
       return;
     }
