@@ -38,6 +38,8 @@ export interface RemoteRegistrations {
   applyRemote(instance: AgentInstance): void;
   /** The leader changed the traffic share of an instance this replica holds. */
   applyRemoteTraffic(instanceId: string, trafficPercent: number): void;
+  /** Taken over from a replica that went away: silence counts only from `untilMs`. */
+  graceLiveness(instanceId: string, untilMs: number): void;
   /** Another replica deregistered the instance. */
   removeRemote(instanceId: string, reason: string): void;
 }

@@ -197,6 +197,22 @@ export class Registry implements RemoteRegistrations {
     if (instance) this.removeFromIndex(instance, reason, true);
   }
 
+  /**
+   * Taken over from a replica that went away (or from this server's previous run):
+   * its sidecar needs time to reconnect before silence means anything, as a cut
+   * stream gets its reconnect grace. The failure detector counts from `untilMs`.
+   */
+  graceLiveness(instanceId: string, untilMs: number): void {
+    if (this.instances.has(instanceId)) this.livenessGrace.set(instanceId, untilMs);
+  }
+
+  /** When the instance was last seen alive, for the failure detector. */
+  lastSeenMs(instance: AgentInstance): number {
+    return Math.max(instance.lastHeartbeatAtMs, instance.registeredAtMs, this.livenessGrace.get(instance.instanceId) ?? 0);
+  }
+
+  private readonly livenessGrace = new Map<string, number>();
+
   /** Whether this replica judges the instance's liveness (always, with one server). */
   holdsLiveness(instanceId: string): boolean {
     return this.store.holdsLiveness?.(instanceId) ?? true;
@@ -224,6 +240,7 @@ export class Registry implements RemoteRegistrations {
 
   private removeFromIndex(instance: AgentInstance, reason: string, remote = false): number {
     this.instances.delete(instance.instanceId);
+    this.livenessGrace.delete(instance.instanceId);
     this.releaseOwnerCount(instance.spiffeId);
     this.unindex(instance);
     const event = this.publish(WatchResponse_EventType.EVENT_TYPE_REMOVED, instance, instance.state);
@@ -341,6 +358,7 @@ export class Registry implements RemoteRegistrations {
     if (!instance) return undefined;
     instance.lastHeartbeatAtMs = this.clock.nowMs();
     if (load) instance.load = load;
+    this.livenessGrace.delete(instanceId);
     return this.transition(instance, { type: "heartbeat", reported }, reported === "degraded" ? "reported degraded" : "heartbeat");
   }
 

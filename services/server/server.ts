@@ -212,6 +212,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
         clock,
         logger: log.child({ component: "registry-replication" }),
         leaseTtlMs: config.leaderLeaseMs,
+        takeoverGraceMs: config.adoptGraceMs,
       });
   const registry = new Registry(
     dependencies.store ?? sharedInstances ?? new MemoryInstanceStore(),

@@ -18,6 +18,7 @@ import { manifest } from "../helpers/manifests.js";
 
 const owner = "spiffe://t/sidecar/h1";
 const leaseTtlMs = 3_000;
+const takeoverGraceMs = 5_000;
 
 interface Replica {
   id: string;
@@ -47,7 +48,7 @@ async function cluster(count: number) {
 }
 
 async function startReplica(id: string, clock: ManualClock, timers: ManualTimers, log: MemoryChangeLog, coordination: InProcessCoordination): Promise<Replica> {
-  const store = new ReplicatedInstanceStore({ log, leases: coordination.leases, replicaId: id, clock, logger: logSink("silent").log, leaseTtlMs, timers });
+  const store = new ReplicatedInstanceStore({ log, leases: coordination.leases, replicaId: id, clock, logger: logSink("silent").log, leaseTtlMs, takeoverGraceMs, timers });
   open.push(store);
   const registry = new Registry(store, new MemoryChangeFeed(), clock, logSink("silent").log);
   await store.start(registry);
@@ -161,10 +162,13 @@ describe("registrations shared by replicas", () => {
     }
     expect(b.registry.holdsLiveness("i-1")).toBe(true);
     expect(b.store.holderOf("i-1")).toBe("replica-2");
-    // Judged from the takeover: still READY until b's own timeout passes without a heartbeat.
+    // Its sidecar gets the takeover grace to reconnect somewhere: still READY past the
+    // heartbeat timeout, UNHEALTHY once the grace and then the timeout pass in silence.
+    timers.advance(3_001);
+    await settle();
     b.detector.sweep();
     expect(b.registry.get("i-1")?.state).toBe(HealthState.HEALTH_STATE_READY);
-    timers.advance(3_001);
+    timers.advance(takeoverGraceMs);
     await settle();
     b.detector.sweep();
     expect(b.registry.get("i-1")?.state).toBe(HealthState.HEALTH_STATE_UNHEALTHY);

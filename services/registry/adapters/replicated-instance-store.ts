@@ -26,6 +26,11 @@ export interface ReplicatedInstanceStoreOptions {
   logger: Logger;
   /** A replica whose lease is older than this is taken over. */
   leaseTtlMs?: number;
+  /**
+   * How long a taken-over instance's sidecar has to reconnect somewhere before its
+   * silence times it out (a restarted server's sidecars back off while it was down).
+   */
+  takeoverGraceMs?: number;
   pollIntervalMs?: number;
   timers?: Timers;
 }
@@ -51,6 +56,7 @@ interface PendingWrite {
 }
 
 const defaultLeaseTtlMs = 5_000;
+const defaultTakeoverGraceMs = 10_000;
 const replicaLeasePrefix = "replica/";
 const maxConflictRetries = 5;
 
@@ -322,8 +328,9 @@ export class ReplicatedInstanceStore implements InstanceStore {
       for (const instanceId of instances) {
         const instance = this.registry?.get(instanceId);
         if (!instance) continue;
-        // Judged from now: an instance whose sidecar does not reconnect anywhere times out here.
-        instance.lastHeartbeatAtMs = nowMs;
+        // Judged from the end of the grace: an instance whose sidecar does not reconnect
+        // anywhere by then times out here.
+        this.registry?.graceLiveness(instanceId, nowMs + (this.options.takeoverGraceMs ?? defaultTakeoverGraceMs));
         writes.push(this.enqueue(instanceId, { op: "put", kind: "takeover", from: holder, instance, waiters: [] }));
       }
       for (const written of await Promise.allSettled(writes)) if (written.status === "fulfilled" && written.value) taken += 1;
