@@ -356,6 +356,9 @@ export class Registry implements RemoteRegistrations {
   recordHeartbeat(instanceId: string, load: Load | undefined, reported: "ready" | "degraded"): StateChange | undefined {
     const instance = this.instances.get(instanceId);
     if (!instance) return undefined;
+    // Heartbeats come only from a session on this replica: it speaks for the instance,
+    // whatever another replica assumed meanwhile (a takeover while Redis was restarting).
+    this.claimLiveness(instanceId);
     instance.lastHeartbeatAtMs = this.clock.nowMs();
     if (load) instance.load = load;
     this.livenessGrace.delete(instanceId);
@@ -366,6 +369,7 @@ export class Registry implements RemoteRegistrations {
   touch(instanceId: string, load: Load | undefined): void {
     const instance = this.instances.get(instanceId);
     if (!instance) return;
+    this.claimLiveness(instanceId);
     instance.lastHeartbeatAtMs = this.clock.nowMs();
     if (load) instance.load = load;
   }

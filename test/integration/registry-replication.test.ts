@@ -156,7 +156,7 @@ describe("registrations shared by replicas", () => {
     await settle();
     // a dies: nothing renews its lease any more; b renews its own and checks the others'.
     await a.store.close();
-    for (let step = 0; step < 4; step += 1) {
+    for (let step = 0; step < 6; step += 1) {
       timers.advance(1_000);
       await settle();
     }
@@ -179,6 +179,29 @@ describe("registrations shared by replicas", () => {
     expect(late.store.holderOf("i-1")).toBe("replica-2");
     // A live replica is never taken over.
     expect(await late.store.takeOverLapsedReplicas()).toBe(0);
+  });
+
+  it("a lease lost for less than a renewal (Redis restarted) takes nothing over; a heartbeat reclaims what was taken", async () => {
+    const { timers, coordination, replicas } = await cluster(2);
+    const [a, b] = replicas as [Replica, Replica];
+    await register(a, "i-1");
+    a.registry.recordHeartbeat("i-1", undefined, "ready");
+    await settle();
+    // Redis came back empty: a's lease is gone until a renews it, at most a third of the TTL later.
+    await coordination.leases.release("replica/replica-1", "replica-1");
+    for (let step = 0; step < 6; step += 1) {
+      timers.advance(500);
+      await settle();
+    }
+    expect(b.store.holderOf("i-1")).toBe("replica-1");
+    // Had b taken it over anyway, the next heartbeat through a's session takes it back.
+    await b.store.put(b.registry.get("i-1")!, "register");
+    await settle();
+    expect(a.registry.holdsLiveness("i-1")).toBe(false);
+    a.registry.recordHeartbeat("i-1", undefined, "degraded");
+    await settle();
+    expect(a.registry.holdsLiveness("i-1")).toBe(true);
+    expect(b.registry.get("i-1")?.state).toBe(HealthState.HEALTH_STATE_DEGRADED);
   });
 
   it("concurrent writes of one instance by two replicas converge on every replica", async () => {

@@ -71,6 +71,8 @@ export class ReplicatedInstanceStore implements InstanceStore {
   private readonly flushing = new Set<string>();
   /** Instances whose deletion by this replica is being written. */
   private readonly deleting = new Set<string>();
+  /** Replicas whose lease was found lapsed at the last check. */
+  private readonly lapsedAt = new Map<string, number>();
   private readonly timers: Timers;
   private renewTimer: TimerHandle | undefined;
   private checkTimer: TimerHandle | undefined;
@@ -125,6 +127,9 @@ export class ReplicatedInstanceStore implements InstanceStore {
   }
 
   put(instance: AgentInstance, kind: InstanceWriteKind = "health"): Promise<void> {
+    // A claim holds from now on this replica (its heartbeats change health at once); the
+    // write makes it so everywhere, and a claim always wins its write.
+    if (kind === "register" && this.holders.has(instance.instanceId)) this.holders.set(instance.instanceId, this.options.replicaId);
     return this.enqueue(instance.instanceId, {
       op: "put",
       kind,
@@ -318,9 +323,21 @@ export class ReplicatedInstanceStore implements InstanceStore {
     const self = this.options.replicaId;
     const others = new Set([...this.holders.values()].filter((holder) => holder !== self));
     let taken = 0;
+    for (const holder of [...this.lapsedAt.keys()]) if (!others.has(holder)) this.lapsedAt.delete(holder);
     for (const holder of others) {
       const lease = await this.options.leases.get(replicaLeasePrefix + holder);
-      if (lease && lease.expiresAtMs > this.options.clock.nowMs()) continue;
+      if (lease && lease.expiresAtMs > this.options.clock.nowMs()) {
+        this.lapsedAt.delete(holder);
+        continue;
+      }
+      // Lapsed at two checks in a row, not one: after a Redis restart every lease is gone
+      // until its replica renews it (within a third of the TTL), and live replicas must
+      // not be taken over for that.
+      if (!this.lapsedAt.has(holder)) {
+        this.lapsedAt.set(holder, this.options.clock.nowMs());
+        continue;
+      }
+      this.lapsedAt.delete(holder);
       const instances = [...this.holders].filter(([, held]) => held === holder).map(([instanceId]) => instanceId);
       this.options.logger.warn({ replica: holder, instances: instances.length }, "replica's lease lapsed: taking its instances over");
       const nowMs = this.options.clock.nowMs();
