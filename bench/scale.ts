@@ -152,6 +152,66 @@ async function inProcess(target: StoreTarget, pg?: { stop(): Promise<void>; star
   }
 }
 
+/**
+ * Three in-process replicas on one PostgreSQL + Redis (active/active, ADR 0008):
+ * Discover on every replica, Watch propagation from a registration through replica A
+ * to a watcher on replica C, and leader failover when the leader closes.
+ */
+async function replicas(pgUrl: string, redisUrl: string): Promise<Record<string, unknown>> {
+  const dirs = [0, 1, 2].map((index) => mkdtempSync(join(tmpdir(), `agentmesh-scale-replica-${index}-`)));
+  const servers: RunningServer[] = [];
+  try {
+    for (const [index, dataDir] of dirs.entries()) {
+      servers.push(
+        await startServer(
+          { store: "postgres", postgresUrl: pgUrl, redisUrl, serverId: `replica-${index + 1}`, insecureDev: true, port: 0, httpPort: 0, dataDir, maxInstancesPerIdentity: 1_000_000, logLevel: "silent" },
+          { log: createLogger("silent") },
+        ),
+      );
+    }
+    const [a, , c] = servers as [RunningServer, RunningServer, RunningServer];
+    const client = new MeshClient({ address: a.address, sidecarId: "scale-replicas" });
+    await client.waitConnected();
+    const arrivals = new Map<string, number>();
+    const subscription = c.registry.watch(0, "", (event) => {
+      if (event.type === 1 && !arrivals.has(event.instance.instanceId)) arrivals.set(event.instance.instanceId, performance.now());
+    });
+    const propagation: number[] = [];
+    for (let index = 0; index < samples; index += 1) {
+      const handle = await client.register(manifestFor(index, "replicated"));
+      const registeredAt = performance.now();
+      const began = performance.now();
+      while (!arrivals.has(handle.instanceId)) {
+        if (performance.now() - began > 5_000) throw new Error("registration never reached replica C");
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      propagation.push(Math.max(0, (arrivals.get(handle.instanceId) as number) - registeredAt));
+    }
+    subscription.close();
+    const discoverOn = (server: RunningServer) =>
+      timed(5000, async (index) => server.registry.discover({ capability: `cap.c${index % 100}`, versionRange: "^1", labelSelector: undefined, limit: 0, includeUnhealthy: true }));
+    const discover = await Promise.all(servers.map(async (server) => stats(await discoverOn(server))));
+    client.close();
+    // Leader failover: the leader shuts down (releasing its lease); time until another replica leads.
+    const leader = servers.find((server) => server.lifecycle.isLeading());
+    let leaderFailoverMs = Number.NaN;
+    if (leader) {
+      const began = performance.now();
+      await leader.close();
+      servers.splice(servers.indexOf(leader), 1);
+      while (!servers.some((server) => server.lifecycle.isLeading())) {
+        if (performance.now() - began > 15_000) throw new Error("no new leader within 15 s");
+        await delay(10);
+      }
+      leaderFailoverMs = performance.now() - began;
+    }
+    return { propagation: stats(propagation), discover, leaderFailoverMs };
+  } finally {
+    for (const server of servers) await server.close();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** A real server process, 10,000 instances via RegisterBatch, kill -9, restart on the same data dir and port. */
 async function restart(target: StoreTarget): Promise<{ restartMs: number; backMs: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), `agentmesh-scale-restart-${target.name}-`));
@@ -216,12 +276,15 @@ async function main(): Promise<void> {
     const pgRestartUrl = await postgres.createDatabase();
     const pgRestart: StoreTarget = { ...pgTarget, flags: { ...pgTarget.flags, "--postgres-url": pgRestartUrl } };
     results.postgres = { restart: await restart(pgRestart), ...(await inProcess(pgTarget, postgres)) };
+    process.stdout.write("postgres done\n");
+    results.replicas = await replicas(await postgres.createDatabase(), redis.url);
   } finally {
     await redis.destroy();
     await postgres.destroy();
   }
   const e = results.embedded as Record<string, any>;
   const p = results.postgres as Record<string, any>;
+  const r = results.replicas as Record<string, any>;
   const ms = (value: number) => round(value, 3);
   const pair = (s: Stats) => `${ms(s.p50)} / ${ms(s.p99)}`;
   const ratio = (a: number, b: number) => `${round(b / a, 2)}x`;
@@ -238,9 +301,9 @@ async function main(): Promise<void> {
     [`restart: kill -9 → ${restartAgents} back in ListAgents (goal < 2000)`, "ms", round(e.restart.backMs, 0), round(p.restart.backMs, 0), ratio(e.restart.backMs, p.restart.backMs)],
     ["PostgreSQL stop → /readyz 503", "ms", "n/a", round(p.readyz.toUnready, 0), ""],
     ["PostgreSQL start → /readyz 200", "ms", "n/a", round(p.readyz.toReady, 0), ""],
-    ["cross-replica Watch propagation", "", "n/a: one process", "not built: replicas not run by this bench yet", ""],
-    ["sidecar failover when its replica dies", "", "n/a: one process", "not measured here: sidecars reconnect to the new leader as after a restart (ADR 0007)", ""],
-    ["leader failover", "", "n/a: one process", "not measured here: active/standby, lease 3 s (test/e2e/server-postgres.test.ts)", ""],
+    [`cross-replica Watch propagation p50 / p99, Register on A → ADDED on C (${samples}; goal p99 < 20)`, "ms", "n/a: one process", pair(r.propagation), ""],
+    ["Discover in-process p50 / p99 on replicas A, B, C (goal p99 < 1 ms)", "ms", "n/a: one process", r.discover.map((one: Stats) => pair(one)).join(", "), ""],
+    ["leader failover: leader shuts down → another leads (kill -9 adds the 3 s lease)", "ms", "n/a: one process", round(r.leaderFailoverMs, 0), ""],
   ];
   const headers = ["metric", "unit", "embedded", "postgres+redis", "pg/embedded"];
   printGrid(`bench:scale — measured under load (2 cores shared with soak runs and other helpers), node ${process.version}`, headers, rows);

@@ -332,6 +332,8 @@ export class ConnectHub {
     if (previous && previous !== session) previous.instanceIds.delete(instanceId);
     this.sessionByInstance.set(instanceId, session);
     session.instanceIds.add(instanceId);
+    // With replicas: the replica whose session speaks for an instance judges its liveness.
+    this.registry.claimLiveness(instanceId);
     const timer = this.graceTimers.get(instanceId);
     if (timer) {
       clearTimeout(timer);

@@ -43,7 +43,7 @@ export class FailureDetector {
     const nowMs = this.clock.nowMs();
     for (const instance of this.registry.all()) {
       if (!watched(instance.state)) continue;
-      const lastSeenMs = Math.max(instance.lastHeartbeatAtMs, instance.registeredAtMs);
+      const lastSeenMs = this.registry.lastSeenMs(instance);
       const silentForMs = nowMs - lastSeenMs;
       if (silentForMs <= this.timeoutMsFor(this.registry.heartbeatIntervalMs(instance))) continue;
       const change = this.registry.applyHealthEvent(instance.instanceId, { type: "heartbeatTimeout" }, "heartbeat timeout");

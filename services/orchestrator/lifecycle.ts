@@ -55,6 +55,11 @@ export interface LifecycleOptions {
    * it cannot see: without it a restart would start a second copy of everything.
    */
   adoptGraceMs?: number;
+  /**
+   * With replicas: whether this replica leads. Only the leader reconciles; the others
+   * store what the lifecycle RPCs ask for and follow the leader's rollouts. Absent: always.
+   */
+  isLeader?: () => boolean;
 }
 
 /** What a sidecar answered to one command. */
@@ -120,6 +125,16 @@ export class Lifecycle {
 
   stop(): void {
     clearInterval(this.timer);
+  }
+
+  /** Whether this replica reconciles (always with one server). */
+  isLeading(): boolean {
+    return this.options.isLeader?.() ?? true;
+  }
+
+  /** Rollout progress written by the leader (a replica that does not lead serves `rollout status` from it). */
+  adoptRollouts(rollouts: Rollout[]): void {
+    for (const rollout of rollouts) this.rollouts.set(rollout.deployment, rollout);
   }
 
   /** Called on every health state change (registry hook). */
@@ -315,13 +330,17 @@ export class Lifecycle {
   }
 
   private async reconcileAll(): Promise<void> {
+    if (this.options.isLeader && !this.options.isLeader()) return;
     const nowMs = this.options.clock.nowMs();
     const deployments = await this.options.store.list();
     if (nowMs < this.adoptUntilMs) {
       // Still adopting after a restart: wait until every deployment's instances are back
-      // (its sidecars reconnected and re-registered them) or the grace ends.
+      // (its sidecars reconnected and report them) or the grace ends. Registrations are
+      // kept in the store, so "registered" alone says nothing about a sidecar being back.
       const registered = new Map<string, number>();
-      for (const instance of this.options.registry.all()) registered.set(instance.deployment, (registered.get(instance.deployment) ?? 0) + 1);
+      for (const instance of this.options.registry.all()) {
+        if (this.options.hub.sessionFor(instance.instanceId)) registered.set(instance.deployment, (registered.get(instance.deployment) ?? 0) + 1);
+      }
       if (deployments.some((deployment) => (registered.get(deployment.name) ?? 0) < deployment.replicas)) return;
       this.adoptUntilMs = 0;
       this.options.log.info("every deployment's instances reported back: reconciling");

@@ -52,17 +52,24 @@ export function registryHandlers(
     registerBatch: unary(plumbing, `${service}/RegisterBatch`, async (request, context) => {
       if (request.registrations.length === 0) throw new MeshError("invalidArgument", "registrations: at least one required");
       if (request.registrations.length > MAX_BATCH) throw new MeshError("invalidArgument", `registrations: at most ${MAX_BATCH}`);
-      const results: RegisterBatchResult[] = [];
-      for (const registration of request.registrations) {
+      const registerAndReport = async (registration: RegisterRequest): Promise<RegisterBatchResult> => {
         try {
           const { instance } = await registerOne(registration, context);
-          results.push({ instance, code: status.OK, message: "" });
+          return { instance, code: status.OK, message: "" };
         } catch (error) {
           if (error instanceof MeshError && ["denied", "unauthenticated", "overLimit"].includes(error.kind)) plumbing.onRejected?.(context, error);
           const failure = toGrpcStatus(error, context.requestId, plumbing.log);
-          results.push({ instance: undefined, code: failure.code, message: failure.details });
+          return { instance: undefined, code: failure.code, message: failure.details };
         }
-      }
+      };
+      // Together, so a shared store commits the batch as a few group commits rather than
+      // one round trip per item; one after another when an instance id repeats (the
+      // second registration of an id must see the first).
+      const ids = request.registrations.map((registration) => registration.instanceId).filter((id) => id !== "");
+      const results: RegisterBatchResult[] =
+        new Set(ids).size === ids.length
+          ? await Promise.all(request.registrations.map(registerAndReport))
+          : await request.registrations.reduce<Promise<RegisterBatchResult[]>>(async (done, registration) => [...(await done), await registerAndReport(registration)], Promise.resolve([]));
       return { results, revision: registry.currentRevision };
     }),
 

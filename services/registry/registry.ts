@@ -15,7 +15,7 @@ import {
   validateLabelSelector,
   validateManifest,
 } from "./domain/validate.js";
-import type { ChangeFeed, ChangeSubscription, InstanceStore, RegistryEvent } from "./ports.js";
+import type { ChangeFeed, ChangeSubscription, InstanceStore, RegistryEvent, RemoteRegistrations } from "./ports.js";
 
 export interface RegisterInput {
   manifest: AgentManifest | undefined;
@@ -47,11 +47,14 @@ export interface StateChange {
   instance: AgentInstance;
   previousState: HealthState;
   reason: string;
+  /** Made by another replica (already audited and counted there). */
+  remote?: boolean;
 }
 
 export interface RegistryHooks {
-  onRegistered?(instance: AgentInstance, replaced: boolean): void;
-  onRemoved?(instance: AgentInstance, reason: string): void;
+  /** `remote`: registered through another replica (already audited there). */
+  onRegistered?(instance: AgentInstance, replaced: boolean, remote: boolean): void;
+  onRemoved?(instance: AgentInstance, reason: string, remote: boolean): void;
   onStateChange?(change: StateChange): void;
 }
 
@@ -72,7 +75,7 @@ const DEFAULT_DISCOVER_LIMIT = 100;
  * capability index that Discover reads, runs the health state machine, and
  * publishes every change in revision order.
  */
-export class Registry {
+export class Registry implements RemoteRegistrations {
   private readonly instances = new Map<string, AgentInstance>();
   private readonly capabilityIndex = new Map<string, CapabilityIndexEntry>();
   private revision = 0;
@@ -137,9 +140,20 @@ export class Registry {
       // A rollout's share is set by the orchestrator's next pass; a re-registration keeps it meanwhile.
       trafficPercent: existing?.trafficPercent ?? 0,
     };
-    await this.store.put(instance);
-    if (existing) this.unindex(existing);
-    else this.instancesByOwner.set(input.owner, (this.instancesByOwner.get(input.owner) ?? 0) + 1);
+    // Counted before the write, so concurrent registrations cannot pass the limit together.
+    if (!existing) this.instancesByOwner.set(input.owner, (this.instancesByOwner.get(input.owner) ?? 0) + 1);
+    try {
+      await this.store.put(instance, "register");
+    } catch (error) {
+      if (!existing) this.releaseOwnerCount(input.owner);
+      throw error;
+    }
+    const current = this.instances.get(instanceId);
+    if (current) {
+      this.unindex(current);
+      // Registered concurrently by another call (or replica) meanwhile: one count, not two.
+      if (!existing) this.releaseOwnerCount(input.owner);
+    }
     this.instances.set(instanceId, instance);
     this.index(instance);
     const type = existing ? WatchResponse_EventType.EVENT_TYPE_UPDATED : WatchResponse_EventType.EVENT_TYPE_ADDED;
@@ -148,26 +162,97 @@ export class Registry {
       { agentName: manifest.name, instanceId, spiffeId: input.owner, state: healthStateName(instance.state), replaced: Boolean(existing) },
       existing ? "agent re-registered" : "agent registered",
     );
-    this.hooks.onRegistered?.(instance, Boolean(existing));
+    this.hooks.onRegistered?.(instance, Boolean(existing), false);
     return { instance, revision: event.revision };
+  }
+
+  /**
+   * Another replica registered or changed the instance: index it and tell local
+   * watchers, as if it had happened here (ADR 0008). Its liveness stays with the
+   * replica that holds it.
+   */
+  applyRemote(remote: AgentInstance): void {
+    const existing = this.instances.get(remote.instanceId);
+    const instance: AgentInstance = { ...copyInstance(remote), load: existing?.load ?? remote.load ?? emptyLoad() };
+    if (existing) this.unindex(existing);
+    else this.instancesByOwner.set(instance.spiffeId, (this.instancesByOwner.get(instance.spiffeId) ?? 0) + 1);
+    this.instances.set(instance.instanceId, instance);
+    this.index(instance);
+    const previousState = existing?.state ?? HealthState.HEALTH_STATE_UNSPECIFIED;
+    const type = existing ? WatchResponse_EventType.EVENT_TYPE_UPDATED : WatchResponse_EventType.EVENT_TYPE_ADDED;
+    this.publish(type, instance, previousState);
+    if (!existing) this.hooks.onRegistered?.(instance, false, true);
+    else if (existing.state !== instance.state) this.hooks.onStateChange?.({ instance, previousState, reason: instance.stateReason, remote: true });
+  }
+
+  applyRemoteTraffic(instanceId: string, trafficPercent: number): void {
+    const instance = this.instances.get(instanceId);
+    if (!instance || instance.trafficPercent === trafficPercent) return;
+    instance.trafficPercent = trafficPercent;
+    this.publish(WatchResponse_EventType.EVENT_TYPE_UPDATED, instance, instance.state);
+  }
+
+  removeRemote(instanceId: string, reason: string): void {
+    const instance = this.instances.get(instanceId);
+    if (instance) this.removeFromIndex(instance, reason, true);
+  }
+
+  /**
+   * Taken over from a replica that went away (or from this server's previous run):
+   * its sidecar needs time to reconnect before silence means anything, as a cut
+   * stream gets its reconnect grace. The failure detector counts from `untilMs`.
+   */
+  graceLiveness(instanceId: string, untilMs: number): void {
+    if (this.instances.has(instanceId)) this.livenessGrace.set(instanceId, untilMs);
+  }
+
+  /** When the instance was last seen alive, for the failure detector. */
+  lastSeenMs(instance: AgentInstance): number {
+    return Math.max(instance.lastHeartbeatAtMs, instance.registeredAtMs, this.livenessGrace.get(instance.instanceId) ?? 0);
+  }
+
+  private readonly livenessGrace = new Map<string, number>();
+
+  /** Whether this replica judges the instance's liveness (always, with one server). */
+  holdsLiveness(instanceId: string): boolean {
+    return this.store.holdsLiveness?.(instanceId) ?? true;
+  }
+
+  /**
+   * A session on this replica now speaks for the instance (its sidecar connected
+   * here): this replica judges its liveness from now on.
+   */
+  claimLiveness(instanceId: string): void {
+    const instance = this.instances.get(instanceId);
+    if (!instance || this.holdsLiveness(instanceId)) return;
+    // Its timeout counts from the claim, not from a heartbeat seen on another replica.
+    instance.lastHeartbeatAtMs = this.clock.nowMs();
+    this.store.put(instance, "register").catch((error: unknown) => this.log.error({ err: error, instanceId }, "store write failed"));
   }
 
   async deregister(instanceId: string, reason: string): Promise<number> {
     const instance = this.require(instanceId);
     await this.store.remove(instanceId);
+    // Removed meanwhile (deregistered through another replica): nothing more to tell.
+    if (this.instances.get(instanceId) !== instance) return this.revision;
     return this.removeFromIndex(instance, reason);
   }
 
-  private removeFromIndex(instance: AgentInstance, reason: string): number {
+  private removeFromIndex(instance: AgentInstance, reason: string, remote = false): number {
     this.instances.delete(instance.instanceId);
-    const owned = (this.instancesByOwner.get(instance.spiffeId) ?? 1) - 1;
-    if (owned <= 0) this.instancesByOwner.delete(instance.spiffeId);
-    else this.instancesByOwner.set(instance.spiffeId, owned);
+    this.livenessGrace.delete(instance.instanceId);
+    this.releaseOwnerCount(instance.spiffeId);
     this.unindex(instance);
     const event = this.publish(WatchResponse_EventType.EVENT_TYPE_REMOVED, instance, instance.state);
     this.log.info({ agentName: instance.manifest?.name, instanceId: instance.instanceId, reason }, "agent deregistered");
-    this.hooks.onRemoved?.(instance, reason);
+    this.hooks.onRemoved?.(instance, reason, remote);
     return event.revision;
+  }
+
+  private releaseOwnerCount(owner: string): void {
+    const owned = (this.instancesByOwner.get(owner) ?? 1) - 1;
+    if (owned <= 0) this.instancesByOwner.delete(owner);
+    else this.instancesByOwner.set(owner, owned);
   }
 
   get(instanceId: string): AgentInstance | undefined {
@@ -271,8 +356,12 @@ export class Registry {
   recordHeartbeat(instanceId: string, load: Load | undefined, reported: "ready" | "degraded"): StateChange | undefined {
     const instance = this.instances.get(instanceId);
     if (!instance) return undefined;
+    // Heartbeats come only from a session on this replica: it speaks for the instance,
+    // whatever another replica assumed meanwhile (a takeover while Redis was restarting).
+    this.claimLiveness(instanceId);
     instance.lastHeartbeatAtMs = this.clock.nowMs();
     if (load) instance.load = load;
+    this.livenessGrace.delete(instanceId);
     return this.transition(instance, { type: "heartbeat", reported }, reported === "degraded" ? "reported degraded" : "heartbeat");
   }
 
@@ -280,6 +369,7 @@ export class Registry {
   touch(instanceId: string, load: Load | undefined): void {
     const instance = this.instances.get(instanceId);
     if (!instance) return;
+    this.claimLiveness(instanceId);
     instance.lastHeartbeatAtMs = this.clock.nowMs();
     if (load) instance.load = load;
   }
@@ -296,6 +386,7 @@ export class Registry {
       if (instance.trafficPercent === percent) continue;
       instance.trafficPercent = percent;
       this.publish(WatchResponse_EventType.EVENT_TYPE_UPDATED, instance, instance.state);
+      this.store.put(instance, "traffic").catch((error: unknown) => this.log.error({ err: error, instanceId: instance.instanceId }, "store write failed"));
     }
   }
 
@@ -357,6 +448,8 @@ export class Registry {
   }
 
   private transition(instance: AgentInstance, event: HealthEvent, reason: string): StateChange | undefined {
+    // Another replica's session speaks for it: that replica judges its health.
+    if (!this.holdsLiveness(instance.instanceId)) return undefined;
     const previousState = instance.state;
     const nextState = nextHealthState(previousState, event);
     if (nextState === previousState) return undefined;
@@ -376,7 +469,7 @@ export class Registry {
     const change = { instance, previousState, reason };
     this.hooks.onStateChange?.(change);
     // Only state changes are persisted; the durable store never sees load.
-    this.store.put(instance).catch((error: unknown) => this.log.error({ err: error, instanceId: instance.instanceId }, "store write failed"));
+    this.store.put(instance, "health").catch((error: unknown) => this.log.error({ err: error, instanceId: instance.instanceId }, "store write failed"));
     return change;
   }
 

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { IdentityServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
-import { OrchestratorServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { OrchestratorServiceService, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegistryServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { identityHandlers } from "../identity/grpc-handlers.js";
 import { type Security, createSecurity } from "../identity/security.js";
@@ -26,6 +26,7 @@ import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { Resolver } from "../orchestrator/resolver.js";
 import { MemoryChangeFeed } from "../registry/adapters/memory-change-feed.js";
 import { MemoryInstanceStore } from "../registry/adapters/memory-instance-store.js";
+import { ReplicatedInstanceStore } from "../registry/adapters/replicated-instance-store.js";
 import { healthStateName } from "../registry/domain/health-state.js";
 import { registryHandlers } from "../registry/grpc-handlers.js";
 import type { ChangeFeed, InstanceStore } from "../registry/ports.js";
@@ -197,26 +198,46 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     void security.backgroundAudit.append({ actor: call?.caller.spiffeId || "system", requestId: call?.requestId ?? "", outcome: "success", ...event });
   };
 
+  // Registrations are kept in the state store (ADR 0008): a restart finds them at once,
+  // and replicas on one PostgreSQL + Redis are active/active, every replica serving the
+  // registry from its own projection of everyone's registrations.
+  const replicaId = `${config.serverId}-${randomUUID().slice(0, 8)}`;
+  const sharedInstances = dependencies.store
+    ? undefined
+    : new ReplicatedInstanceStore({
+        log: state.log,
+        leases: state.coordination.leases,
+        wakeUps: state.coordination.wakeUps,
+        replicaId,
+        clock,
+        logger: log.child({ component: "registry-replication" }),
+        leaseTtlMs: config.leaderLeaseMs,
+        takeoverGraceMs: config.adoptGraceMs,
+      });
   const registry = new Registry(
-    dependencies.store ?? new MemoryInstanceStore(),
+    dependencies.store ?? sharedInstances ?? new MemoryInstanceStore(),
     dependencies.feed ?? new MemoryChangeFeed(),
     clock,
     log.child({ component: "registry" }),
     {
-      onRegistered: (instance, replaced) => {
-        auditAction({
+      onRegistered: (instance, replaced, remote) => {
+        // Registered through another replica: audited there.
+        if (!remote)
+          auditAction({
           action: "agent.register",
           target: instance.instanceId,
           details: { agentName: instance.manifest?.name, version: instance.manifest?.version, host: instance.host, deployment: instance.deployment, replaced },
         });
         stateListeners.forEach((listener) => listener(instance));
       },
-      onStateChange: ({ instance, previousState }) => {
-        metrics.stateTransitions.inc({ from: healthStateName(previousState).toLowerCase(), to: healthStateName(instance.state).toLowerCase() });
+      onStateChange: ({ instance, previousState, remote }) => {
+        if (!remote)
+          metrics.stateTransitions.inc({ from: healthStateName(previousState).toLowerCase(), to: healthStateName(instance.state).toLowerCase() });
         stateListeners.forEach((listener) => listener(instance));
       },
-      onRemoved: (instance, reason) => {
-        auditAction({ action: "agent.deregister", target: instance.instanceId, details: { agentName: instance.manifest?.name, host: instance.host, reason } });
+      onRemoved: (instance, reason, remote) => {
+        if (!remote)
+          auditAction({ action: "agent.deregister", target: instance.instanceId, details: { agentName: instance.manifest?.name, host: instance.host, reason } });
         removeListeners.forEach((listener) => listener(instance));
       },
     },
@@ -224,6 +245,13 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     config.maxInstancesPerIdentity,
   );
   registryRef = registry;
+  try {
+    await sharedInstances?.start(registry);
+  } catch (error) {
+    await security.close();
+    await state.close();
+    throw error;
+  }
   const authenticate = security.tls?.auth.authenticate ?? devAuthenticator(config.trustDomain);
   const plumbing: RpcPlumbing = {
     authenticate,
@@ -304,7 +332,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
           ttlMs: config.leaderLeaseMs,
           logger: log,
           onElected: (fence) => {
-            log.info({ token: fence.token }, "elected leader: serving");
+            log.info({ token: fence.token }, "elected leader: reconciling deployments");
             onElected?.();
           },
           onDemoted: () => {
@@ -333,6 +361,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     },
     onInstanceLost: () => metrics.detections.inc({ reason: "instance_lost" }),
     reconcile: { lostInstanceTimeoutMs: config.lostInstanceTimeoutMs },
+    // With replicas, only the leader reconciles; the others answer the lifecycle RPCs.
+    isLeader: elector ? () => elector.state === "leader" : undefined,
     commandResultSlackMs: config.commandResultSlackMs,
   });
   lifecycleRef = lifecycle;
@@ -430,16 +460,6 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     isReady,
     routes: dashboard.handle,
   });
-  if (elector) {
-    // Active/standby: only the leader listens for gRPC, so clients and load balancers
-    // (a Kubernetes Service routes to ready pods) reach the one replica that acts.
-    const elected = new Promise<void>((resolve) => (onElected = resolve));
-    await elector.start();
-    if (elector.state !== "leader") {
-      log.info({ httpPort: http.port }, "standby: another replica leads; taking over when its lease lapses");
-      await elected;
-    }
-  }
 
   const credentials = security.tls?.credentials ?? ServerCredentials.createInsecure();
   const grpcPort = await new Promise<number>((resolve, reject) =>
@@ -457,7 +477,37 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     });
   }
   detector.start();
-  await lifecycle.start();
+  // Active/active (ADR 0008): every replica serves every RPC; one leader reconciles.
+  // The others store what they are asked to (deployments, scale, delete) and follow
+  // the leader's rollout progress; the leader follows their writes.
+  let deploymentFollower: ChangeFollower | undefined;
+  let rolloutFollower: ChangeFollower | undefined;
+  if (elector) {
+    const followPrefix = async (prefix: string, onChange: (items: Uint8Array[]) => void): Promise<ChangeFollower> => {
+      const follower = new ChangeFollower({
+        log: state.log,
+        prefix,
+        wakeUps: state.coordination.wakeUps,
+        pollIntervalMs: 1000,
+        logger: log,
+        onSnapshot: ({ items }) => onChange(items.map((item) => item.value)),
+        onChanges: ({ changes }) => onChange(changes.flatMap((change) => (change.value ? [change.value] : []))),
+      });
+      await follower.start();
+      return follower;
+    };
+    deploymentFollower = await followPrefix(stateKeys.deployments, () => {
+      if (elector.state === "leader") lifecycle.requestReconcile();
+    });
+    rolloutFollower = await followPrefix(stateKeys.rollouts, (values) => {
+      if (elector.state !== "leader") lifecycle.adoptRollouts(values.map((value) => Rollout.decode(value)));
+    });
+    onElected = () => void lifecycle.start().catch((error: unknown) => log.error({ err: error }, "could not start reconciling"));
+    await elector.start();
+    if (elector.state !== "leader") log.info({ replica: replicaId }, "serving; another replica leads and reconciles, taking over when its lease lapses");
+  } else {
+    await lifecycle.start();
+  }
   alerting.start();
   // Handshakes fail until the first certificate is loaded: SERVING only after it.
   await security.tls?.source.ready;
@@ -490,6 +540,9 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     await alerting.close(1000);
     await closeHttp(http.server);
     await revocationFollower?.close();
+    await deploymentFollower?.close();
+    await rolloutFollower?.close();
+    await sharedInstances?.close();
     await security.close();
     await state.close();
     log.info("server stopped");

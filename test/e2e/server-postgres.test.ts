@@ -68,34 +68,52 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
     await active.waitForReady("echo", 1);
   }, 120_000);
 
-  it("two replicas: one leads and serves, the other stands by (not ready, not listening) and takes over when the leader is killed", async () => {
+  it("three replicas serve at once: an apply through any replica is reconciled by the leader, every replica discovers the agent, and a new leader takes over when the leader is killed", async () => {
     const url = await postgres.createDatabase();
-    const [firstDir, secondDir, credentials] = [tempDir(), tempDir(), tempDir()];
-    const [firstPort, secondPort] = [await freePort(), await freePort()];
-    const replica = (dataDir: string, port: number, id: string, caArgs: string[] = []) => {
-      const server = startProcess(process.execPath, [cliPath, "server", "--port", String(port), "--http-port", "0", "--data-dir", dataDir, "--server-id", id, "--store", "postgres", "--postgres-url", url, "--redis-url", redis.url, ...caArgs]);
+    const [firstDir, credentials] = [tempDir(), tempDir()];
+    const ports = [await freePort(), await freePort(), await freePort()];
+    const replica = (index: number, caArgs: string[] = []) => {
+      const dataDir = index === 0 ? firstDir : tempDir();
+      const server = startProcess(process.execPath, [cliPath, "server", "--port", String(ports[index]), "--http-port", "0", "--data-dir", dataDir, "--server-id", `server-${index + 1}`, "--store", "postgres", "--postgres-url", url, "--redis-url", redis.url, ...caArgs]);
       servers.push(server);
       return server;
     };
-    const first = replica(firstDir, firstPort, "server-1");
-    await first.waitForLog((line) => line.msg === "listening", 20_000);
-    // The replicas share one CA: the second is given the first's.
-    const second = replica(secondDir, secondPort, "server-2", ["--ca-cert", join(firstDir, "ca-cert.pem"), "--ca-key", join(firstDir, "ca-key.pem")]);
-    const standby = await second.waitForLog((line) => line.msg === "standby: another replica leads; taking over when its lease lapses", 20_000);
-    expect(await readyz(Number(standby.httpPort))).toBe(503);
+    const first = replica(0);
+    await first.waitForLog((line) => line.msg === "elected leader: reconciling deployments", 20_000);
+    // The replicas share one CA: the others are given the first's.
+    const caArgs = ["--ca-cert", join(firstDir, "ca-cert.pem"), "--ca-key", join(firstDir, "ca-key.pem")];
+    const others = [replica(1, caArgs), replica(2, caArgs)];
+    const started = await Promise.all([first, ...others].map((server) => server.waitForLog((line) => line.msg === "agentmesh server started", 20_000)));
+    // Every replica listens and is ready: a Service or a shared DNS name may send anything anywhere.
+    for (const line of started) expect(await readyz(Number(line.httpPort))).toBe(200);
     expect((await run(process.execPath, [cliPath, "ctl", "init-admin", "--data-dir", firstDir, "--out", credentials])).code).toBe(0);
-    const ctl = (port: number, ...args: string[]) => run(process.execPath, [cliPath, "ctl", "--server", `127.0.0.1:${port}`, "--credentials-dir", credentials, ...args]);
+    const ctl = (index: number, ...args: string[]) => run(process.execPath, [cliPath, "ctl", "--server", `127.0.0.1:${ports[index]}`, "--credentials-dir", credentials, ...args]);
+
+    // A sidecar on the leader; the deployment applied through the third replica.
+    const token = (await ctl(1, "join-token", "--host", "host-a", "--agents", "*")).stdout.split("\n")[0] ?? "";
+    const sidecar = startProcess(process.execPath, [cliPath, "sidecar", "--server", `127.0.0.1:${ports[0]}`, "--host", "host-a", "--join-token", token, "--ca-cert", join(credentials, "ca.pem"), "--inbound-port", "0", "--local-port", "0", "--http-port", "0", "--data-dir", tempDir(), "--capacity", "1"]);
+    servers.push(sidecar);
+    await sidecar.waitForLog((line) => line.msg === "sidecar listening", 20_000);
     const file = join(credentials, "echo.yaml");
     writeFileSync(file, echoDeploymentYaml({ replicas: 1 }));
-    expect((await ctl(firstPort, "apply", "-f", file)).stdout).toBe("deployment/echo created\n");
-    // The standby does not listen: clients (and a Service) can only reach the leader.
-    expect((await ctl(secondPort, "deployments")).code).not.toBe(0);
+    expect((await ctl(2, "apply", "-f", file)).stdout).toBe("deployment/echo created\n");
+    // Registered through the leader, READY on every replica's Discover.
+    for (const index of [2, 1, 0]) {
+      await waitFor(`echo READY on replica ${index + 1}`, async () => {
+        const found = await ctl(index, "discover", "test.echo", "-o", "json");
+        return found.code === 0 && (JSON.parse(found.stdout) as unknown[]).length === 1 ? true : undefined;
+      });
+    }
+    // Rollout progress written by the leader is served by the others.
+    await waitFor("rollout status through replica 2", async () => ((await ctl(1, "rollout", "status", "echo", "--timeout", "5s")).code === 0 ? true : undefined));
 
     await first.stop("SIGKILL");
-    await second.waitForLog((line) => line.msg === "listening", 15_000);
-    expect(await readyz(Number(standby.httpPort))).toBe(200);
-    expect((await ctl(secondPort, "apply", "-f", file)).stdout).toBe("deployment/echo unchanged\n");
-    const probe = await run(toolPath("grpc-health-probe"), ["-addr", `127.0.0.1:${secondPort}`, "-tls", "-tls-ca-cert", join(credentials, "ca.pem"), "-tls-client-cert", join(credentials, "admin-cert.pem"), "-tls-client-key", join(credentials, "admin-key.pem")]);
+    const elected = await Promise.race(others.map((server) => server.waitForLog((line) => line.msg === "elected leader: reconciling deployments", 15_000)));
+    expect(elected).toBeDefined();
+    // The survivors still serve every RPC, and an apply through either is reconciled.
+    expect((await ctl(2, "apply", "-f", file)).stdout).toBe("deployment/echo unchanged\n");
+    expect((await ctl(1, "deployments")).stdout).toContain("echo");
+    const probe = await run(toolPath("grpc-health-probe"), ["-addr", `127.0.0.1:${ports[1]}`, "-tls", "-tls-ca-cert", join(credentials, "ca.pem"), "-tls-client-cert", join(credentials, "admin-cert.pem"), "-tls-client-key", join(credentials, "admin-key.pem")]);
     expect((probe.stdout + probe.stderr).trim()).toBe("status: SERVING");
   }, 120_000);
 });

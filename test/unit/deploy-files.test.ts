@@ -207,8 +207,8 @@ describe("deploy/ (Kubernetes)", () => {
 
   it("probes the server over mTLS with the compose healthcheck's line, and the sidecar on its local port", () => {
     const [server] = podSpecOf("agentmesh").containers;
-    // Readiness is the compose check's mTLS probe without its standby fallback: only the
-    // leader is ready, so the Service routes to it. Liveness is /healthz (a standby is alive).
+    // Readiness is the compose check's mTLS probe without its /healthz fallback (for a
+    // replica still starting). Liveness is /healthz (a replica without its store is alive).
     const composeCheck = healthcheckArgv(service(compose, "server-1")).join(" ").replace("-tls-server-name server-1", "-tls-server-name agentmesh");
     const probeOnly = composeCheck.replace(/ grpc-health-probe (.*?); rc=.*$/, " exec grpc-health-probe $1");
     expect(probeOnly).not.toBe(composeCheck);
