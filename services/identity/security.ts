@@ -5,7 +5,7 @@ import { type ServerCredentials, experimental } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { generateKeyAndCsr } from "../../sdk/ts/src/core/csr.js";
-import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
+import { MemoryNonceCache, type NonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { formatSpiffeId } from "../../sdk/ts/src/core/spiffe-id.js";
 import { CertificateRenewer } from "../../sdk/ts/src/core/tls/certificate-renewer.js";
 import { CertificateSource, type IdentityMaterial } from "../../sdk/ts/src/core/tls/certificate-source.js";
@@ -55,6 +55,12 @@ export interface SecurityOptions {
   onRefusal?: (refusal: Refusal, written: boolean) => void;
   /** The audit log turned unwritable or writable again. */
   onAuditStateChange?: (state: AuditSinkState) => void;
+  /**
+   * Replay cache for signed requests. Replicas pass one shared by all of them (Redis),
+   * so a request replayed to another replica is refused; absent: an in-process cache,
+   * answered synchronously (the embedded default's hot path does no I/O for it).
+   */
+  nonceCache?: NonceCache;
   /** Where certificate records, revocations and join tokens live (the state store); memory when absent (tests). */
   stores?: { certificates: CertificateStore; revocations: RevocationStore; joinTokens: JoinTokenStore };
 }
@@ -112,7 +118,7 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
   const anchors = [...new Set([...ca.trustBundle(), ...splitPemCertificates(ca.certificatePem)])];
   // One verifier (and chain cache) for mTLS peers and for certificates attached to envelopes.
   const verifier = new PeerVerifier(options.trustDomain, anchors);
-  const opener = new EnvelopeOpener(options.trustDomain, new MemoryNonceCache({ clock: options.clock }), options.clock, { verifier, revocations });
+  const opener = new EnvelopeOpener(options.trustDomain, options.nonceCache ?? new MemoryNonceCache({ clock: options.clock }), options.clock, { verifier, revocations });
   const security: Security = {
     ca,
     audit,

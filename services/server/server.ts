@@ -5,6 +5,7 @@ import { type Server, ServerCredentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { defaultSignatureWindowMs } from "../../sdk/ts/src/core/signing.js";
 import { IdentityServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { OrchestratorServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegistryServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
@@ -159,6 +160,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
     stores: { certificates: state.certificates, revocations: state.revocations, joinTokens: state.joinTokens },
+    // Replicas share one replay cache (Redis): a signed request replayed to another replica is refused.
+    nonceCache: state.sharedCoordination ? state.coordination.nonceCache({ windowMs: defaultSignatureWindowMs }) : undefined,
   });
   } catch (error) {
     await state.close();

@@ -46,6 +46,8 @@ export interface StateStore {
   kind: StoreKind;
   log: ChangeLog;
   coordination: Coordination;
+  /** `coordination` is shared with other replicas (Redis), not in-process. */
+  sharedCoordination: boolean;
   deployments: DeploymentStore;
   joinTokens: JoinTokenStore;
   certificates: CertificateStore;
@@ -139,6 +141,7 @@ async function assemble(
     kind: options.store,
     log: changeLog,
     coordination,
+    sharedCoordination: !(coordination instanceof InProcessCoordination),
     deployments: new ChangeLogDeploymentStore(changeLog),
     joinTokens: new ChangeLogJoinTokenStore(changeLog),
     certificates: new ChangeLogCertificateStore(changeLog),

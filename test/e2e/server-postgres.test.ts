@@ -11,6 +11,11 @@ import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
 import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
 import { type ManagedProcess, cliPath, run, startProcess, tempDir, toolPath } from "../helpers/processes.js";
 import { freePort } from "../helpers/server-binaries.js";
+import { Metadata, type ServiceError } from "@grpc/grpc-js";
+import { MeshIdentity } from "../../sdk/ts/src/client/mesh-identity.js";
+import { RegisterRequest, RegistryServiceClient } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import type { SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { manifest } from "../helpers/manifests.js";
 
 let postgres: ThrowawayPostgres;
 let redis: ThrowawayRedis;
@@ -30,6 +35,23 @@ afterEach(async () => {
   cluster = undefined;
   for (const server of servers.splice(0)) await server.stop("SIGKILL");
 });
+
+/** A Register signed once by the admin identity in `credentials`, to send as it is to any replica. */
+async function signedRegister(credentials: string): Promise<{ identity: MeshIdentity; envelope: SignedEnvelope }> {
+  const identity = await MeshIdentity.fromFiles({ certFile: join(credentials, "admin-cert.pem"), keyFile: join(credentials, "admin-key.pem"), caFile: join(credentials, "ca.pem") });
+  const inner = RegisterRequest.fromPartial({ manifest: manifest({ name: "replayed" }), host: "outside" });
+  const envelope = identity.sign(RegisterRequest.encode(inner).finish(), "/agentmesh.v1.RegistryService/Register", "agentmesh.v1.RegisterRequest", `spiffe://${identity.trustDomain}/server`);
+  return { identity, envelope };
+}
+
+function sendRegister(port: number, identity: MeshIdentity, envelope: SignedEnvelope): Promise<{ code: number; details: string }> {
+  const client = new RegistryServiceClient(`127.0.0.1:${port}`, identity.channelCredentials(), { "grpc.ssl_target_name_override": "agentmesh-server" });
+  return new Promise<{ code: number; details: string }>((resolve) =>
+    client.register(RegisterRequest.fromPartial({ envelope }), new Metadata(), { deadline: Date.now() + 10_000 }, (error: ServiceError | null) =>
+      resolve(error ? { code: error.code, details: error.details } : { code: 0, details: "" }),
+    ),
+  ).finally(() => client.close());
+}
 
 const readyz = async (port: number) => (await fetch(`http://127.0.0.1:${port}/readyz`)).status;
 
@@ -88,6 +110,8 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
     const file = join(credentials, "echo.yaml");
     writeFileSync(file, echoDeploymentYaml({ replicas: 1 }));
     expect((await ctl(firstPort, "apply", "-f", file)).stdout).toBe("deployment/echo created\n");
+    const { identity, envelope } = await signedRegister(credentials);
+    expect(await sendRegister(firstPort, identity, envelope)).toEqual({ code: 0, details: "" });
     // The standby does not listen: clients (and a Service) can only reach the leader.
     expect((await ctl(secondPort, "deployments")).code).not.toBe(0);
 
@@ -95,6 +119,8 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
     await second.waitForLog((line) => line.msg === "listening", 15_000);
     expect(await readyz(Number(standby.httpPort))).toBe(200);
     expect((await ctl(secondPort, "apply", "-f", file)).stdout).toBe("deployment/echo unchanged\n");
+    // The replay cache is shared (Redis): what the old leader accepted, the new one refuses.
+    expect(await sendRegister(secondPort, identity, envelope)).toEqual({ code: 16, details: "nonce replayed" });
     const probe = await run(toolPath("grpc-health-probe"), ["-addr", `127.0.0.1:${secondPort}`, "-tls", "-tls-ca-cert", join(credentials, "ca.pem"), "-tls-client-cert", join(credentials, "admin-cert.pem"), "-tls-client-key", join(credentials, "admin-key.pem")]);
     expect((probe.stdout + probe.stderr).trim()).toBe("status: SERVING");
   }, 120_000);
