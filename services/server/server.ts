@@ -468,7 +468,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   readiness.auditWritable = security.audit.writable;
   readiness.apply();
   log.info(
-    { grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain, mtls: Boolean(security.tls), store: state.describe },
+    { grpcPort, httpPort: http.port, trustDomain: config.trustDomain, mtls: Boolean(security.tls), store: state.describe },
     "agentmesh server started",
   );
 
