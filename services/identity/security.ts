@@ -14,7 +14,7 @@ import { MemoryCertificateStore } from "./adapters/memory-certificate-store.js";
 import { MemoryJoinTokenStore } from "./adapters/memory-join-token-store.js";
 import { MemoryRevocationStore } from "./adapters/memory-revocation-store.js";
 import { readOfflineIssued } from "./adapters/offline-issued-file.js";
-import { type AuditSink, type AuditSinkState, FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
+import { type AuditMark, type AuditSink, type AuditSinkState, type AuditStats, FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "./domain/ca.js";
 import { JoinTokens } from "./domain/join-tokens.js";
 import { RevocationList } from "./domain/revocations.js";
@@ -61,14 +61,34 @@ export interface SecurityOptions {
    * answered synchronously (the embedded default's hot path does no I/O for it).
    */
   nonceCache?: NonceCache;
+  /**
+   * The server's audit log when it lives in the state store (PostgreSQL: one chain for
+   * every replica); absent: the file `<data-dir>/audit.log`, its head signed by the CA.
+   */
+  auditLog?: ServerAuditLog;
   /** Where certificate records, revocations and join tokens live (the state store); memory when absent (tests). */
   stores?: { certificates: CertificateStore; revocations: RevocationStore; joinTokens: JoinTokenStore };
+}
+
+/** What the server needs of its audit log: the file (embedded) and the PostgreSQL table (replicas) both are one. */
+export interface ServerAuditLog extends AuditSink {
+  /** Newest entry this process appended. */
+  readonly head: { seq: number; hash: string };
+  /** False while audited actions must be refused up front. */
+  readonly writable: boolean;
+  readonly stats: Readonly<AuditStats>;
+  mark(): AuditMark;
+  /** Resolves once what was appended is stored; rejects UNAVAILABLE if something since `mark` was not. */
+  flushed(mark?: AuditMark): Promise<void>;
+  /** The newest `limit` entries as stored lines, oldest first. */
+  tail(limit: number): Promise<string[]>;
+  close(): Promise<void>;
 }
 
 /** Everything identity the server needs: CA, audit, signatures, and (unless dev mode) mTLS. */
 export interface Security {
   ca: MeshCa;
-  audit: FileAuditLog;
+  audit: ServerAuditLog;
   /**
    * The same log for fire-and-forget events: a failed append is counted by the log
    * (and the state change logged once), never one error line per event.
@@ -88,7 +108,7 @@ export interface Security {
 export async function createSecurity(options: SecurityOptions): Promise<Security> {
   const log = options.log.child({ component: "identity" });
   const ca = await loadCa(options);
-  const audit = await openAudit(options, ca, log);
+  const audit = options.auditLog ?? (await openAudit(options, ca, log));
   const backgroundAudit: AuditSink = { append: (event) => audit.append(event).catch(() => undefined) };
   const refusals = new RefusalAuditor({
     audit: backgroundAudit,

@@ -160,6 +160,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
     stores: { certificates: state.certificates, revocations: state.revocations, joinTokens: state.joinTokens },
+    // Replicas: one audit chain in PostgreSQL for all of them, instead of a file each.
+    auditLog: state.audit,
     // Replicas share one replay cache (Redis): a signed request replayed to another replica is refused.
     nonceCache: state.sharedCoordination ? state.coordination.nonceCache({ windowMs: defaultSignatureWindowMs }) : undefined,
   });

@@ -121,6 +121,16 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
     expect((await ctl(secondPort, "apply", "-f", file)).stdout).toBe("deployment/echo unchanged\n");
     // The replay cache is shared (Redis): what the old leader accepted, the new one refuses.
     expect(await sendRegister(secondPort, identity, envelope)).toEqual({ code: 16, details: "nonce replayed" });
+    // One audit chain in PostgreSQL for both replicas: what the old leader recorded, the new one continues.
+    writeFileSync(join(credentials, "other.yaml"), echoDeploymentYaml({ replicas: 1, name: "other" }));
+    expect((await ctl(secondPort, "apply", "-f", join(credentials, "other.yaml"))).stdout).toBe("deployment/other created\n");
+    const tail = JSON.parse((await ctl(secondPort, "-o", "json", "audit", "tail", "-n", "100")).stdout) as Array<{ seq: number; action: string; target: string }>;
+    const applied = tail.filter((entry) => entry.action === "deployment.apply").map((entry) => entry.target);
+    expect(applied).toEqual(["echo", "other"]);
+    expect(tail.map((entry) => entry.seq)).toEqual(tail.map((_, index) => index + 1));
+    expect([existsSync(join(firstDir, "audit.log")), existsSync(join(secondDir, "audit.log"))]).toEqual([false, false]);
+    const verified = await run(process.execPath, [cliPath, "ctl", "audit", "verify", "--postgres-url", url]);
+    expect({ code: verified.code, stdout: verified.stdout }).toEqual({ code: 0, stdout: `ok: ${tail.length} entries, chain intact, ends at the head row (seq ${tail.length})\n` });
     const probe = await run(toolPath("grpc-health-probe"), ["-addr", `127.0.0.1:${secondPort}`, "-tls", "-tls-ca-cert", join(credentials, "ca.pem"), "-tls-client-cert", join(credentials, "admin-cert.pem"), "-tls-client-key", join(credentials, "admin-key.pem")]);
     expect((probe.stdout + probe.stderr).trim()).toBe("status: SERVING");
   }, 120_000);
