@@ -20,7 +20,7 @@ import { JoinTokens } from "./domain/join-tokens.js";
 import { RevocationList } from "./domain/revocations.js";
 import { EnvelopeOpener } from "./envelope-opener.js";
 import { IdentityAuthority } from "./identity-authority.js";
-import { IdentityLimits } from "./identity-limits.js";
+import { IdentityLimits, type SharedRateLimit } from "./identity-limits.js";
 import { type MtlsAuth, createMtlsAuth } from "./mtls-auth.js";
 import type { CertificateStore, JoinTokenStore, RevocationRecord, RevocationStore } from "./ports.js";
 import { type Refusal, RefusalAuditor } from "./refusal-auditor.js";
@@ -61,6 +61,8 @@ export interface SecurityOptions {
    * answered synchronously (the embedded default's hot path does no I/O for it).
    */
   nonceCache?: NonceCache;
+  /** Replicas: the per-identity call rate is shared by all of them (Redis), not per process. */
+  sharedRateLimit?: SharedRateLimit;
   /**
    * The server's audit log when it lives in the state store (PostgreSQL: one chain for
    * every replica); absent: the file `<data-dir>/audit.log`, its head signed by the CA.
@@ -188,11 +190,23 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     limits: new IdentityLimits(
       { ratePerSecond: options.identityRatePerSecond, burst: options.identityBurst, maxInFlight: options.identityMaxInFlight, maxStreams: options.identityMaxStreams },
       options.clock,
+      options.sharedRateLimit ? { limiter: options.sharedRateLimit, onUnavailable: sharedRateUnavailable(options.clock, log) } : undefined,
     ),
     onLimitRejected: options.onLimitRejected,
   });
   security.tls = { credentials, auth, source, renewer };
   return security;
+}
+
+/** Logs that the shared rate limit could not answer (the local one decides meanwhile), at most every 10 s. */
+function sharedRateUnavailable(clock: Clock, log: Logger): (error: unknown) => void {
+  let lastLoggedMs = Number.NEGATIVE_INFINITY;
+  return (error) => {
+    const nowMs = clock.nowMs();
+    if (nowMs - lastLoggedMs < 10_000) return;
+    lastLoggedMs = nowMs;
+    log.warn({ err: error }, "shared per-identity rate limit unavailable: this replica's own limit applies until it answers");
+  };
 }
 
 /**

@@ -164,6 +164,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     auditLog: state.audit,
     // Replicas share one replay cache (Redis): a signed request replayed to another replica is refused.
     nonceCache: state.sharedCoordination ? state.coordination.nonceCache({ windowMs: defaultSignatureWindowMs }) : undefined,
+    // ... and one per-identity rate: calls spread over replicas count against one bucket.
+    sharedRateLimit: state.sharedCoordination ? state.coordination.rateLimiter : undefined,
   });
   } catch (error) {
     await state.close();
