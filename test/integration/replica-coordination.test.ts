@@ -79,6 +79,12 @@ describe("signed requests across replicas (shared replay cache on Redis)", () =>
 describe("per-identity rate limit across replicas (shared token bucket on Redis)", () => {
   const limits = { ratePerSecond: 10, burst: 4, maxInFlight: 0, maxStreams: 0 };
 
+  it("without a shared limiter (the embedded default) admits synchronously: no promise, no I/O on the hot path", () => {
+    const local = new IdentityLimits(limits, new ManualClock(Date.now()));
+    const outcomes = Array.from({ length: 5 }, () => local.admit(signer, "unary"));
+    expect(outcomes).toEqual([undefined, undefined, undefined, undefined, "rate"]);
+  });
+
   it("two replicas' limits draw on one bucket per identity: the burst is shared, not doubled; other identities are untouched", async () => {
     const clock = new ManualClock(Date.now());
     const [first, second] = (await replicas(clock)).map((coordination) => new IdentityLimits(limits, clock, { limiter: coordination.rateLimiter })) as [IdentityLimits, IdentityLimits];
