@@ -5,7 +5,14 @@
  * process for the kill -9 restart with 10,000 registrations. Throwaway PostgreSQL
  * and Redis come from test/helpers.
  *
- *   npm run bench:scale -- [--singles 300] [--batch-agents 5000] [--samples 200] [--restart-agents 10000]
+ * Failover: two real server replicas on the PostgreSQL + Redis (active/active, ADR
+ * 0008) and a real sidecar given both addresses; the replica the sidecar is connected
+ * to (the leader) is killed with SIGKILL, `--failovers` times, alternately (the killed
+ * one comes back as a follower). Measured from the kill: the other replica elected
+ * (leader failover) and the sidecar's Connect stream welcomed by it (sidecar failover).
+ * Replicas: three in-process replicas for cross-replica Watch propagation.
+ *
+ *   npm run bench:scale -- [--singles 300] [--batch-agents 5000] [--samples 200] [--restart-agents 10000] [--failovers 5] [--only failover]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -32,12 +39,16 @@ const { values: args } = parseArgs({
     "batch-agents": { type: "string", default: "5000" },
     samples: { type: "string", default: "200" },
     "restart-agents": { type: "string", default: "10000" },
+    failovers: { type: "string", default: "5" },
+    /** `failover`: only the replica failover rows (a minute instead of the whole run). */
+    only: { type: "string", default: "" },
   },
 });
 const singles = Number(args.singles);
 const batchAgents = Number(args["batch-agents"]);
 const samples = Number(args.samples);
 const restartAgents = Number(args["restart-agents"]);
+const failovers = Number(args.failovers);
 const cliPath = resolve(import.meta.dirname, "..", "cli", "main.js");
 
 function manifestFor(index: number, prefix = "agent"): AgentManifest {
@@ -263,24 +274,101 @@ async function restart(target: StoreTarget): Promise<{ restartMs: number; backMs
   }
 }
 
+/** Two active/active replicas and a sidecar with both addresses; kill -9 the replica that leads and holds the sidecar, `failovers` times. */
+async function failover(postgresUrl: string, redisUrl: string): Promise<{ leaderMs: number[]; sidecarMs: number[]; sidecarAfterTakeoverMs: number[] }> {
+  const ports = [await freePort(), await freePort()];
+  const addresses = ports.map((port) => `127.0.0.1:${port}`);
+  const dataDirs = ports.map(() => mkdtempSync(join(tmpdir(), "agentmesh-scale-failover-")));
+  const replicaArgv = (index: number) => [cliPath, "server", "--insecure-dev", "--port", String(ports[index]), "--http-port", "0", "--data-dir", dataDirs[index] as string,
+    "--server-id", `replica-${index}`, "--store", "postgres", "--postgres-url", postgresUrl, "--redis-url", redisUrl, "--log-level", "info"];
+  const replicas: Array<ReturnType<typeof startLoggedProcess>> = [];
+  const startReplica = async (index: number) => {
+    const child = startLoggedProcess(`replica ${index}`, replicaArgv(index));
+    replicas[index] = child;
+    await child.nextLine((line) => line.msg === "listening", 20_000);
+  };
+  // Active/active: both listen; the first started leads, and the sidecar is on it.
+  await startReplica(0);
+  await startReplica(1);
+  const sidecarDir = mkdtempSync(join(tmpdir(), "agentmesh-scale-failover-sidecar-"));
+  const sidecar = startLoggedProcess("sidecar", [cliPath, "sidecar", "--insecure-dev", "--server", addresses[0] as string, "--server", addresses[1] as string,
+    "--host", "failover-host", "--inbound-port", "0", "--local-port", "0", "--http-port", "0", "--data-dir", sidecarDir, "--log-level", "info"]);
+  const leaderMs: number[] = [];
+  const sidecarMs: number[] = [];
+  const sidecarAfterTakeoverMs: number[] = [];
+  try {
+    await sidecar.nextLine((line) => line.msg === "sidecar listening", 20_000);
+    let leader = 0;
+    for (let round = 0; round < failovers; round += 1) {
+      const standby = 1 - leader;
+      const takeover = (replicas[standby] as ReturnType<typeof startLoggedProcess>).nextLine((line) => line.msg === "elected leader: reconciling deployments", 20_000);
+      const reconnected = sidecar.nextLine((line) => line.msg === "connected to control plane" && line.server === addresses[standby], 20_000);
+      const killed = replicas[leader] as ReturnType<typeof startLoggedProcess>;
+      const killedAtMs = Date.now();
+      killed.child.kill("SIGKILL");
+      await killed.exited;
+      const takeoverAtMs = Date.parse(String((await takeover).time));
+      const reconnectedAtMs = Date.parse(String((await reconnected).time));
+      leaderMs.push(takeoverAtMs - killedAtMs);
+      sidecarMs.push(reconnectedAtMs - killedAtMs);
+      sidecarAfterTakeoverMs.push(reconnectedAtMs - takeoverAtMs);
+      process.stdout.write(`failover ${round + 1}: leader ${takeoverAtMs - killedAtMs} ms, sidecar ${reconnectedAtMs - killedAtMs} ms\n`);
+      // Back as a follower; the sidecar stays on the survivor, which now leads: the next round kills that one.
+      await startReplica(leader);
+      leader = standby;
+    }
+  } finally {
+    sidecar.child.kill("SIGTERM");
+    await sidecar.exited;
+    for (const replica of replicas) {
+      replica.child.kill("SIGTERM");
+      await replica.exited;
+    }
+    for (const directory of [...dataDirs, sidecarDir]) rmSync(directory, { recursive: true, force: true });
+  }
+  return { leaderMs, sidecarMs, sidecarAfterTakeoverMs };
+}
+
 async function main(): Promise<void> {
   const postgres = await startPostgres({ durable: true });
   const redis = await startRedis();
   const results: Record<string, Record<string, unknown>> = {};
   try {
-    const embedded: StoreTarget = { name: "embedded", flags: {}, config: { store: "embedded" } };
-    const pgUrl = await postgres.createDatabase();
-    const pgTarget: StoreTarget = { name: "postgres", flags: { "--store": "postgres", "--postgres-url": pgUrl, "--redis-url": redis.url }, config: { store: "postgres", postgresUrl: pgUrl, redisUrl: redis.url } };
-    results.embedded = { ...(await inProcess(embedded)), restart: await restart(embedded) };
-    process.stdout.write("embedded done\n");
-    const pgRestartUrl = await postgres.createDatabase();
-    const pgRestart: StoreTarget = { ...pgTarget, flags: { ...pgTarget.flags, "--postgres-url": pgRestartUrl } };
-    results.postgres = { restart: await restart(pgRestart), ...(await inProcess(pgTarget, postgres)) };
-    process.stdout.write("postgres done\n");
-    results.replicas = await replicas(await postgres.createDatabase(), redis.url);
+    if (args.only === "failover") {
+      results.failover = await failover(await postgres.createDatabase(), redis.url);
+    } else {
+      const embedded: StoreTarget = { name: "embedded", flags: {}, config: { store: "embedded" } };
+      const pgUrl = await postgres.createDatabase();
+      const pgTarget: StoreTarget = { name: "postgres", flags: { "--store": "postgres", "--postgres-url": pgUrl, "--redis-url": redis.url }, config: { store: "postgres", postgresUrl: pgUrl, redisUrl: redis.url } };
+      results.embedded = { ...(await inProcess(embedded)), restart: await restart(embedded) };
+      process.stdout.write("embedded done\n");
+      const pgRestartUrl = await postgres.createDatabase();
+      const pgRestart: StoreTarget = { ...pgTarget, flags: { ...pgTarget.flags, "--postgres-url": pgRestartUrl } };
+      results.postgres = { restart: await restart(pgRestart), ...(await inProcess(pgTarget, postgres)) };
+      process.stdout.write("postgres done\n");
+      results.replicas = await replicas(await postgres.createDatabase(), redis.url);
+      results.failover = await failover(await postgres.createDatabase(), redis.url);
+    }
   } finally {
     await redis.destroy();
     await postgres.destroy();
+  }
+  report(results);
+}
+
+function report(results: Record<string, Record<string, unknown>>): void {
+  const f = results.failover as unknown as { leaderMs: number[]; sidecarMs: number[]; sidecarAfterTakeoverMs: number[] } | undefined;
+  const spread = (values: number[]) => `${round(percentile(values, 0.5), 0)} / ${round(Math.max(...values), 0)}`;
+  const failoverRows: Array<Array<string | number>> = f
+    ? [
+        [`sidecar failover: kill -9 of its replica → Connect welcomed by the other, p50 / max of ${failovers} (goal < 2000)`, "ms", "n/a: one process", spread(f.sidecarMs), ""],
+        ["  sidecar welcomed minus new leader elected (negative: before the election)", "ms", "n/a", spread(f.sidecarAfterTakeoverMs), ""],
+        [`leader failover: kill -9 → another replica leads, p50 / max (goal < 5000; lease 3 s)`, "ms", "n/a: one process", spread(f.leaderMs), ""],
+      ]
+    : [];
+  if (!results.embedded || !results.postgres) {
+    write(results, failoverRows);
+    return;
   }
   const e = results.embedded as Record<string, any>;
   const p = results.postgres as Record<string, any>;
@@ -304,7 +392,12 @@ async function main(): Promise<void> {
     [`cross-replica Watch propagation p50 / p99, Register on A → ADDED on C (${samples}; goal p99 < 20)`, "ms", "n/a: one process", pair(r.propagation), ""],
     ["Discover in-process p50 / p99 on replicas A, B, C (goal p99 < 1 ms)", "ms", "n/a: one process", r.discover.map((one: Stats) => pair(one)).join(", "), ""],
     ["leader failover: leader shuts down → another leads (kill -9 adds the 3 s lease)", "ms", "n/a: one process", round(r.leaderFailoverMs, 0), ""],
+    ...failoverRows,
   ];
+  write(results, rows);
+}
+
+function write(results: Record<string, Record<string, unknown>>, rows: Array<Array<string | number>>): void {
   const headers = ["metric", "unit", "embedded", "postgres+redis", "pg/embedded"];
   printGrid(`bench:scale — measured under load (2 cores shared with soak runs and other helpers), node ${process.version}`, headers, rows);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");

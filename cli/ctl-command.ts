@@ -12,7 +12,7 @@ import {
 } from "../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { AgentInstance, HealthState, healthStateFromJSON } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { CliError } from "./cli-error.js";
-import { type Connection, type ConnectionOptions, addConnectionOptions, connectionFor, openConnection, probeTls } from "./ctl-connection.js";
+import { type Connection, type ConnectionOptions, addConnectionOptions, connectionFor, firstReachable, openConnection, probeTls } from "./ctl-connection.js";
 import type { RpcTarget } from "./error-translation.js";
 import { parseSelectorFlag } from "./options.js";
 import { formatAge, renderTable } from "./table.js";
@@ -27,9 +27,13 @@ export interface CtlClients {
 }
 
 /** Clients over `connection`; ctl commands get theirs from ctlAction. */
+/** The server is verified by SPIFFE ID; a fixed TLS name avoids IP addresses as SNI. */
+function channelOptionsFor(connection: Connection): Record<string, string> {
+  return connection.plaintext ? {} : { "grpc.ssl_target_name_override": "agentmesh-server" };
+}
+
 export function clientsFor(connection: Connection, options: ConnectionOptions): CtlClients {
-  // The server is verified by SPIFFE ID; a fixed TLS name avoids IP addresses as SNI.
-  const channelOptions = connection.plaintext ? {} : { "grpc.ssl_target_name_override": "agentmesh-server" };
+  const channelOptions = channelOptionsFor(connection);
   const registry = new RegistryServiceClient(connection.address, connection.credentials, channelOptions);
   const orchestrator = new OrchestratorServiceClient(connection.address, connection.credentials, channelOptions);
   const identity = new IdentityServiceClient(connection.address, connection.credentials, channelOptions);
@@ -83,6 +87,8 @@ export function ctlAction<Args extends unknown[]>(command: Command, action: (cli
   return async (...args: Args) => {
     const options = command.optsWithGlobals() as ConnectionOptions;
     const connection = await openConnection(command);
+    // Several replicas (--server a,b): the first that answers.
+    connection.address = await firstReachable(connection, channelOptionsFor(connection));
     const clients = clientsFor(connection, options);
     try {
       await action(clients, ...args);

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
-import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
+import { Channel, type ChannelCredentials, type ChannelOptions, connectivityState, credentials } from "@grpc/grpc-js";
 import type { Command } from "commander";
 import { MeshIdentity } from "../sdk/ts/src/client/mesh-identity.js";
 import { CliError } from "./cli-error.js";
@@ -9,7 +9,8 @@ import { adminFiles, credentialsDirEnv, describeCredentialsDir, legacyCredential
 import { envOption, logLevelOption, normalizeServerAddress } from "./options.js";
 
 export interface ConnectionOptions {
-  server: string;
+  /** One address, or several replicas' (the first that answers is used). */
+  server: string | string[];
   output: "table" | "json";
   credentialsDir?: string;
   caCert?: string;
@@ -21,7 +22,9 @@ export interface ConnectionOptions {
 
 /** How ctl talks to the server: the address, and either plaintext or the admin identity (and where it came from). */
 export interface Connection {
+  /** The address calls go to: the first of `addresses` until ctlAction finds the first that answers. */
   address: string;
+  addresses: string[];
   plaintext: boolean;
   credentials: ChannelCredentials;
   /** Where the admin credentials came from, for failure messages; undefined in plaintext. */
@@ -29,9 +32,27 @@ export interface Connection {
   identity?: MeshIdentity;
 }
 
+/** `--server a --server b,c` → [a, b, c]; the default (a string, not yet parsed) is replaced, not added to. */
+function collectServerAddresses(value: string, previous: string | string[]): string[] {
+  return [...(Array.isArray(previous) ? previous : []), ...value.split(",").map(normalizeServerAddress)];
+}
+
+/** The addresses in ConnectionOptions.server, normalized (programs pass one string). */
+export function serverAddresses(options: Pick<ConnectionOptions, "server">): string[] {
+  const given = (Array.isArray(options.server) ? options.server : [options.server]).flatMap((server) => server.split(","));
+  return given.map(normalizeServerAddress);
+}
+
 export function addConnectionOptions(command: Command): Command {
   return command
-    .addOption(envOption("--server <address>", "AGENTMESH_SERVER", "control-plane address host[:port] (port 7420 when omitted)", "127.0.0.1:7420").argParser(normalizeServerAddress))
+    .addOption(
+      envOption(
+        "--server <address>",
+        "AGENTMESH_SERVER",
+        "control-plane address host[:port] (port 7420 when omitted); for replicas repeat it or give a,b: ctl uses the first that answers",
+        "127.0.0.1:7420",
+      ).argParser(collectServerAddresses),
+    )
     .addOption(envOption("-o, --output <format>", "AGENTMESH_OUTPUT", "table | json", "table").choices(["table", "json"]))
     .addOption(
       envOption(
@@ -62,7 +83,9 @@ export function openConnection(command: Command): Promise<Connection> {
  * source of `credentialsDir` ("cli", "env"), so that messages say where it came from.
  */
 export async function connectionFor(options: ConnectionOptions, credentialsSource: string | undefined = "cli"): Promise<Connection> {
-  if (options.plaintext) return { address: options.server, plaintext: true, credentials: credentials.createInsecure() };
+  const addresses = serverAddresses(options);
+  const address = addresses[0] as string;
+  if (options.plaintext) return { address, addresses, plaintext: true, credentials: credentials.createInsecure() };
   const location = resolveCredentialsDir(options.credentialsDir, credentialsSource);
   const files = {
     certFile: options.cert ?? join(location.dir, adminFiles.cert),
@@ -94,13 +117,41 @@ export async function connectionFor(options: ConnectionOptions, credentialsSourc
     identity.close();
     throw CliError.failed(`the admin certificate in ${description} expired at ${new Date(expiresAtMs).toISOString()}: run 'agentmesh ctl init-admin' for a new one`);
   }
-  return { address: options.server, plaintext: false, credentials: identity.channelCredentials(), credentialsDescription: description, identity };
+  return { address, addresses, plaintext: false, credentials: identity.channelCredentials(), credentialsDescription: description, identity };
 }
 
 /** mTLS with the admin credentials, or plaintext when asked (benches and the demo dial with it). */
 export async function channelCredentials(options: ConnectionOptions): Promise<{ credentials: ChannelCredentials; identity?: MeshIdentity }> {
   const connection = await connectionFor(options);
   return { credentials: connection.credentials, identity: connection.identity };
+}
+
+/**
+ * Of several replicas, the first whose connection comes up (TLS included), trying
+ * them in order; a refused or failed connection moves on at once, a silent one after
+ * `timeoutMs`. Answers the first address when none comes up, so the call fails there
+ * with the usual message. One address is answered without a probe.
+ */
+export async function firstReachable(connection: Connection, channelOptions: ChannelOptions, timeoutMs = 3000): Promise<string> {
+  if (connection.addresses.length < 2) return connection.address;
+  for (const address of connection.addresses) {
+    if (await connects(address, connection.credentials, channelOptions, timeoutMs)) return address;
+  }
+  return connection.address;
+}
+
+function connects(address: string, channelCredentials: ChannelCredentials, channelOptions: ChannelOptions, timeoutMs: number): Promise<boolean> {
+  const channel = new Channel(address, channelCredentials, channelOptions);
+  const deadline = Date.now() + timeoutMs;
+  return new Promise<boolean>((resolve) => {
+    const check = (): void => {
+      const state = channel.getConnectivityState(true);
+      if (state === connectivityState.READY) return resolve(true);
+      if (state === connectivityState.TRANSIENT_FAILURE || state === connectivityState.SHUTDOWN) return resolve(false);
+      channel.watchConnectivityState(state, deadline, (error) => (error ? resolve(false) : check()));
+    };
+    check();
+  }).finally(() => channel.close());
 }
 
 /**

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { systemClock } from "../sdk/ts/src/core/clock.js";
 import { createDashboardToken, validateTokenTtlMs } from "../services/dashboard/index.js";
 import { defaultServerConfig } from "../services/server/config.js";
-import { type ConnectionOptions, channelCredentials } from "./ctl-connection.js";
+import { type ConnectionOptions, channelCredentials, serverAddresses } from "./ctl-connection.js";
 import { parseDurationMs } from "../sdk/ts/src/core/duration.js";
 
 /**
@@ -23,7 +23,7 @@ export function addDashboardTokenCommand(ctl: Command): void {
     try {
       ttlMs = parseDurationMs(options.ttl);
       validateTokenTtlMs(ttlMs);
-      url = parseDashboardUrl(options.url ?? defaultDashboardUrl(options.server));
+      url = parseDashboardUrl(options.url ?? defaultDashboardUrl(serverAddresses(options)[0] ?? ""));
     } catch (error) {
       process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
       // A bad flag value: a usage error.

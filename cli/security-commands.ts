@@ -116,11 +116,17 @@ export function addSecurityCommands(ctl: Command): void {
   );
   const verify = audit
     .command("verify")
-    .description("check the hash chain of an audit log file and its signed head record; exits 1 naming the first bad entry")
+    .description("check the hash chain of an audit log (a file and its signed head record, or the PostgreSQL table of --store postgres); exits 1 naming the first bad entry")
     .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "the server's data dir", defaultServerConfig.dataDir))
-    .option("--file <path>", `audit log file (default <data-dir>/audit.log); with ctl's --ca-cert, the CA certificate(s) its head is signed with (default <data-dir>/${caCertFileName})`);
+    .option("--file <path>", `audit log file (default <data-dir>/audit.log); with ctl's --ca-cert, the CA certificate(s) its head is signed with (default <data-dir>/${caCertFileName})`)
+    .addOption(envOption("--postgres-url <url>", "AGENTMESH_POSTGRES_URL", "verify the audit log of servers run with --store postgres: the one chain of every replica, in this database (unless --file is given)"))
+    .addOption(envOption("--postgres-schema <name>", "AGENTMESH_POSTGRES_SCHEMA", "schema holding agentmesh's tables", defaultServerConfig.postgresSchema));
   verify.action(async () => {
-    const flags = verify.optsWithGlobals() as { dataDir: string; file?: string; caCert?: string };
+    const flags = verify.optsWithGlobals() as { dataDir: string; file?: string; caCert?: string; postgresUrl?: string; postgresSchema: string };
+    if (flags.file === undefined && flags.postgresUrl !== undefined) {
+      await verifyPostgresAudit(flags.postgresUrl, flags.postgresSchema);
+      return;
+    }
     const path = flags.file ?? join(flags.dataDir, "audit.log");
     // The server's own log is checked against its CA; another file (a sidecar's, unsigned) only with --ca-cert.
     const caPath = flags.caCert ?? (flags.file === undefined ? join(flags.dataDir, caCertFileName) : undefined);
@@ -153,6 +159,29 @@ export function addSecurityCommands(ctl: Command): void {
     ].filter((note) => note !== "");
     process.stdout.write(`ok: ${result.entries} entries, chain intact, ${anchor}${notes.length > 0 ? `; ${notes.join("; ")}` : ""}\n`);
   });
+}
+
+/** `ctl audit verify --postgres-url`: the chain in the table, and its end against the head row (rows cut off the end are found). */
+async function verifyPostgresAudit(url: string, schema: string): Promise<void> {
+  // Loaded here: every other ctl command starts without the database drivers.
+  const [{ PostgresAuditLog, PostgresDatabase }, { redactUrl }] = await Promise.all([import("../services/state/index.js"), import("../services/server/state-store.js")]);
+  let database: Awaited<ReturnType<typeof PostgresDatabase.open>>;
+  try {
+    database = await PostgresDatabase.open({ url, schema, poolSize: 1 });
+  } catch (error) {
+    throw CliError.failed(`cannot open the audit log in ${redactUrl(url)} (schema ${schema}): ${error instanceof Error ? error.message : String(error)}`);
+  }
+  try {
+    const result = await new PostgresAuditLog(database, { clock: systemClock }).verify();
+    if (!result.ok) {
+      process.stdout.write(`FAILED at entry ${result.line}: ${result.reason}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    process.stdout.write(`ok: ${result.entries} entries, chain intact, ends at the head row (seq ${result.head.seq})\n`);
+  } finally {
+    await database.close();
+  }
 }
 
 /** An entry as JSON, or what the server sent when it is not JSON: `tail` shows everything and never crashes. */

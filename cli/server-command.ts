@@ -24,7 +24,6 @@ export function addServerCommand(program: Command): void {
     .addOption(envOption("--http-host <host>", "AGENTMESH_HTTP_HOST", "bind address of /metrics, /healthz, /readyz", defaults.httpHost))
     .addOption(envOption("--http-port <port>", "AGENTMESH_HTTP_PORT", "HTTP port for /metrics, /healthz, /readyz", String(defaults.httpPort)).argParser(parseInteger("--http-port", 0, 65535)))
     .addOption(envOption("--data-dir <dir>", "AGENTMESH_DATA_DIR", "directory for what the server keeps on disk (CA, audit log, embedded state store)", defaults.dataDir))
-    .addOption(envOption("--role <role>", "AGENTMESH_ROLE", "all (registry and orchestrator alone need the shared PostgreSQL/Redis store, not built yet)", defaults.role))
     .addOption(envOption("--store <kind>", "AGENTMESH_STORE", "where durable state lives: embedded (SQLite in --data-dir) or postgres (shared by replicas)", defaults.store))
     .addOption(envOption("--postgres-url <url>", "AGENTMESH_POSTGRES_URL", "PostgreSQL connection URL (with --store postgres)"))
     .addOption(envOption("--postgres-schema <name>", "AGENTMESH_POSTGRES_SCHEMA", "schema holding agentmesh's tables", defaults.postgresSchema))
@@ -120,7 +119,6 @@ function configFromOptions(options: Record<string, unknown>): Partial<ServerConf
     httpHost: options.httpHost as string,
     httpPort: Number(options.httpPort),
     dataDir: options.dataDir as string,
-    role: options.role as ServerConfig["role"],
     store: options.store as ServerConfig["store"],
     postgresUrl: options.postgresUrl as string | undefined,
     postgresSchema: options.postgresSchema as string,

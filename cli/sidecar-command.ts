@@ -30,7 +30,7 @@ export function addSidecarCommand(program: Command): void {
   program
     .command("sidecar")
     .description("run beside agents: identity, supervision, signed data plane")
-    .addOption(envOption("--server <address...>", "AGENTMESH_SERVER", "control-plane address host[:port], port 7420 when omitted (the first is used)", ["127.0.0.1:7420"] as never))
+    .addOption(envOption("--server <address...>", "AGENTMESH_SERVER", "control-plane address host[:port], port 7420 when omitted; for replicas give several (repeated, or a,b): the sidecar uses the first that answers and moves to the next when it loses it", ["127.0.0.1:7420"] as never))
     .addOption(envOption("--host <name>", "AGENTMESH_HOST_NAME", "this host's name: the identity is spiffe://<td>/sidecar/<host>", hostname()))
     .addOption(envOption("--trust-domain <domain>", "AGENTMESH_TRUST_DOMAIN", "SPIFFE trust domain", defaults.trustDomain))
     .addOption(envOption("--join-token <token>", "AGENTMESH_JOIN_TOKEN", "one-time token from 'ctl join-token'"))
@@ -56,7 +56,7 @@ export function addSidecarCommand(program: Command): void {
       const manifests = list(options.manifest);
       const config: SidecarConfig = {
         ...defaults,
-        servers: list(options.server).map((server) => normalizeServerAddress(server)),
+        servers: list(options.server).flatMap((server) => server.split(",")).map((server) => normalizeServerAddress(server)),
         host: String(options.host),
         trustDomain: String(options.trustDomain),
         joinToken: options.joinToken as string | undefined,

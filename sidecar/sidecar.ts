@@ -71,6 +71,7 @@ export class Sidecar {
   private readonly commandNonces: MemoryNonceCache;
   private keyAgreement: KeyAgreementOptions | undefined;
   private readonly watchBackoff = new Backoff({ initialMs: 100, maxMs: 5000, multiplier: 2 });
+  private watchRetryTimer: NodeJS.Timeout | undefined;
   private readonly health = new SidecarHealth();
   /** Data-plane metrics, served on the HTTP port; frame authentication failures go to `metrics.recordFrameAuthFailure`. */
   readonly metrics = new SidecarMetrics();
@@ -124,9 +125,9 @@ export class Sidecar {
   private async begin(): Promise<void> {
     mkdirSync(this.config.dataDir, { recursive: true, mode: 0o700 });
     this.audit = await FileAuditLog.open({ path: join(this.config.dataDir, "audit.log"), clock: this.clock });
-    const server = this.config.servers[0];
-    if (!server) throw new MeshError("invalidArgument", "--server: at least one address required");
-    if (!this.config.insecureDev) this.identity = await this.joinMesh(server);
+    const servers = this.config.servers;
+    if (servers.length === 0) throw new MeshError("invalidArgument", "--server: at least one address required");
+    if (!this.config.insecureDev) this.identity = await this.joinMesh(servers);
 
     this.tracer = await tracerFromEnvironment(process.env, `agentmesh-sidecar/${this.config.host}`);
     if (this.tracer) this.log.info("tracing on: spans go over OTLP");
@@ -150,7 +151,8 @@ export class Sidecar {
     this.attach.on("responsive", (instanceId: string) => this.onAttachResponsive(instanceId));
 
     this.client = new MeshClient({
-      address: server,
+      // Several replicas: the client moves to the next address when it loses the one it uses.
+      address: servers,
       sidecarId: this.config.host,
       host: this.config.host,
       credentials: this.identity?.channelCredentials(),
@@ -163,7 +165,11 @@ export class Sidecar {
       onRotated: (reason) => this.log.debug({ reason }, "control plane streams moved to a new connection"),
       onEvent: (event) => {
         if (event.type === "disconnected") this.log.warn({ code: event.code, details: event.details, retryInMs: event.retryInMs }, "control plane stream lost");
-        if (event.type === "connected") this.log.info({ unknown: event.unknownInstanceIds.length }, "connected to control plane");
+        if (event.type === "connected") {
+          this.log.info({ unknown: event.unknownInstanceIds.length, server: this.client.address }, "connected to control plane");
+          // The control plane answers again (here or on another replica): a Watch waiting out its backoff resumes now.
+          this.resumeWatchNow();
+        }
         if (event.type === "streamError") this.log.warn(event, "control plane reported a problem");
       },
     });
@@ -191,7 +197,7 @@ export class Sidecar {
     );
   }
 
-  private async joinMesh(server: string): Promise<MeshIdentity> {
+  private async joinMesh(servers: readonly string[]): Promise<MeshIdentity> {
     if (this.config.certFile && this.config.keyFile && this.config.caCertFile) {
       return MeshIdentity.fromFiles({ certFile: this.config.certFile, keyFile: this.config.keyFile, caFile: this.config.caCertFile });
     }
@@ -201,7 +207,7 @@ export class Sidecar {
     const trustBundlePem = await readFile(this.config.caCertFile, "utf8");
     const stored = await loadStoredIdentity(this.config.dataDir, { spiffeId: this.spiffeId, trustBundlePem: splitPem(trustBundlePem), nowMs: this.clock.nowMs() });
     const joinOptions = {
-      address: server,
+      address: servers,
       trustBundlePem,
       spiffeId: this.spiffeId,
       joinToken: this.config.joinToken ?? "",
@@ -383,9 +389,18 @@ export class Sidecar {
     if (this.closing) return;
     const retryInMs = this.watchBackoff.nextDelayMs();
     this.log.warn({ reason, retryInMs, revision: this.cache.lastRevision }, "registry watch lost; resuming");
-    setTimeout(() => {
+    clearTimeout(this.watchRetryTimer);
+    this.watchRetryTimer = setTimeout(() => {
+      this.watchRetryTimer = undefined;
       if (!this.closing) this.watch();
     }, retryInMs).unref();
+  }
+
+  private resumeWatchNow(): void {
+    if (this.watchRetryTimer === undefined || this.closing) return;
+    clearTimeout(this.watchRetryTimer);
+    this.watchRetryTimer = undefined;
+    this.watch();
   }
 
   /** Starts and supervises one agent process and registers it (STARTING until ready). */

@@ -1,13 +1,12 @@
 import type { IdentityServiceServer } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { invalidArgument } from "../../sdk/ts/src/core/mesh-error.js";
 import { type RpcPlumbing, unary } from "../server/rpc-wrapper.js";
-import type { FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import type { IdentityAuthority } from "./identity-authority.js";
 
 const service = "/agentmesh.v1.IdentityService";
 
 /** Decodes IdentityService calls; who may call what is enforced by the mTLS interceptor. */
-export function identityHandlers(authority: IdentityAuthority, audit: FileAuditLog, plumbing: RpcPlumbing): IdentityServiceServer {
+export function identityHandlers(authority: IdentityAuthority, audit: { tail(limit: number): Promise<string[]> }, plumbing: RpcPlumbing): IdentityServiceServer {
   return {
     issueCertificate: unary(plumbing, `${service}/IssueCertificate`, (request, { caller, requestId }) =>
       authority.issueCertificate(request, caller, requestId),

@@ -77,6 +77,7 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
     const method = methodDescriptor.path;
     const kind: CallKind = methodDescriptor.requestStream || methodDescriptor.responseStream ? "stream" : "unary";
     let limiterKey: string | undefined;
+    let cancelled = false;
     const release = () => {
       if (limiterKey === undefined) return;
       options.limits.release(limiterKey, kind);
@@ -108,8 +109,12 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
               call.sendStatus({ code: meshError.code, details: meshError.message });
               return;
             }
-            if (identity.spiffeId !== "") {
-              const refused = options.limits.admit(identity.spiffeId, kind);
+            if (identity.spiffeId === "") {
+              identities.set(metadata, identity);
+              nextMetadata(metadata);
+              return;
+            }
+            const proceed = (refused: LimitRefusal | undefined): void => {
               if (refused) {
                 options.onLimitRejected(`identity_${refused}`);
                 options.refusals.record({ actor: identity.spiffeId, authenticated: true, action: "limit.breach", target: method, reason: refused, requestId: "" });
@@ -117,11 +122,23 @@ export function createMtlsAuth(options: MtlsAuthOptions): MtlsAuth {
                 return;
               }
               limiterKey = identity.spiffeId;
-            }
-            identities.set(metadata, identity);
-            nextMetadata(metadata);
+              // Cancelled while a shared rate limit answered: give the slot back, go no further.
+              if (cancelled) {
+                release();
+                return;
+              }
+              identities.set(metadata, identity);
+              nextMetadata(metadata);
+            };
+            // Synchronous unless replicas share the rate (then grpc-js holds the call's messages until nextMetadata).
+            const admitted = options.limits.admit(identity.spiffeId, kind);
+            if (admitted instanceof Promise) void admitted.then(proceed);
+            else proceed(admitted);
           },
-          onCancel: release,
+          onCancel: () => {
+            cancelled = true;
+            release();
+          },
         });
       },
       sendStatus: (statusObject, next) => {

@@ -5,7 +5,7 @@ import { type ServerCredentials, experimental } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Clock } from "../../sdk/ts/src/core/clock.js";
 import { generateKeyAndCsr } from "../../sdk/ts/src/core/csr.js";
-import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
+import { MemoryNonceCache, type NonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { formatSpiffeId } from "../../sdk/ts/src/core/spiffe-id.js";
 import { CertificateRenewer } from "../../sdk/ts/src/core/tls/certificate-renewer.js";
 import { CertificateSource, type IdentityMaterial } from "../../sdk/ts/src/core/tls/certificate-source.js";
@@ -14,13 +14,13 @@ import { MemoryCertificateStore } from "./adapters/memory-certificate-store.js";
 import { MemoryJoinTokenStore } from "./adapters/memory-join-token-store.js";
 import { MemoryRevocationStore } from "./adapters/memory-revocation-store.js";
 import { readOfflineIssued } from "./adapters/offline-issued-file.js";
-import { type AuditSink, type AuditSinkState, FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
+import { type AuditMark, type AuditSink, type AuditSinkState, type AuditStats, FileAuditLog } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, loadOrCreateCa, splitPemCertificates } from "./domain/ca.js";
 import { JoinTokens } from "./domain/join-tokens.js";
 import { RevocationList } from "./domain/revocations.js";
 import { EnvelopeOpener } from "./envelope-opener.js";
 import { IdentityAuthority } from "./identity-authority.js";
-import { IdentityLimits } from "./identity-limits.js";
+import { IdentityLimits, type SharedRateLimit } from "./identity-limits.js";
 import { type MtlsAuth, createMtlsAuth } from "./mtls-auth.js";
 import type { CertificateStore, JoinTokenStore, RevocationRecord, RevocationStore } from "./ports.js";
 import { type Refusal, RefusalAuditor } from "./refusal-auditor.js";
@@ -55,14 +55,42 @@ export interface SecurityOptions {
   onRefusal?: (refusal: Refusal, written: boolean) => void;
   /** The audit log turned unwritable or writable again. */
   onAuditStateChange?: (state: AuditSinkState) => void;
+  /**
+   * Replay cache for signed requests. Replicas pass one shared by all of them (Redis),
+   * so a request replayed to another replica is refused; absent: an in-process cache,
+   * answered synchronously (the embedded default's hot path does no I/O for it).
+   */
+  nonceCache?: NonceCache;
+  /** Replicas: the per-identity call rate is shared by all of them (Redis), not per process. */
+  sharedRateLimit?: SharedRateLimit;
+  /**
+   * The server's audit log when it lives in the state store (PostgreSQL: one chain for
+   * every replica); absent: the file `<data-dir>/audit.log`, its head signed by the CA.
+   */
+  auditLog?: ServerAuditLog;
   /** Where certificate records, revocations and join tokens live (the state store); memory when absent (tests). */
   stores?: { certificates: CertificateStore; revocations: RevocationStore; joinTokens: JoinTokenStore };
+}
+
+/** What the server needs of its audit log: the file (embedded) and the PostgreSQL table (replicas) both are one. */
+export interface ServerAuditLog extends AuditSink {
+  /** Newest entry this process appended. */
+  readonly head: { seq: number; hash: string };
+  /** False while audited actions must be refused up front. */
+  readonly writable: boolean;
+  readonly stats: Readonly<AuditStats>;
+  mark(): AuditMark;
+  /** Resolves once what was appended is stored; rejects UNAVAILABLE if something since `mark` was not. */
+  flushed(mark?: AuditMark): Promise<void>;
+  /** The newest `limit` entries as stored lines, oldest first. */
+  tail(limit: number): Promise<string[]>;
+  close(): Promise<void>;
 }
 
 /** Everything identity the server needs: CA, audit, signatures, and (unless dev mode) mTLS. */
 export interface Security {
   ca: MeshCa;
-  audit: FileAuditLog;
+  audit: ServerAuditLog;
   /**
    * The same log for fire-and-forget events: a failed append is counted by the log
    * (and the state change logged once), never one error line per event.
@@ -82,7 +110,7 @@ export interface Security {
 export async function createSecurity(options: SecurityOptions): Promise<Security> {
   const log = options.log.child({ component: "identity" });
   const ca = await loadCa(options);
-  const audit = await openAudit(options, ca, log);
+  const audit = options.auditLog ?? (await openAudit(options, ca, log));
   const backgroundAudit: AuditSink = { append: (event) => audit.append(event).catch(() => undefined) };
   const refusals = new RefusalAuditor({
     audit: backgroundAudit,
@@ -112,7 +140,7 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
   const anchors = [...new Set([...ca.trustBundle(), ...splitPemCertificates(ca.certificatePem)])];
   // One verifier (and chain cache) for mTLS peers and for certificates attached to envelopes.
   const verifier = new PeerVerifier(options.trustDomain, anchors);
-  const opener = new EnvelopeOpener(options.trustDomain, new MemoryNonceCache({ clock: options.clock }), options.clock, { verifier, revocations });
+  const opener = new EnvelopeOpener(options.trustDomain, options.nonceCache ?? new MemoryNonceCache({ clock: options.clock }), options.clock, { verifier, revocations });
   const security: Security = {
     ca,
     audit,
@@ -162,11 +190,23 @@ export async function createSecurity(options: SecurityOptions): Promise<Security
     limits: new IdentityLimits(
       { ratePerSecond: options.identityRatePerSecond, burst: options.identityBurst, maxInFlight: options.identityMaxInFlight, maxStreams: options.identityMaxStreams },
       options.clock,
+      options.sharedRateLimit ? { limiter: options.sharedRateLimit, onUnavailable: sharedRateUnavailable(options.clock, log) } : undefined,
     ),
     onLimitRejected: options.onLimitRejected,
   });
   security.tls = { credentials, auth, source, renewer };
   return security;
+}
+
+/** Logs that the shared rate limit could not answer (the local one decides meanwhile), at most every 10 s. */
+function sharedRateUnavailable(clock: Clock, log: Logger): (error: unknown) => void {
+  let lastLoggedMs = Number.NEGATIVE_INFINITY;
+  return (error) => {
+    const nowMs = clock.nowMs();
+    if (nowMs - lastLoggedMs < 10_000) return;
+    lastLoggedMs = nowMs;
+    log.warn({ err: error }, "shared per-identity rate limit unavailable: this replica's own limit applies until it answers");
+  };
 }
 
 /**

@@ -1,6 +1,5 @@
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 
-export type ServerRole = "all" | "registry" | "orchestrator";
 export type ServerStore = "embedded" | "postgres";
 
 /** Everything `agentmesh server` can be told, after parsing flags and env. */
@@ -10,7 +9,6 @@ export interface ServerConfig {
   httpHost: string;
   httpPort: number;
   dataDir: string;
-  role: ServerRole;
   /** embedded: SQLite in dataDir (the default, durable with no database server); postgres: shared by replicas. */
   store: ServerStore;
   postgresUrl?: string;
@@ -81,7 +79,6 @@ export const defaultServerConfig: ServerConfig = {
   httpHost: "127.0.0.1",
   httpPort: 7421,
   dataDir: ".agentmesh",
-  role: "all",
   store: "embedded",
   postgresSchema: "agentmesh",
   stateRetainRevisions: 100_000,
@@ -165,9 +162,4 @@ export function validateServerConfig(config: ServerConfig): void {
     throw new MeshError("invalidArgument", "--postgres-url and --redis-url need --store postgres");
   }
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(config.postgresSchema)) throw new MeshError("invalidArgument", "--postgres-schema: must be a lower-case identifier");
-  if (!["all", "registry", "orchestrator"].includes(config.role)) {
-    throw new MeshError("invalidArgument", "--role: must be all, registry or orchestrator");
-  }
-  // Split roles share state through PostgreSQL and Redis; the embedded store is one process.
-  if (config.role !== "all") throw new MeshError("invalidArgument", "--role: registry and orchestrator need the shared PostgreSQL/Redis store");
 }

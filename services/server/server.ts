@@ -5,6 +5,7 @@ import { type Server, ServerCredentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
+import { defaultSignatureWindowMs } from "../../sdk/ts/src/core/signing.js";
 import { IdentityServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
 import { OrchestratorServiceService, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegistryServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
@@ -160,6 +161,12 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
     stores: { certificates: state.certificates, revocations: state.revocations, joinTokens: state.joinTokens },
+    // Replicas: one audit chain in PostgreSQL for all of them, instead of a file each.
+    auditLog: state.audit,
+    // Replicas share one replay cache (Redis): a signed request replayed to another replica is refused.
+    nonceCache: state.sharedCoordination ? state.coordination.nonceCache({ windowMs: defaultSignatureWindowMs }) : undefined,
+    // ... and one per-identity rate: calls spread over replicas count against one bucket.
+    sharedRateLimit: state.sharedCoordination ? state.coordination.rateLimiter : undefined,
   });
   } catch (error) {
     await state.close();
@@ -515,7 +522,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   readiness.auditWritable = security.audit.writable;
   readiness.apply();
   log.info(
-    { grpcPort, httpPort: http.port, role: config.role, trustDomain: config.trustDomain, mtls: Boolean(security.tls), store: state.describe },
+    { grpcPort, httpPort: http.port, trustDomain: config.trustDomain, mtls: Boolean(security.tls), store: state.describe },
     "agentmesh server started",
   );
 

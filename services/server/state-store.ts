@@ -12,6 +12,7 @@ import {
   type ChangeLogObserver,
   type Coordination,
   InProcessCoordination,
+  PostgresAuditLog,
   PostgresChangeLog,
   PostgresDatabase,
   RedisCoordination,
@@ -46,10 +47,14 @@ export interface StateStore {
   kind: StoreKind;
   log: ChangeLog;
   coordination: Coordination;
+  /** `coordination` is shared with other replicas (Redis), not in-process. */
+  sharedCoordination: boolean;
   deployments: DeploymentStore;
   joinTokens: JoinTokenStore;
   certificates: CertificateStore;
   revocations: RevocationStore;
+  /** The audit log in the store (PostgreSQL: one hash chain for every replica); absent for the embedded store, whose audit log is a file. */
+  audit?: PostgresAuditLog;
   /** Reachable now (the last probe answered). */
   readonly healthy: boolean;
   /** Human-readable location for the startup line (never a password). */
@@ -101,6 +106,7 @@ export async function openStateStore(options: StateStoreOptions): Promise<StateS
   }, options.probeIntervalMs);
   timer.unref();
   const stopRelay = options.redisUrl ? relayCommits(changeLog, coordination.wakeUps) : () => undefined;
+  const audit = new PostgresAuditLog(database, { clock: options.clock, logger: log });
   return assemble(
     options,
     log,
@@ -110,10 +116,12 @@ export async function openStateStore(options: StateStoreOptions): Promise<StateS
     async () => {
       clearInterval(timer);
       stopRelay();
+      await audit.close();
       await coordination.close();
       await database.close();
     },
     () => healthy,
+    audit,
   );
 }
 
@@ -125,6 +133,7 @@ async function assemble(
   describe: string,
   closeBackend: () => Promise<void>,
   isHealthy: () => boolean,
+  audit?: PostgresAuditLog,
 ): Promise<StateStore> {
   // History is kept for Watch resumes and followers; compaction bounds it.
   const compactTimer = setInterval(() => {
@@ -139,10 +148,12 @@ async function assemble(
     kind: options.store,
     log: changeLog,
     coordination,
+    sharedCoordination: !(coordination instanceof InProcessCoordination),
     deployments: new ChangeLogDeploymentStore(changeLog),
     joinTokens: new ChangeLogJoinTokenStore(changeLog),
     certificates: new ChangeLogCertificateStore(changeLog),
     revocations: new ChangeLogRevocationStore(changeLog),
+    audit,
     get healthy() {
       return isHealthy();
     },

@@ -11,6 +11,11 @@ import { type ThrowawayPostgres, startPostgres } from "../helpers/postgres.js";
 import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
 import { type ManagedProcess, cliPath, run, startProcess, tempDir, toolPath } from "../helpers/processes.js";
 import { freePort } from "../helpers/server-binaries.js";
+import { Metadata, type ServiceError } from "@grpc/grpc-js";
+import { MeshIdentity } from "../../sdk/ts/src/client/mesh-identity.js";
+import { RegisterRequest, RegistryServiceClient } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
+import type { SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { manifest } from "../helpers/manifests.js";
 
 let postgres: ThrowawayPostgres;
 let redis: ThrowawayRedis;
@@ -30,6 +35,23 @@ afterEach(async () => {
   cluster = undefined;
   for (const server of servers.splice(0)) await server.stop("SIGKILL");
 });
+
+/** A Register signed once by the admin identity in `credentials`, to send as it is to any replica. */
+async function signedRegister(credentials: string): Promise<{ identity: MeshIdentity; envelope: SignedEnvelope }> {
+  const identity = await MeshIdentity.fromFiles({ certFile: join(credentials, "admin-cert.pem"), keyFile: join(credentials, "admin-key.pem"), caFile: join(credentials, "ca.pem") });
+  const inner = RegisterRequest.fromPartial({ manifest: manifest({ name: "replayed" }), host: "outside" });
+  const envelope = identity.sign(RegisterRequest.encode(inner).finish(), "/agentmesh.v1.RegistryService/Register", "agentmesh.v1.RegisterRequest", `spiffe://${identity.trustDomain}/server`);
+  return { identity, envelope };
+}
+
+function sendRegister(port: number, identity: MeshIdentity, envelope: SignedEnvelope): Promise<{ code: number; details: string }> {
+  const client = new RegistryServiceClient(`127.0.0.1:${port}`, identity.channelCredentials(), { "grpc.ssl_target_name_override": "agentmesh-server" });
+  return new Promise<{ code: number; details: string }>((resolve) =>
+    client.register(RegisterRequest.fromPartial({ envelope }), new Metadata(), { deadline: Date.now() + 10_000 }, (error: ServiceError | null) =>
+      resolve(error ? { code: error.code, details: error.details } : { code: 0, details: "" }),
+    ),
+  ).finally(() => client.close());
+}
 
 const readyz = async (port: number) => (await fetch(`http://127.0.0.1:${port}/readyz`)).status;
 
@@ -70,10 +92,11 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
 
   it("three replicas serve at once: an apply through any replica is reconciled by the leader, every replica discovers the agent, and a new leader takes over when the leader is killed", async () => {
     const url = await postgres.createDatabase();
-    const [firstDir, credentials] = [tempDir(), tempDir()];
+    const dataDirs = [tempDir(), tempDir(), tempDir()];
+    const [firstDir, credentials] = [dataDirs[0] as string, tempDir()];
     const ports = [await freePort(), await freePort(), await freePort()];
     const replica = (index: number, caArgs: string[] = []) => {
-      const dataDir = index === 0 ? firstDir : tempDir();
+      const dataDir = dataDirs[index] as string;
       const server = startProcess(process.execPath, [cliPath, "server", "--port", String(ports[index]), "--http-port", "0", "--data-dir", dataDir, "--server-id", `server-${index + 1}`, "--store", "postgres", "--postgres-url", url, "--redis-url", redis.url, ...caArgs]);
       servers.push(server);
       return server;
@@ -106,6 +129,10 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
     }
     // Rollout progress written by the leader is served by the others.
     await waitFor("rollout status through replica 2", async () => ((await ctl(1, "rollout", "status", "echo", "--timeout", "5s")).code === 0 ? true : undefined));
+    // The replay cache is shared (Redis): what one replica accepted, another refuses.
+    const { identity, envelope } = await signedRegister(credentials);
+    expect(await sendRegister(ports[0] as number, identity, envelope)).toEqual({ code: 0, details: "" });
+    expect(await sendRegister(ports[1] as number, identity, envelope)).toEqual({ code: 16, details: "nonce replayed" });
 
     await first.stop("SIGKILL");
     const elected = await Promise.race(others.map((server) => server.waitForLog((line) => line.msg === "elected leader: reconciling deployments", 15_000)));
@@ -113,6 +140,16 @@ describe("server on PostgreSQL + Redis (real processes)", () => {
     // The survivors still serve every RPC, and an apply through either is reconciled.
     expect((await ctl(2, "apply", "-f", file)).stdout).toBe("deployment/echo unchanged\n");
     expect((await ctl(1, "deployments")).stdout).toContain("echo");
+    // One audit chain in PostgreSQL for every replica: what the old leader recorded, the others continue.
+    writeFileSync(join(credentials, "other.yaml"), echoDeploymentYaml({ replicas: 1, name: "other" }));
+    expect((await ctl(1, "apply", "-f", join(credentials, "other.yaml"))).stdout).toBe("deployment/other created\n");
+    const tail = JSON.parse((await ctl(1, "-o", "json", "audit", "tail", "-n", "100")).stdout) as Array<{ seq: number; action: string; target: string }>;
+    const applied = tail.filter((entry) => entry.action === "deployment.apply").map((entry) => entry.target);
+    expect(applied).toEqual(["echo", "other"]);
+    expect(tail.map((entry) => entry.seq)).toEqual(tail.map((_, index) => index + 1));
+    expect(dataDirs.map((dir) => existsSync(join(dir, "audit.log")))).toEqual([false, false, false]);
+    const verified = await run(process.execPath, [cliPath, "ctl", "audit", "verify", "--postgres-url", url]);
+    expect({ code: verified.code, stdout: verified.stdout }).toEqual({ code: 0, stdout: `ok: ${tail.length} entries, chain intact, ends at the head row (seq ${tail.length})\n` });
     const probe = await run(toolPath("grpc-health-probe"), ["-addr", `127.0.0.1:${ports[1]}`, "-tls", "-tls-ca-cert", join(credentials, "ca.pem"), "-tls-client-cert", join(credentials, "admin-cert.pem"), "-tls-client-key", join(credentials, "admin-key.pem")]);
     expect((probe.stdout + probe.stderr).trim()).toBe("status: SERVING");
   }, 120_000);

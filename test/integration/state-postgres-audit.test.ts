@@ -61,7 +61,7 @@ describe("PostgreSQL audit log", () => {
     const { logs } = await openReplicas(2);
     const [first, second] = logs as [PostgresAuditLog, PostgresAuditLog];
     await Promise.all(Array.from({ length: 200 }, (_, index) => (index % 2 === 0 ? first : second).append(event(index, { index }))));
-    expect(await first.verify()).toMatchObject({ ok: true, entries: 200, head: await second.head() });
+    expect(await first.verify()).toMatchObject({ ok: true, entries: 200, head: await second.storedHead() });
     const lines = await second.tail(3);
     expect(lines.map((line) => (JSON.parse(line) as { seq: number }).seq)).toEqual([198, 199, 200]);
   });
@@ -113,17 +113,37 @@ describe("PostgreSQL audit log", () => {
     expect(await log.verify()).toEqual({ ok: false, ...expected });
   });
 
-  it("fails appends while PostgreSQL is down and continues the same chain once it is back", async () => {
+  it("fails appends while PostgreSQL is down (an audited action's flush too) and continues the same chain once it is back, with a gap entry", async () => {
     const { logs } = await openReplicas(1);
     const log = logs[0] as PostgresAuditLog;
     await log.append(event(1));
     await server.stop();
+    const mark = log.mark();
     try {
       await expect(log.append(event(2))).rejects.toMatchObject({ kind: "unavailable" });
+      await expect(log.flushed(mark)).rejects.toMatchObject({ kind: "unavailable" });
     } finally {
       await server.start();
     }
+    const afterOutage = log.mark();
     await log.append(event(3));
-    expect(await log.verify()).toMatchObject({ ok: true, entries: 2 });
+    await log.flushed(afterOutage);
+    expect(await log.verify()).toMatchObject({ ok: true, entries: 3 });
+    const lines = (await log.tail(2)).map((line) => JSON.parse(line) as { action: string; details?: Record<string, unknown> });
+    expect(lines.map((entry) => entry.action)).toEqual(["audit.gap", "deployment.apply"]);
+    expect(lines[0]?.details).toMatchObject({ droppedEntries: 1 });
+    expect({ head: log.head, stats: log.stats }).toEqual({ head: await log.storedHead(), stats: { writes: 2, syncs: 0, droppedEntries: 1 } });
+  });
+
+  it("holds an audited action until its entries are committed (mark, then flushed)", async () => {
+    const { logs } = await openReplicas(1);
+    const log = logs[0] as PostgresAuditLog;
+    const mark = log.mark();
+    const appended = log.append(event(1));
+    await log.flushed(mark);
+    // flushed resolved only after the entry's transaction committed.
+    expect(log.head.seq).toBe(1);
+    await appended;
+    expect((await log.linesAfter(0, 10)).length).toBe(1);
   });
 });

@@ -1,5 +1,15 @@
 import type { Logger } from "pino";
-import { type AuditEntry, type AuditEvent, type AuditSink, type AuditVerifyResult, auditEntryHash, canonicalJson, genesisHash } from "../../../sdk/ts/src/core/audit-log.js";
+import {
+  type AuditEntry,
+  type AuditEvent,
+  type AuditMark,
+  type AuditSink,
+  type AuditStats,
+  type AuditVerifyResult,
+  auditEntryHash,
+  canonicalJson,
+  genesisHash,
+} from "../../../sdk/ts/src/core/audit-log.js";
 import type { Clock } from "../../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
 import type { PostgresDatabase } from "./postgres-database.js";
@@ -14,6 +24,11 @@ import type { PostgresDatabase } from "./postgres-database.js";
 // table refuses UPDATE, DELETE and TRUNCATE by trigger (append-only in the
 // database, not only in this code); verify replays the chain and also compares its
 // end with audit_head, so rows cut off the end are detected too.
+//
+// The server holds audited RPCs to it as to the file log (mark, then flushed: OK only
+// once the RPC's entries are committed). Entries of a batch that failed are counted,
+// and the next batch that commits starts with an `audit.gap` entry saying how many,
+// as the file log does after a write error.
 
 export interface PostgresAuditLogOptions {
   clock: Clock;
@@ -29,6 +44,11 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
+interface Waiter {
+  ticket: number;
+  resolve: () => void;
+}
+
 const verifyPageRows = 1000;
 
 export class PostgresAuditLog implements AuditSink {
@@ -38,6 +58,16 @@ export class PostgresAuditLog implements AuditSink {
   private readonly table: string;
   private readonly headTable: string;
   private readonly maxBatchEntries: number;
+  /** Appends accepted, and appends settled (committed or failed); batches settle in order. */
+  private appended = 0;
+  private settled = 0;
+  /** Failed batches so far: a mark taken before one cannot be flushed. */
+  private failures = 0;
+  private waiters: Waiter[] = [];
+  /** Entries lost to failed batches since the last committed one, for the next audit.gap entry. */
+  private lost: { entries: number; sinceMs: number } | undefined;
+  private lastCommitted = { seq: 0, hash: genesisHash };
+  private readonly statsCounters: AuditStats = { writes: 0, syncs: 0, droppedEntries: 0 };
 
   constructor(
     private readonly database: PostgresDatabase,
@@ -58,14 +88,48 @@ export class PostgresAuditLog implements AuditSink {
       return Promise.reject(error);
     }
     const time = new Date(this.options.clock.nowMs()).toISOString();
+    this.appended += 1;
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ event, time, resolve, reject });
       this.flushing ??= this.flushLoop();
     });
   }
 
-  /** Sequence number and hash of the newest committed entry. */
-  async head(): Promise<{ seq: number; hash: string }> {
+  /** Newest entry this replica committed (other replicas append to the same chain: see storedHead). */
+  get head(): { seq: number; hash: string } {
+    return { ...this.lastCommitted };
+  }
+
+  /** Appends are always attempted: while PostgreSQL is down they fail, and the store's health reports it. */
+  get writable(): boolean {
+    return !this.closed;
+  }
+
+  /** writes: committed batches (one transaction each); syncs: 0 (PostgreSQL's own WAL flush); dropped: entries of failed batches. */
+  get stats(): Readonly<AuditStats> {
+    return { ...this.statsCounters };
+  }
+
+  /** Call before an audited action; pass the result to flushed() after it. */
+  mark(): AuditMark {
+    return { epoch: this.failures };
+  }
+
+  /**
+   * Resolves once every entry appended so far is committed; rejects with UNAVAILABLE
+   * when a batch failed since `mark` (one of the action's entries may be among them).
+   */
+  flushed(mark?: AuditMark): Promise<void> {
+    const failedSince = () => mark !== undefined && mark.epoch !== this.failures;
+    if (failedSince()) return Promise.reject(auditUnavailable());
+    if (this.settled >= this.appended) return Promise.resolve();
+    return new Promise<void>((resolve) => this.waiters.push({ ticket: this.appended, resolve })).then(() => {
+      if (failedSince()) throw auditUnavailable();
+    });
+  }
+
+  /** Sequence number and hash of the newest committed entry of the chain, whichever replica wrote it. */
+  async storedHead(): Promise<{ seq: number; hash: string }> {
     return this.database.guard("audit.head", async () => {
       const result = await this.database.pool.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${this.headTable} WHERE id = 1`);
       const row = result.rows[0];
@@ -113,7 +177,7 @@ export class PostgresAuditLog implements AuditSink {
       }
       if (rows.length < verifyPageRows) break;
     }
-    const head = await this.head();
+    const head = await this.storedHead();
     if (head.seq !== position || head.hash !== previousHash) return { ok: false, line: position + 1, reason: `chain ends at seq ${position} but the head says ${head.seq}` };
     // The chain head row lives in the same transactional table set, so it always covers every row; rows are never torn.
     return { ok: true, entries: position, head, anchor: { seq: head.seq, signed: false }, entriesPastAnchor: 0, tornTailBytes: 0 };
@@ -132,17 +196,42 @@ export class PostgresAuditLog implements AuditSink {
       const batch = this.pending.splice(0, this.maxBatchEntries);
       try {
         await this.writeBatch(batch);
+        this.statsCounters.writes += 1;
         for (const item of batch) item.resolve();
       } catch (error) {
         // Nothing of the batch was committed and the head did not move: the chain is
         // intact, so the next batch may proceed; these appends fail loudly.
+        this.failures += 1;
+        this.statsCounters.droppedEntries += batch.length;
+        this.lost = { entries: (this.lost?.entries ?? 0) + batch.length, sinceMs: this.lost?.sinceMs ?? this.options.clock.nowMs() };
         for (const item of batch) item.reject(error instanceof MeshError ? error : new MeshError("unavailable", "audit log write failed"));
       }
+      this.settle(batch.length);
     }
     this.flushing = undefined;
   }
 
-  private async writeBatch(batch: Pending[]): Promise<void> {
+  private settle(count: number): void {
+    this.settled += count;
+    const still: Waiter[] = [];
+    for (const waiter of this.waiters) {
+      if (waiter.ticket <= this.settled) waiter.resolve();
+      else still.push(waiter);
+    }
+    this.waiters = still;
+  }
+
+  private async writeBatch(appends: Pending[]): Promise<void> {
+    const lost = this.lost;
+    const batch: Array<Pick<Pending, "event" | "time">> = lost
+      ? [
+          {
+            event: { actor: "system", action: "audit.gap", target: "audit_log", outcome: "failure", requestId: "", details: { droppedEntries: lost.entries, since: new Date(lost.sinceMs).toISOString() } },
+            time: appends[0]?.time ?? new Date(this.options.clock.nowMs()).toISOString(),
+          },
+          ...appends,
+        ]
+      : appends;
     await this.database.guard("audit.append", () =>
       this.database.transaction(async (client) => {
         const headResult = await client.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${this.headTable} WHERE id = 1 FOR UPDATE`);
@@ -177,10 +266,16 @@ export class PostgresAuditLog implements AuditSink {
            UPDATE ${this.headTable} SET seq = $4, hash = $5 WHERE id = 1`,
           [seqs, lines, hashes, seq, previousHash],
         );
+        return { seq, hash: previousHash };
       }),
-    );
+    ).then((head) => {
+      this.lastCommitted = head;
+      if (this.lost === lost) this.lost = undefined;
+    });
   }
 }
+
+const auditUnavailable = () => new MeshError("unavailable", "audit log unavailable: audited actions are refused");
 
 function parseEntry(line: string): AuditEntry | undefined {
   try {

@@ -8,7 +8,7 @@ import {
   credentials as grpcCredentials,
   status,
 } from "@grpc/grpc-js";
-import { Backoff } from "../core/backoff.js";
+import { Backoff, defaultReconnectBackoff } from "../core/backoff.js";
 import { parseLabelSelector } from "../core/label-selector.js";
 import { parseSpiffeId } from "../core/spiffe-id.js";
 import {
@@ -33,8 +33,12 @@ import { type AgentInstance, type AgentManifest, HealthState, type Load } from "
 
 /** Where the control plane is, how to reach it, and what this client announces. */
 export interface MeshClientOptions {
-  /** Control-plane address, `host:port`. */
-  address: string;
+  /**
+   * Control-plane address, `host:port`, or the addresses of several replicas: the
+   * client uses one at a time, in order, and moves to the next when it cannot open
+   * its Connect stream there or loses it (after each full round, the backoff).
+   */
+  address: string | readonly string[];
   /** mTLS credentials; plaintext (dev mode servers only) when absent. */
   credentials?: ChannelCredentials;
   /** Signs Register and Hello (required by servers running mTLS). */
@@ -185,6 +189,12 @@ export class MeshClient {
   private rotationTimer: NodeJS.Timeout | undefined;
   private rotationReason = "";
   private readonly backoff = new Backoff();
+  /**
+   * Between rounds over several replicas: capped at 1 s, not 5 s. A dead replica
+   * refuses at once, so a round costs little, and a standby that takes over when
+   * the leader's lease lapses (ADR 0007) is found within a second of listening.
+   */
+  private readonly failoverBackoff = new Backoff({ ...defaultReconnectBackoff, maxMs: 1000 });
   private readonly rotationBackoff = new Backoff();
   private connectedWaiters: Array<() => void> = [];
   private connected = false;
@@ -194,6 +204,10 @@ export class MeshClient {
   private readonly audience: string;
   private readonly stopRenewals: (() => void) | undefined;
   private rotationCount = 0;
+  private readonly addresses: readonly string[];
+  private addressIndex = 0;
+  /** Connect streams lost (or never welcomed) since the last welcome, in this round over the addresses. */
+  private failuresInRound = 0;
 
   constructor(private readonly options: MeshClientOptions) {
     this.channelCredentials = options.credentials ?? grpcCredentials.createInsecure();
@@ -207,10 +221,17 @@ export class MeshClient {
       ...options.channelOptions,
     };
     this.audience = options.signer ? `spiffe://${parseSpiffeId(options.signer.spiffeId).trustDomain}/server` : "";
+    this.addresses = typeof options.address === "string" ? [options.address] : [...options.address];
+    if (this.addresses.length === 0) throw new Error("MeshClient: at least one control-plane address required");
     this.channel = this.openChannel();
     this.stopRenewals = options.renewals?.onChange(() => this.requestRotation("certificate renewed"));
     // Refusal totals travel in status messages, checked once a second.
     if (options.dataPlaneRefusals) this.ensureTimer(1000);
+  }
+
+  /** The control-plane address in use now. */
+  get address(): string {
+    return this.addresses[this.addressIndex] as string;
   }
 
   /** RegistryService on the current connection. */
@@ -414,8 +435,8 @@ export class MeshClient {
     // A channel of its own (local subchannel pool): grpc-js would otherwise hand an
     // equal channel the connection being replaced, with the certificate being replaced.
     const options = { ...this.channelOptions, "grpc.use_local_subchannel_pool": 1 };
-    const registry = new RegistryServiceClient(this.options.address, this.channelCredentials, options);
-    const orchestrator = new OrchestratorServiceClient(this.options.address, this.channelCredentials, { ...options, channelOverride: registry.getChannel() });
+    const registry = new RegistryServiceClient(this.address, this.channelCredentials, options);
+    const orchestrator = new OrchestratorServiceClient(this.address, this.channelCredentials, { ...options, channelOverride: registry.getChannel() });
     this.channelIds += 1;
     const channel: ControlChannel = { id: this.channelIds, registry, orchestrator, users: 0, retired: false, closed: false };
     this.channels.add(channel);
@@ -548,6 +569,8 @@ export class MeshClient {
         if (stream !== this.stream) return;
         this.connected = true;
         this.backoff.reset();
+        this.failoverBackoff.reset();
+        this.failuresInRound = 0;
         const unknown = message.value.unknownInstanceIds;
         // A move to a new connection is not a reconnect: nothing was lost, nobody needs to hear.
         if (this.connectedEventDue) this.options.onEvent?.({ type: "connected", unknownInstanceIds: unknown });
@@ -627,10 +650,28 @@ export class MeshClient {
       return;
     }
     if (this.closed) return;
-    const retryInMs = this.backoff.nextDelayMs();
+    const retryInMs = this.addresses.length > 1 ? this.failOver() : this.backoff.nextDelayMs();
     this.connectedEventDue = true;
     this.options.onEvent?.({ type: "disconnected", code, details, retryInMs });
     this.reconnectTimer = setTimeout(() => this.openStream(), retryInMs);
+  }
+
+  /**
+   * Several replicas: the stream is lost (or never opened) here, so the next attempt
+   * goes to the next address, on a connection of its own (a fresh channel, not one
+   * waiting out grpc-js' reconnect backoff to a dead address). The addresses are tried
+   * one after another at once; only after a full round that all failed comes the
+   * backoff delay. Answers the delay.
+   */
+  private failOver(): number {
+    const previous = this.channel;
+    this.addressIndex = (this.addressIndex + 1) % this.addresses.length;
+    this.channel = this.openChannel();
+    this.retire(previous);
+    this.failuresInRound += 1;
+    if (this.failuresInRound < this.addresses.length) return 0;
+    this.failuresInRound = 0;
+    return this.failoverBackoff.nextDelayMs();
   }
 
   private retryRotation(): void {

@@ -1,6 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { type ChannelCredentials, Metadata, type ServiceError, credentials as grpcCredentials } from "@grpc/grpc-js";
+import { type ChannelCredentials, Metadata, type ServiceError, credentials as grpcCredentials, status } from "@grpc/grpc-js";
 import type { PeerCertificate } from "node:tls";
 import type { Clock } from "../core/clock.js";
 import { systemClock } from "../core/clock.js";
@@ -21,8 +21,12 @@ export interface EnvelopeSigner {
 
 /** How {@link MeshIdentity.join} obtains the first certificate (docs/protocol.md, "Joining"). */
 export interface JoinOptions {
-  /** Control-plane address, host:port. */
-  address: string;
+  /**
+   * Control-plane address, host:port, or several replicas': a certificate request
+   * that cannot reach one (UNAVAILABLE, DEADLINE_EXCEEDED) goes to the next, and the
+   * one that answered is asked first next time.
+   */
+  address: string | readonly string[];
   /** The trust bundle that verifies the server on first contact (the mesh CA certificate). */
   trustBundlePem: string;
   spiffeId: string;
@@ -51,6 +55,8 @@ export class MeshIdentity implements EnvelopeSigner {
   readonly trustDomain: string;
   private renewer: CertificateRenewer | undefined;
   private readonly signer: SourceSigner;
+  /** Index of the address that answered last (JoinOptions.address). */
+  private preferredAddress = 0;
 
   private constructor(
     readonly spiffeId: string,
@@ -70,7 +76,7 @@ export class MeshIdentity implements EnvelopeSigner {
       issue: async () => {
         const joinToken = useToken ? options.joinToken : "";
         useToken = false;
-        return identity.requestCertificate(options.address, joinToken, options.ttlSeconds ?? 0);
+        return identity.requestFromAny(typeof options.address === "string" ? [options.address] : options.address, joinToken, options.ttlSeconds ?? 0);
       },
       onError: options.onRenewError,
       onRenewed: options.onRenewed,
@@ -116,6 +122,24 @@ export class MeshIdentity implements EnvelopeSigner {
 
   close(): void {
     this.renewer?.stop();
+  }
+
+  /** A refused or failed request is final; only a replica that could not be reached is tried past. */
+  private async requestFromAny(addresses: readonly string[], joinToken: string, ttlSeconds: number): Promise<IdentityMaterial> {
+    let lastError: unknown = new Error("no control-plane address");
+    for (let attempt = 0; attempt < addresses.length; attempt += 1) {
+      const index = (this.preferredAddress + attempt) % addresses.length;
+      try {
+        const material = await this.requestCertificate(addresses[index] as string, joinToken, ttlSeconds);
+        this.preferredAddress = index;
+        return material;
+      } catch (error) {
+        const code = (error as Partial<ServiceError>).code;
+        if (code !== status.UNAVAILABLE && code !== status.DEADLINE_EXCEEDED) throw error;
+        lastError = error;
+      }
+    }
+    throw lastError;
   }
 
   private async requestCertificate(address: string, joinToken: string, ttlSeconds: number): Promise<IdentityMaterial> {
