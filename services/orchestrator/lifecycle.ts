@@ -157,8 +157,13 @@ export class Lifecycle {
     if (waiting && waiting.sidecarId === sidecarId) waiting.fail(new MeshError("unavailable", "the instance's sidecar is not connected"));
   }
 
-  /** No result can come on a session that ended: whoever waits on one hears so now. */
+  /**
+   * No result can come on a session that ended: whoever waits on one hears so now. A
+   * session of another replica may end with no health change here (its holder died),
+   * so this is a reason to reconcile too.
+   */
   private onSessionClosed(session: SidecarSession): void {
+    this.requestReconcile();
     const waiting = this.waitingBySession.get(session);
     if (!waiting) return;
     this.waitingBySession.delete(session);
