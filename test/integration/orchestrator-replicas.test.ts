@@ -3,6 +3,7 @@
 // with in-process coordination, scripted sidecars (MeshClient on real Connect
 // streams), and one leader Lifecycle on replica a. Commands for b's sidecars go
 // through the log; their results come back through it.
+import { join } from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
@@ -26,10 +27,11 @@ import { Registry } from "../../services/registry/registry.js";
 import { type CallerIdentity, devAuthenticator } from "../../services/server/call-context.js";
 import { ServerMetrics } from "../../services/server/metrics.js";
 import type { RpcPlumbing } from "../../services/server/rpc-wrapper.js";
-import { type ChangeLog, InProcessCoordination, type LivenessLeases, MemoryChangeLog, stateKeys } from "../../services/state/index.js";
+import { type ChangeLog, InProcessCoordination, type LivenessLeases, MemoryChangeLog, SqliteChangeLog, relayCommits, stateKeys } from "../../services/state/index.js";
 import { EventLog } from "../helpers/events.js";
 import { logSink } from "../helpers/log-sink.js";
 import { manifest } from "../helpers/manifests.js";
+import { tempDir } from "../helpers/processes.js";
 import { SteppingTimers } from "../helpers/stepping-timers.js";
 
 const trustDomain = "mesh.test";
@@ -37,6 +39,11 @@ const admin: CallerIdentity = { spiffeId: `spiffe://${trustDomain}/admin/test`, 
 const leaseTtlMs = 3_000;
 const renewIntervalMs = 1_000;
 const { log: logger } = logSink("silent");
+
+/** An upper bound for slow machines, not a timing assertion: each of these follows from events in order. */
+function eventually<T>(read: () => T | Promise<T>) {
+  return expect.poll(read, { timeout: 10_000, interval: 10 });
+}
 
 /** What a process that died can no longer do: every call of the wrapped port fails from `kill()` on. */
 function mortal<T extends object>(target: T): { port: T; kill(): void } {
@@ -68,7 +75,10 @@ interface TestSidecar {
 }
 
 let timers: SteppingTimers;
-let changeLog: MemoryChangeLog;
+/** Replica a's handle on the change log (the leader's). */
+let changeLog: ChangeLog;
+let handles: ChangeLog[];
+let stopRelays: Array<() => void>;
 let coordination: InProcessCoordination;
 let registry: Registry;
 let replicas: Replica[];
@@ -76,8 +86,8 @@ let sidecars: TestSidecar[];
 let lifecycle: Lifecycle;
 let fenceToken: number;
 
-async function startReplica(serverId: string, lifecycleFor: () => Lifecycle): Promise<Replica> {
-  const log = mortal<ChangeLog>(changeLog);
+async function startReplica(serverId: string, handle: ChangeLog, lifecycleFor: () => Lifecycle): Promise<Replica> {
+  const log = mortal<ChangeLog>(handle);
   const leases = mortal<LivenessLeases>(coordination.leases);
   const hub = new ConnectHub(registry, logger, { reconnectGraceMs: 0, heartbeatTimeoutMultiplier: 3, serverId, maxInstancesPerStream: 100 }, (caller, owner) => {
     if (caller !== owner) throw new Error("instance owned by another identity");
@@ -86,6 +96,7 @@ async function startReplica(serverId: string, lifecycleFor: () => Lifecycle): Pr
     hub,
     log: log.port,
     leases: leases.port,
+    wakeUps: coordination.wakeUps,
     serverId,
     clock: timers.clock,
     timers,
@@ -195,10 +206,24 @@ async function advance(totalMs: number): Promise<void> {
   }
 }
 
-beforeEach(async () => {
+type StoreKind = "one memory change log" | "SQLite, one handle per replica";
+
+async function openHandles(kind: StoreKind): Promise<ChangeLog[]> {
+  if (kind === "one memory change log") {
+    const shared = new MemoryChangeLog();
+    return [shared, shared];
+  }
+  const path = join(tempDir(), "state.db");
+  return [await SqliteChangeLog.open({ path }), await SqliteChangeLog.open({ path })];
+}
+
+async function setUp(kind: StoreKind): Promise<void> {
   timers = new SteppingTimers();
-  changeLog = new MemoryChangeLog();
   coordination = new InProcessCoordination(timers.clock);
+  handles = await openHandles(kind);
+  changeLog = handles[0] as ChangeLog;
+  // Commits on one handle wake the others, as Redis does between replicas.
+  stopRelays = [...new Set(handles)].map((handle) => relayCommits(handle, coordination.wakeUps));
   fenceToken = 1;
   sidecars = [];
   // One Registry object for both hubs: what the registry projection of the change log
@@ -210,8 +235,8 @@ beforeEach(async () => {
     onRemoved: (instance) => lifecycle.onRemoved(instance.instanceId),
   });
   const leaderLifecycle = () => lifecycle;
-  const a = await startReplica("replica-a", leaderLifecycle);
-  const b = await startReplica("replica-b", leaderLifecycle);
+  const a = await startReplica("replica-a", handles[0] as ChangeLog, leaderLifecycle);
+  const b = await startReplica("replica-b", handles[1] as ChangeLog, leaderLifecycle);
   replicas = [a, b];
   lifecycle = new Lifecycle({
     registry,
@@ -227,9 +252,9 @@ beforeEach(async () => {
     commandResultSlackMs: 5_000,
   });
   await lifecycle.start();
-});
+}
 
-afterEach(async () => {
+async function tearDown(): Promise<void> {
   lifecycle.stop();
   for (const sidecar of sidecars) sidecar.client.close();
   for (const replica of replicas) {
@@ -238,24 +263,29 @@ afterEach(async () => {
     await replica.directory.close();
   }
   await lifecycle.settle();
-});
+  for (const stop of stopRelays) stop();
+  for (const handle of new Set(handles)) await handle.close();
+}
 
-describe("the reconciler reaches sidecars held by other replicas", () => {
+describe.each(["one memory change log", "SQLite, one handle per replica"] as const)("the reconciler reaches sidecars held by other replicas (%s)", (kind) => {
+  beforeEach(() => setUp(kind));
+  afterEach(tearDown);
+
   it("places over both replicas, routes commands and results through the log, restarts a remote crash, and stops placing on a dead replica's sidecars", async () => {
     const [a, b] = replicas as [Replica, Replica];
     const s1 = await connectSidecar("sidecar-1", a, 1);
     const s2 = await connectSidecar("sidecar-2", b, 2);
     const s3 = await connectSidecar("sidecar-3", b, 1);
     // The leader sees b's sidecars through the log, with b as their holder.
-    await expect.poll(() => sidecarIdsSeenBy(a)).toEqual(["sidecar-1@replica-a", "sidecar-2@replica-b", "sidecar-3@replica-b"]);
+    await eventually(() => sidecarIdsSeenBy(a)).toEqual(["sidecar-1@replica-a", "sidecar-2@replica-b", "sidecar-3@replica-b"]);
 
     await lifecycle.apply(deployment(3), admin, "test");
     // Spread by host: one on each sidecar, two of them on the other replica's streams.
     const firstStarts = await Promise.all([s1, s2, s3].map((sidecar) => sidecar.commands.next((command) => command.action?.$case === "start")));
     expect(firstStarts).toHaveLength(3);
-    await expect.poll(readyInstances).toHaveLength(3);
+    await eventually(readyInstances).toHaveLength(3);
     // Every command key was taken and deleted by its holder; every result read and deleted by the leader.
-    await expect.poll(async () => (await changeLog.range("/orchestrator/command")).items.length).toBe(0);
+    await eventually(async () => (await changeLog.range("/orchestrator/command")).items.length).toBe(0);
 
     // A lifecycle RPC on a remote instance waits for the sidecar's answer, which comes back through the log.
     const onS2 = [...s2.handles.keys()][0] as string;
@@ -270,7 +300,7 @@ describe("the reconciler reaches sidecars held by other replicas", () => {
     expect((await s2.commands.next((command) => command.action?.$case === "stop")).action?.value.instanceId).toBe(onS2);
     const replacement = await s2.commands.next((command) => command.action?.$case === "start");
     expect(replacement.action?.value.instanceId).not.toBe(onS2);
-    await expect.poll(readyInstances).toHaveLength(3);
+    await eventually(readyInstances).toHaveLength(3);
     expect(readyInstances()).not.toContain(onS2);
 
     // Replica b dies: its process can no longer write or renew (its keys stay), its streams break.
@@ -279,11 +309,11 @@ describe("the reconciler reaches sidecars held by other replicas", () => {
     s2.client.close();
     s3.client.close();
     const s4 = await connectSidecar("sidecar-4", a, 2);
-    await expect.poll(() => sidecarIdsSeenBy(a)).toContain("sidecar-4@replica-a");
+    await eventually(() => sidecarIdsSeenBy(a)).toContain("sidecar-4@replica-a");
     expect(sidecarIdsSeenBy(a)).toContain("sidecar-2@replica-b");
     // Within the lease, b's sidecars still count; past it, the leader's replica claims the expired leases and removes them.
     await advance(leaseTtlMs + renewIntervalMs);
-    await expect.poll(() => sidecarIdsSeenBy(a)).toEqual(["sidecar-1@replica-a", "sidecar-4@replica-a"]);
+    await eventually(() => sidecarIdsSeenBy(a)).toEqual(["sidecar-1@replica-a", "sidecar-4@replica-a"]);
     expect((await changeLog.range(stateKeys.sidecarSessions)).items.map((item) => item.key)).toEqual([
       stateKeys.sidecarSession("sidecar-1"),
       stateKeys.sidecarSession("sidecar-4"),
@@ -294,12 +324,12 @@ describe("the reconciler reaches sidecars held by other replicas", () => {
     // lost, and replaced on the surviving replica's sidecar-4.
     await s4.commands.next((command) => command.action?.$case === "start");
     await s4.commands.next((command) => command.action?.$case === "start");
-    await expect.poll(readyInstances).toHaveLength(3);
+    await eventually(readyInstances).toHaveLength(3);
     expect([...registry.all()].map((instance) => instance.host).sort()).toEqual(["sidecar-1", "sidecar-4", "sidecar-4"]);
 
     // Three more wanted: replica a's sidecars are full, and sidecar-2 (two free slots when it left) is not placed on.
     await lifecycle.scale("word-stats", 6, admin, "test-scale");
-    await expect.poll(() => lifecycle.rollout("word-stats").waitingForCapacity).toBe(3);
+    await eventually(() => lifecycle.rollout("word-stats").waitingForCapacity).toBe(3);
     await lifecycle.settle();
     expect((await changeLog.range(stateKeys.sidecarCommands("replica-b"))).items).toEqual([]);
   });
@@ -309,7 +339,7 @@ describe("the reconciler reaches sidecars held by other replicas", () => {
     await connectSidecar("sidecar-1", a, 1);
     const remote = await connectSidecar("sidecar-2", b, 1);
     await lifecycle.apply(deployment(2), admin, "test");
-    await expect.poll(readyInstances).toHaveLength(2);
+    await eventually(readyInstances).toHaveLength(2);
     const onRemote = [...remote.handles.keys()][0] as string;
 
     // Another replica won the election and claimed a higher token.
@@ -329,6 +359,6 @@ describe("the reconciler reaches sidecars held by other replicas", () => {
     expect(written.ok).toBe(true);
     expect(await undelivered.next(() => true)).toBe("sidecar-gone/c1");
     unwatch();
-    await expect.poll(async () => (await changeLog.range("/orchestrator/command")).items.length).toBe(0);
+    await eventually(async () => (await changeLog.range("/orchestrator/command")).items.length).toBe(0);
   });
 });
