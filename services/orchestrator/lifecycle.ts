@@ -467,7 +467,7 @@ export class Lifecycle {
     const minReady = desired.minReady === 0 ? desired.replicas : Math.min(desired.minReady, desired.replicas);
     if (!this.isDeleting(desired)) this.options.onDeploymentReady?.(desired.name, status.readyReplicas, minReady);
     if (JSON.stringify(desired.status) === JSON.stringify(status)) return;
-    await this.options.store.put({ ...desired, status });
+    await this.options.store.putStatus(desired.name, status);
   }
 
   private async carryOut(deployment: Deployment, action: ReconcileAction): Promise<void> {

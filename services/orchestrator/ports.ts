@@ -1,4 +1,4 @@
-import type { Command, Deployment, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import type { Command, Deployment, DeploymentStatus, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 
 /**
  * Durable home of deployments (the desired state). Memory by default; PostgreSQL
@@ -12,6 +12,12 @@ export interface DeploymentStore {
   get(name: string): Promise<Deployment | undefined>;
   /** All deployments, ordered by name. */
   list(): Promise<Deployment[]>;
+  /**
+   * Sets the status of the deployment as stored now, leaving its spec alone: the
+   * reconciler's status must never undo a scale or apply that landed during its pass.
+   * Returns false when no deployment has this name.
+   */
+  putStatus(name: string, status: DeploymentStatus): Promise<boolean>;
   /** Returns false when no deployment had this name. Its rollout goes with it. */
   remove(name: string): Promise<boolean>;
   /** Records a deployment's rollout progress (keyed by `rollout.deployment`), so `rollout status` survives a restart. */

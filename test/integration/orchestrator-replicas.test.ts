@@ -1,11 +1,12 @@
 // The reconciler with sidecars connected to different replicas (ADR 0008): two
 // ConnectHubs ("replicas" a and b, real gRPC servers on port 0) on one change log
-// with in-process coordination, scripted sidecars (MeshClient on real Connect
-// streams), and one leader Lifecycle on replica a. Commands for b's sidecars go
-// through the log; their results come back through it.
+// (one memory log; SQLite with one handle per replica; the same plus a real Redis
+// connection per replica for leases and wake-ups), scripted sidecars (MeshClient on
+// real Connect streams), and one leader Lifecycle on replica a. Commands for b's
+// sidecars go through the log; their results come back through it.
 import { join } from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { MeshClient, type AgentHandle } from "../../sdk/ts/src/client/mesh-client.js";
 import { type Command, Command as CommandMessage, type Deployment, OrchestratorServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
@@ -27,11 +28,22 @@ import { Registry } from "../../services/registry/registry.js";
 import { type CallerIdentity, devAuthenticator } from "../../services/server/call-context.js";
 import { ServerMetrics } from "../../services/server/metrics.js";
 import type { RpcPlumbing } from "../../services/server/rpc-wrapper.js";
-import { type ChangeLog, InProcessCoordination, type LivenessLeases, MemoryChangeLog, SqliteChangeLog, relayCommits, stateKeys } from "../../services/state/index.js";
+import {
+  type ChangeLog,
+  type Coordination,
+  InProcessCoordination,
+  type LivenessLeases,
+  MemoryChangeLog,
+  RedisCoordination,
+  SqliteChangeLog,
+  relayCommits,
+  stateKeys,
+} from "../../services/state/index.js";
 import { EventLog } from "../helpers/events.js";
 import { logSink } from "../helpers/log-sink.js";
 import { manifest } from "../helpers/manifests.js";
 import { tempDir } from "../helpers/processes.js";
+import { type ThrowawayRedis, startRedis } from "../helpers/redis.js";
 import { SteppingTimers } from "../helpers/stepping-timers.js";
 
 const trustDomain = "mesh.test";
@@ -79,14 +91,16 @@ let timers: SteppingTimers;
 let changeLog: ChangeLog;
 let handles: ChangeLog[];
 let stopRelays: Array<() => void>;
-let coordination: InProcessCoordination;
+/** Per replica; the same object twice when they share one process's coordination. */
+let coordinations: Coordination[];
+let redis: ThrowawayRedis | undefined;
 let registry: Registry;
 let replicas: Replica[];
 let sidecars: TestSidecar[];
 let lifecycle: Lifecycle;
 let fenceToken: number;
 
-async function startReplica(serverId: string, handle: ChangeLog, lifecycleFor: () => Lifecycle): Promise<Replica> {
+async function startReplica(serverId: string, handle: ChangeLog, coordination: Coordination, lifecycleFor: () => Lifecycle): Promise<Replica> {
   const log = mortal<ChangeLog>(handle);
   const leases = mortal<LivenessLeases>(coordination.leases);
   const hub = new ConnectHub(registry, logger, { reconnectGraceMs: 0, heartbeatTimeoutMultiplier: 3, serverId, maxInstancesPerStream: 100 }, (caller, owner) => {
@@ -206,7 +220,8 @@ async function advance(totalMs: number): Promise<void> {
   }
 }
 
-type StoreKind = "one memory change log" | "SQLite, one handle per replica";
+const storeKinds = ["one memory change log", "SQLite, one handle per replica", "SQLite + Redis, one handle and one connection per replica"] as const;
+type StoreKind = (typeof storeKinds)[number];
 
 async function openHandles(kind: StoreKind): Promise<ChangeLog[]> {
   if (kind === "one memory change log") {
@@ -217,13 +232,25 @@ async function openHandles(kind: StoreKind): Promise<ChangeLog[]> {
   return [await SqliteChangeLog.open({ path }), await SqliteChangeLog.open({ path })];
 }
 
+async function openCoordinations(kind: StoreKind): Promise<Coordination[]> {
+  if (kind !== "SQLite + Redis, one handle and one connection per replica") {
+    const shared = new InProcessCoordination(timers.clock);
+    return [shared, shared];
+  }
+  redis ??= await startRedis();
+  // Lease expiry follows the stepping clock here too: the adapter takes time from it.
+  const keyPrefix = redis.keyPrefix();
+  return [await RedisCoordination.open({ url: redis.url, clock: timers.clock, keyPrefix }), await RedisCoordination.open({ url: redis.url, clock: timers.clock, keyPrefix })];
+}
+
 async function setUp(kind: StoreKind): Promise<void> {
   timers = new SteppingTimers();
-  coordination = new InProcessCoordination(timers.clock);
+  coordinations = await openCoordinations(kind);
   handles = await openHandles(kind);
   changeLog = handles[0] as ChangeLog;
-  // Commits on one handle wake the others, as Redis does between replicas.
-  stopRelays = [...new Set(handles)].map((handle) => relayCommits(handle, coordination.wakeUps));
+  // Commits on one handle wake the other replica's followers.
+  const relayed = new Map<ChangeLog, Coordination>(handles.map((handle, index) => [handle, coordinations[index] as Coordination]));
+  stopRelays = [...relayed].map(([handle, coordination]) => relayCommits(handle, coordination.wakeUps));
   fenceToken = 1;
   sidecars = [];
   // One Registry object for both hubs: what the registry projection of the change log
@@ -235,8 +262,8 @@ async function setUp(kind: StoreKind): Promise<void> {
     onRemoved: (instance) => lifecycle.onRemoved(instance.instanceId),
   });
   const leaderLifecycle = () => lifecycle;
-  const a = await startReplica("replica-a", handles[0] as ChangeLog, leaderLifecycle);
-  const b = await startReplica("replica-b", handles[1] as ChangeLog, leaderLifecycle);
+  const a = await startReplica("replica-a", handles[0] as ChangeLog, coordinations[0] as Coordination, leaderLifecycle);
+  const b = await startReplica("replica-b", handles[1] as ChangeLog, coordinations[1] as Coordination, leaderLifecycle);
   replicas = [a, b];
   lifecycle = new Lifecycle({
     registry,
@@ -265,9 +292,14 @@ async function tearDown(): Promise<void> {
   await lifecycle.settle();
   for (const stop of stopRelays) stop();
   for (const handle of new Set(handles)) await handle.close();
+  for (const coordination of new Set(coordinations)) await coordination.close();
 }
 
-describe.each(["one memory change log", "SQLite, one handle per replica"] as const)("the reconciler reaches sidecars held by other replicas (%s)", (kind) => {
+afterAll(async () => {
+  await redis?.destroy();
+});
+
+describe.each(storeKinds)("the reconciler reaches sidecars held by other replicas (%s)", (kind) => {
   beforeEach(() => setUp(kind));
   afterEach(tearDown);
 
