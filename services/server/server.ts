@@ -325,6 +325,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
           clock,
           logger: log.child({ component: "sidecar-directory" }),
           fence: () => elector?.fence,
+          onEvent: (event) => metrics.sidecarDirectory.inc({ event }),
         })
       : undefined;
   const lifecycle: Lifecycle = new Lifecycle({

@@ -76,6 +76,8 @@ interface Replica {
   server: Server;
   address: string;
   directory: ChangeLogSidecarDirectory;
+  /** What its directory counted, by event. */
+  events: Map<string, number>;
   kill(): void;
 }
 
@@ -106,7 +108,9 @@ async function startReplica(serverId: string, handle: ChangeLog, coordination: C
   const hub = new ConnectHub(registry, logger, { reconnectGraceMs: 0, heartbeatTimeoutMultiplier: 3, serverId, maxInstancesPerStream: 100 }, (caller, owner) => {
     if (caller !== owner) throw new Error("instance owned by another identity");
   });
+  const events = new Map<string, number>();
   const directory = new ChangeLogSidecarDirectory({
+    onEvent: (event) => events.set(event, (events.get(event) ?? 0) + 1),
     hub,
     log: log.port,
     leases: leases.port,
@@ -136,6 +140,7 @@ async function startReplica(serverId: string, handle: ChangeLog, coordination: C
     server,
     address: `127.0.0.1:${port}`,
     directory,
+    events,
     kill: () => {
       log.kill();
       leases.kill();
@@ -317,10 +322,18 @@ describe.each(storeKinds)("the reconciler reaches sidecars held by other replica
     expect(firstStarts).toHaveLength(3);
     await eventually(readyInstances).toHaveLength(3);
     // Every command key was taken and deleted by its holder; every result read and deleted by the leader.
+    await eventually(() => [a.events.get("command_forwarded"), b.events.get("command_delivered"), b.events.get("result_returned")]).toEqual([2, 2, 2]);
     await eventually(async () => (await changeLog.range("/orchestrator/command")).items.length).toBe(0);
 
-    // A lifecycle RPC on a remote instance waits for the sidecar's answer, which comes back through the log.
+    // Announced on b's stream, claimed in b's record: the leader knows who vouches for each remote instance.
     const onS2 = [...s2.handles.keys()][0] as string;
+    const onS3 = [...s3.handles.keys()][0] as string;
+    await eventually(() => [onS2, onS3].map((instanceId) => `${a.directory.sessionFor(instanceId)?.sidecarId}@${a.directory.sessionFor(instanceId)?.holder}`)).toEqual([
+      "sidecar-2@replica-b",
+      "sidecar-3@replica-b",
+    ]);
+
+    // A lifecycle RPC on a remote instance waits for the sidecar's answer, which comes back through the log.
     await lifecycle.command("restart", onS2, 0, admin, "test-restart");
     expect((await s2.commands.next((command) => command.action?.$case === "restart")).action?.value.instanceId).toBe(onS2);
 
@@ -346,6 +359,7 @@ describe.each(storeKinds)("the reconciler reaches sidecars held by other replica
     // Within the lease, b's sidecars still count; past it, the leader's replica claims the expired leases and removes them.
     await advance(leaseTtlMs + renewIntervalMs);
     await eventually(() => sidecarIdsSeenBy(a)).toEqual(["sidecar-1@replica-a", "sidecar-4@replica-a"]);
+    expect(a.events.get("session_expired")).toBe(2);
     expect((await changeLog.range(stateKeys.sidecarSessions)).items.map((item) => item.key)).toEqual([
       stateKeys.sidecarSession("sidecar-1"),
       stateKeys.sidecarSession("sidecar-4"),
@@ -378,6 +392,7 @@ describe.each(storeKinds)("the reconciler reaches sidecars held by other replica
     expect((await changeLog.txn([], { fence: { name: "agentmesh-control-plane", token: 2 } })).ok).toBe(true);
     await expect(lifecycle.command("stop", onRemote, 1, admin, "test-stop")).rejects.toMatchObject({ kind: "unavailable", message: "the instance's sidecar is not connected" });
     expect((await changeLog.range(stateKeys.sidecarCommands("replica-b"))).items).toEqual([]);
+    expect(a.events.get("command_refused")).toBe(1);
   });
 
   it("a command that reaches a holder without the sidecar's stream is answered undelivered, and the key is gone", async () => {
@@ -390,6 +405,7 @@ describe.each(storeKinds)("the reconciler reaches sidecars held by other replica
     const written = await changeLog.txn([{ type: "put", key: stateKeys.sidecarCommand("replica-b", "c1"), value: new TextEncoder().encode(JSON.stringify(record)) }]);
     expect(written.ok).toBe(true);
     expect(await undelivered.next(() => true)).toBe("sidecar-gone/c1");
+    expect(replicas[1]?.events.get("command_undelivered")).toBe(1);
     unwatch();
     await eventually(async () => (await changeLog.range("/orchestrator/command")).items.length).toBe(0);
   });

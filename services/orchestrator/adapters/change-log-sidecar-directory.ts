@@ -68,6 +68,23 @@ interface ResultRecord {
   undelivered: boolean;
 }
 
+/** What the directory counts (agentmesh_sidecar_directory_events_total). */
+export type SidecarDirectoryEvent =
+  /** The leader wrote a command for a sidecar held by another replica. */
+  | "command_forwarded"
+  /** ... and the store refused it (fenced: no longer the leader) or could not take it. */
+  | "command_refused"
+  /** The holder put a forwarded command on the sidecar's stream. */
+  | "command_delivered"
+  /** The holder had no stream of the sidecar (or the command was too old). */
+  | "command_undelivered"
+  /** The holder sent a sidecar's answer back to the leader. */
+  | "result_returned"
+  /** A session whose holder stopped renewing its lease was removed. */
+  | "session_expired"
+  /** A session this replica published was replaced by another replica's newer one. */
+  | "session_superseded";
+
 export interface ChangeLogSidecarDirectoryOptions {
   hub: ConnectHub;
   log: ChangeLog;
@@ -88,6 +105,7 @@ export interface ChangeLogSidecarDirectoryOptions {
   maxCommandAgeMs?: number;
   /** The leader's fencing token: commands it sends carry it, so a deposed leader's are refused. */
   fence?: () => FencingToken | undefined;
+  onEvent?: (event: SidecarDirectoryEvent) => void;
 }
 
 interface Published {
@@ -310,6 +328,7 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
     }
     // A newer session of this sidecar on another replica wrote the key: that one speaks for it now.
     this.options.logger.info({ sidecarId: session.sidecarId }, "sidecar session superseded by another replica's");
+    this.options.onEvent?.("session_superseded");
     if (this.published.get(session.sidecarId) === entry) this.published.delete(session.sidecarId);
   }
 
@@ -365,7 +384,9 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
       const stale = items.filter((command) => decodeJson<CommandRecord>(command.value).sidecarId === sidecarId);
       const ops: TxnOp[] = [{ type: "delete", key, expectRevision: item.modRevision }, ...stale.map((command) => ({ type: "delete" as const, key: command.key }))];
       const result = await this.options.log.txn(ops);
-      if (result.ok) this.options.logger.warn({ sidecarId, holder: lease.holder }, "sidecar session given up: its replica stopped renewing the lease");
+      if (!result.ok) continue;
+      this.options.logger.warn({ sidecarId, holder: lease.holder }, "sidecar session given up: its replica stopped renewing the lease");
+      this.options.onEvent?.("session_expired");
     }
   }
 
@@ -460,11 +481,16 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
         [{ type: "put", key: stateKeys.sidecarCommand(session.holder, command.commandId), value: encodeJson(record), expectRevision: 0 }],
         fence ? { fence } : {},
       );
-      if (result.ok) return true;
+      if (result.ok) {
+        this.options.onEvent?.("command_forwarded");
+        return true;
+      }
+      this.options.onEvent?.("command_refused");
       if (result.reason === "fenced") this.options.logger.warn({ sidecarId: session.sidecarId }, "command refused by the store: this replica is no longer the leader");
       return false;
     } catch (error) {
       this.options.logger.warn({ err: error, sidecarId: session.sidecarId }, "writing a command for another replica failed");
+      this.options.onEvent?.("command_refused");
       return false;
     }
   }
@@ -481,10 +507,14 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
       const fresh = this.options.clock.nowMs() - record.issuedAtMs <= this.maxCommandAgeMs;
       if (session && fresh) {
         this.remember(command.commandId, { leader: record.leader, sidecarId: record.sidecarId });
-        if (session.sendCommand(command)) continue;
+        if (session.sendCommand(command)) {
+          this.options.onEvent?.("command_delivered");
+          continue;
+        }
         this.forwarded.delete(command.commandId);
       }
       this.options.logger.info({ sidecarId: record.sidecarId, commandId: command.commandId, fresh }, "command for a sidecar not connected here: answered undelivered");
+      this.options.onEvent?.("command_undelivered");
       const result: ResultRecord = { sidecarId: record.sidecarId, outcome: { commandId: command.commandId, ok: false, message: "", instanceId: "" }, undelivered: true };
       ops.push({ type: "put", key: stateKeys.sidecarCommandResult(record.leader, command.commandId), value: encodeJson(result) });
     }
@@ -507,6 +537,7 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
     const result: ResultRecord = { sidecarId, outcome: { commandId: outcome.commandId, ok: outcome.ok, message: outcome.message, instanceId: outcome.instanceId }, undelivered: false };
     this.options.log
       .txn([{ type: "put", key: stateKeys.sidecarCommandResult(target.leader, outcome.commandId), value: encodeJson(result) }])
+      .then(() => this.options.onEvent?.("result_returned"))
       .catch((error: unknown) => this.options.logger.warn({ err: error, sidecarId }, "writing a command result for another replica failed"));
   }
 
