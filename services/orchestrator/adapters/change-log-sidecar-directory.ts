@@ -346,11 +346,13 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
     };
   }
 
-  private async renew(sidecarId: string): Promise<void> {
+  private async renew(sidecarId: string): Promise<boolean> {
     try {
       await this.options.leases.renew(leaseId(sidecarId), this.options.serverId, this.leaseTtlMs);
+      return true;
     } catch (error) {
-      this.options.logger.warn({ err: error, sidecarId }, "renewing a sidecar session lease failed");
+      this.options.logger.debug({ err: error, sidecarId }, "renewing a sidecar session lease failed");
+      return false;
     }
   }
 
@@ -364,7 +366,10 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
   }
 
   private async tick(): Promise<void> {
-    await Promise.all([...this.published.keys()].map((sidecarId) => this.renew(sidecarId)));
+    const renewed = await Promise.all([...this.published.keys()].map((sidecarId) => this.renew(sidecarId)));
+    // One line per tick, not one per sidecar: with Redis down every renewal fails.
+    const failed = renewed.filter((ok) => !ok).length;
+    if (failed > 0) this.options.logger.warn({ failed, sessions: renewed.length }, "renewing sidecar session leases failed; other replicas drop these sessions when the leases lapse");
     try {
       await this.sweep();
     } catch (error) {
