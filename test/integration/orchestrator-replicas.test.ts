@@ -380,6 +380,30 @@ describe.each(storeKinds)("the reconciler reaches sidecars held by other replica
     expect((await changeLog.range(stateKeys.sidecarCommands("replica-b"))).items).toEqual([]);
   });
 
+  it("a sidecar that moves to another replica is published by the new holder, and the old holder's late close does not remove it", async () => {
+    const [a, b] = replicas as [Replica, Replica];
+    const before = await connectSidecar("sidecar-2", b, 1);
+    await eventually(() => sidecarIdsSeenBy(a)).toEqual(["sidecar-2@replica-b"]);
+    // Make-before-break, as a sidecar failing over does: the new stream is up before the old one ends.
+    await connectSidecar("sidecar-2", a, 1);
+    await eventually(() => [sidecarIdsSeenBy(a), sidecarIdsSeenBy(b)]).toEqual([["sidecar-2@replica-a"], ["sidecar-2@replica-a", "sidecar-2@replica-b"]]);
+    const takenOverAt = await changeLog.currentRevision();
+    before.client.close();
+    await eventually(() => b.hub.openStreams).toBe(0);
+    await eventually(() => sidecarIdsSeenBy(b)).toEqual(["sidecar-2@replica-a"]);
+    await b.directory.close();
+    // Never deleted after replica a wrote it (a deletion would be healed by a, but sidecars would flicker out of placement).
+    const history = await changeLog.changesSince(takenOverAt);
+    expect(history.kind === "changes" && history.changes.filter((change) => change.key === stateKeys.sidecarSession("sidecar-2") && !change.value)).toEqual([]);
+    const { items } = await changeLog.range(stateKeys.sidecarSessions);
+    expect(items.map((item) => (JSON.parse(new TextDecoder().decode(item.value)) as { holder: string }).holder)).toEqual(["replica-a"]);
+    expect(sidecarIdsSeenBy(a)).toEqual(["sidecar-2@replica-a"]);
+    // The lease moved with it: replica a renews it, so nobody sweeps the session.
+    await advance(leaseTtlMs + renewIntervalMs);
+    expect((await changeLog.range(stateKeys.sidecarSessions)).items).toHaveLength(1);
+    expect(a.events.get("session_expired") ?? 0).toBe(0);
+  });
+
   it("a deposed leader's commands for remote sidecars are refused by the store, and the RPC says the sidecar is unreachable", async () => {
     const [a, b] = replicas as [Replica, Replica];
     await connectSidecar("sidecar-1", a, 1);
