@@ -404,6 +404,25 @@ describe.each(storeKinds)("the reconciler reaches sidecars held by other replica
     expect(a.events.get("session_expired") ?? 0).toBe(0);
   });
 
+  it("a start lost with its holder replica does not wedge the deployment: placed again once the lease lapses", async () => {
+    const [a, b] = replicas as [Replica, Replica];
+    const s1 = await connectSidecar("sidecar-1", a, 2);
+    const s2 = await connectSidecar("sidecar-2", b, 2);
+    await eventually(() => sidecarIdsSeenBy(a)).toEqual(["sidecar-1@replica-a", "sidecar-2@replica-b"]);
+    // Replica b dies before the deployment is applied: within the lease its sidecar still looks placeable.
+    b.kill();
+    b.server.forceShutdown();
+    s2.client.close();
+    await lifecycle.apply(deployment(2), admin, "test");
+    await s1.commands.next((command) => command.action?.$case === "start");
+    await eventually(async () => (await changeLog.range(stateKeys.sidecarCommands("replica-b"))).items.length).toBe(1);
+    // Past the lease: the session and its undelivered command are swept, the pending start is dropped and placed again.
+    await advance(leaseTtlMs + renewIntervalMs);
+    await s1.commands.next((command) => command.action?.$case === "start");
+    await eventually(readyInstances).toHaveLength(2);
+    expect((await changeLog.range(stateKeys.sidecarCommands("replica-b"))).items).toEqual([]);
+  });
+
   it("a deposed leader's commands for remote sidecars are refused by the store, and the RPC says the sidecar is unreachable", async () => {
     const [a, b] = replicas as [Replica, Replica];
     await connectSidecar("sidecar-1", a, 1);
