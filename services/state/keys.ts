@@ -29,6 +29,8 @@ export const stateKeys = {
   certificatesBySpiffeId: (spiffeId: string) => `/identity/certificates-by-spiffe-id/${encodeURIComponent(spiffeId)}/`,
   revocation: (serial: string) => `/identity/revocations/${serial}`,
   revocations: "/identity/revocations/",
+  /** Everything below is the orchestrator's cross-replica traffic (ADR 0008); one follower reads it all. */
+  orchestrator: "/orchestrator/",
   /** A sidecar's Connect session, written by the replica holding the stream (ADR 0008). */
   sidecarSession: (sidecarId: string) => `${stateKeys.sidecarSessions}${encodeURIComponent(sidecarId)}`,
   sidecarSessions: "/orchestrator/sidecars/",

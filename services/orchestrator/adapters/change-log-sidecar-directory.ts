@@ -179,7 +179,9 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
   private readonly remoteByInstance = new Map<string, RemoteSidecarSession>();
   /** Commands forwarded to us: command id → where the answer goes. */
   private readonly forwarded = new Map<string, { leader: string; sidecarId: string }>();
-  private readonly followers: ChangeFollower[];
+  private readonly follower: ChangeFollower;
+  private readonly ownCommands: string;
+  private readonly ownResults: string;
   private readonly unwatchHub: () => void;
   private timer: TimerHandle | undefined;
   private closed = false;
@@ -189,27 +191,20 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
     this.leaseTtlMs = options.leaseTtlMs ?? 3_000;
     this.renewIntervalMs = options.renewIntervalMs ?? 1_000;
     this.maxCommandAgeMs = options.maxCommandAgeMs ?? 30_000;
-    const follow = (prefix: string, onSnapshot: (items: KeyValue[]) => Promise<void>, onChanges: (changes: Change[]) => Promise<void>) =>
-      new ChangeFollower({
-        log: options.log,
-        prefix,
-        wakeUps: options.wakeUps,
-        pollIntervalMs: options.pollIntervalMs ?? 1_000,
-        timers: this.timers,
-        logger: options.logger,
-        onSnapshot: ({ items }) => onSnapshot(items),
-        onChanges: ({ changes }) => onChanges(changes),
-      });
-    this.followers = [
-      follow(stateKeys.sidecarSessions, (items) => this.onSessionsSnapshot(items), async (changes) => this.onSessionChanges(changes)),
-      follow(
-        stateKeys.sidecarCommands(options.serverId),
-        // A snapshot lists keys in key order; the sender's order is their creation order.
-        (items) => this.deliverAll([...items].sort((left, right) => left.createRevision - right.createRevision)),
-        (changes) => this.deliverAll(puts(changes)),
-      ),
-      follow(stateKeys.sidecarCommandResults(options.serverId), (items) => this.takeResults(items), (changes) => this.takeResults(puts(changes))),
-    ];
+    this.ownCommands = stateKeys.sidecarCommands(options.serverId);
+    this.ownResults = stateKeys.sidecarCommandResults(options.serverId);
+    // One follower for the three prefixes: every follower reads the whole change stream
+    // and filters it, so one per prefix would triple the reads of every commit.
+    this.follower = new ChangeFollower({
+      log: options.log,
+      prefix: stateKeys.orchestrator,
+      wakeUps: options.wakeUps,
+      pollIntervalMs: options.pollIntervalMs ?? 1_000,
+      timers: this.timers,
+      logger: options.logger,
+      onSnapshot: ({ items }) => this.onSnapshot(items),
+      onChanges: ({ changes }) => this.onChanges(changes),
+    });
     this.unwatchHub = options.hub.watchSessions({
       opened: (session) => {
         this.publish(session);
@@ -229,7 +224,7 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
 
   /** Loads the sessions of every replica, then follows them and this replica's commands and results. */
   async start(): Promise<void> {
-    for (const follower of this.followers) await follower.start();
+    await this.follower.start();
     this.schedule();
   }
 
@@ -252,7 +247,7 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
     this.closed = true;
     this.unwatchHub();
     if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
-    for (const follower of this.followers) await follower.close();
+    await this.follower.close();
     for (const entry of [...this.published.values()]) this.unpublish(entry.session);
     await Promise.all(this.chains.values());
   }
@@ -395,7 +390,21 @@ export class ChangeLogSidecarDirectory implements SidecarDirectory {
     }
   }
 
-  // --- every replica: following the sessions of the others ---
+  // --- every replica: following the sessions of the others, and its own commands and results ---
+
+  private async onSnapshot(items: KeyValue[]): Promise<void> {
+    await this.onSessionsSnapshot(items.filter((item) => item.key.startsWith(stateKeys.sidecarSessions)));
+    // A snapshot lists keys in key order; the sender's order is their creation order.
+    await this.deliverAll(items.filter((item) => item.key.startsWith(this.ownCommands)).sort((left, right) => left.createRevision - right.createRevision));
+    await this.takeResults(items.filter((item) => item.key.startsWith(this.ownResults)));
+  }
+
+  private async onChanges(changes: Change[]): Promise<void> {
+    this.onSessionChanges(changes.filter((change) => change.key.startsWith(stateKeys.sidecarSessions)));
+    const written = puts(changes);
+    await this.deliverAll(written.filter((item) => item.key.startsWith(this.ownCommands)));
+    await this.takeResults(written.filter((item) => item.key.startsWith(this.ownResults)));
+  }
 
   private async onSessionsSnapshot(items: KeyValue[]): Promise<void> {
     const present = new Set<string>();
