@@ -15,6 +15,7 @@ import {
 import type { CallerIdentity } from "../server/call-context.js";
 import { HealthState } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { Registry } from "../registry/registry.js";
+import type { CommandOutcome, SidecarSession } from "./ports.js";
 
 export interface ConnectHubOptions {
   /** After a stream ends, its instances turn UNHEALTHY unless announced again within this time. */
@@ -52,11 +53,26 @@ export type ConnectCall = ServerDuplexStream<ConnectRequest, ConnectResponse>;
 /** Verifies a signed Hello; answers the signed Hello bytes, or undefined when there is nothing to verify (dev mode). */
 export type HelloOpener = (hello: Hello, caller: CallerIdentity) => Promise<Uint8Array | undefined>;
 
+/**
+ * What happens to the sessions of one hub, for the sidecar directories
+ * (adapters/*-sidecar-directory.ts). Several may watch.
+ */
+export interface ConnectSessionListener {
+  /** Its Hello was accepted (after the Welcome went out). */
+  opened?(session: ConnectSession): void;
+  /** The instances it speaks for changed (an announcement, a hand-over). */
+  claimsChanged?(session: ConnectSession): void;
+  /** The stream ended; also during shutdown. */
+  closed?(session: ConnectSession): void;
+  commandResult?(sidecarId: string, result: CommandOutcome): void;
+}
+
 /** One open Connect stream: a sidecar speaking for its local instances. */
-export class ConnectSession {
+export class ConnectSession implements SidecarSession {
   readonly instanceIds = new Set<string>();
   lastSequence = 0;
-  hello: Hello | undefined;
+  private acceptedHello: Hello | undefined;
+  private helloIds: ReadonlySet<string> = new Set();
   closed = false;
   /** Messages that arrived while the signed Hello was being verified. */
   backlog: ConnectRequest[] | undefined;
@@ -66,7 +82,30 @@ export class ConnectSession {
     readonly caller: CallerIdentity,
     readonly log: Logger,
     readonly requestId = "",
+    /** serverId of this replica. */
+    readonly holder = "",
   ) {}
+
+  get hello(): Hello | undefined {
+    return this.acceptedHello;
+  }
+
+  set hello(hello: Hello | undefined) {
+    this.acceptedHello = hello;
+    this.helloIds = new Set(hello?.instanceIds ?? []);
+  }
+
+  get host(): string {
+    return this.acceptedHello?.host ?? "";
+  }
+
+  get capacity(): number {
+    return this.acceptedHello?.capacity ?? 0;
+  }
+
+  get helloInstanceIds(): ReadonlySet<string> {
+    return this.helloIds;
+  }
 
   get callerSpiffeId(): string {
     return this.caller.spiffeId;
@@ -97,6 +136,9 @@ export class ConnectHub {
   private readonly sessionByInstance = new Map<string, ConnectSession>();
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
   private shuttingDown = false;
+  private readonly listeners = new Set<ConnectSessionListener>();
+  /** The session whose Hello is being applied: its claims are announced with `opened`. */
+  private opening: ConnectSession | undefined;
 
   constructor(
     private readonly registry: Registry,
@@ -126,8 +168,24 @@ export class ConnectHub {
     return [...this.sessions];
   }
 
+  /** Follows session openings, claim changes, closings and command results. */
+  watchSessions(listener: ConnectSessionListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(notify: (listener: ConnectSessionListener) => void): void {
+    for (const listener of this.listeners) {
+      try {
+        notify(listener);
+      } catch (error) {
+        this.log.error({ err: error }, "connect session listener failed");
+      }
+    }
+  }
+
   handle(call: ConnectCall, caller: CallerIdentity, requestId: string): void {
-    const session = new ConnectSession(call, caller, this.log.child({ requestId, spiffeId: caller.spiffeId }), requestId);
+    const session = new ConnectSession(call, caller, this.log.child({ requestId, spiffeId: caller.spiffeId }), requestId, this.options.serverId);
     if (this.shuttingDown) {
       call.emit("error", { code: status.UNAVAILABLE, details: "server shutting down" });
       return;
@@ -187,6 +245,7 @@ export class ConnectHub {
           return;
         case "commandResult":
           this.hooks.onCommandResult?.(session.sidecarId, message.value);
+          this.emit((listener) => listener.commandResult?.(session.sidecarId, message.value));
           return;
         case "status":
           this.onStatus(session, message.value);
@@ -230,13 +289,18 @@ export class ConnectHub {
     // The Welcome is always the first message (orchestrator.proto): refusals of
     // single instances wait until it has gone out.
     const refused: Array<{ error: MeshError; instanceId: string }> = [];
-    for (const instanceId of hello.instanceIds) {
-      try {
-        if (!this.attach(session, instanceId)) unknown.push(instanceId);
-      } catch (error) {
-        if (!(error instanceof MeshError)) throw error;
-        refused.push({ error, instanceId });
+    this.opening = session;
+    try {
+      for (const instanceId of hello.instanceIds) {
+        try {
+          if (!this.attach(session, instanceId)) unknown.push(instanceId);
+        } catch (error) {
+          if (!(error instanceof MeshError)) throw error;
+          refused.push({ error, instanceId });
+        }
       }
+    } finally {
+      this.opening = undefined;
     }
     session.send({
       msg: {
@@ -251,6 +315,7 @@ export class ConnectHub {
     for (const { error, instanceId } of refused) this.streamError(session, error.code, error.message, instanceId);
     session.log.info({ sidecarId: hello.sidecarId, instances: hello.instanceIds.length, unknown: unknown.length }, "sidecar connected");
     this.hooks.onHello?.(session);
+    this.emit((listener) => listener.opened?.(session));
   }
 
   private onHeartbeat(session: ConnectSession, heartbeat: Heartbeat): void {
@@ -329,11 +394,16 @@ export class ConnectHub {
     if (!instance) return false;
     this.authorize(session.callerSpiffeId, instance.spiffeId, instance.manifest?.name ?? "");
     const previous = this.sessionByInstance.get(instanceId);
-    if (previous && previous !== session) previous.instanceIds.delete(instanceId);
+    const moved = previous !== undefined && previous !== session;
+    if (moved) previous.instanceIds.delete(instanceId);
     this.sessionByInstance.set(instanceId, session);
+    const added = !session.instanceIds.has(instanceId);
     session.instanceIds.add(instanceId);
     // With replicas: the replica whose session speaks for an instance judges its liveness.
     this.registry.claimLiveness(instanceId);
+    // Hello's own attachments are published with the Hello (listeners hear `opened` next).
+    if (moved && previous.hello) this.emit((listener) => listener.claimsChanged?.(previous));
+    if (added && session !== this.opening) this.emit((listener) => listener.claimsChanged?.(session));
     const timer = this.graceTimers.get(instanceId);
     if (timer) {
       clearTimeout(timer);
@@ -365,6 +435,7 @@ export class ConnectHub {
     if (!this.sessions.delete(session)) return;
     session.closed = true;
     this.hooks.onStreamCountChange?.(this.sessions.size);
+    if (session.hello) this.emit((listener) => listener.closed?.(session));
     if (this.shuttingDown) return;
     const successor = this.successorOf(session);
     session.log.info({ sidecarId: session.sidecarId, instances: session.instanceIds.size, reason, replaced: successor !== undefined }, "sidecar stream closed");

@@ -8,7 +8,6 @@ import type { AuditOutcome, AuditSink } from "../../sdk/ts/src/core/audit-log.js
 import type { Registry } from "../registry/registry.js";
 import type { CallerIdentity } from "../server/call-context.js";
 import type { CommandSigner } from "./command-signer.js";
-import type { ConnectHub, ConnectSession } from "./connect-hub.js";
 import { type ClassifiedClaim, type LastClaim, type SessionView, classifyClaim, lostReason } from "./domain/claims.js";
 import { sameSpec } from "./domain/deployment-spec.js";
 import type { SidecarSnapshot } from "./domain/placement.js";
@@ -23,11 +22,14 @@ import {
 } from "./domain/reconcile.js";
 import { trafficSplit } from "./domain/rollout.js";
 import { validateDeployment, validateReplicas } from "./domain/validate-deployment.js";
-import type { DeploymentStore } from "./ports.js";
+import type { CommandOutcome, DeploymentStore, SidecarDirectory, SidecarSession } from "./ports.js";
+
+export type { CommandOutcome } from "./ports.js";
 
 export interface LifecycleOptions {
   registry: Registry;
-  hub: ConnectHub;
+  /** The sidecar sessions of every replica (ADR 0009); commands go out through them. */
+  sidecars: SidecarDirectory;
   store: DeploymentStore;
   clock: Clock;
   log: Logger;
@@ -62,14 +64,6 @@ export interface LifecycleOptions {
   isLeader?: () => boolean;
 }
 
-/** What a sidecar answered to one command. */
-export interface CommandOutcome {
-  commandId: string;
-  ok: boolean;
-  message: string;
-  instanceId: string;
-}
-
 interface PendingResult {
   sidecarId: string;
   settle: (outcome: CommandOutcome) => void;
@@ -93,22 +87,30 @@ export class Lifecycle {
   /** Reconciling waits until then after a restart (see adoptGraceMs). */
   private adoptUntilMs = 0;
   /** When each session's Hello was accepted: what tells a restarted sidecar's Hello from an old one. */
-  private readonly helloAt = new WeakMap<ConnectSession, number>();
+  private readonly helloAt = new WeakMap<SidecarSession, number>();
   /** instance id → the last session seen reporting it. */
   private readonly lastClaim = new Map<string, LastClaim>();
   /** instance id → when it was first seen with no session reporting it. */
   private readonly unclaimedSince = new Map<string, number>();
   /** command id → the RPC waiting for its CommandResult. */
   private readonly pendingResults = new Map<string, PendingResult>();
-  private readonly waitingBySession = new WeakMap<ConnectSession, Set<string>>();
+  private readonly waitingBySession = new WeakMap<SidecarSession, Set<string>>();
   /** A short id per session object (claims and pending starts refer to sessions by it). */
-  private readonly sessionIds = new WeakMap<ConnectSession, string>();
+  private readonly sessionIds = new WeakMap<SidecarSession, string>();
   private nextSessionId = 0;
   private timer: NodeJS.Timeout | undefined;
   private scheduled = false;
   private running: Promise<void> | undefined;
+  private readonly unwatch: () => void;
 
-  constructor(private readonly options: LifecycleOptions) {}
+  constructor(private readonly options: LifecycleOptions) {
+    this.unwatch = options.sidecars.watch({
+      onSessionOpened: (session) => this.onSessionHello(session),
+      onSessionClosed: (session) => this.onSessionClosed(session),
+      onCommandResult: (sidecarId, outcome) => this.onCommandResult(sidecarId, outcome),
+      onCommandUndelivered: (sidecarId, commandId) => this.onCommandUndelivered(sidecarId, commandId),
+    });
+  }
 
   /** Loads rollout state from the store (it survives restarts), then reconciles periodically. */
   async start(): Promise<void> {
@@ -125,6 +127,7 @@ export class Lifecycle {
 
   stop(): void {
     clearInterval(this.timer);
+    this.unwatch();
   }
 
   /** Whether this replica reconciles (always with one server). */
@@ -151,16 +154,37 @@ export class Lifecycle {
     this.unclaimedSince.delete(instanceId);
   }
 
-  /** A session's Hello was accepted (hub hook): what an earlier session of that sidecar reported and this one does not list is lost now. */
-  onSessionHello(session: ConnectSession): void {
+  /** A session's Hello was accepted (here or on another replica): what an earlier session of that sidecar reported and this one does not list is lost now. */
+  onSessionHello(session: SidecarSession): void {
     this.helloAt.set(session, this.options.clock.nowMs());
     this.requestReconcile();
   }
 
-  /** A sidecar answered a command (hub hook). */
+  /** A sidecar answered a command. */
   onCommandResult(sidecarId: string, outcome: CommandOutcome): void {
     const waiting = this.pendingResults.get(outcome.commandId);
     if (waiting && waiting.sidecarId === sidecarId) waiting.settle(outcome);
+  }
+
+  /** The holder replica found the session gone before it could put the command on it. */
+  private onCommandUndelivered(sidecarId: string, commandId: string): void {
+    const waiting = this.pendingResults.get(commandId);
+    if (waiting && waiting.sidecarId === sidecarId) waiting.fail(new MeshError("unavailable", "the instance's sidecar is not connected"));
+  }
+
+  /**
+   * No result can come on a session that ended: whoever waits on one hears so now. A
+   * session of another replica may end with no health change here (its holder died),
+   * so this is a reason to reconcile too.
+   */
+  private onSessionClosed(session: SidecarSession): void {
+    this.requestReconcile();
+    const waiting = this.waitingBySession.get(session);
+    if (!waiting) return;
+    this.waitingBySession.delete(session);
+    for (const commandId of [...waiting]) {
+      this.pendingResults.get(commandId)?.fail(new MeshError("unavailable", `sidecar ${session.sidecarId} disconnected before reporting the outcome`));
+    }
   }
 
   /** Coalesces bursts of events into one reconcile pass on the next tick. */
@@ -258,7 +282,7 @@ export class Lifecycle {
   async command(kind: "restart" | "drain" | "stop", instanceId: string, graceMs: number, caller: CallerIdentity, requestId: string): Promise<void> {
     const instance = this.options.registry.require(instanceId);
     if (!caller.isAdmin && caller.spiffeId !== instance.spiffeId) throw new MeshError("denied", "only the owner or an admin may change an instance");
-    const session = this.options.hub.sessionFor(instanceId) ?? this.sessionOfSidecar(this.lastClaim.get(instanceId)?.sidecarId ?? instance.host);
+    const session = this.options.sidecars.sessionFor(instanceId) ?? this.sessionOfSidecar(this.lastClaim.get(instanceId)?.sidecarId ?? instance.host);
     if (!session) throw new MeshError("unavailable", "the instance's sidecar is not connected");
     const action: Command["action"] =
       kind === "restart"
@@ -269,7 +293,7 @@ export class Lifecycle {
     const slackMs = this.options.commandResultSlackMs ?? defaultCommandResultSlackMs;
     const commandId = newCommandId();
     const outcome = this.awaitResult(session, commandId, (kind === "restart" ? 0 : graceMs) + slackMs);
-    if (!this.send(session, action, commandId)) this.pendingResults.get(commandId)?.fail(new MeshError("unavailable", "the instance's sidecar is not connected"));
+    if (!(await this.send(session, action, commandId))) this.pendingResults.get(commandId)?.fail(new MeshError("unavailable", "the instance's sidecar is not connected"));
     let result: CommandOutcome;
     try {
       result = await outcome;
@@ -286,7 +310,7 @@ export class Lifecycle {
   }
 
   /** Resolves with the session's CommandResult for `commandId`; rejects when the stream ends first or nothing comes within `timeoutMs`. */
-  private awaitResult(session: ConnectSession, commandId: string, timeoutMs: number): Promise<CommandOutcome> {
+  private awaitResult(session: SidecarSession, commandId: string, timeoutMs: number): Promise<CommandOutcome> {
     return new Promise<CommandOutcome>((resolve, reject) => {
       const timer = setTimeout(
         () => finish(() => reject(new MeshError("deadlineExceeded", `sidecar ${session.sidecarId} reported no outcome within ${timeoutMs} ms; the command may still complete`))),
@@ -310,23 +334,14 @@ export class Lifecycle {
     });
   }
 
-  /** Command ids awaiting a result on `session`; failed together when its stream ends (one listener per session). */
-  private waitingOn(session: ConnectSession): Set<string> {
+  /** Command ids awaiting a result on `session`; failed together when it closes (onSessionClosed). */
+  private waitingOn(session: SidecarSession): Set<string> {
     let waiting = this.waitingBySession.get(session);
-    if (waiting) return waiting;
-    const ids = new Set<string>();
-    waiting = ids;
-    this.waitingBySession.set(session, ids);
-    let ended = false;
-    const onEnded = () => {
-      if (ended) return;
-      ended = true;
-      for (const commandId of [...ids]) {
-        this.pendingResults.get(commandId)?.fail(new MeshError("unavailable", `sidecar ${session.sidecarId} disconnected before reporting the outcome`));
-      }
-    };
-    for (const event of streamEndEvents) session.call.once(event, onEnded);
-    return ids;
+    if (!waiting) {
+      waiting = new Set<string>();
+      this.waitingBySession.set(session, waiting);
+    }
+    return waiting;
   }
 
   private async reconcileAll(): Promise<void> {
@@ -339,7 +354,7 @@ export class Lifecycle {
       // kept in the store, so "registered" alone says nothing about a sidecar being back.
       const registered = new Map<string, number>();
       for (const instance of this.options.registry.all()) {
-        if (this.options.hub.sessionFor(instance.instanceId)) registered.set(instance.deployment, (registered.get(instance.deployment) ?? 0) + 1);
+        if (this.options.sidecars.sessionFor(instance.instanceId)) registered.set(instance.deployment, (registered.get(instance.deployment) ?? 0) + 1);
       }
       if (deployments.some((deployment) => (registered.get(deployment.name) ?? 0) < deployment.replicas)) return;
       this.adoptUntilMs = 0;
@@ -347,7 +362,7 @@ export class Lifecycle {
     }
     const claims = this.classifyClaims(nowMs);
     const lostRules = {
-      connected: new Set(this.options.hub.allSessions().filter((session) => session.hello && !session.closed).map((session) => session.sidecarId)),
+      connected: new Set(this.options.sidecars.sessions().map((session) => session.sidecarId)),
       nowMs,
       lostAfterMs: this.reconcileOptions.lostInstanceTimeoutMs,
     };
@@ -400,21 +415,20 @@ export class Lifecycle {
    * the last claimant and since when an instance has had none, across passes.
    */
   private classifyClaims(nowMs: number): Map<string, ClassifiedClaim> {
-    const views = new Map<ConnectSession, SessionView>();
-    for (const session of this.options.hub.allSessions()) {
-      if (!session.hello || session.closed) continue;
+    const views = new Map<SidecarSession, SessionView>();
+    for (const session of this.options.sidecars.sessions()) {
       views.set(session, {
         sessionId: this.sessionIdOf(session),
         sidecarId: session.sidecarId,
-        host: session.hello.host,
+        host: session.host,
         helloAtMs: this.helloAt.get(session),
-        helloInstanceIds: new Set(session.hello.instanceIds),
+        helloInstanceIds: session.helloInstanceIds,
       });
     }
     const sessions = [...views.values()];
     const claims = new Map<string, ClassifiedClaim>();
     for (const instance of this.options.registry.all()) {
-      const claimantSession = this.options.hub.sessionFor(instance.instanceId);
+      const claimantSession = this.options.sidecars.sessionFor(instance.instanceId);
       const claimant = claimantSession ? views.get(claimantSession) : undefined;
       const classified = classifyClaim({
         instanceId: instance.instanceId,
@@ -472,20 +486,20 @@ export class Lifecycle {
     const minReady = desired.minReady === 0 ? desired.replicas : Math.min(desired.minReady, desired.replicas);
     if (!this.isDeleting(desired)) this.options.onDeploymentReady?.(desired.name, status.readyReplicas, minReady);
     if (JSON.stringify(desired.status) === JSON.stringify(status)) return;
-    await this.options.store.put({ ...desired, status });
+    await this.options.store.putStatus(desired.name, status);
   }
 
   private async carryOut(deployment: Deployment, action: ReconcileAction): Promise<void> {
     const log = this.options.log.child({ deployment: deployment.name });
     switch (action.type) {
       case "start":
-        this.sendTo(action.sidecarId, { $case: "start", value: action.command }, log, action.instanceId);
+        await this.sendTo(action.sidecarId, { $case: "start", value: action.command }, log, action.instanceId);
         return;
       case "drain":
-        this.sendTo(action.sidecarId, { $case: "drain", value: { instanceId: action.instanceId, graceMs: action.graceMs } }, log, action.instanceId);
+        await this.sendTo(action.sidecarId, { $case: "drain", value: { instanceId: action.instanceId, graceMs: action.graceMs } }, log, action.instanceId);
         return;
       case "stop":
-        this.sendTo(action.sidecarId, { $case: "stop", value: { instanceId: action.instanceId, graceMs: action.graceMs } }, log, action.instanceId);
+        await this.sendTo(action.sidecarId, { $case: "stop", value: { instanceId: action.instanceId, graceMs: action.graceMs } }, log, action.instanceId);
         return;
       case "reschedule":
         log.warn(
@@ -493,7 +507,7 @@ export class Lifecycle {
           "replacing a lost instance",
         );
         this.options.onInstanceLost?.(action.instanceId, action.reason, true);
-        this.sendTo(action.start.sidecarId, { $case: "start", value: action.start.command }, log, action.start.instanceId);
+        await this.sendTo(action.start.sidecarId, { $case: "start", value: action.start.command }, log, action.start.instanceId);
         await this.forget(action.instanceId, `lost: ${action.reason}`);
         return;
       case "forget":
@@ -522,18 +536,18 @@ export class Lifecycle {
     await this.options.registry.deregister(instanceId, reason);
   }
 
-  private sendTo(sidecarId: string, action: Command["action"], log: Logger, instanceId: string): void {
+  private async sendTo(sidecarId: string, action: Command["action"], log: Logger, instanceId: string): Promise<void> {
     const session = this.sessionOfSidecar(sidecarId);
-    if (!session || !this.send(session, action, newCommandId())) {
+    if (!session || !(await this.send(session, action, newCommandId()))) {
       log.warn({ sidecarId, instanceId, action: action?.$case }, "sidecar not connected; the next pass retries");
       return;
     }
     log.info({ sidecarId, instanceId, action: action?.$case }, "command sent");
   }
 
-  private send(session: ConnectSession, action: Command["action"], commandId: string): boolean {
+  private async send(session: SidecarSession, action: Command["action"], commandId: string): Promise<boolean> {
     const command: Command = { commandId, action, envelope: undefined };
-    const sent = session.sendCommand(this.options.signer ? this.options.signer.sign(command, session.callerSpiffeId) : command);
+    const sent = await session.sendCommand(this.options.signer ? this.options.signer.sign(command, session.callerSpiffeId) : command);
     if (sent) this.options.onCommandSent?.(action?.$case ?? "none", command, session.sidecarId);
     return sent;
   }
@@ -548,12 +562,11 @@ export class Lifecycle {
     rules: { connected: ReadonlySet<string>; nowMs: number; lostAfterMs: number },
   ): SidecarSnapshot[] {
     const bySidecar = new Map<string, SidecarSnapshot>();
-    for (const session of this.options.hub.allSessions()) {
-      if (!session.hello || session.closed) continue;
+    for (const session of this.options.sidecars.sessions()) {
       bySidecar.set(session.sidecarId, {
         sidecarId: session.sidecarId,
-        host: session.hello.host,
-        capacity: session.hello.capacity,
+        host: session.host,
+        capacity: session.capacity,
         instanceCount: 0,
         byDeployment: {},
         connected: true,
@@ -580,17 +593,17 @@ export class Lifecycle {
    * The sidecar's newest open session: while an old stream of a restarted sidecar
    * is not yet seen closed, commands must go to the one that runs its processes now.
    */
-  private sessionOfSidecar(sidecarId: string): ConnectSession | undefined {
-    let newest: ConnectSession | undefined;
-    for (const session of this.options.hub.allSessions()) {
-      if (!session.hello || session.closed || session.sidecarId !== sidecarId) continue;
+  private sessionOfSidecar(sidecarId: string): SidecarSession | undefined {
+    let newest: SidecarSession | undefined;
+    for (const session of this.options.sidecars.sessions()) {
+      if (session.closed || session.sidecarId !== sidecarId) continue;
       if (!newest || (this.helloAt.get(session) ?? 0) >= (this.helloAt.get(newest) ?? 0)) newest = session;
     }
     return newest;
   }
 
   /** The session's id in `sessionIds`, assigned on first use. */
-  private sessionIdOf(session: ConnectSession): string {
+  private sessionIdOf(session: SidecarSession): string {
     let id = this.sessionIds.get(session);
     if (id === undefined) {
       this.nextSessionId += 1;
@@ -620,9 +633,6 @@ export class Lifecycle {
       .catch((error: unknown) => this.options.log.error({ err: error }, "audit append failed"));
   }
 }
-
-/** Stream events after which no CommandResult can arrive on a session. */
-const streamEndEvents = ["close", "error", "cancelled"] as const;
 
 function newCommandId(): string {
   return randomBytes(8).toString("hex");

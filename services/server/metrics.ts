@@ -20,6 +20,7 @@ export class ServerMetrics {
   readonly limitRejections: Counter<"limit">;
   readonly commands: Counter<"action" | "outcome">;
   readonly rollbacks: Counter<"deployment">;
+  readonly sidecarDirectory: Counter<"event">;
   readonly refusals: Counter<"action" | "authenticated" | "audit">;
   readonly auditWritable: Gauge;
   readonly guardRefusals: Counter<"reason">;
@@ -93,6 +94,12 @@ export class ServerMetrics {
       name: "agentmesh_commands_total",
       help: "Lifecycle commands sent to sidecars (outcome sent) and their results (ok, failed).",
       labelNames: ["action", "outcome"],
+      registers,
+    });
+    this.sidecarDirectory = new Counter({
+      name: "agentmesh_sidecar_directory_events_total",
+      help: "Sidecar sessions and commands shared between replicas through the state store (docs/adr/0009), by event.",
+      labelNames: ["event"],
       registers,
     });
     this.rollbacks = new Counter({

@@ -22,6 +22,8 @@ import { ServerInvoker } from "../orchestrator/invoker.js";
 import { RefusalReports } from "../orchestrator/refusal-reports.js";
 import { Lifecycle } from "../orchestrator/lifecycle.js";
 import { lifecycleHandlers } from "../orchestrator/lifecycle-handlers.js";
+import { ChangeLogSidecarDirectory } from "../orchestrator/adapters/change-log-sidecar-directory.js";
+import { HubSidecarDirectory } from "../orchestrator/adapters/hub-sidecar-directory.js";
 import type { DeploymentStore } from "../orchestrator/ports.js";
 import type { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { Resolver } from "../orchestrator/resolver.js";
@@ -281,8 +283,6 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       metrics.detectionDelay.observe({ reason: "heartbeat_timeout" }, silentForMs / 1000);
     },
   );
-  // The hub is built before the lifecycle it reports to.
-  let lifecycleRef: Lifecycle | undefined;
   const refusalReports = new RefusalReports();
   const hubHooks: ConnectHubHooks = {
     onRejected: (caller, requestId, reason) =>
@@ -299,9 +299,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onCommandResult: (sidecarId, result) => {
       metrics.commands.inc({ action: "any", outcome: result.ok ? "ok" : "failed" });
       if (!result.ok) log.warn({ sidecarId, commandId: result.commandId, instanceId: result.instanceId, problem: result.message }, "sidecar could not carry out a command");
-      lifecycleRef?.onCommandResult(sidecarId, result);
     },
-    onHello: (session) => lifecycleRef?.onSessionHello(session),
   };
   const hub = new ConnectHub(
     registry,
@@ -348,9 +346,26 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
           },
         })
       : undefined;
+  // The reconciler reaches sidecars through this: over the change log when replicas
+  // share PostgreSQL (a sidecar may hold its stream to any of them, ADR 0009), the
+  // local hub alone otherwise (no store writes).
+  const changeLogDirectory =
+    state.kind === "postgres"
+      ? new ChangeLogSidecarDirectory({
+          hub,
+          log: state.log,
+          leases: state.coordination.leases,
+          wakeUps: state.coordination.wakeUps,
+          serverId: config.serverId,
+          clock,
+          logger: log.child({ component: "sidecar-directory" }),
+          fence: () => elector?.fence,
+          onEvent: (event) => metrics.sidecarDirectory.inc({ event }),
+        })
+      : undefined;
   const lifecycle: Lifecycle = new Lifecycle({
     registry,
-    hub,
+    sidecars: changeLogDirectory ?? new HubSidecarDirectory(hub),
     // The leader's writes carry its fencing token: a paused old leader's are refused.
     store: dependencies.deployments ?? (elector ? new ChangeLogDeploymentStore(state.log, { fence: () => elector.fence }) : state.deployments),
     adoptGraceMs: config.adoptGraceMs,
@@ -372,7 +387,6 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     isLeader: elector ? () => elector.state === "leader" : undefined,
     commandResultSlackMs: config.commandResultSlackMs,
   });
-  lifecycleRef = lifecycle;
   stateListeners.push((instance) => {
     lifecycle.onStateChange(instance);
     alerting.engine.observe({
@@ -484,6 +498,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     });
   }
   detector.start();
+  await changeLogDirectory?.start();
   // Active/active (ADR 0008): every replica serves every RPC; one leader reconciles.
   // The others store what they are asked to (deployments, scale, delete) and follow
   // the leader's rollout progress; the leader follows their writes.
@@ -542,6 +557,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     dashboard.close();
     invoker.close();
     await shutdownGrpc(server, config.shutdownGraceMs);
+    await changeLogDirectory?.close();
     // Released, not left to lapse: a standby takes over at once.
     await elector?.stop();
     await alerting.close(1000);

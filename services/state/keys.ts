@@ -29,6 +29,17 @@ export const stateKeys = {
   certificatesBySpiffeId: (spiffeId: string) => `/identity/certificates-by-spiffe-id/${encodeURIComponent(spiffeId)}/`,
   revocation: (serial: string) => `/identity/revocations/${serial}`,
   revocations: "/identity/revocations/",
+  /** Everything below is the orchestrator's cross-replica traffic (ADR 0009); one follower reads it all. */
+  orchestrator: "/orchestrator/",
+  /** A sidecar's Connect session, written by the replica holding the stream (ADR 0009). */
+  sidecarSession: (sidecarId: string) => `${stateKeys.sidecarSessions}${encodeURIComponent(sidecarId)}`,
+  sidecarSessions: "/orchestrator/sidecars/",
+  /** A signed command for a sidecar whose stream `holder` holds; the holder sends it and deletes the key. */
+  sidecarCommand: (holder: string, commandId: string) => `${stateKeys.sidecarCommands(holder)}${encodeURIComponent(commandId)}`,
+  sidecarCommands: (holder: string) => `/orchestrator/commands/${encodeURIComponent(holder)}/`,
+  /** A sidecar's answer to a command `leader` sent through another replica; the leader reads and deletes it. */
+  sidecarCommandResult: (leader: string, commandId: string) => `${stateKeys.sidecarCommandResults(leader)}${encodeURIComponent(commandId)}`,
+  sidecarCommandResults: (leader: string) => `/orchestrator/command-results/${encodeURIComponent(leader)}/`,
 } as const;
 
 export function isValidKey(key: string): boolean {

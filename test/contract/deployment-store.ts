@@ -105,6 +105,17 @@ export function describeDeploymentStore(adapterName: string, create: CreateHarne
       expect(listed[0]?.process?.env.LOG_LEVEL).toBe("info");
     });
 
+    it("records a status without undoing a spec written after the reconciler read it", async () => {
+      const { store, replica } = await open();
+      await store.put(deployment("word-stats", 2));
+      // The reconciler read replicas 2; a scale to 5 lands (through either replica) before its status write.
+      await replica.put(deployment("word-stats", 5));
+      const status = { replicas: 2, readyReplicas: 2, updatedReplicas: 2, phase: "complete", message: "2 of 2 READY" };
+      expect(await store.putStatus("word-stats", status)).toBe(true);
+      expect(await replica.get("word-stats")).toEqual({ ...deployment("word-stats", 5), status });
+      expect(await store.putStatus("nope", status)).toBe(false);
+    });
+
     it("shows an apply through one replica on the other", async () => {
       const { store, replica } = await open();
       await store.put(deployment("word-stats", 2));

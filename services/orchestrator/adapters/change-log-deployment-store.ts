@@ -1,5 +1,5 @@
 import { MeshError } from "../../../sdk/ts/src/core/mesh-error.js";
-import { Deployment, Rollout } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { Deployment, type DeploymentStatus, Rollout } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { stateKeys, type ChangeLog, type FencingToken, type TxnOp, type TxnResult } from "../../state/index.js";
 import type { DeploymentStore } from "../ports.js";
 
@@ -10,6 +10,8 @@ export interface ChangeLogDeploymentStoreOptions {
    */
   fence?: () => FencingToken | undefined;
 }
+
+const maxStatusAttempts = 5;
 
 /** Deployments as protobuf values under /deployments/<name> in the change log. */
 export class ChangeLogDeploymentStore implements DeploymentStore {
@@ -31,6 +33,24 @@ export class ChangeLogDeploymentStore implements DeploymentStore {
     const { items } = await this.log.range(stateKeys.deployments);
     // Keys are /deployments/<name>, so key order is name order.
     return items.map((item) => Deployment.decode(item.value));
+  }
+
+  async putStatus(name: string, status: DeploymentStatus): Promise<boolean> {
+    const key = stateKeys.deployment(name);
+    // Compare-and-swap on the key's revision: a spec written meanwhile (by any replica) is kept.
+    for (let attempt = 0; attempt < maxStatusAttempts; attempt += 1) {
+      const { item } = await this.log.get(key);
+      if (!item) return false;
+      const stored = Deployment.decode(item.value);
+      const fence = this.options.fence?.();
+      const result = await this.log.txn(
+        [{ type: "put", key, value: Deployment.encode({ ...stored, status }).finish(), expectRevision: item.modRevision }],
+        fence ? { fence } : {},
+      );
+      if (result.ok) return true;
+      if (result.reason === "fenced") throw new MeshError("failedPrecondition", "no longer the leader");
+    }
+    throw new MeshError("unavailable", "deployment changed too often to record its status");
   }
 
   async remove(name: string): Promise<boolean> {

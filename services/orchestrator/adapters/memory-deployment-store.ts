@@ -1,4 +1,4 @@
-import type { Deployment, Rollout } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import type { Deployment, DeploymentStatus, Rollout } from "../../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { DeploymentStore } from "../ports.js";
 
 /** The embedded default: deployments live as long as the process. */
@@ -19,6 +19,13 @@ export class MemoryDeploymentStore implements DeploymentStore {
     return [...this.deployments.values()]
       .sort((left, right) => (left.name < right.name ? -1 : left.name > right.name ? 1 : 0))
       .map((deployment) => structuredClone(deployment));
+  }
+
+  async putStatus(name: string, status: DeploymentStatus): Promise<boolean> {
+    const stored = this.deployments.get(name);
+    if (!stored) return false;
+    stored.status = structuredClone(status);
+    return true;
   }
 
   async remove(name: string): Promise<boolean> {
