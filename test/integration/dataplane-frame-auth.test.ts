@@ -1,20 +1,32 @@
 // A tunnel over real mTLS with the key agreement of docs/signing.md §8: calls made
 // once the stream is ready carry a MAC (HS256) that the receiver's frame key opens,
 // calls made while the agreement is still on its way are signed, and a stream whose
-// key share does not verify never becomes ready.
+// key share does not verify never becomes ready. The receiver's DATA and END frames
+// carry a MAC under the other direction's key: a receiver that tampers with a reply,
+// replays one or leaves its MAC out has that call refused UNAUTHENTICATED.
 import { rmSync } from "node:fs";
 import type { PeerCertificate } from "node:tls";
-import { Server, ServerCredentials, credentials as grpcCredentials } from "@grpc/grpc-js";
+import { Metadata, Server, ServerCredentials, type ServerDuplexStream, credentials as grpcCredentials, status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../../sdk/ts/src/core/clock.js";
 import { TunnelClient } from "../../sdk/ts/src/core/dataplane/tunnel-client.js";
 import { type InboundHandler, type PeerInfo, TunnelServer } from "../../sdk/ts/src/core/dataplane/tunnel-server.js";
-import { type FrameSealer, type KeyAgreementOptions, acceptKeyAgreement, frameMacAlg, startKeyAgreement } from "../../sdk/ts/src/core/frame-auth.js";
+import { dataFrame, endFrame } from "../../sdk/ts/src/core/dataplane/frames.js";
+import {
+  type FrameOpener,
+  type FrameSealer,
+  type KeyAgreementOptions,
+  acceptKeyAgreement,
+  frameFailure,
+  frameMacAlg,
+  keyShareMetadataKey,
+  startKeyAgreement,
+} from "../../sdk/ts/src/core/frame-auth.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import { SignerKeys } from "../../sdk/ts/src/core/tls/signer-keys.js";
-import { type CallFrame, Invocation } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import { type CallFrame, CallFrame_Kind, Invocation, PeerServiceService, type TunnelRequest, type TunnelResponse } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import { type MeshCa, loadOrCreateCa } from "../../services/identity/domain/ca.js";
 import { type MintedIdentity, mintIdentity, signerFor, spiffe } from "../helpers/mesh-pki.js";
 import { tempDir } from "../helpers/processes.js";
@@ -69,6 +81,40 @@ const handler: InboundHandler = {
 async function startReceiver(keyAgreement: KeyAgreementOptions): Promise<string> {
   server = new Server();
   new TunnelServer({ handler, keyAgreement: (share, authContext) => acceptKeyAgreement(keyAgreement, share, authContext?.sslPeerCertificate as PeerCertificate | undefined) }).addTo(server);
+  return bindReceiver();
+}
+
+/**
+ * A receiver that agrees keys like a sidecar, then answers each OPEN with the
+ * frames `answer` makes (sealing them with `seal`): a peer that breaks the reply rules.
+ */
+async function startRogueReceiver(answer: (open: CallFrame, seal: (frame: CallFrame) => CallFrame) => CallFrame[]): Promise<string> {
+  server = new Server();
+  const keyAgreement = side(receiver);
+  server.addService(PeerServiceService, {
+    tunnel: (call: ServerDuplexStream<TunnelRequest, TunnelResponse>) => {
+      const share = call.metadata.get(keyShareMetadataKey)[0] as Buffer;
+      void acceptKeyAgreement(keyAgreement, share, call.getAuthContext().sslPeerCertificate).then(({ bytes, opener }: { bytes: Buffer; opener: FrameOpener }) => {
+        const headers = new Metadata();
+        headers.set(keyShareMetadataKey, bytes);
+        call.sendMetadata(headers);
+        const seal = (frame: CallFrame): CallFrame => {
+          opener.sealReply(frame);
+          return frame;
+        };
+        call.on("data", (message: TunnelRequest) => {
+          for (const frame of message.frames) {
+            if (frame.kind === CallFrame_Kind.KIND_OPEN) call.write({ frames: answer(frame, seal) });
+          }
+        });
+        call.on("end", () => call.end());
+      });
+    },
+  });
+  return bindReceiver();
+}
+
+async function bindReceiver(): Promise<string> {
   const credentials = ServerCredentials.createSsl(Buffer.from(ca.certificatePem), [{ cert_chain: Buffer.from(receiver.chainPem.join("\n")), private_key: Buffer.from(receiver.privateKeyPem) }], true);
   const port = await new Promise<number>((resolve, reject) => server?.bindAsync("127.0.0.1:0", credentials, (error, bound) => (error ? reject(error) : resolve(bound))));
   return `127.0.0.1:${port}`;
@@ -96,6 +142,7 @@ function openFields(signerOf: MintedIdentity) {
 }
 
 function ready(tunnel: TunnelClient): Promise<void> {
+  tunnel.connect();
   if (tunnel.state === "ready") return Promise.resolve();
   return new Promise((resolve) => tunnel.on("stateChange", (state: string) => state === "ready" && resolve()));
 }
@@ -109,6 +156,53 @@ describe("tunnel frames over mTLS with a signed key agreement", () => {
     const replies = await Promise.all([1, 2, 3].map(() => tunnel.unary(openFields(caller))));
     expect(replies.map((reply) => reply.contentType)).toEqual([frameMacAlg, frameMacAlg, frameMacAlg]);
     expect(replies[0]?.payload.toString()).toBe("hi");
+  });
+
+  it("refuses a reply whose payload was changed after it was MACed", async () => {
+    const tunnel = connect(await startRogueReceiver((open, seal) => [{ ...seal(dataFrame(open.callId, Buffer.from("genuine"), { end: true })), payload: Buffer.from("forged!") }]), receiverId);
+    await ready(tunnel);
+    await expect(tunnel.unary(openFields(caller))).rejects.toMatchObject({ code: status.UNAUTHENTICATED, message: frameFailure.badMac });
+  });
+
+  it("refuses an END frame whose failure status was turned into OK", async () => {
+    const tunnel = connect(await startRogueReceiver((open, seal) => [{ ...seal(endFrame(open.callId, status.PERMISSION_DENIED, "caller not allowed")), statusCode: status.OK, statusMessage: "" }]), receiverId);
+    await ready(tunnel);
+    await expect(tunnel.unary(openFields(caller))).rejects.toMatchObject({ code: status.UNAUTHENTICATED, message: frameFailure.badMac });
+  });
+
+  it("refuses a replayed reply frame: the streamed call fails after the genuine chunk", async () => {
+    const tunnel = connect(
+      await startRogueReceiver((open, seal) => {
+        const chunk = seal(dataFrame(open.callId, Buffer.from("chunk-1"), { sequence: 1 }));
+        return [chunk, chunk, seal(endFrame(open.callId))];
+      }),
+      receiverId,
+    );
+    await ready(tunnel);
+    const received: string[] = [];
+    const consume = async () => {
+      for await (const chunk of tunnel.stream(openFields(caller))) received.push(chunk.toString());
+    };
+    await expect(consume()).rejects.toMatchObject({ code: status.UNAUTHENTICATED, message: frameFailure.sequenceReplayed });
+    expect(received).toEqual(["chunk-1"]);
+  });
+
+  it("refuses a reply without a MAC on a stream that agreed a key, and keeps serving the next call", async () => {
+    let calls = 0;
+    const tunnel = connect(
+      await startRogueReceiver((open, seal) => {
+        calls += 1;
+        const reply = dataFrame(open.callId, Buffer.from("hi"), { end: true });
+        return [calls === 1 ? reply : seal(reply)];
+      }),
+      receiverId,
+    );
+    const refused: string[] = [];
+    tunnel.on("frameRefused", (reason: string) => refused.push(reason));
+    await ready(tunnel);
+    await expect(tunnel.unary(openFields(caller))).rejects.toMatchObject({ code: status.UNAUTHENTICATED, message: frameFailure.replyNotAuthenticated });
+    expect((await tunnel.unary(openFields(caller))).payload.toString()).toBe("hi");
+    expect(refused).toEqual([frameFailure.replyNotAuthenticated]);
   });
 
   it("never becomes ready with a receiver that is not the sidecar the caller meant to reach", async () => {
