@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/core/clock.js";
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { IdentityServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
-import { OrchestratorServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { OrchestratorServiceService, type RevokedCertificate } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegistryServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { identityHandlers } from "../identity/grpc-handlers.js";
 import { type Security, createSecurity } from "../identity/security.js";
@@ -156,6 +156,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onRevoked: (records) => {
       const serials = new Set(records.map((record) => record.serial));
       hubRef?.disconnectSerials(serials, "certificate revoked");
+      hubRef?.announceRevocations(records.map(revokedCertificate));
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
     stores: { certificates: state.certificates, revocations: state.revocations, joinTokens: state.joinTokens },
@@ -176,6 +177,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       log.warn({ serials: fresh.map((record) => record.serial) }, "revocations made through another replica applied");
       const serials = new Set(fresh.map((record) => record.serial));
       hubRef?.disconnectSerials(serials, "certificate revoked");
+      hubRef?.announceRevocations(fresh.map(revokedCertificate));
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     };
     revocationFollower = new ChangeFollower({
@@ -276,6 +278,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       heartbeatTimeoutMultiplier: config.heartbeatTimeoutMultiplier,
       serverId: config.serverId,
       maxInstancesPerStream: config.maxInstancesPerStream,
+      revokedCertificates: () => security.revocations.list().map(revokedCertificate),
     },
     // Only the identity that registered an instance may heartbeat for it.
     (caller, owner) => {
@@ -539,4 +542,9 @@ function closeHttp(server: HttpServer): Promise<void> {
     server.close(() => resolve());
     server.closeAllConnections();
   });
+}
+
+/** A revocation as sidecars receive it on Connect: enough to refuse the certificate until it expires. */
+function revokedCertificate(record: RevocationRecord): RevokedCertificate {
+  return { serial: record.serial, spiffeId: record.spiffeId, notAfterMs: record.notAfterMs };
 }

@@ -1209,11 +1209,11 @@ type CallFrame struct {
 	// to another instance even when it is not idempotent: it cannot have run.
 	RefusedBeforeDelivery bool `protobuf:"varint,15,opt,name=refused_before_delivery,json=refusedBeforeDelivery,proto3" json:"refused_before_delivery,omitempty"`
 	// For DATA and END frames on a PeerService.Tunnel stream that agreed a frame
-	// key (docs/signing.md §8.4): the receiver → caller sequence, 1 for the first
+	// key (docs/signing.md §8.5): the receiver → caller sequence, 1 for the first
 	// such frame on the stream, then strictly increasing in the order written.
 	MacSequence uint64 `protobuf:"varint,16,opt,name=mac_sequence,json=macSequence,proto3" json:"mac_sequence,omitempty"`
 	// With `mac_sequence`: HMAC-SHA256 under the receiver → caller frame key over
-	// the reply MAC input of docs/signing.md §8.4 (32 bytes). A caller that agreed
+	// the reply MAC input of docs/signing.md §8.5 (32 bytes). A caller that agreed
 	// a key refuses a DATA or END frame without it.
 	Mac           []byte `protobuf:"bytes,17,opt,name=mac,proto3" json:"mac,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -909,10 +909,11 @@ func (*ConnectResponse_Revocations) isConnectResponse_Msg() {}
 
 // Certificates the mesh has revoked and that have not expired yet, so sidecars
 // refuse tunnels and frames of a revoked peer (docs/signing.md §8.6). Right
-// after the Welcome the server sends the whole list (`full`, possibly empty):
-// the sidecar replaces what it had. Later messages on the stream add the
-// revocations made since (on any replica). The stream's mTLS peer is the server;
-// the list is not signed otherwise.
+// after the Welcome, when the list is not empty, the server sends all of it
+// (`full`): the sidecar replaces what it had. Later messages on the stream add
+// the revocations made since (through any replica; `full` false). The stream's
+// mTLS peer is the server; the list is not signed otherwise. A sidecar forgets
+// a revoked certificate once its `not_after_ms` has passed.
 type Revocations struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Certificates  []*RevokedCertificate  `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`

@@ -196,13 +196,13 @@ export interface CallFrame {
   refusedBeforeDelivery: boolean;
   /**
    * For DATA and END frames on a PeerService.Tunnel stream that agreed a frame
-   * key (docs/signing.md §8.4): the receiver → caller sequence, 1 for the first
+   * key (docs/signing.md §8.5): the receiver → caller sequence, 1 for the first
    * such frame on the stream, then strictly increasing in the order written.
    */
   macSequence: number;
   /**
    * With `mac_sequence`: HMAC-SHA256 under the receiver → caller frame key over
-   * the reply MAC input of docs/signing.md §8.4 (32 bytes). A caller that agreed
+   * the reply MAC input of docs/signing.md §8.5 (32 bytes). A caller that agreed
    * a key refuses a DATA or END frame without it.
    */
   mac: Buffer;
