@@ -102,6 +102,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   const isReady = () => readiness.started && !readiness.closing && readiness.auditWritable && readiness.storeHealthy;
   const streams: StreamRegistry = new Map();
   let hubRef: ConnectHub | undefined;
+  let invokerRef: ServerInvoker | undefined;
   const stateListeners: Array<(instance: AgentInstance) => void> = [];
   const removeListeners: Array<(instance: AgentInstance) => void> = [];
 
@@ -157,6 +158,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       const serials = new Set(records.map((record) => record.serial));
       hubRef?.disconnectSerials(serials, "certificate revoked");
       hubRef?.announceRevocations(records.map(revokedCertificate));
+      invokerRef?.dropPeers((serial) => serials.has(serial), "peer certificate revoked");
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
     stores: { certificates: state.certificates, revocations: state.revocations, joinTokens: state.joinTokens },
@@ -178,6 +180,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       const serials = new Set(fresh.map((record) => record.serial));
       hubRef?.disconnectSerials(serials, "certificate revoked");
       hubRef?.announceRevocations(fresh.map(revokedCertificate));
+      invokerRef?.dropPeers((serial) => serials.has(serial), "peer certificate revoked");
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     };
     revocationFollower = new ChangeFollower({
@@ -355,7 +358,11 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     resolver.forget(instance.instanceId);
     alerting.engine.observe({ type: "instanceRemoved", instanceId: instance.instanceId });
   });
-  const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }));
+  const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }), {
+    signedCapabilities: new Set(config.signedCapabilities),
+    isRevoked: (serial) => security.revocations.hasSerial(serial),
+  });
+  invokerRef = invoker;
   // The dashboard's whole view of the control plane: these few functions (issue 9 moves them with the wiring).
   const dashboard = createDashboard({
     sources: {

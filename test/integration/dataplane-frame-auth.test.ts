@@ -28,6 +28,13 @@ import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import { SignerKeys } from "../../sdk/ts/src/core/tls/signer-keys.js";
 import { type CallFrame, CallFrame_Kind, Invocation, PeerServiceService, type TunnelRequest, type TunnelResponse } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import { type MeshCa, loadOrCreateCa } from "../../services/identity/domain/ca.js";
+import { ServerInvoker } from "../../services/orchestrator/invoker.js";
+import type { Resolver } from "../../services/orchestrator/resolver.js";
+import { CertificateSource } from "../../sdk/ts/src/core/tls/certificate-source.js";
+import { normalizeSerial } from "../../sdk/ts/src/core/tls/peer-verifier.js";
+import { InvokeRequest } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { pino } from "pino";
 import { type MintedIdentity, mintIdentity, signerFor, spiffe } from "../helpers/mesh-pki.js";
 import { tempDir } from "../helpers/processes.js";
 
@@ -43,6 +50,7 @@ let caller: MintedIdentity;
 let receiver: MintedIdentity;
 let server: Server | undefined;
 let client: TunnelClient | undefined;
+let invoker: ServerInvoker | undefined;
 const clock = new ManualClock(Date.now());
 
 beforeAll(async () => {
@@ -55,6 +63,8 @@ afterAll(() => rmSync(caDir, { recursive: true, force: true }));
 afterEach(async () => {
   client?.close();
   client = undefined;
+  invoker?.close();
+  invoker = undefined;
   if (server) await new Promise<void>((resolve) => server?.tryShutdown(() => resolve()));
   server = undefined;
 });
@@ -212,5 +222,49 @@ describe("tunnel frames over mTLS with a signed key agreement", () => {
     tunnel.connect();
     await new Promise<void>((resolve) => tunnel.on("stateChange", (state: string) => state === "backoff" && resolve()));
     expect(states).not.toContain("ready");
+  });
+});
+
+describe("the server's Invoke as a tunnel caller", () => {
+  async function serverInvoker(address: string, options: { signedCapabilities?: Set<string>; isRevoked?: (serial: string) => boolean } = {}): Promise<ServerInvoker> {
+    const serverIdentity = await mintIdentity(ca, spiffe(trustDomain, "server", "s1"));
+    const source = new CertificateSource();
+    source.setIdentity({
+      chainPem: serverIdentity.chainPem,
+      privateKeyPem: serverIdentity.privateKeyPem,
+      notBeforeMs: Date.now() - 1000,
+      expiresAtMs: Date.now() + 3_600_000,
+      serial: serverIdentity.serial,
+      spiffeId: serverIdentity.spiffeId,
+    });
+    source.setTrustBundle([ca.certificatePem]);
+    const instance = AgentInstance.fromPartial({
+      instanceId: "instance-1",
+      spiffeId: receiverId,
+      endpoint: address,
+      manifest: { name: "echo", capabilities: [{ name: "echo", version: "1.0.0" }, { name: "audited", version: "1.0.0" }] },
+    });
+    // Only the pick is a stand-in: the tunnel, TLS and the key agreement are real.
+    const resolver = { resolve: () => instance } as unknown as Resolver;
+    invoker = new ServerInvoker(resolver, source, trustDomain, clock, pino({ level: "silent" }), options);
+    return invoker;
+  }
+  const request = (capability: string) => InvokeRequest.fromPartial({ capability, payload: Buffer.from("hi") });
+
+  it("signs only the first call (key agreement under way) and capabilities in signedCapabilities; MACs the rest, replies checked", async () => {
+    const server = await serverInvoker(await startReceiver(side(receiver)), { signedCapabilities: new Set(["audited"]) });
+    expect((await server.invoke(request("echo"), "spiffe://mesh.test/admin/alice", 0)).contentType).toBe("ES256");
+    const macced = await Promise.all([1, 2, 3].map(() => server.invoke(request("echo"), "spiffe://mesh.test/admin/alice", 0)));
+    expect(macced.map((reply) => [reply.contentType, reply.payload.toString()])).toEqual([
+      [frameMacAlg, "hi"],
+      [frameMacAlg, "hi"],
+      [frameMacAlg, "hi"],
+    ]);
+    expect((await server.invoke(request("audited"), "spiffe://mesh.test/admin/alice", 0)).contentType).toBe("ES256");
+  });
+
+  it("refuses a sidecar whose certificate is revoked: the call fails UNAVAILABLE, none is MACed to it", async () => {
+    const server = await serverInvoker(await startReceiver(side(receiver)), { isRevoked: (serial) => serial === normalizeSerial(receiver.serial) });
+    await expect(server.invoke(request("echo"), "spiffe://mesh.test/admin/alice", 0)).rejects.toMatchObject({ code: status.UNAVAILABLE });
   });
 });
