@@ -37,6 +37,7 @@ import { AgentInstance } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { pino } from "pino";
 import { type MintedIdentity, mintIdentity, signerFor, spiffe } from "../helpers/mesh-pki.js";
 import { tempDir } from "../helpers/processes.js";
+import { ManualTimers } from "../helpers/manual-timers.js";
 
 const trustDomain = "mesh.test";
 const callerId = spiffe(trustDomain, "sidecar", "host-a");
@@ -69,9 +70,9 @@ afterEach(async () => {
   server = undefined;
 });
 
-function side(identity: MintedIdentity): KeyAgreementOptions {
+function side(identity: MintedIdentity, sideClock: ManualClock = clock): KeyAgreementOptions {
   const verifier = new PeerVerifier(trustDomain, [ca.certificatePem]);
-  return { selfId: identity.spiffeId, signer: signerFor(identity, clock), verifier, signerKeys: new SignerKeys({ verifier }), clock, nonceCache: new MemoryNonceCache({ clock }) };
+  return { selfId: identity.spiffeId, signer: signerFor(identity, sideClock), verifier, signerKeys: new SignerKeys({ verifier }), clock: sideClock, nonceCache: new MemoryNonceCache({ clock: sideClock }) };
 }
 
 /** Opens MACed frames with the stream's key and answers with the alg each call arrived with. */
@@ -124,8 +125,8 @@ async function startRogueReceiver(answer: (open: CallFrame, seal: (frame: CallFr
   return bindReceiver();
 }
 
-async function bindReceiver(): Promise<string> {
-  const credentials = ServerCredentials.createSsl(Buffer.from(ca.certificatePem), [{ cert_chain: Buffer.from(receiver.chainPem.join("\n")), private_key: Buffer.from(receiver.privateKeyPem) }], true);
+async function bindReceiver(identity: MintedIdentity = receiver): Promise<string> {
+  const credentials = ServerCredentials.createSsl(Buffer.from(ca.certificatePem), [{ cert_chain: Buffer.from(identity.chainPem.join("\n")), private_key: Buffer.from(identity.privateKeyPem) }], true);
   const port = await new Promise<number>((resolve, reject) => server?.bindAsync("127.0.0.1:0", credentials, (error, bound) => (error ? reject(error) : resolve(bound))));
   return `127.0.0.1:${port}`;
 }
@@ -213,6 +214,35 @@ describe("tunnel frames over mTLS with a signed key agreement", () => {
     await expect(tunnel.unary(openFields(caller))).rejects.toMatchObject({ code: status.UNAUTHENTICATED, message: frameFailure.replyNotAuthenticated });
     expect((await tunnel.unary(openFields(caller))).payload.toString()).toBe("hi");
     expect(refused).toEqual([frameFailure.replyNotAuthenticated]);
+  });
+
+  it("moves to a new stream at 3/4 of the receiver's remaining certificate validity, before its replies would be refused as expired", async () => {
+    const streamClock = new ManualClock(Date.now());
+    const timers = new ManualTimers(streamClock);
+    const shortLived = await mintIdentity(ca, receiverId, { ttlMs: 60_000 });
+    server = new Server();
+    const keyAgreement = side(shortLived, streamClock);
+    new TunnelServer({ handler, keyAgreement: (share, authContext) => acceptKeyAgreement(keyAgreement, share, authContext?.sslPeerCertificate as PeerCertificate | undefined) }).addTo(server);
+    const address = await bindReceiver(shortLived);
+    const agreement = side(caller, streamClock);
+    client = new TunnelClient({
+      address,
+      credentials: grpcCredentials.createSsl(Buffer.from(ca.certificatePem), Buffer.from(caller.privateKeyPem), Buffer.from(caller.chainPem.join("\n")), { checkServerIdentity: () => undefined }),
+      channelOptions: { "grpc.ssl_target_name_override": "agentmesh-sidecar" },
+      keyAgreement: () => startKeyAgreement(agreement, receiverId),
+      rekeyIntervalMs: 24 * 60 * 60_000,
+      clock: streamClock,
+      streamTimers: timers,
+    });
+    const tunnel = client;
+    await ready(tunnel);
+    const remainingMs = new Date(shortLived.certificate.validTo).getTime() - streamClock.nowMs();
+    const rotated = new Promise<string>((resolve) => tunnel.once("rotated", resolve));
+    timers.advance(Math.floor((remainingMs * 3) / 4) - 2_000);
+    expect(tunnel.rotations).toBe(0);
+    timers.advance(2_000);
+    timers.advance(0);
+    expect(await rotated).toBe("peer certificate ageing");
   });
 
   it("never becomes ready with a receiver that is not the sidecar the caller meant to reach", async () => {

@@ -384,13 +384,23 @@ export class TunnelClient extends EventEmitter {
     );
   }
 
-  private scheduleRekey(): void {
+  /**
+   * Rekeys every rekeyIntervalMs, and sooner when the peer's certificate would expire
+   * first: at 3/4 of its remaining validity, so the new stream's handshake shows the
+   * certificate the peer renewed meanwhile (at its half-life) and its replies are not
+   * refused as `peer certificate expired`.
+   */
+  private scheduleRekey(link: Link): void {
     if (!this.options.keyAgreement) return;
     this.clearStreamTimer(this.rekeyTimer);
+    const intervalMs = this.options.rekeyIntervalMs ?? defaultRekeyIntervalMs;
+    const peerNotAfterMs = link.sealer?.peerCertificate?.notAfterMs;
+    const beforePeerExpiryMs = peerNotAfterMs === undefined ? intervalMs : Math.max(0, Math.floor(((peerNotAfterMs - this.clock.nowMs()) * 3) / 4));
+    const reason = beforePeerExpiryMs < intervalMs ? "peer certificate ageing" : "rekey";
     this.rekeyTimer = this.streamTimers.setTimeout(() => {
       this.rekeyTimer = undefined;
-      this.requestRotation("rekey", false);
-    }, this.options.rekeyIntervalMs ?? defaultRekeyIntervalMs);
+      this.requestRotation(reason, false);
+    }, Math.min(intervalMs, beforePeerExpiryMs));
   }
 
   private onLinkReady(link: Link): void {
@@ -406,12 +416,12 @@ export class TunnelClient extends EventEmitter {
       this.failedRotations = 0;
       this.rotationCount += 1;
       if (previous) this.retire(previous);
-      this.scheduleRekey();
+      this.scheduleRekey(link);
       this.logger.info({ reason: this.rotationReason, linkId: link.id }, "tunnel moved to a new connection");
       this.emit("rotated", this.rotationReason);
     } else if (link === this.current) {
       this.failedAttempts = 0;
-      this.scheduleRekey();
+      this.scheduleRekey(link);
       if (this.rotateWhenReady) {
         this.rotateWhenReady = false;
         this.requestRotation(this.rotationReason, true);
