@@ -1,7 +1,8 @@
 // A revoked certificate reaches the data plane (docs/signing.md §8.6): sidecars get
 // the mesh's revocations on their Connect stream, so after `ctl certs revoke` of
 // sidecar B, sidecar A closes B's open tunnel, refuses B's key share and B's signed
-// frames on new tunnels, and B's calls into A fail at once instead of hanging.
+// frames on new tunnels, and B's calls into A fail at once instead of hanging; a
+// sidecar joining later is told of the revocation right after its Welcome.
 // Real server, sidecar and ctl processes.
 import { createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -103,5 +104,9 @@ describe("revoked certificates reach the data plane (real processes)", () => {
     // Both refusals counted on A, and A still serves its own callers.
     expect(await metricsText(a.httpAddress)).toMatch(/agentmesh_sidecar_frame_auth_failures_total\{reason="certificate"\} [2-9]/);
     expect((await a.caller.invoke("test.echo", "{}", { timeoutMs: 10_000 })).instanceId).toBe(instanceId);
+
+    // A sidecar that joins later gets the whole list right after its Welcome.
+    const c = await mesh.startSidecar({ host: "host-c" });
+    expect(await c.process.waitForLog((line) => line.msg === "certificates revoked: their tunnels closed")).toMatchObject({ revokedTotal: 1, inboundClosed: 0, outboundDropped: 0 });
   }, 90_000);
 });
