@@ -8,22 +8,30 @@
  *   npm run bench:dataplane -- [--seconds 3] [--warmup-seconds 1] [--rates 100,1000]
  *     [--concurrency 64] [--payload-bytes 1024] [--modes mtls,dev] [--label before]
  *     [--profile-dir D]   (sidecars run under --cpu-prof; profiles written to D at exit)
- *     [--paths direct,sdk,plain] [--sign-calls bench.echo,bench.echo-plain] [--no-ghz]
+ *     [--paths direct,sdk,plain,server] [--sign-calls bench.echo,bench.echo-plain] [--no-ghz]
+ *     [--server-sign-calls bench.echo-plain]   (the server's --sign-calls: its Invoke signs each call)
  *
  * Paths, each at every --rates (open loop, latency from the due time) and at
  * saturation (--concurrency calls kept in flight, closed loop):
  *   direct  client → plain echo agent (unary AgentService.Invoke, plaintext): the baseline
  *   sdk     SDK MeshCaller (SidecarService.Call stream) → A → tunnel → B → SDK agent (Attach)
  *   plain   unary SidecarService.Invoke → A → tunnel → B → plain agent (unary AgentService.Invoke)
+ *   server  unary OrchestratorService.Invoke on the server (admin certificate) → tunnel → B → the
+ *           same plain agent: the path of clients without a sidecar. Its "A" columns are the
+ *           server process (not in the default --paths)
  * "added" is the path minus direct, same percentile, same rate, same mesh run.
  * CPU per call per sidecar: utime+stime from /proc/<pid>/stat over the window,
  * divided by the calls answered. When ghz is in .tools/bin or on PATH, it loads
  * sidecar A's SidecarService/Invoke (and the direct agent) from outside at
  * each rate: 50 workers, one connection.
+ * Also, in this process and without sockets, what authenticating one call costs: an
+ * ES256 signature and its verification (a signed call) against the MAC of the OPEN frame
+ * and of its reply, each sealed and checked (docs/signing.md §8), so the difference the
+ * mesh rows show can be told from the load of the machine.
  * Writes bench/results/dataplane.json (dataplane-<label>.json with --label).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes, verify as verifySignature } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -36,6 +44,11 @@ import { AgentServiceClient, SidecarServiceClient, type SidecarServiceDiscoverRe
 import type { ApplyDeploymentResponse } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { AgentInstance } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { parseDeploymentYaml } from "../services/orchestrator/deployment-yaml.js";
+import { systemClock } from "../sdk/ts/src/core/clock.js";
+import { dataFrame } from "../sdk/ts/src/core/dataplane/frames.js";
+import { FrameOpener, FrameSealer, deriveFrameKeys } from "../sdk/ts/src/core/frame-auth.js";
+import { envelopeCanonicalBytes, signEnvelope } from "../sdk/ts/src/core/signing.js";
+import { Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import { type LoggedProcess, type ProcessSample, cpuPercent, delay, percentile, printGrid, round, sampleProcess, startLoggedProcess, writeResults } from "./bench-kit.js";
 
 const { values: args } = parseArgs({
@@ -49,6 +62,7 @@ const { values: args } = parseArgs({
     paths: { type: "string", default: "direct,sdk,plain" },
     label: { type: "string" },
     "sign-calls": { type: "string" },
+    "server-sign-calls": { type: "string" },
     "profile-dir": { type: "string" },
     "no-ghz": { type: "boolean", default: false },
   },
@@ -69,7 +83,7 @@ const echoAgentPath = join(distRoot, "bench", "agents", "echo-agent.js");
 const callTimeoutMs = 5000;
 
 type Mode = "mtls" | "dev";
-type PathName = "direct" | "sdk" | "plain";
+type PathName = "direct" | "sdk" | "plain" | "server";
 
 const started: LoggedProcess[] = [];
 process.on("exit", () => {
@@ -180,7 +194,8 @@ function agentPid(sidecarPid: number, capability: string): number {
 
 async function startMesh(mode: Mode): Promise<Mesh> {
   const dir = mkdtempSync(join(tmpdir(), `agentmesh-bench-dataplane-${mode}-`));
-  const serverArgs = [cliPath, "server", "--port", "0", "--http-port", "0", "--data-dir", join(dir, "server"), ...(mode === "dev" ? ["--insecure-dev"] : [])];
+  const serverSignCalls = args["server-sign-calls"] ? ["--sign-calls", args["server-sign-calls"]] : [];
+  const serverArgs = [cliPath, "server", "--port", "0", "--http-port", "0", "--data-dir", join(dir, "server"), ...(mode === "dev" ? ["--insecure-dev"] : []), ...serverSignCalls];
   const server = startProcess(`server (${mode})`, serverArgs);
   const serverAddress = String((await server.nextLine((line) => line.msg === "listening")).grpcAddress);
   let admin: CtlClients;
@@ -315,6 +330,12 @@ function directCall(client: AgentServiceClient, payload: Buffer): CallFn {
 function plainCall(client: SidecarServiceClient, payload: Buffer): CallFn {
   const request = { capability: "bench.echo-plain", versionRange: "", labelSelector: undefined, payload, contentType: "application/octet-stream", idempotent: false, metadata: {}, timeoutMs: 0 };
   return () => new Promise((resolveCall, reject) => client.invoke(request, new Metadata(), { deadline: Date.now() + callTimeoutMs }, (error) => (error ? reject(error) : resolveCall(undefined))));
+}
+
+function serverCall(admin: CtlClients, payload: Buffer): CallFn {
+  const request = { capability: "bench.echo-plain", versionRange: "", labelSelector: undefined, payload, contentType: "application/octet-stream", idempotent: false, metadata: {} };
+  return () =>
+    new Promise((resolveCall, reject) => admin.orchestrator.invoke(request, new Metadata(), { deadline: Date.now() + callTimeoutMs }, (error) => (error ? reject(error) : resolveCall(undefined))));
 }
 
 function sdkCall(caller: MeshCaller, payload: Buffer): CallFn {
@@ -488,6 +509,79 @@ async function measureGhz(ghz: string, mesh: Mesh, directAddress: string, payloa
   return rows;
 }
 
+// ---------------------------------------------------------------- authentication cost per call
+
+interface AuthCostRow {
+  scheme: string;
+  /** Best of the rounds, µs per call: the caller's side (OPEN out, reply in), the receiver's (OPEN in, reply out), both. Reply frames are built on both rows. */
+  callerMicros: number;
+  receiverMicros: number;
+  totalMicros: number;
+}
+
+/** Runs each scheme's caller and receiver halves in turns, best of `rounds` rounds of `calls` calls. */
+function measureAuthCosts(payload: Buffer, calls = 2000, rounds = 5): AuthCostRow[] {
+  const callerId = "spiffe://agentmesh.local/server/bench";
+  const receiverId = "spiffe://agentmesh.local/sidecar/bench-b";
+  const method = "/agentmesh.v1.AgentService/Invoke";
+  const payloadType = "agentmesh.v1.Invocation";
+  const bytes = Invocation.encode({ callId: "bench", capability: "bench.echo-plain", version: "1.0.0", payload, contentType: "application/octet-stream", caller: callerId, deadlineMs: 0, metadata: {}, traceparent: "" }).finish();
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const keys = deriveFrameKeys(randomBytes(32), callerId, receiverId, randomBytes(200), randomBytes(200));
+  const notAfterMs = Date.now() + 3_600_000;
+  let sealer = new FrameSealer(keys, callerId, receiverId, systemClock);
+  let opener = new FrameOpener({ keys, peerId: callerId, selfId: receiverId, peerSerial: "1", peerNotAfterMs: notAfterMs, clock: systemClock });
+  // caller: makes the OPEN; receiver: checks it and makes the reply; answered: the caller checks the reply.
+  const schemes: Array<{ scheme: string; caller: () => unknown; receiver: (sent: unknown) => unknown; answered: (reply: unknown) => void }> = [
+    {
+      scheme: "ES256 signed call (sign + verify, reply not authenticated)",
+      caller: () => signEnvelope({ payload: bytes, signer: callerId, audience: receiverId, method, payloadType, privateKey, clock: systemClock }),
+      receiver: (sent) => {
+        const envelope = sent as ReturnType<typeof signEnvelope>;
+        if (!verifySignature("sha256", envelopeCanonicalBytes(envelope), { key: publicKey, dsaEncoding: "ieee-p1363" }, envelope.signature)) throw new Error("bench signature did not verify");
+        return dataFrame(1, payload, { end: true, contentType: "application/octet-stream" });
+      },
+      answered: () => undefined,
+    },
+    {
+      scheme: "HS256 MACed call (OPEN sealed + opened, reply sealed + opened)",
+      caller: () => sealer.seal(bytes, method, payloadType),
+      receiver: (sent) => {
+        opener.open(sent as ReturnType<FrameSealer["seal"]>, method, payloadType);
+        const reply = dataFrame(1, payload, { end: true, contentType: "application/octet-stream" });
+        opener.sealReply(reply);
+        return reply;
+      },
+      answered: (reply) => sealer.openReply(reply as ReturnType<typeof dataFrame>),
+    },
+  ];
+  const best = schemes.map(() => ({ caller: Number.POSITIVE_INFINITY, receiver: Number.POSITIVE_INFINITY }));
+  for (let round = 0; round < rounds; round += 1) {
+    // Fresh sequence state each round.
+    sealer = new FrameSealer(keys, callerId, receiverId, systemClock);
+    opener = new FrameOpener({ keys, peerId: callerId, selfId: receiverId, peerSerial: "1", peerNotAfterMs: notAfterMs, clock: systemClock });
+    schemes.forEach((entry, index) => {
+      const sent: unknown[] = [];
+      const callerStart = performance.now();
+      for (let call = 0; call < calls; call += 1) sent.push(entry.caller());
+      const callerMs = performance.now() - callerStart;
+      const receiverStart = performance.now();
+      const replies = sent.map((item) => entry.receiver(item));
+      const receiverMs = performance.now() - receiverStart;
+      const answeredStart = performance.now();
+      for (const reply of replies) entry.answered(reply);
+      const answeredMs = performance.now() - answeredStart;
+      const slot = best[index] as { caller: number; receiver: number };
+      slot.caller = Math.min(slot.caller, ((callerMs + answeredMs) * 1000) / calls);
+      slot.receiver = Math.min(slot.receiver, (receiverMs * 1000) / calls);
+    });
+  }
+  return schemes.map((entry, index) => {
+    const slot = best[index] as { caller: number; receiver: number };
+    return { scheme: entry.scheme, callerMicros: round(slot.caller, 1), receiverMicros: round(slot.receiver, 1), totalMicros: round(slot.caller + slot.receiver, 1) };
+  });
+}
+
 // ---------------------------------------------------------------- main
 
 async function measureMesh(mode: Mode, directClient: AgentServiceClient, directPid: number, payload: Buffer): Promise<Row[]> {
@@ -501,6 +595,7 @@ async function measureMesh(mode: Mode, directClient: AgentServiceClient, directP
       { path: "direct", callFn: directCall(directClient, payload), pids: { sidecars: [], agent: directPid } },
       { path: "sdk", callFn: sdkCall(sdkCaller, payload), pids: { sidecars, agent: mesh.sdkAgentPid } },
       { path: "plain", callFn: plainCall(plainClient, payload), pids: { sidecars, agent: mesh.plainAgentPid } },
+      { path: "server", callFn: serverCall(mesh.admin, payload), pids: { sidecars: [mesh.server.pid, mesh.runner.pid], agent: mesh.plainAgentPid } },
     ];
     const chosen = args.paths.split(",");
     paths.splice(0, paths.length, ...paths.filter((entry) => chosen.includes(entry.path)));
@@ -561,11 +656,12 @@ async function main(): Promise<void> {
     directClient.close();
     await stopProcess(directAgent, 2000);
   }
+  const authCosts = measureAuthCosts(payload);
   const loadAfter = loadavg();
   const ms = (value: number | undefined) => (value === undefined ? "" : value.toFixed(2));
   const triple = (first: number | undefined, second: number | undefined, third: number | undefined) => `${ms(first)} / ${ms(second)} / ${ms(third)}`;
   printGrid(
-    `bench:dataplane (${payloadBytes} B, ${windowSeconds} s per row, saturation = ${concurrency} in flight)`,
+    `bench:dataplane (${payloadBytes} B, ${windowSeconds} s per row, saturation = ${concurrency} in flight; path server: A = the server)`,
     ["mode", "path", "load", "calls/s", "errors", "p50 / p90 / p99 ms", "added p50 / p90 / p99 ms", "CPU µs/call A / B", "CPU % A / B", "RSS MiB A / B"],
     rows.map((row) => [
       row.mode,
@@ -579,6 +675,11 @@ async function main(): Promise<void> {
       row.path === "direct" ? "" : `${row.callerSidecarCpuPercent} / ${row.runnerSidecarCpuPercent}`,
       row.path === "direct" ? "" : `${row.callerSidecarRssMiB} / ${row.runnerSidecarRssMiB}`,
     ]),
+  );
+  printGrid(
+    `authenticating one call, in process (${payloadBytes} B payload, best of 5 × 2000)`,
+    ["scheme", "caller µs", "receiver µs", "total µs"],
+    authCosts.map((row) => [row.scheme, row.callerMicros, row.receiverMicros, row.totalMicros]),
   );
   for (const idle of idleRows) process.stdout.write(`idle sidecars (${idle.mode}, no calls): ${idle.callerSidecarCpuPercent} / ${idle.runnerSidecarCpuPercent} % of a core (A / B)\n`);
   if (ghzRows.length > 0) {
@@ -611,6 +712,7 @@ async function main(): Promise<void> {
     loadAverageAfter: loadAfter,
     durationSeconds: round((performance.now() - benchStartMs) / 1000, 1),
     idle: idleRows,
+    authCosts,
     rows,
     ghz: ghzRows,
   });

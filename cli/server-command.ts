@@ -67,6 +67,7 @@ export function addServerCommand(program: Command): void {
     .addOption(envDurationOption("--first-message-timeout <duration>", "AGENTMESH_FIRST_MESSAGE_TIMEOUT", "end a stream (Connect, Watch) whose first message does not arrive within this", "5s"))
     .addOption(envDurationOption("--tls-handshake-timeout <duration>", "AGENTMESH_TLS_HANDSHAKE_TIMEOUT", "close a connection that has not finished TLS within this", "5s"))
     .addOption(envOption("--max-instances-per-identity <n>", "AGENTMESH_MAX_INSTANCES_PER_IDENTITY", "registered instances per identity", String(defaults.maxInstancesPerIdentity)).argParser(parseInteger("--max-instances-per-identity", 1, 1e6)))
+    .addOption(envOption("--sign-calls <capability...>", "AGENTMESH_SIGN_CALLS", "capabilities whose calls through Invoke are signed one by one (audited) instead of MACed on the tunnel"))
     .addOption(envOption("--alerts-config <file>", "AGENTMESH_ALERTS_CONFIG", "alert rules and receivers (YAML, see docs/alerts.md)"))
     .addOption(envOption("--alert-webhook <url...>", "AGENTMESH_ALERT_WEBHOOKS", "Alertmanager-format webhook receiver(s)"))
     .action(async (options: Record<string, unknown>, command: Command) => {
@@ -140,6 +141,7 @@ function configFromOptions(options: Record<string, unknown>): Partial<ServerConf
     identityBurst: Number(options.identityRate) * 2,
     identityMaxInFlight: Number(options.identityMaxInFlight),
     maxInstancesPerIdentity: Number(options.maxInstancesPerIdentity),
+    signedCapabilities: (Array.isArray(options.signCalls) ? options.signCalls.map(String) : typeof options.signCalls === "string" ? options.signCalls.split(",") : []).filter((name) => name !== ""),
     identityMaxStreams: Number(options.identityMaxStreams),
     auditFsync: options.auditFsync === true || options.auditFsync === "true" || options.auditFsync === "1",
     firstMessageTimeoutMs: Number(options.firstMessageTimeout),

@@ -14,12 +14,14 @@ import {
   keyShareMethod,
   macCanonicalBytes,
   rawX25519PublicKey,
+  replyMac,
+  replyMacHeader,
   serverKeySharePayloadType,
   x25519SharedSecret,
 } from "../sdk/ts/src/core/frame-auth.js";
 import { ManualClock } from "../sdk/ts/src/core/clock.js";
 import { sha256, signEnvelope } from "../sdk/ts/src/core/signing.js";
-import { Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import { CallFrame_Kind, Invocation } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
 import { SignedEnvelope } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 
 const outputPath = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "vectors", "frame-auth.json");
@@ -120,6 +122,74 @@ const invalid = [
   { name: "timestamp 31 s old", expectedError: "timestamp outside window", frame: frame(1, baseMs - 31_000, invocation("call-1")) },
 ];
 
+// Receiver → caller: a unary reply (one DATA frame with `end`), a streamed chunk and an END
+// with a non-OK status (a negative int32 is not possible for a gRPC code, so the
+// two's complement case is covered by the layout, not by a vector).
+interface ReplyFields {
+  macSequence: number;
+  callId: number;
+  kind: CallFrame_Kind;
+  sequence: number;
+  end: boolean;
+  refusedBeforeDelivery: boolean;
+  statusCode: number;
+  statusMessage: string;
+  contentType: string;
+  instanceId: string;
+  version: string;
+  payload: Buffer;
+}
+const replyFields = (fields: Partial<ReplyFields> & Pick<ReplyFields, "macSequence" | "callId" | "kind">): ReplyFields => ({
+  sequence: 0,
+  end: false,
+  refusedBeforeDelivery: false,
+  statusCode: 0,
+  statusMessage: "",
+  contentType: "",
+  instanceId: "",
+  version: "",
+  payload: Buffer.alloc(0),
+  ...fields,
+});
+function replyFrame(fields: ReplyFields) {
+  const { payload, kind } = fields;
+  return {
+    macSequence: fields.macSequence,
+    callId: fields.callId,
+    kind: CallFrame_Kind[kind],
+    kindNumber: kind,
+    sequence: fields.sequence,
+    end: fields.end,
+    refusedBeforeDelivery: fields.refusedBeforeDelivery,
+    statusCode: fields.statusCode,
+    statusMessage: fields.statusMessage,
+    contentType: fields.contentType,
+    instanceId: fields.instanceId,
+    version: fields.version,
+    payloadHex: hex(payload),
+    macInputHex: hex(Buffer.concat([replyMacHeader(keys.sessionId, fields), payload])),
+    macHex: hex(replyMac(keys, fields)),
+  };
+}
+const replyInputs = [
+  replyFields({ macSequence: 1, callId: 1, kind: CallFrame_Kind.KIND_DATA, end: true, contentType: "text/plain", instanceId: "summarizer-7f3a", version: "1.2.0", payload: Buffer.from("a short summary") }),
+  replyFields({ macSequence: 2, callId: 2, kind: CallFrame_Kind.KIND_DATA, sequence: 1, payload: Buffer.from("tok") }),
+  replyFields({ macSequence: 5, callId: 7, kind: CallFrame_Kind.KIND_END, statusCode: 14, statusMessage: "instance draining", refusedBeforeDelivery: true }),
+];
+const replyFrames = replyInputs.map(replyFrame);
+const firstReply = replyInputs[0] as ReplyFields;
+const lastReply = replyInputs[2] as ReplyFields;
+const withMacOf = (fields: ReplyFields, macHex: string) => ({ ...replyFrame(fields), macHex });
+const invalidReplies = [
+  { name: "forged MAC", expectedError: "frame MAC invalid", frame: withMacOf(firstReply, hex(Buffer.alloc(32, 0xab))) },
+  { name: "tampered payload", expectedError: "frame MAC invalid", frame: withMacOf({ ...firstReply, payload: Buffer.from("a forged summary") }, replyFrame(firstReply).macHex) },
+  { name: "tampered status (OK in place of UNAVAILABLE)", expectedError: "frame MAC invalid", frame: withMacOf({ ...lastReply, statusCode: 0 }, replyFrame(lastReply).macHex) },
+  { name: "tampered flag (refused_before_delivery cleared)", expectedError: "frame MAC invalid", frame: withMacOf({ ...lastReply, refusedBeforeDelivery: false }, replyFrame(lastReply).macHex) },
+  { name: "MAC with the other direction's key", expectedError: "frame MAC invalid", frame: withMacOf(firstReply, hex(replyMac({ sessionId: keys.sessionId, serverToClientKey: keys.clientToServerKey }, firstReply))) },
+  { name: "MAC of another tunnel's session id", expectedError: "frame MAC invalid", frame: withMacOf(firstReply, hex(replyMac({ sessionId: Buffer.from(otherSession), serverToClientKey: keys.serverToClientKey }, firstReply))) },
+  { name: "no MAC", expectedError: "reply frame not authenticated", frame: { ...replyFrame({ ...firstReply, macSequence: 0 }), macHex: "" } },
+];
+
 const vectors = {
   description: "agentmesh tunnel frame authentication (docs/signing.md §8): key agreement inputs and outputs, MACed frames in order, and frames a receiver must refuse",
   version: 1,
@@ -144,6 +214,9 @@ const vectors = {
   nowMs: baseMs + 1000,
   frames,
   invalid,
+  replyMacDomain: "agentmesh-rpl-v1",
+  replyFrames,
+  invalidReplies,
 };
 writeFileSync(outputPath, `${JSON.stringify(vectors, null, 2)}\n`);
 process.stdout.write(`wrote ${outputPath}\n`);

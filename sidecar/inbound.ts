@@ -15,7 +15,7 @@ import type { DispatchOptions, DispatchOutcome } from "../sdk/ts/src/core/datapl
 import type { AllowPolicy } from "./allow-rules.js";
 import { type LocalAgent, callFinished } from "./local-agents.js";
 import type { RefusalTally } from "./refusal-tally.js";
-import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import { type SidecarMetrics, frameAuthFailureReason } from "./observability/sidecar-metrics.js";
 import type { CallTracer } from "./observability/call-tracer.js";
 
 export const invokeMethod = "/agentmesh.v1.AgentService/Invoke";
@@ -98,6 +98,8 @@ export function createInboundHandler(options: InboundOptions): InboundHandler {
         return invocation;
       } catch (error) {
         const reason = error instanceof MeshError ? error.message : "verification failed";
+        const authFailure = frameAuthFailureReason(reason);
+        if (authFailure) options.metrics?.recordFrameAuthFailure(authFailure);
         options.onRejected(reason);
         options.refusals.record(reason);
         options.audit

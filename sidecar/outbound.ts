@@ -11,7 +11,7 @@ import { type CallSignal, TunnelClient, type OpenFrameFields, isRefusedBeforeDel
 import { type KeyAgreementOptions, startKeyAgreement } from "../sdk/ts/src/core/frame-auth.js";
 import { invocationType, invokeMethod } from "./inbound.js";
 import type { EndpointCache, Pick } from "./routing/endpoint-cache.js";
-import type { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import { type SidecarMetrics, frameAuthFailureReason } from "./observability/sidecar-metrics.js";
 import type { CallTracer } from "./observability/call-tracer.js";
 
 export interface OutboundOptions {
@@ -135,6 +135,13 @@ export class Outbound {
     }
   }
 
+  /** Drops the tunnel streams to peers whose certificate `isRevoked` names; answers how many. */
+  dropPeers(isRevoked: (serial: string) => boolean, reason: string): number {
+    let dropped = 0;
+    for (const tunnel of this.tunnels.values()) dropped += tunnel.dropPeers(isRevoked, reason);
+    return dropped;
+  }
+
   close(): void {
     for (const tunnel of this.tunnels.values()) tunnel.close();
     this.tunnels.clear();
@@ -193,7 +200,10 @@ export class Outbound {
       });
       tunnel.on("stateChange", (state: string) => this.options.cache.avoidEndpoint(address, state === "unresponsive" || state === "backoff"));
       const metrics = this.options.metrics;
-      if (metrics) observeTunnelStates(tunnel, metrics);
+      if (metrics) {
+        observeTunnelStates(tunnel, metrics);
+        tunnel.on("frameRefused", (reason: string) => metrics.recordFrameAuthFailure(frameAuthFailureReason(reason) ?? "mac"));
+      }
       tunnel.connect();
       this.tunnels.set(address, tunnel);
     }

@@ -15,11 +15,12 @@ import { MemoryNonceCache } from "../sdk/ts/src/core/nonce-cache.js";
 import { formatSpiffeId } from "../sdk/ts/src/core/spiffe-id.js";
 import type { IdentityMaterial } from "../sdk/ts/src/core/tls/certificate-source.js";
 import { PeerVerifier } from "../sdk/ts/src/core/tls/peer-verifier.js";
+import { RevokedSerials } from "../sdk/ts/src/core/tls/revoked-serials.js";
 import { SignerKeys } from "../sdk/ts/src/core/tls/signer-keys.js";
 import { type KeyAgreementOptions, acceptKeyAgreement } from "../sdk/ts/src/core/frame-auth.js";
 import { livenessTiming, hungRestartAfterMs } from "../sdk/ts/src/core/liveness.js";
 import { type AttachHello, SidecarServiceService, type SidecarServiceServer } from "../sdk/ts/src/gen/agentmesh/v1/agent.js";
-import type { Command, ConnectResponse } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import type { Command, ConnectResponse, Revocations } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RestartPolicy_Mode } from "../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { HealthState } from "../sdk/ts/src/gen/agentmesh/v1/types.js";
 import { FileAuditLog } from "../sdk/ts/src/core/audit-log.js";
@@ -38,7 +39,7 @@ import { Outbound, toOutboundCall } from "./outbound.js";
 import { EndpointCache } from "./routing/endpoint-cache.js";
 import { Supervisor } from "./supervisor/supervisor.js";
 import { startHttpEndpoints } from "../sdk/ts/src/core/http-endpoints.js";
-import { SidecarMetrics } from "./observability/sidecar-metrics.js";
+import { SidecarMetrics, frameAuthFailureReason } from "./observability/sidecar-metrics.js";
 import { type CallTracer, tracerFromEnvironment } from "./observability/call-tracer.js";
 import type { ExitEvent, StateEvent } from "./supervisor/supervisor-events.js";
 
@@ -86,6 +87,8 @@ export class Sidecar {
   httpAddress = "";
   rejectedCalls = 0;
   private readonly refusals: RefusalTally;
+  /** The mesh's revoked certificates, from Connect: their holders' tunnels and frames are refused. */
+  private readonly revoked: RevokedSerials;
 
   private constructor(
     readonly config: SidecarConfig,
@@ -95,6 +98,7 @@ export class Sidecar {
     this.cache = new EndpointCache(clock);
     this.refusals = new RefusalTally(log.child({ component: "inbound" }), clock);
     this.commandNonces = new MemoryNonceCache({ clock });
+    this.revoked = new RevokedSerials(clock);
     this.attach = new AttachHub({
       logger: log.child({ component: "attach" }),
       admit: (hello) => this.admitAttach(hello),
@@ -160,6 +164,7 @@ export class Sidecar {
       inboundEndpoint: this.inboundAddress,
       capacity: this.config.capacity,
       onCommand: (response) => this.onCommand(response),
+      onRevocations: (revocations) => this.onRevocations(revocations),
       renewals: this.identity?.source,
       dataPlaneRefusals: () => this.refusals.totalsByReason(),
       onRotated: (reason) => this.log.debug({ reason }, "control plane streams moved to a new connection"),
@@ -254,11 +259,20 @@ export class Sidecar {
   }
 
   private async startInbound(): Promise<void> {
-    const verifier = this.identity ? new PeerVerifier(this.config.trustDomain, this.identity.source.trustBundle) : undefined;
-    // One signed key agreement per tunnel stream, then a MAC per call (docs/signing.md §8).
+    const isRevoked = (serial: string): boolean => this.revoked.has(serial);
+    const verifier = this.identity ? new PeerVerifier(this.config.trustDomain, this.identity.source.trustBundle, isRevoked) : undefined;
+    // One signed key agreement per tunnel stream, then a MAC per frame (docs/signing.md §8).
     this.keyAgreement =
       this.identity && verifier
-        ? { selfId: this.identity.spiffeId, signer: this.identity, verifier, signerKeys: new SignerKeys({ verifier }), clock: this.clock, nonceCache: new MemoryNonceCache({ clock: this.clock }) }
+        ? {
+            selfId: this.identity.spiffeId,
+            signer: this.identity,
+            verifier,
+            signerKeys: new SignerKeys({ verifier, isRevoked }),
+            clock: this.clock,
+            nonceCache: new MemoryNonceCache({ clock: this.clock }),
+            isRevoked,
+          }
         : undefined;
     const handler = createInboundHandler({
       selfSpiffeId: this.identity?.spiffeId,
@@ -283,7 +297,13 @@ export class Sidecar {
     this.tunnelServer = new TunnelServer({
       handler,
       logger: this.log.child({ component: "tunnel" }),
-      keyAgreement: keyAgreement ? (share, authContext) => acceptKeyAgreement(keyAgreement, share, authContext?.sslPeerCertificate) : undefined,
+      keyAgreement: keyAgreement
+        ? (share, authContext) =>
+            acceptKeyAgreement(keyAgreement, share, authContext?.sslPeerCertificate).catch((error: unknown) => {
+              this.metrics.recordFrameAuthFailure((error instanceof MeshError && frameAuthFailureReason(error.message)) || "handshake");
+              throw error;
+            })
+        : undefined,
     });
     this.inboundServer = new Server({ "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.keepalive_permit_without_calls": 1 });
     this.tunnelServer.addTo(this.inboundServer);
@@ -657,6 +677,17 @@ export class Sidecar {
       this.agents.delete(hello.instanceId);
       throw error instanceof MeshError ? error : new MeshError("unavailable", "registration failed");
     }
+  }
+
+  /** New revocations end the tunnels of their holders at once, both ways; later handshakes and frames of theirs are refused. */
+  private onRevocations(revocations: Revocations): void {
+    const added = this.revoked.apply(revocations);
+    if (added.length === 0) return;
+    const serials = new Set(added);
+    const isNew = (serial: string): boolean => serials.has(serial);
+    const inboundClosed = this.tunnelServer.closePeers(isNew, "peer certificate revoked");
+    const outboundDropped = this.outbound.dropPeers(isNew, "peer certificate revoked");
+    this.log.warn({ serials: added, revokedTotal: this.revoked.size, inboundClosed, outboundDropped }, "certificates revoked: their tunnels closed");
   }
 
   private onCommand(response: ConnectResponse): void {

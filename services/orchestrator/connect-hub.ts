@@ -10,6 +10,7 @@ import {
   type Hello,
   Hello as HelloMessage,
   type InstanceEvent,
+  type RevokedCertificate,
   type SidecarStatus,
 } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import type { CallerIdentity } from "../server/call-context.js";
@@ -23,6 +24,11 @@ export interface ConnectHubOptions {
   heartbeatTimeoutMultiplier: number;
   serverId: string;
   maxInstancesPerStream: number;
+  /**
+   * The mesh's revoked certificates not yet expired: sent after every Welcome (when any), so
+   * sidecars refuse tunnels and frames of a revoked peer (docs/signing.md §8.6).
+   */
+  revokedCertificates?: () => RevokedCertificate[];
 }
 
 export interface ConnectHubHooks {
@@ -212,6 +218,19 @@ export class ConnectHub {
     }
   }
 
+  /**
+   * Tells every welcomed stream about certificates revoked just now (here or on
+   * another replica); streams opened with those certificates are closed instead.
+   */
+  announceRevocations(certificates: readonly RevokedCertificate[]): void {
+    if (certificates.length === 0) return;
+    const serials = new Set(certificates.map((certificate) => certificate.serial));
+    for (const session of this.sessions) {
+      if (!session.hello || serials.has(session.caller.serial ?? "")) continue;
+      session.send({ msg: { $case: "revocations", value: { certificates: [...certificates], full: false } } });
+    }
+  }
+
   /** Tells every sidecar the server is going away, then ends their streams cleanly. */
   shutdown(reason: string, retryAfterMs: number): void {
     this.shuttingDown = true;
@@ -312,6 +331,9 @@ export class ConnectHub {
         },
       },
     });
+    // Only when there is something to say: a sidecar starts with an empty set, and forgets expired ones itself.
+    const revoked = this.options.revokedCertificates?.() ?? [];
+    if (revoked.length > 0) session.send({ msg: { $case: "revocations", value: { certificates: revoked, full: true } } });
     for (const { error, instanceId } of refused) this.streamError(session, error.code, error.message, instanceId);
     session.log.info({ sidecarId: hello.sidecarId, instances: hello.instanceIds.length, unknown: unknown.length }, "sidecar connected");
     this.hooks.onHello?.(session);

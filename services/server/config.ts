@@ -50,6 +50,8 @@ export interface ServerConfig {
   /** A connection must finish its TLS handshake within this (absolute, not idle time), or it is closed. */
   tlsHandshakeTimeoutMs: number;
   maxInstancesPerIdentity: number;
+  /** Capabilities whose calls through OrchestratorService.Invoke are signed one by one (audited by the receiving sidecar) instead of MACed on the tunnel. */
+  signedCapabilities: string[];
   auditFsync: boolean;
   /** Refusals are audited by sampling window (services/identity/refusal-auditor.ts). */
   auditSampleIntervalMs: number;
@@ -105,6 +107,7 @@ export const defaultServerConfig: ServerConfig = {
   firstMessageTimeoutMs: 5000,
   tlsHandshakeTimeoutMs: 5000,
   maxInstancesPerIdentity: 10_000,
+  signedCapabilities: [],
   auditFsync: false,
   auditSampleIntervalMs: 10_000,
   auditDenialsPerIdentity: 50,

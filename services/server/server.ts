@@ -7,7 +7,7 @@ import { type Clock, type RandomSource, systemClock } from "../../sdk/ts/src/cor
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { defaultSignatureWindowMs } from "../../sdk/ts/src/core/signing.js";
 import { IdentityServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/identity.js";
-import { OrchestratorServiceService, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
+import { OrchestratorServiceService, type RevokedCertificate, Rollout } from "../../sdk/ts/src/gen/agentmesh/v1/orchestrator.js";
 import { RegistryServiceService } from "../../sdk/ts/src/gen/agentmesh/v1/registry.js";
 import { identityHandlers } from "../identity/grpc-handlers.js";
 import { type Security, createSecurity } from "../identity/security.js";
@@ -106,6 +106,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
   const isReady = () => readiness.started && !readiness.closing && readiness.auditWritable && readiness.storeHealthy;
   const streams: StreamRegistry = new Map();
   let hubRef: ConnectHub | undefined;
+  let invokerRef: ServerInvoker | undefined;
   const stateListeners: Array<(instance: AgentInstance) => void> = [];
   const removeListeners: Array<(instance: AgentInstance) => void> = [];
 
@@ -160,6 +161,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     onRevoked: (records) => {
       const serials = new Set(records.map((record) => record.serial));
       hubRef?.disconnectSerials(serials, "certificate revoked");
+      hubRef?.announceRevocations(records.map(revokedCertificate));
+      invokerRef?.dropPeers((serial) => serials.has(serial), "peer certificate revoked");
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     },
     stores: { certificates: state.certificates, revocations: state.revocations, joinTokens: state.joinTokens },
@@ -186,6 +189,8 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       log.warn({ serials: fresh.map((record) => record.serial) }, "revocations made through another replica applied");
       const serials = new Set(fresh.map((record) => record.serial));
       hubRef?.disconnectSerials(serials, "certificate revoked");
+      hubRef?.announceRevocations(fresh.map(revokedCertificate));
+      invokerRef?.dropPeers((serial) => serials.has(serial), "peer certificate revoked");
       for (const [stream, serial] of streams) if (serials.has(serial)) stream.emit("error", { code: status.UNAUTHENTICATED, details: "certificate revoked" });
     };
     revocationFollower = new ChangeFollower({
@@ -309,6 +314,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
       heartbeatTimeoutMultiplier: config.heartbeatTimeoutMultiplier,
       serverId: config.serverId,
       maxInstancesPerStream: config.maxInstancesPerStream,
+      revokedCertificates: () => security.revocations.list().map(revokedCertificate),
     },
     // Only the identity that registered an instance may heartbeat for it.
     (caller, owner) => {
@@ -403,7 +409,11 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     resolver.forget(instance.instanceId);
     alerting.engine.observe({ type: "instanceRemoved", instanceId: instance.instanceId });
   });
-  const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }));
+  const invoker = new ServerInvoker(resolver, security.tls?.source, config.trustDomain, clock, log.child({ component: "invoker" }), {
+    signedCapabilities: new Set(config.signedCapabilities),
+    isRevoked: (serial) => security.revocations.hasSerial(serial),
+  });
+  invokerRef = invoker;
   // The dashboard's whole view of the control plane: these few functions (issue 9 moves them with the wiring).
   const dashboard = createDashboard({
     sources: {
@@ -615,4 +625,9 @@ function closeHttp(server: HttpServer): Promise<void> {
     server.close(() => resolve());
     server.closeAllConnections();
   });
+}
+
+/** A revocation as sidecars receive it on Connect: enough to refuse the certificate until it expires. */
+function revokedCertificate(record: RevocationRecord): RevokedCertificate {
+  return { serial: record.serial, spiffeId: record.spiffeId, notAfterMs: record.notAfterMs };
 }

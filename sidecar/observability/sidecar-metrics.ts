@@ -2,12 +2,34 @@ import { performance } from "node:perf_hooks";
 import { status } from "@grpc/grpc-js";
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from "prom-client";
 import { statusOfError } from "../../sdk/ts/src/core/dataplane/index.js";
+import { frameFailure } from "../../sdk/ts/src/core/frame-auth.js";
 
 /** Which side of a call this sidecar was on: `server` for calls it delivered to a local agent, `client` for calls a local agent made. */
 export type CallDirection = "server" | "client";
 
 /** Why a frame or tunnel failed authentication; the label values of agentmesh_sidecar_frame_auth_failures_total. */
 export type FrameAuthFailureReason = "mac" | "sequence" | "key" | "handshake" | "signature" | "certificate";
+
+const failureReasonByMessage = new Map<string, FrameAuthFailureReason>([
+  [frameFailure.badMac, "mac"],
+  [frameFailure.replyNotAuthenticated, "mac"],
+  [frameFailure.sequenceReplayed, "sequence"],
+  [frameFailure.noSession, "key"],
+  [frameFailure.otherTunnel, "key"],
+  [frameFailure.badNonce, "key"],
+  [frameFailure.badKeyShare, "handshake"],
+  [frameFailure.transcriptMismatch, "handshake"],
+  ["signature invalid", "signature"],
+  ["nonce replayed", "signature"],
+  [frameFailure.peerCertificateExpired, "certificate"],
+  [frameFailure.peerCertificateRevoked, "certificate"],
+  ["signer certificate revoked", "certificate"],
+]);
+
+/** The label of a refusal's reason (a MeshError message of frame-auth or signing), undefined for refusals that are not about authentication. */
+export function frameAuthFailureReason(message: string): FrameAuthFailureReason | undefined {
+  return failureReasonByMessage.get(message);
+}
 
 // OpenTelemetry's recommended boundaries for rpc.*.call.duration, in seconds, with finer steps under 10 ms where the mesh's budget lives.
 const durationBucketsSeconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];

@@ -1,7 +1,8 @@
 // Tunnel frame authentication (docs/signing.md §8): the vectors every SDK checks
 // byte for byte, the receiver's refusals (forged MAC, replayed or reordered
 // sequence, a key or nonce from another tunnel, a frame after the caller's
-// certificate expired or was revoked) and the signed key agreement on real
+// certificate expired or was revoked), the caller's refusals of reply frames
+// (the same, in the other direction), and the signed key agreement on real
 // mesh certificates.
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
@@ -22,6 +23,8 @@ import {
   keyShareMethod,
   macCanonicalBytes,
   rawX25519PublicKey,
+  replyMac,
+  replyMacHeader,
   serverKeySharePayloadType,
   startKeyAgreement,
   x25519SharedSecret,
@@ -29,9 +32,11 @@ import {
 import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { MemoryNonceCache } from "../../sdk/ts/src/core/nonce-cache.js";
 import { sha256, verifyEnvelope } from "../../sdk/ts/src/core/signing.js";
-import { PeerVerifier } from "../../sdk/ts/src/core/tls/peer-verifier.js";
+import { PeerVerifier, normalizeSerial } from "../../sdk/ts/src/core/tls/peer-verifier.js";
 import { SignerKeys } from "../../sdk/ts/src/core/tls/signer-keys.js";
 import { SignedEnvelope } from "../../sdk/ts/src/gen/agentmesh/v1/types.js";
+import { type CallFrame, CallFrame_Kind } from "../../sdk/ts/src/gen/agentmesh/v1/agent.js";
+import { dataFrame, endFrame } from "../../sdk/ts/src/core/dataplane/frames.js";
 import { type MeshCa, loadOrCreateCa } from "../../services/identity/domain/ca.js";
 import { type MintedIdentity, mintIdentity, signerFor, spiffe } from "../helpers/mesh-pki.js";
 import { tempDir } from "../helpers/processes.js";
@@ -47,6 +52,23 @@ interface VectorFrame {
   payloadHex: string;
   nonceHex: string;
   macCanonicalHex: string;
+  macHex: string;
+}
+interface VectorReply {
+  macSequence: number;
+  callId: number;
+  kind: string;
+  kindNumber: number;
+  sequence: number;
+  end: boolean;
+  refusedBeforeDelivery: boolean;
+  statusCode: number;
+  statusMessage: string;
+  contentType: string;
+  instanceId: string;
+  version: string;
+  payloadHex: string;
+  macInputHex: string;
   macHex: string;
 }
 interface Vectors {
@@ -68,6 +90,8 @@ interface Vectors {
   nowMs: number;
   frames: VectorFrame[];
   invalid: Array<{ name: string; expectedError: string; frame: VectorFrame }>;
+  replyFrames: VectorReply[];
+  invalidReplies: Array<{ name: string; expectedError: string; frame: VectorReply }>;
 }
 
 const vectors = JSON.parse(readFileSync(join(import.meta.dirname, "..", "vectors", "frame-auth.json"), "utf8")) as Vectors;
@@ -88,6 +112,25 @@ function envelopeOf(frame: VectorFrame): SignedEnvelope {
     method: frame.method,
     payloadType: frame.payloadType,
     signerChain: [],
+  };
+}
+
+function replyOf(reply: VectorReply): CallFrame {
+  const frame = reply.kindNumber === CallFrame_Kind.KIND_END ? endFrame(reply.callId) : dataFrame(reply.callId, Buffer.alloc(0));
+  expect(CallFrame_Kind[frame.kind]).toBe(reply.kind);
+  return {
+    ...frame,
+    macSequence: reply.macSequence,
+    sequence: reply.sequence,
+    end: reply.end,
+    refusedBeforeDelivery: reply.refusedBeforeDelivery,
+    statusCode: reply.statusCode,
+    statusMessage: reply.statusMessage,
+    contentType: reply.contentType,
+    instanceId: reply.instanceId,
+    version: reply.version,
+    payload: bytes(reply.payloadHex),
+    mac: bytes(reply.macHex),
   };
 }
 
@@ -159,6 +202,69 @@ describe("frame authentication vectors (test/vectors/frame-auth.json)", () => {
   it.each(vectors.invalid.map((entry) => [entry.name, entry] as const))("refuses %s", (_name, entry) => {
     const receiver = opener(vectorKeys(), new ManualClock(vectors.nowMs));
     expect(refusal(() => receiver.open(envelopeOf(entry.frame), invokeMethod, invocationType))).toBe(entry.expectedError);
+  });
+});
+
+describe("reply frame vectors (receiver → caller)", () => {
+  const callerSide = () => new FrameSealer(vectorKeys(), vectors.clientId, vectors.serverId, new ManualClock(vectors.nowMs));
+
+  it("rebuilds each reply's MAC input and MAC byte for byte, accepts the replies in order and refuses a replay", () => {
+    const keys = vectorKeys();
+    const caller = callerSide();
+    for (const reply of vectors.replyFrames) {
+      const frame = replyOf(reply);
+      expect(Buffer.concat([replyMacHeader(keys.sessionId, frame), frame.payload]).toString("hex")).toBe(reply.macInputHex);
+      expect(replyMac(keys, frame).toString("hex")).toBe(reply.macHex);
+      expect(refusal(() => caller.openReply(frame))).toBe("accepted");
+    }
+    expect(refusal(() => caller.openReply(replyOf(vectors.replyFrames[0] as VectorReply)))).toBe(frameFailure.sequenceReplayed);
+  });
+
+  it.each(vectors.invalidReplies.map((entry) => [entry.name, entry] as const))("refuses a reply with %s", (_name, entry) => {
+    expect(refusal(() => callerSide().openReply(replyOf(entry.frame)))).toBe(entry.expectedError);
+  });
+});
+
+describe("FrameOpener.sealReply → FrameSealer.openReply", () => {
+  const clock = new ManualClock(1_700_000_000_000);
+
+  it("numbers replies 1, 2, 3… in the order sealed and refuses one that arrives after a later one (reordered)", () => {
+    const receiver = opener(vectorKeys(), clock);
+    const caller = new FrameSealer(vectorKeys(), vectors.clientId, vectors.serverId, clock);
+    const first = dataFrame(1, Buffer.from("a"), { end: true });
+    const second = endFrame(2, 5, "not found");
+    receiver.sealReply(first);
+    receiver.sealReply(second);
+    expect([first.macSequence, second.macSequence]).toEqual([1, 2]);
+    expect(refusal(() => caller.openReply(second))).toBe("accepted");
+    expect(refusal(() => caller.openReply(first))).toBe(frameFailure.sequenceReplayed);
+  });
+
+  it("a forged reply does not advance the sequence; the genuine one is accepted after it", () => {
+    const receiver = opener(vectorKeys(), clock);
+    const caller = new FrameSealer(vectorKeys(), vectors.clientId, vectors.serverId, clock);
+    const genuine = dataFrame(1, Buffer.from("a"), { end: true });
+    receiver.sealReply(genuine);
+    expect(refusal(() => caller.openReply({ ...genuine, macSequence: 9, mac: genuine.mac }))).toBe(frameFailure.badMac);
+    expect(refusal(() => caller.openReply(genuine))).toBe("accepted");
+  });
+
+  it("refuses replies once the receiver's certificate has expired or is revoked", () => {
+    const expiring = new ManualClock(1_700_000_000_000);
+    const revoked = new Set<string>();
+    const receiver = opener(vectorKeys(), expiring);
+    const caller = new FrameSealer(vectorKeys(), vectors.clientId, vectors.serverId, expiring, { serial: "2e", notAfterMs: 1_700_000_000_500, isRevoked: (serial) => revoked.has(serial) });
+    const sealed = (callId: number) => {
+      const frame = dataFrame(callId, Buffer.from("a"), { end: true });
+      receiver.sealReply(frame);
+      return frame;
+    };
+    expect(refusal(() => caller.openReply(sealed(1)))).toBe("accepted");
+    revoked.add("2e");
+    expect(refusal(() => caller.openReply(sealed(2)))).toBe(frameFailure.peerCertificateRevoked);
+    revoked.clear();
+    expiring.advance(500);
+    expect(refusal(() => caller.openReply(sealed(3)))).toBe(frameFailure.peerCertificateExpired);
   });
 });
 
@@ -259,6 +365,15 @@ describe("signed key agreement on mesh certificates", () => {
     const answerToFirst = await acceptKeyAgreement(receiver, first.bytes, presented(identityA));
     await expect(second.finish(answerToFirst.bytes, presented(identityB))).rejects.toThrow(frameFailure.transcriptMismatch);
     await expect(acceptKeyAgreement(receiver, first.bytes, presented(identityA))).rejects.toThrow("nonce replayed");
+  });
+
+  it("refuses the key agreement of a peer whose certificate is revoked, on either side", async () => {
+    const revoked = (identity: MintedIdentity) => (serial: string) => serial === normalizeSerial(identity.serial);
+    const share = startKeyAgreement(side(identityA), hostB);
+    await expect(acceptKeyAgreement({ ...side(identityB), isRevoked: revoked(identityA) }, share.bytes, presented(identityA))).rejects.toThrow(frameFailure.peerCertificateRevoked);
+    const caller = startKeyAgreement({ ...side(identityA), isRevoked: revoked(identityB) }, hostB);
+    const answer = await acceptKeyAgreement(side(identityB), caller.bytes, presented(identityA));
+    await expect(caller.finish(answer.bytes, presented(identityB))).rejects.toThrow(frameFailure.peerCertificateRevoked);
   });
 
   it("a key share signed by a key other than the connection's certificate is refused", async () => {

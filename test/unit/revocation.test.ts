@@ -4,6 +4,7 @@ import { MeshError } from "../../sdk/ts/src/core/mesh-error.js";
 import { MemoryCertificateStore } from "../../services/identity/adapters/memory-certificate-store.js";
 import { MemoryRevocationStore } from "../../services/identity/adapters/memory-revocation-store.js";
 import { RevocationList } from "../../services/identity/domain/revocations.js";
+import { RevokedSerials } from "../../sdk/ts/src/core/tls/revoked-serials.js";
 
 const agent = "spiffe://mesh.local/agent/summarizer";
 const other = "spiffe://mesh.local/agent/other";
@@ -96,5 +97,28 @@ describe("RevocationList", () => {
 
   it("answers zero revocations for a SPIFFE ID with no valid certificate", async () => {
     expect(await revocations.revoke("spiffe://mesh.local/agent/nobody", admin)).toEqual([]);
+  });
+});
+
+describe("RevokedSerials (a sidecar's copy, from Connect)", () => {
+  const entry = (serial: string, notAfterMs: number) => ({ serial, spiffeId: "spiffe://mesh.local/sidecar/host-b", notAfterMs });
+
+  it("adds incremental notices, answers only what is new, matches serials in any case and with leading zeros", () => {
+    const clock = new ManualClock(1_000);
+    const revoked = new RevokedSerials(clock);
+    expect(revoked.apply({ full: false, certificates: [entry("0A1b", 5_000)] })).toEqual(["a1b"]);
+    expect(revoked.apply({ full: false, certificates: [entry("a1b", 5_000), entry("c2", 5_000)] })).toEqual(["c2"]);
+    expect([revoked.has("A1B"), revoked.has("000a1b"), revoked.has("c2"), revoked.has("d3")]).toEqual([true, true, true, false]);
+  });
+
+  it("a full list replaces the set; certificates past their expiry are forgotten", () => {
+    const clock = new ManualClock(1_000);
+    const revoked = new RevokedSerials(clock);
+    revoked.apply({ full: false, certificates: [entry("a1", 2_000), entry("b2", 9_000)] });
+    expect(revoked.apply({ full: true, certificates: [entry("b2", 9_000), entry("c3", 9_000), entry("e5", 500)] })).toEqual(["c3"]);
+    expect([revoked.has("a1"), revoked.has("b2"), revoked.has("c3"), revoked.has("e5")]).toEqual([false, true, true, false]);
+    clock.advance(8_000);
+    revoked.apply({ full: false, certificates: [] });
+    expect([revoked.has("b2"), revoked.size]).toEqual([false, 0]);
   });
 });

@@ -122,3 +122,33 @@ describe("docs/signing.md §2 and §6 and the vector file", () => {
     expect(missing).toEqual([]);
   });
 });
+
+describe("docs/signing.md §8 and test/vectors/frame-auth.json", () => {
+  const frameVectors = JSON.parse(readFileSync(new URL("../vectors/frame-auth.json", import.meta.url), "utf8")) as Record<string, unknown> & {
+    frames: Array<Record<string, unknown>>;
+    invalid: Array<Record<string, unknown> & { frame: Record<string, unknown> }>;
+    replyFrames: Array<Record<string, unknown> & { macInputHex: string }>;
+    invalidReplies: Array<Record<string, unknown> & { frame: Record<string, unknown> }>;
+  };
+
+  it("the reply worked example of §8.5 is the first reply vector's MAC input", () => {
+    const example = codeBlocks(section(spec, "8.5 Reply frames")).find((block) => block.body.startsWith("6167656e746d6573682d72706c2d7631"))?.body ?? "";
+    const hex = example
+      .split("\n")
+      .map((line) => line.trim().split(/\s+/).filter((word) => /^[0-9a-f]+$/.test(word)).join(""))
+      .join("");
+    expect(hex).toBe(frameVectors.replyFrames[0]?.macInputHex);
+  });
+
+  it("§8.8 names every field the file has", () => {
+    const described = new Set(codeSpans(section(spec, "8.8 Test vectors")).flatMap((span) => span.split(/,\s*/)));
+    const fields = new Set<string>([
+      ...Object.keys(frameVectors),
+      ...[...frameVectors.invalid, ...frameVectors.invalidReplies].flatMap((testCase) => Object.keys(testCase)),
+      ...[...frameVectors.frames, ...frameVectors.replyFrames].flatMap((frame) => Object.keys(frame)),
+    ]);
+    // Fields named after the wire fields they hold (CallFrame, SignedEnvelope), listed in §8.3 and §8.5.
+    const wireFields = new Set(["sequence", "alg", "signer", "audience", "method", "payloadType", "issuedAtMs", "macSequence", "callId", "end", "refusedBeforeDelivery", "statusCode", "statusMessage", "contentType", "instanceId", "version"]);
+    expect([...fields].filter((field) => !described.has(field) && !wireFields.has(field))).toEqual([]);
+  });
+});

@@ -14,6 +14,7 @@ import { parseSpiffeId } from "../core/spiffe-id.js";
 import {
   type ConnectRequest,
   type ConnectResponse,
+  type Revocations,
   type DataPlaneRefusals,
   Hello,
   type InstanceHeartbeat,
@@ -56,6 +57,8 @@ export interface MeshClientOptions {
   capacity?: number;
   /** Called with commands the server sends on Connect (lifecycle). */
   onCommand?: (response: ConnectResponse) => void;
+  /** The mesh's revoked certificates: the whole list after a Welcome (when any), then each new revocation (docs/signing.md §8.6). */
+  onRevocations?: (revocations: Revocations) => void;
   /** Our certificate source: on renewal the client moves to a connection showing the new certificate. */
   renewals?: { onChange(listener: () => void): () => void };
   /** Totals of calls the data plane refused at admission, by reason, reported on the Connect stream. */
@@ -597,6 +600,9 @@ export class MeshClient {
       // Commands still arriving on a replaced stream are carried out like any other.
       case "command":
         this.options.onCommand?.(response);
+        return;
+      case "revocations":
+        this.options.onRevocations?.(message.value);
         return;
     }
   }

@@ -1,5 +1,6 @@
 import { type KeyObject, createHmac, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, timingSafeEqual } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
+import { type CallFrame, CallFrame_Kind } from "../gen/agentmesh/v1/agent.js";
 import { SignedEnvelope } from "../gen/agentmesh/v1/types.js";
 import type { Clock } from "./clock.js";
 import { MeshError } from "./mesh-error.js";
@@ -12,7 +13,7 @@ import type { SignerKeys } from "./tls/signer-keys.js";
  * Authenticated tunnel frames without a public-key operation per call
  * (docs/signing.md §8): one signed X25519 key agreement when a tunnel stream
  * opens, then an HMAC-SHA256 and a strictly increasing sequence number on every
- * OPEN frame from the caller.
+ * OPEN frame from the caller, and on every DATA and END frame the receiver answers with.
  */
 
 /** Metadata key of the key shares: the caller's in its stream headers, the receiver's in its response headers. */
@@ -24,6 +25,9 @@ export const serverKeySharePayloadType = "agentmesh.tunnel.server-key-share.v1";
 export const frameMacAlg = "HS256";
 export const frameMacDomain = "agentmesh-mac-v1";
 export const frameKeyInfoLabel = "agentmesh-frame-keys-v1";
+/** The domain of a reply frame's MAC input (receiver → caller, docs/signing.md §8.5). */
+export const replyMacDomain = "agentmesh-rpl-v1";
+const macBytes = 32;
 const x25519PublicKeyBytes = 32;
 const sessionIdBytes = 8;
 
@@ -43,6 +47,7 @@ export const frameFailure = {
   peerCertificateRevoked: "peer certificate revoked",
   badKeyShare: "key share invalid",
   transcriptMismatch: "key share transcript mismatch",
+  replyNotAuthenticated: "reply frame not authenticated",
 } as const;
 
 function reject(reason: string): never {
@@ -89,6 +94,56 @@ export function frameMac(key: Uint8Array, envelope: Parameters<typeof macCanonic
   return createHmac("sha256", key).update(macCanonicalBytes(envelope)).digest();
 }
 
+function writeUint64(buffer: Buffer, value: number, offset: number): void {
+  buffer.writeUInt32BE(Math.floor(value / 0x1_0000_0000), offset);
+  buffer.writeUInt32BE(value >>> 0, offset + 4);
+}
+
+function writeLengthPrefixed(buffer: Buffer, value: string, offset: number): number {
+  const length = buffer.write(value, offset + 4, "utf8");
+  buffer.writeUInt32BE(length, offset);
+  return offset + 4 + length;
+}
+
+/** Whether a frame from the receiver carries a reply MAC on a keyed stream: DATA and END do, PONG does not. */
+export function isReplyFrame(frame: Pick<CallFrame, "kind">): boolean {
+  return frame.kind === CallFrame_Kind.KIND_DATA || frame.kind === CallFrame_Kind.KIND_END;
+}
+
+/** The fields of a DATA or END frame its reply MAC covers. */
+export type ReplyMacFields = Pick<
+  CallFrame,
+  "macSequence" | "callId" | "kind" | "sequence" | "end" | "refusedBeforeDelivery" | "statusCode" | "statusMessage" | "contentType" | "instanceId" | "version" | "payload"
+>;
+
+/**
+ * The reply MAC input of docs/signing.md §8.5 up to and including the payload's
+ * length prefix; the payload bytes follow it as they are, unhashed.
+ */
+export function replyMacHeader(sessionId: Uint8Array, frame: ReplyMacFields): Buffer {
+  const strings = [frame.statusMessage, frame.contentType, frame.instanceId, frame.version];
+  let size = 16 + 8 + 8 + 8 + 4 + 8 + 1 + 4 + 4;
+  for (const value of strings) size += 4 + Buffer.byteLength(value, "utf8");
+  const header = Buffer.allocUnsafe(size);
+  header.write(replyMacDomain, 0, "latin1");
+  header.set(sessionId.subarray(0, sessionIdBytes), 16);
+  writeUint64(header, frame.macSequence, 24);
+  writeUint64(header, frame.callId, 32);
+  header.writeUInt32BE(frame.kind, 40);
+  writeUint64(header, frame.sequence, 44);
+  header.writeUInt8((frame.end ? 1 : 0) | (frame.refusedBeforeDelivery ? 2 : 0), 52);
+  header.writeInt32BE(frame.statusCode, 53);
+  let offset = 57;
+  for (const value of strings) offset = writeLengthPrefixed(header, value, offset);
+  header.writeUInt32BE(frame.payload.length, offset);
+  return header;
+}
+
+/** HMAC-SHA256(k_s2c, reply MAC input): the MAC of a DATA or END frame from the receiver. */
+export function replyMac(keys: Pick<FrameKeys, "sessionId" | "serverToClientKey">, frame: ReplyMacFields): Buffer {
+  return createHmac("sha256", keys.serverToClientKey).update(replyMacHeader(keys.sessionId, frame)).update(frame.payload).digest();
+}
+
 /** The frame nonce: session id (8 bytes) || u64be(sequence). */
 export function frameNonce(sessionId: Uint8Array, sequence: number): Buffer {
   const nonce = Buffer.allocUnsafe(16);
@@ -98,9 +153,21 @@ export function frameNonce(sessionId: Uint8Array, sequence: number): Buffer {
   return nonce;
 }
 
-/** The caller's side of one tunnel stream: numbers and MACs its OPEN frames. */
+/** The certificate a key share was checked with: frames stop being accepted when it expires or is revoked. */
+export interface PeerCertificateState {
+  /** Lower-case hex without leading zeros (normalizeSerial). */
+  serial: string;
+  notAfterMs: number;
+  isRevoked?: (serial: string) => boolean;
+}
+
+/**
+ * The caller's side of one tunnel stream: numbers and MACs its OPEN frames, and
+ * checks the MAC and sequence of every DATA and END frame the receiver answers with.
+ */
 export class FrameSealer {
   private sequence = 0;
+  private lastReplySequence = 0;
 
   constructor(
     readonly keys: FrameKeys,
@@ -109,7 +176,27 @@ export class FrameSealer {
     /** The receiving sidecar's SPIFFE ID, proved by its key share. */
     readonly peerId: string,
     private readonly clock: Clock,
+    /** The receiver's certificate; without it replies are not checked for expiry or revocation. */
+    readonly peerCertificate?: PeerCertificateState,
   ) {}
+
+  /**
+   * Checks a DATA or END frame from the receiver in the order of docs/signing.md
+   * §8.5 (MAC, sequence, the receiver's certificate); throws
+   * MeshError("unauthenticated", reason) at the first failure. Only an accepted
+   * frame advances the sequence.
+   */
+  openReply(frame: CallFrame): void {
+    if (frame.mac.length !== macBytes) reject(frameFailure.replyNotAuthenticated);
+    if (!timingSafeEqual(frame.mac, replyMac(this.keys, frame))) reject(frameFailure.badMac);
+    if (frame.macSequence <= this.lastReplySequence) reject(frameFailure.sequenceReplayed);
+    const certificate = this.peerCertificate;
+    if (certificate) {
+      if (this.clock.nowMs() >= certificate.notAfterMs) reject(frameFailure.peerCertificateExpired);
+      if (certificate.isRevoked?.(certificate.serial)) reject(frameFailure.peerCertificateRevoked);
+    }
+    this.lastReplySequence = frame.macSequence;
+  }
 
   /** An envelope like a signed one, with alg HS256, the frame nonce and the MAC as its signature. */
   seal(payload: Uint8Array, method: string, payloadType: string): SignedEnvelope {
@@ -144,14 +231,26 @@ export interface FrameOpenerOptions {
   windowMs?: number;
 }
 
-/** The receiver's side of one tunnel stream: checks each OPEN frame's MAC and sequence. */
+/** The receiver's side of one tunnel stream: checks each OPEN frame's MAC and sequence, and MACs the DATA and END frames it answers with. */
 export class FrameOpener {
   private lastSequence = 0;
+  private lastReplySequence = 0;
 
   constructor(private readonly options: FrameOpenerOptions) {}
 
   get peerId(): string {
     return this.options.peerId;
+  }
+
+  get peerSerial(): string {
+    return this.options.peerSerial;
+  }
+
+  /** Numbers and MACs a DATA or END frame to the caller (docs/signing.md §8.5); call it in the order frames are written. */
+  sealReply(frame: CallFrame): void {
+    this.lastReplySequence += 1;
+    frame.macSequence = this.lastReplySequence;
+    frame.mac = replyMac(this.options.keys, frame);
   }
 
   /** Checks in the order of docs/signing.md §8.4; throws MeshError("unauthenticated", reason) at the first failure. */
@@ -250,6 +349,7 @@ export function startKeyAgreement(options: KeyAgreementOptions, peerId: string):
       const nowMs = options.clock.nowMs();
       const verified = options.verifier.verify(serverCertificate, nowMs);
       if (verified.spiffeId.uri !== peerId) reject(frameFailure.signerMismatch);
+      if (options.isRevoked?.(verified.serial)) reject(frameFailure.peerCertificateRevoked);
       const envelope = decodeKeyShare(serverKeyShare);
       await verifyEnvelope(envelope, {
         publicKey: options.signerKeys.keyFor(envelope, connectionOf(verified), nowMs),
@@ -265,7 +365,7 @@ export function startKeyAgreement(options: KeyAgreementOptions, peerId: string):
       if (!timingSafeEqual(envelope.payload.subarray(x25519PublicKeyBytes), sha256(bytes))) reject(frameFailure.transcriptMismatch);
       const shared = x25519SharedSecret(ephemeral.privateKey, envelope.payload.subarray(0, x25519PublicKeyBytes));
       const keys = deriveFrameKeys(shared, options.selfId, peerId, bytes, serverKeyShare);
-      return new FrameSealer(keys, options.selfId, peerId, options.clock);
+      return new FrameSealer(keys, options.selfId, peerId, options.clock, { serial: verified.serial, notAfterMs: verified.notAfterMs, isRevoked: options.isRevoked });
     },
   };
 }
@@ -278,6 +378,7 @@ export async function acceptKeyAgreement(
 ): Promise<{ bytes: Buffer; opener: FrameOpener }> {
   const nowMs = options.clock.nowMs();
   const verified = options.verifier.verify(clientCertificate, nowMs);
+  if (options.isRevoked?.(verified.serial)) reject(frameFailure.peerCertificateRevoked);
   const peerId = verified.spiffeId.uri;
   const envelope = decodeKeyShare(clientKeyShare);
   await verifyEnvelope(envelope, {

@@ -1208,8 +1208,16 @@ type CallFrame struct {
 	// draining or gone, a limit at the receiving sidecar). The caller may send it
 	// to another instance even when it is not idempotent: it cannot have run.
 	RefusedBeforeDelivery bool `protobuf:"varint,15,opt,name=refused_before_delivery,json=refusedBeforeDelivery,proto3" json:"refused_before_delivery,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// For DATA and END frames on a PeerService.Tunnel stream that agreed a frame
+	// key (docs/signing.md §8.5): the receiver → caller sequence, 1 for the first
+	// such frame on the stream, then strictly increasing in the order written.
+	MacSequence uint64 `protobuf:"varint,16,opt,name=mac_sequence,json=macSequence,proto3" json:"mac_sequence,omitempty"`
+	// With `mac_sequence`: HMAC-SHA256 under the receiver → caller frame key over
+	// the reply MAC input of docs/signing.md §8.5 (32 bytes). A caller that agreed
+	// a key refuses a DATA or END frame without it.
+	Mac           []byte `protobuf:"bytes,17,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallFrame) Reset() {
@@ -1345,6 +1353,20 @@ func (x *CallFrame) GetRefusedBeforeDelivery() bool {
 		return x.RefusedBeforeDelivery
 	}
 	return false
+}
+
+func (x *CallFrame) GetMacSequence() uint64 {
+	if x != nil {
+		return x.MacSequence
+	}
+	return 0
+}
+
+func (x *CallFrame) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
 }
 
 // Frames are batched: a sender coalesces the frames ready at one moment.
@@ -1538,7 +1560,7 @@ const file_agentmesh_v1_agent_proto_rawDesc = "" +
 	"\x03msg\"0\n" +
 	"\rAttachWelcome\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
-	"instanceId\"\xcc\x05\n" +
+	"instanceId\"\x81\x06\n" +
 	"\tCallFrame\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x04R\x06callId\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.agentmesh.v1.CallFrame.KindR\x04kind\x128\n" +
@@ -1559,7 +1581,9 @@ const file_agentmesh_v1_agent_proto_rawDesc = "" +
 	"invocation\x12C\n" +
 	"\arequest\x18\r \x01(\v2).agentmesh.v1.SidecarServiceInvokeRequestR\arequest\x12\x18\n" +
 	"\aversion\x18\x0e \x01(\tR\aversion\x126\n" +
-	"\x17refused_before_delivery\x18\x0f \x01(\bR\x15refusedBeforeDelivery\"w\n" +
+	"\x17refused_before_delivery\x18\x0f \x01(\bR\x15refusedBeforeDelivery\x12!\n" +
+	"\fmac_sequence\x18\x10 \x01(\x04R\vmacSequence\x12\x10\n" +
+	"\x03mac\x18\x11 \x01(\fR\x03mac\"w\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_OPEN\x10\x01\x12\r\n" +

@@ -70,7 +70,7 @@ func (x RestartPolicy_Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RestartPolicy_Mode.Descriptor instead.
 func (RestartPolicy_Mode) EnumDescriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{18, 0}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{20, 0}
 }
 
 // What applying did, as kubectl says it.
@@ -126,7 +126,7 @@ func (x ApplyDeploymentResponse_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApplyDeploymentResponse_Outcome.Descriptor instead.
 func (ApplyDeploymentResponse_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{27, 0}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{29, 0}
 }
 
 type Rollout_Phase int32
@@ -184,7 +184,7 @@ func (x Rollout_Phase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Rollout_Phase.Descriptor instead.
 func (Rollout_Phase) EnumDescriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{43, 0}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{45, 0}
 }
 
 type ConnectRequest struct {
@@ -785,6 +785,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Command
 	//	*ConnectResponse_Shutdown
 	//	*ConnectResponse_Error
+	//	*ConnectResponse_Revocations
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -863,6 +864,15 @@ func (x *ConnectResponse) GetError() *StreamError {
 	return nil
 }
 
+func (x *ConnectResponse) GetRevocations() *Revocations {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_Revocations); ok {
+			return x.Revocations
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -883,6 +893,10 @@ type ConnectResponse_Error struct {
 	Error *StreamError `protobuf:"bytes,4,opt,name=error,proto3,oneof"`
 }
 
+type ConnectResponse_Revocations struct {
+	Revocations *Revocations `protobuf:"bytes,5,opt,name=revocations,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Command) isConnectResponse_Msg() {}
@@ -890,6 +904,129 @@ func (*ConnectResponse_Command) isConnectResponse_Msg() {}
 func (*ConnectResponse_Shutdown) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Error) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_Revocations) isConnectResponse_Msg() {}
+
+// Certificates the mesh has revoked and that have not expired yet, so sidecars
+// refuse tunnels and frames of a revoked peer (docs/signing.md §8.6). Right
+// after the Welcome, when the list is not empty, the server sends all of it
+// (`full`): the sidecar replaces what it had. Later messages on the stream add
+// the revocations made since (through any replica; `full` false). The stream's
+// mTLS peer is the server; the list is not signed otherwise. A sidecar forgets
+// a revoked certificate once its `not_after_ms` has passed.
+type Revocations struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*RevokedCertificate  `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	Full          bool                   `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocations) Reset() {
+	*x = Revocations{}
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocations) ProtoMessage() {}
+
+func (x *Revocations) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocations.ProtoReflect.Descriptor instead.
+func (*Revocations) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Revocations) GetCertificates() []*RevokedCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+func (x *Revocations) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+type RevokedCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lower-case hex without leading zeros.
+	Serial   string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// When the certificate expires anyway: it may be forgotten then.
+	NotAfterMs    int64 `protobuf:"varint,3,opt,name=not_after_ms,json=notAfterMs,proto3" json:"not_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedCertificate) Reset() {
+	*x = RevokedCertificate{}
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedCertificate) ProtoMessage() {}
+
+func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
+func (*RevokedCertificate) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RevokedCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetNotAfterMs() int64 {
+	if x != nil {
+		return x.NotAfterMs
+	}
+	return 0
+}
 
 type Welcome struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -903,7 +1040,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1052,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[9]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1065,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{9}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Welcome) GetServerId() string {
@@ -963,7 +1100,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1112,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[10]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1125,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{10}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -1018,7 +1155,7 @@ type StreamError struct {
 
 func (x *StreamError) Reset() {
 	*x = StreamError{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1167,7 @@ func (x *StreamError) String() string {
 func (*StreamError) ProtoMessage() {}
 
 func (x *StreamError) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[11]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1180,7 @@ func (x *StreamError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamError.ProtoReflect.Descriptor instead.
 func (*StreamError) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{11}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamError) GetCode() int32 {
@@ -1086,7 +1223,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1235,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[12]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1248,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{12}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Command) GetCommandId() string {
@@ -1213,7 +1350,7 @@ type StartAgent struct {
 
 func (x *StartAgent) Reset() {
 	*x = StartAgent{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1362,7 @@ func (x *StartAgent) String() string {
 func (*StartAgent) ProtoMessage() {}
 
 func (x *StartAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1375,7 @@ func (x *StartAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartAgent.ProtoReflect.Descriptor instead.
 func (*StartAgent) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{13}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartAgent) GetDeployment() string {
@@ -1286,7 +1423,7 @@ type StopInstance struct {
 
 func (x *StopInstance) Reset() {
 	*x = StopInstance{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1435,7 @@ func (x *StopInstance) String() string {
 func (*StopInstance) ProtoMessage() {}
 
 func (x *StopInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1448,7 @@ func (x *StopInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstance.ProtoReflect.Descriptor instead.
 func (*StopInstance) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{14}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StopInstance) GetInstanceId() string {
@@ -1337,7 +1474,7 @@ type RestartInstance struct {
 
 func (x *RestartInstance) Reset() {
 	*x = RestartInstance{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1486,7 @@ func (x *RestartInstance) String() string {
 func (*RestartInstance) ProtoMessage() {}
 
 func (x *RestartInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1499,7 @@ func (x *RestartInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstance.ProtoReflect.Descriptor instead.
 func (*RestartInstance) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{15}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestartInstance) GetInstanceId() string {
@@ -1382,7 +1519,7 @@ type DrainInstance struct {
 
 func (x *DrainInstance) Reset() {
 	*x = DrainInstance{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1531,7 @@ func (x *DrainInstance) String() string {
 func (*DrainInstance) ProtoMessage() {}
 
 func (x *DrainInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1544,7 @@ func (x *DrainInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainInstance.ProtoReflect.Descriptor instead.
 func (*DrainInstance) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{16}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DrainInstance) GetInstanceId() string {
@@ -1438,7 +1575,7 @@ type ProcessSpec struct {
 
 func (x *ProcessSpec) Reset() {
 	*x = ProcessSpec{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1587,7 @@ func (x *ProcessSpec) String() string {
 func (*ProcessSpec) ProtoMessage() {}
 
 func (x *ProcessSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1600,7 @@ func (x *ProcessSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessSpec.ProtoReflect.Descriptor instead.
 func (*ProcessSpec) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{17}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ProcessSpec) GetCommand() string {
@@ -1515,7 +1652,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1664,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[18]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1677,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{18}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RestartPolicy) GetMode() RestartPolicy_Mode {
@@ -1591,7 +1728,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1740,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[19]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1753,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{19}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResolveRequest) GetCapability() string {
@@ -1656,7 +1793,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1805,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[20]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1818,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{20}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResolveResponse) GetInstance() *AgentInstance {
@@ -1710,7 +1847,7 @@ type InvokeRequest struct {
 
 func (x *InvokeRequest) Reset() {
 	*x = InvokeRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1859,7 @@ func (x *InvokeRequest) String() string {
 func (*InvokeRequest) ProtoMessage() {}
 
 func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[21]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1872,7 @@ func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeRequest.ProtoReflect.Descriptor instead.
 func (*InvokeRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{21}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InvokeRequest) GetCapability() string {
@@ -1799,7 +1936,7 @@ type InvokeResponse struct {
 
 func (x *InvokeResponse) Reset() {
 	*x = InvokeResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +1948,7 @@ func (x *InvokeResponse) String() string {
 func (*InvokeResponse) ProtoMessage() {}
 
 func (x *InvokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[22]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +1961,7 @@ func (x *InvokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeResponse.ProtoReflect.Descriptor instead.
 func (*InvokeResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{22}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InvokeResponse) GetPayload() []byte {
@@ -1878,7 +2015,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2027,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[23]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2040,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{23}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Deployment) GetName() string {
@@ -2001,7 +2138,7 @@ type UpdateStrategy struct {
 
 func (x *UpdateStrategy) Reset() {
 	*x = UpdateStrategy{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2150,7 @@ func (x *UpdateStrategy) String() string {
 func (*UpdateStrategy) ProtoMessage() {}
 
 func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[24]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2163,7 @@ func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStrategy.ProtoReflect.Descriptor instead.
 func (*UpdateStrategy) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{24}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateStrategy) GetMaxSurge() uint32 {
@@ -2077,7 +2214,7 @@ type DeploymentStatus struct {
 
 func (x *DeploymentStatus) Reset() {
 	*x = DeploymentStatus{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2226,7 @@ func (x *DeploymentStatus) String() string {
 func (*DeploymentStatus) ProtoMessage() {}
 
 func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[25]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2239,7 @@ func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStatus.ProtoReflect.Descriptor instead.
 func (*DeploymentStatus) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{25}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeploymentStatus) GetReplicas() uint32 {
@@ -2149,7 +2286,7 @@ type ApplyDeploymentRequest struct {
 
 func (x *ApplyDeploymentRequest) Reset() {
 	*x = ApplyDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2298,7 @@ func (x *ApplyDeploymentRequest) String() string {
 func (*ApplyDeploymentRequest) ProtoMessage() {}
 
 func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[26]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2311,7 @@ func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{26}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ApplyDeploymentRequest) GetDeployment() *Deployment {
@@ -2196,7 +2333,7 @@ type ApplyDeploymentResponse struct {
 
 func (x *ApplyDeploymentResponse) Reset() {
 	*x = ApplyDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2345,7 @@ func (x *ApplyDeploymentResponse) String() string {
 func (*ApplyDeploymentResponse) ProtoMessage() {}
 
 func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[27]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2358,7 @@ func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{27}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ApplyDeploymentResponse) GetDeployment() *Deployment {
@@ -2254,7 +2391,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2403,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[28]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2416,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{28}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetDeploymentRequest) GetName() string {
@@ -2299,7 +2436,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2448,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[29]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2461,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{29}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *Deployment {
@@ -2349,7 +2486,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2498,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[30]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2511,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{30}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{32}
 }
 
 type ListDeploymentsResponse struct {
@@ -2386,7 +2523,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2535,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[31]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2548,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{31}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -2430,7 +2567,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2579,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[32]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2592,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{32}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteDeploymentRequest) GetName() string {
@@ -2478,7 +2615,7 @@ type DeleteDeploymentResponse struct {
 
 func (x *DeleteDeploymentResponse) Reset() {
 	*x = DeleteDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2627,7 @@ func (x *DeleteDeploymentResponse) String() string {
 func (*DeleteDeploymentResponse) ProtoMessage() {}
 
 func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[33]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2640,7 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{33}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteDeploymentResponse) GetInstances() uint32 {
@@ -2523,7 +2660,7 @@ type ScaleDeploymentRequest struct {
 
 func (x *ScaleDeploymentRequest) Reset() {
 	*x = ScaleDeploymentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2672,7 @@ func (x *ScaleDeploymentRequest) String() string {
 func (*ScaleDeploymentRequest) ProtoMessage() {}
 
 func (x *ScaleDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[34]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2685,7 @@ func (x *ScaleDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ScaleDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{34}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ScaleDeploymentRequest) GetName() string {
@@ -2574,7 +2711,7 @@ type ScaleDeploymentResponse struct {
 
 func (x *ScaleDeploymentResponse) Reset() {
 	*x = ScaleDeploymentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2723,7 @@ func (x *ScaleDeploymentResponse) String() string {
 func (*ScaleDeploymentResponse) ProtoMessage() {}
 
 func (x *ScaleDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[35]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2736,7 @@ func (x *ScaleDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ScaleDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{35}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ScaleDeploymentResponse) GetDeployment() *Deployment {
@@ -2618,7 +2755,7 @@ type RestartAgentRequest struct {
 
 func (x *RestartAgentRequest) Reset() {
 	*x = RestartAgentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2630,7 +2767,7 @@ func (x *RestartAgentRequest) String() string {
 func (*RestartAgentRequest) ProtoMessage() {}
 
 func (x *RestartAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[36]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +2780,7 @@ func (x *RestartAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartAgentRequest.ProtoReflect.Descriptor instead.
 func (*RestartAgentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{36}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RestartAgentRequest) GetInstanceId() string {
@@ -2661,7 +2798,7 @@ type RestartAgentResponse struct {
 
 func (x *RestartAgentResponse) Reset() {
 	*x = RestartAgentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2810,7 @@ func (x *RestartAgentResponse) String() string {
 func (*RestartAgentResponse) ProtoMessage() {}
 
 func (x *RestartAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[37]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2823,7 @@ func (x *RestartAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartAgentResponse.ProtoReflect.Descriptor instead.
 func (*RestartAgentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{37}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{39}
 }
 
 type DrainAgentRequest struct {
@@ -2699,7 +2836,7 @@ type DrainAgentRequest struct {
 
 func (x *DrainAgentRequest) Reset() {
 	*x = DrainAgentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +2848,7 @@ func (x *DrainAgentRequest) String() string {
 func (*DrainAgentRequest) ProtoMessage() {}
 
 func (x *DrainAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[38]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +2861,7 @@ func (x *DrainAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainAgentRequest.ProtoReflect.Descriptor instead.
 func (*DrainAgentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{38}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DrainAgentRequest) GetInstanceId() string {
@@ -2749,7 +2886,7 @@ type DrainAgentResponse struct {
 
 func (x *DrainAgentResponse) Reset() {
 	*x = DrainAgentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2898,7 @@ func (x *DrainAgentResponse) String() string {
 func (*DrainAgentResponse) ProtoMessage() {}
 
 func (x *DrainAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[39]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2911,7 @@ func (x *DrainAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainAgentResponse.ProtoReflect.Descriptor instead.
 func (*DrainAgentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{39}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{41}
 }
 
 type StopAgentRequest struct {
@@ -2787,7 +2924,7 @@ type StopAgentRequest struct {
 
 func (x *StopAgentRequest) Reset() {
 	*x = StopAgentRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +2936,7 @@ func (x *StopAgentRequest) String() string {
 func (*StopAgentRequest) ProtoMessage() {}
 
 func (x *StopAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[40]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +2949,7 @@ func (x *StopAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopAgentRequest.ProtoReflect.Descriptor instead.
 func (*StopAgentRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{40}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StopAgentRequest) GetInstanceId() string {
@@ -2837,7 +2974,7 @@ type StopAgentResponse struct {
 
 func (x *StopAgentResponse) Reset() {
 	*x = StopAgentResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2849,7 +2986,7 @@ func (x *StopAgentResponse) String() string {
 func (*StopAgentResponse) ProtoMessage() {}
 
 func (x *StopAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[41]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2862,7 +2999,7 @@ func (x *StopAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopAgentResponse.ProtoReflect.Descriptor instead.
 func (*StopAgentResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{41}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{43}
 }
 
 type GetRolloutRequest struct {
@@ -2874,7 +3011,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +3023,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[42]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +3036,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{42}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetRolloutRequest) GetDeployment() string {
@@ -2935,7 +3072,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[43]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2947,7 +3084,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[43]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2960,7 +3097,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{43}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Rollout) GetDeployment() string {
@@ -3063,7 +3200,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[44]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3212,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[44]
+	mi := &file_agentmesh_v1_orchestrator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3225,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{44}
+	return file_agentmesh_v1_orchestrator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -3144,13 +3281,22 @@ const file_agentmesh_v1_orchestrator_proto_rawDesc = "" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1f\n" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
-	"instanceId\"\xe7\x01\n" +
+	"instanceId\"\xa6\x02\n" +
 	"\x0fConnectResponse\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.agentmesh.v1.WelcomeH\x00R\awelcome\x121\n" +
 	"\acommand\x18\x02 \x01(\v2\x15.agentmesh.v1.CommandH\x00R\acommand\x124\n" +
 	"\bshutdown\x18\x03 \x01(\v2\x16.agentmesh.v1.ShutdownH\x00R\bshutdown\x121\n" +
-	"\x05error\x18\x04 \x01(\v2\x19.agentmesh.v1.StreamErrorH\x00R\x05errorB\x05\n" +
-	"\x03msg\"\x9a\x01\n" +
+	"\x05error\x18\x04 \x01(\v2\x19.agentmesh.v1.StreamErrorH\x00R\x05error\x12=\n" +
+	"\vrevocations\x18\x05 \x01(\v2\x19.agentmesh.v1.RevocationsH\x00R\vrevocationsB\x05\n" +
+	"\x03msg\"g\n" +
+	"\vRevocations\x12D\n" +
+	"\fcertificates\x18\x01 \x03(\v2 .agentmesh.v1.RevokedCertificateR\fcertificates\x12\x12\n" +
+	"\x04full\x18\x02 \x01(\bR\x04full\"k\n" +
+	"\x12RevokedCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12 \n" +
+	"\fnot_after_ms\x18\x03 \x01(\x03R\n" +
+	"notAfterMs\"\x9a\x01\n" +
 	"\aWelcome\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x120\n" +
 	"\x14unknown_instance_ids\x18\x02 \x03(\tR\x12unknownInstanceIds\x12@\n" +
@@ -3385,7 +3531,7 @@ func file_agentmesh_v1_orchestrator_proto_rawDescGZIP() []byte {
 }
 
 var file_agentmesh_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agentmesh_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_agentmesh_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_agentmesh_v1_orchestrator_proto_goTypes = []any{
 	(RestartPolicy_Mode)(0),              // 0: agentmesh.v1.RestartPolicy.Mode
 	(ApplyDeploymentResponse_Outcome)(0), // 1: agentmesh.v1.ApplyDeploymentResponse.Outcome
@@ -3399,50 +3545,52 @@ var file_agentmesh_v1_orchestrator_proto_goTypes = []any{
 	(*InstanceEvent)(nil),                // 9: agentmesh.v1.InstanceEvent
 	(*CommandResult)(nil),                // 10: agentmesh.v1.CommandResult
 	(*ConnectResponse)(nil),              // 11: agentmesh.v1.ConnectResponse
-	(*Welcome)(nil),                      // 12: agentmesh.v1.Welcome
-	(*Shutdown)(nil),                     // 13: agentmesh.v1.Shutdown
-	(*StreamError)(nil),                  // 14: agentmesh.v1.StreamError
-	(*Command)(nil),                      // 15: agentmesh.v1.Command
-	(*StartAgent)(nil),                   // 16: agentmesh.v1.StartAgent
-	(*StopInstance)(nil),                 // 17: agentmesh.v1.StopInstance
-	(*RestartInstance)(nil),              // 18: agentmesh.v1.RestartInstance
-	(*DrainInstance)(nil),                // 19: agentmesh.v1.DrainInstance
-	(*ProcessSpec)(nil),                  // 20: agentmesh.v1.ProcessSpec
-	(*RestartPolicy)(nil),                // 21: agentmesh.v1.RestartPolicy
-	(*ResolveRequest)(nil),               // 22: agentmesh.v1.ResolveRequest
-	(*ResolveResponse)(nil),              // 23: agentmesh.v1.ResolveResponse
-	(*InvokeRequest)(nil),                // 24: agentmesh.v1.InvokeRequest
-	(*InvokeResponse)(nil),               // 25: agentmesh.v1.InvokeResponse
-	(*Deployment)(nil),                   // 26: agentmesh.v1.Deployment
-	(*UpdateStrategy)(nil),               // 27: agentmesh.v1.UpdateStrategy
-	(*DeploymentStatus)(nil),             // 28: agentmesh.v1.DeploymentStatus
-	(*ApplyDeploymentRequest)(nil),       // 29: agentmesh.v1.ApplyDeploymentRequest
-	(*ApplyDeploymentResponse)(nil),      // 30: agentmesh.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),         // 31: agentmesh.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),        // 32: agentmesh.v1.GetDeploymentResponse
-	(*ListDeploymentsRequest)(nil),       // 33: agentmesh.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),      // 34: agentmesh.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),      // 35: agentmesh.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil),     // 36: agentmesh.v1.DeleteDeploymentResponse
-	(*ScaleDeploymentRequest)(nil),       // 37: agentmesh.v1.ScaleDeploymentRequest
-	(*ScaleDeploymentResponse)(nil),      // 38: agentmesh.v1.ScaleDeploymentResponse
-	(*RestartAgentRequest)(nil),          // 39: agentmesh.v1.RestartAgentRequest
-	(*RestartAgentResponse)(nil),         // 40: agentmesh.v1.RestartAgentResponse
-	(*DrainAgentRequest)(nil),            // 41: agentmesh.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),           // 42: agentmesh.v1.DrainAgentResponse
-	(*StopAgentRequest)(nil),             // 43: agentmesh.v1.StopAgentRequest
-	(*StopAgentResponse)(nil),            // 44: agentmesh.v1.StopAgentResponse
-	(*GetRolloutRequest)(nil),            // 45: agentmesh.v1.GetRolloutRequest
-	(*Rollout)(nil),                      // 46: agentmesh.v1.Rollout
-	(*GetRolloutResponse)(nil),           // 47: agentmesh.v1.GetRolloutResponse
-	nil,                                  // 48: agentmesh.v1.ProcessSpec.EnvEntry
-	nil,                                  // 49: agentmesh.v1.InvokeRequest.MetadataEntry
-	(*SignedEnvelope)(nil),               // 50: agentmesh.v1.SignedEnvelope
-	(*Load)(nil),                         // 51: agentmesh.v1.Load
-	(HealthState)(0),                     // 52: agentmesh.v1.HealthState
-	(*AgentManifest)(nil),                // 53: agentmesh.v1.AgentManifest
-	(*LabelSelector)(nil),                // 54: agentmesh.v1.LabelSelector
-	(*AgentInstance)(nil),                // 55: agentmesh.v1.AgentInstance
+	(*Revocations)(nil),                  // 12: agentmesh.v1.Revocations
+	(*RevokedCertificate)(nil),           // 13: agentmesh.v1.RevokedCertificate
+	(*Welcome)(nil),                      // 14: agentmesh.v1.Welcome
+	(*Shutdown)(nil),                     // 15: agentmesh.v1.Shutdown
+	(*StreamError)(nil),                  // 16: agentmesh.v1.StreamError
+	(*Command)(nil),                      // 17: agentmesh.v1.Command
+	(*StartAgent)(nil),                   // 18: agentmesh.v1.StartAgent
+	(*StopInstance)(nil),                 // 19: agentmesh.v1.StopInstance
+	(*RestartInstance)(nil),              // 20: agentmesh.v1.RestartInstance
+	(*DrainInstance)(nil),                // 21: agentmesh.v1.DrainInstance
+	(*ProcessSpec)(nil),                  // 22: agentmesh.v1.ProcessSpec
+	(*RestartPolicy)(nil),                // 23: agentmesh.v1.RestartPolicy
+	(*ResolveRequest)(nil),               // 24: agentmesh.v1.ResolveRequest
+	(*ResolveResponse)(nil),              // 25: agentmesh.v1.ResolveResponse
+	(*InvokeRequest)(nil),                // 26: agentmesh.v1.InvokeRequest
+	(*InvokeResponse)(nil),               // 27: agentmesh.v1.InvokeResponse
+	(*Deployment)(nil),                   // 28: agentmesh.v1.Deployment
+	(*UpdateStrategy)(nil),               // 29: agentmesh.v1.UpdateStrategy
+	(*DeploymentStatus)(nil),             // 30: agentmesh.v1.DeploymentStatus
+	(*ApplyDeploymentRequest)(nil),       // 31: agentmesh.v1.ApplyDeploymentRequest
+	(*ApplyDeploymentResponse)(nil),      // 32: agentmesh.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),         // 33: agentmesh.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),        // 34: agentmesh.v1.GetDeploymentResponse
+	(*ListDeploymentsRequest)(nil),       // 35: agentmesh.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),      // 36: agentmesh.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),      // 37: agentmesh.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil),     // 38: agentmesh.v1.DeleteDeploymentResponse
+	(*ScaleDeploymentRequest)(nil),       // 39: agentmesh.v1.ScaleDeploymentRequest
+	(*ScaleDeploymentResponse)(nil),      // 40: agentmesh.v1.ScaleDeploymentResponse
+	(*RestartAgentRequest)(nil),          // 41: agentmesh.v1.RestartAgentRequest
+	(*RestartAgentResponse)(nil),         // 42: agentmesh.v1.RestartAgentResponse
+	(*DrainAgentRequest)(nil),            // 43: agentmesh.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),           // 44: agentmesh.v1.DrainAgentResponse
+	(*StopAgentRequest)(nil),             // 45: agentmesh.v1.StopAgentRequest
+	(*StopAgentResponse)(nil),            // 46: agentmesh.v1.StopAgentResponse
+	(*GetRolloutRequest)(nil),            // 47: agentmesh.v1.GetRolloutRequest
+	(*Rollout)(nil),                      // 48: agentmesh.v1.Rollout
+	(*GetRolloutResponse)(nil),           // 49: agentmesh.v1.GetRolloutResponse
+	nil,                                  // 50: agentmesh.v1.ProcessSpec.EnvEntry
+	nil,                                  // 51: agentmesh.v1.InvokeRequest.MetadataEntry
+	(*SignedEnvelope)(nil),               // 52: agentmesh.v1.SignedEnvelope
+	(*Load)(nil),                         // 53: agentmesh.v1.Load
+	(HealthState)(0),                     // 54: agentmesh.v1.HealthState
+	(*AgentManifest)(nil),                // 55: agentmesh.v1.AgentManifest
+	(*LabelSelector)(nil),                // 56: agentmesh.v1.LabelSelector
+	(*AgentInstance)(nil),                // 57: agentmesh.v1.AgentInstance
 }
 var file_agentmesh_v1_orchestrator_proto_depIdxs = []int32{
 	4,  // 0: agentmesh.v1.ConnectRequest.hello:type_name -> agentmesh.v1.Hello
@@ -3450,73 +3598,75 @@ var file_agentmesh_v1_orchestrator_proto_depIdxs = []int32{
 	9,  // 2: agentmesh.v1.ConnectRequest.instance_event:type_name -> agentmesh.v1.InstanceEvent
 	10, // 3: agentmesh.v1.ConnectRequest.command_result:type_name -> agentmesh.v1.CommandResult
 	6,  // 4: agentmesh.v1.ConnectRequest.status:type_name -> agentmesh.v1.SidecarStatus
-	50, // 5: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	52, // 5: agentmesh.v1.Hello.envelope:type_name -> agentmesh.v1.SignedEnvelope
 	8,  // 6: agentmesh.v1.Heartbeat.instances:type_name -> agentmesh.v1.InstanceHeartbeat
 	7,  // 7: agentmesh.v1.SidecarStatus.refusals:type_name -> agentmesh.v1.DataPlaneRefusals
-	51, // 8: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
-	52, // 9: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
-	52, // 10: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
-	12, // 11: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
-	15, // 12: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
-	13, // 13: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
-	14, // 14: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
-	16, // 15: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
-	17, // 16: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
-	18, // 17: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
-	19, // 18: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
-	50, // 19: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
-	53, // 20: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
-	20, // 21: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
-	21, // 22: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	48, // 23: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
-	0,  // 24: agentmesh.v1.RestartPolicy.mode:type_name -> agentmesh.v1.RestartPolicy.Mode
-	54, // 25: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	55, // 26: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
-	54, // 27: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
-	49, // 28: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
-	53, // 29: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
-	20, // 30: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
-	21, // 31: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
-	27, // 32: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
-	28, // 33: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
-	26, // 34: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
-	26, // 35: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	1,  // 36: agentmesh.v1.ApplyDeploymentResponse.outcome:type_name -> agentmesh.v1.ApplyDeploymentResponse.Outcome
-	26, // 37: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	55, // 38: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
-	26, // 39: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
-	26, // 40: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
-	2,  // 41: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
-	46, // 42: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
-	3,  // 43: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
-	22, // 44: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
-	24, // 45: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
-	29, // 46: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
-	31, // 47: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
-	33, // 48: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
-	35, // 49: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
-	37, // 50: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
-	39, // 51: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
-	41, // 52: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
-	43, // 53: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
-	45, // 54: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
-	11, // 55: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
-	23, // 56: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
-	25, // 57: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
-	30, // 58: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
-	32, // 59: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
-	34, // 60: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
-	36, // 61: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
-	38, // 62: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
-	40, // 63: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
-	42, // 64: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
-	44, // 65: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
-	47, // 66: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
-	55, // [55:67] is the sub-list for method output_type
-	43, // [43:55] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	53, // 8: agentmesh.v1.InstanceHeartbeat.load:type_name -> agentmesh.v1.Load
+	54, // 9: agentmesh.v1.InstanceHeartbeat.reported_state:type_name -> agentmesh.v1.HealthState
+	54, // 10: agentmesh.v1.InstanceEvent.state:type_name -> agentmesh.v1.HealthState
+	14, // 11: agentmesh.v1.ConnectResponse.welcome:type_name -> agentmesh.v1.Welcome
+	17, // 12: agentmesh.v1.ConnectResponse.command:type_name -> agentmesh.v1.Command
+	15, // 13: agentmesh.v1.ConnectResponse.shutdown:type_name -> agentmesh.v1.Shutdown
+	16, // 14: agentmesh.v1.ConnectResponse.error:type_name -> agentmesh.v1.StreamError
+	12, // 15: agentmesh.v1.ConnectResponse.revocations:type_name -> agentmesh.v1.Revocations
+	13, // 16: agentmesh.v1.Revocations.certificates:type_name -> agentmesh.v1.RevokedCertificate
+	18, // 17: agentmesh.v1.Command.start:type_name -> agentmesh.v1.StartAgent
+	19, // 18: agentmesh.v1.Command.stop:type_name -> agentmesh.v1.StopInstance
+	20, // 19: agentmesh.v1.Command.restart:type_name -> agentmesh.v1.RestartInstance
+	21, // 20: agentmesh.v1.Command.drain:type_name -> agentmesh.v1.DrainInstance
+	52, // 21: agentmesh.v1.Command.envelope:type_name -> agentmesh.v1.SignedEnvelope
+	55, // 22: agentmesh.v1.StartAgent.manifest:type_name -> agentmesh.v1.AgentManifest
+	22, // 23: agentmesh.v1.StartAgent.process:type_name -> agentmesh.v1.ProcessSpec
+	23, // 24: agentmesh.v1.StartAgent.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	50, // 25: agentmesh.v1.ProcessSpec.env:type_name -> agentmesh.v1.ProcessSpec.EnvEntry
+	0,  // 26: agentmesh.v1.RestartPolicy.mode:type_name -> agentmesh.v1.RestartPolicy.Mode
+	56, // 27: agentmesh.v1.ResolveRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	57, // 28: agentmesh.v1.ResolveResponse.instance:type_name -> agentmesh.v1.AgentInstance
+	56, // 29: agentmesh.v1.InvokeRequest.label_selector:type_name -> agentmesh.v1.LabelSelector
+	51, // 30: agentmesh.v1.InvokeRequest.metadata:type_name -> agentmesh.v1.InvokeRequest.MetadataEntry
+	55, // 31: agentmesh.v1.Deployment.manifest:type_name -> agentmesh.v1.AgentManifest
+	22, // 32: agentmesh.v1.Deployment.process:type_name -> agentmesh.v1.ProcessSpec
+	23, // 33: agentmesh.v1.Deployment.restart_policy:type_name -> agentmesh.v1.RestartPolicy
+	29, // 34: agentmesh.v1.Deployment.strategy:type_name -> agentmesh.v1.UpdateStrategy
+	30, // 35: agentmesh.v1.Deployment.status:type_name -> agentmesh.v1.DeploymentStatus
+	28, // 36: agentmesh.v1.ApplyDeploymentRequest.deployment:type_name -> agentmesh.v1.Deployment
+	28, // 37: agentmesh.v1.ApplyDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	1,  // 38: agentmesh.v1.ApplyDeploymentResponse.outcome:type_name -> agentmesh.v1.ApplyDeploymentResponse.Outcome
+	28, // 39: agentmesh.v1.GetDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	57, // 40: agentmesh.v1.GetDeploymentResponse.instances:type_name -> agentmesh.v1.AgentInstance
+	28, // 41: agentmesh.v1.ListDeploymentsResponse.deployments:type_name -> agentmesh.v1.Deployment
+	28, // 42: agentmesh.v1.ScaleDeploymentResponse.deployment:type_name -> agentmesh.v1.Deployment
+	2,  // 43: agentmesh.v1.Rollout.phase:type_name -> agentmesh.v1.Rollout.Phase
+	48, // 44: agentmesh.v1.GetRolloutResponse.rollout:type_name -> agentmesh.v1.Rollout
+	3,  // 45: agentmesh.v1.OrchestratorService.Connect:input_type -> agentmesh.v1.ConnectRequest
+	24, // 46: agentmesh.v1.OrchestratorService.Resolve:input_type -> agentmesh.v1.ResolveRequest
+	26, // 47: agentmesh.v1.OrchestratorService.Invoke:input_type -> agentmesh.v1.InvokeRequest
+	31, // 48: agentmesh.v1.OrchestratorService.ApplyDeployment:input_type -> agentmesh.v1.ApplyDeploymentRequest
+	33, // 49: agentmesh.v1.OrchestratorService.GetDeployment:input_type -> agentmesh.v1.GetDeploymentRequest
+	35, // 50: agentmesh.v1.OrchestratorService.ListDeployments:input_type -> agentmesh.v1.ListDeploymentsRequest
+	37, // 51: agentmesh.v1.OrchestratorService.DeleteDeployment:input_type -> agentmesh.v1.DeleteDeploymentRequest
+	39, // 52: agentmesh.v1.OrchestratorService.ScaleDeployment:input_type -> agentmesh.v1.ScaleDeploymentRequest
+	41, // 53: agentmesh.v1.OrchestratorService.RestartAgent:input_type -> agentmesh.v1.RestartAgentRequest
+	43, // 54: agentmesh.v1.OrchestratorService.DrainAgent:input_type -> agentmesh.v1.DrainAgentRequest
+	45, // 55: agentmesh.v1.OrchestratorService.StopAgent:input_type -> agentmesh.v1.StopAgentRequest
+	47, // 56: agentmesh.v1.OrchestratorService.GetRollout:input_type -> agentmesh.v1.GetRolloutRequest
+	11, // 57: agentmesh.v1.OrchestratorService.Connect:output_type -> agentmesh.v1.ConnectResponse
+	25, // 58: agentmesh.v1.OrchestratorService.Resolve:output_type -> agentmesh.v1.ResolveResponse
+	27, // 59: agentmesh.v1.OrchestratorService.Invoke:output_type -> agentmesh.v1.InvokeResponse
+	32, // 60: agentmesh.v1.OrchestratorService.ApplyDeployment:output_type -> agentmesh.v1.ApplyDeploymentResponse
+	34, // 61: agentmesh.v1.OrchestratorService.GetDeployment:output_type -> agentmesh.v1.GetDeploymentResponse
+	36, // 62: agentmesh.v1.OrchestratorService.ListDeployments:output_type -> agentmesh.v1.ListDeploymentsResponse
+	38, // 63: agentmesh.v1.OrchestratorService.DeleteDeployment:output_type -> agentmesh.v1.DeleteDeploymentResponse
+	40, // 64: agentmesh.v1.OrchestratorService.ScaleDeployment:output_type -> agentmesh.v1.ScaleDeploymentResponse
+	42, // 65: agentmesh.v1.OrchestratorService.RestartAgent:output_type -> agentmesh.v1.RestartAgentResponse
+	44, // 66: agentmesh.v1.OrchestratorService.DrainAgent:output_type -> agentmesh.v1.DrainAgentResponse
+	46, // 67: agentmesh.v1.OrchestratorService.StopAgent:output_type -> agentmesh.v1.StopAgentResponse
+	49, // 68: agentmesh.v1.OrchestratorService.GetRollout:output_type -> agentmesh.v1.GetRolloutResponse
+	57, // [57:69] is the sub-list for method output_type
+	45, // [45:57] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_agentmesh_v1_orchestrator_proto_init() }
@@ -3538,8 +3688,9 @@ func file_agentmesh_v1_orchestrator_proto_init() {
 		(*ConnectResponse_Command)(nil),
 		(*ConnectResponse_Shutdown)(nil),
 		(*ConnectResponse_Error)(nil),
+		(*ConnectResponse_Revocations)(nil),
 	}
-	file_agentmesh_v1_orchestrator_proto_msgTypes[12].OneofWrappers = []any{
+	file_agentmesh_v1_orchestrator_proto_msgTypes[14].OneofWrappers = []any{
 		(*Command_Start)(nil),
 		(*Command_Stop)(nil),
 		(*Command_Restart)(nil),
@@ -3551,7 +3702,7 @@ func file_agentmesh_v1_orchestrator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentmesh_v1_orchestrator_proto_rawDesc), len(file_agentmesh_v1_orchestrator_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

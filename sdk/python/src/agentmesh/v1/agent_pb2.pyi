@@ -197,7 +197,7 @@ class AttachWelcome(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ...) -> None: ...
 
 class CallFrame(_message.Message):
-    __slots__ = ("call_id", "kind", "envelope", "instance_id", "payload", "sequence", "end", "streaming", "status_code", "status_message", "content_type", "invocation", "request", "version", "refused_before_delivery")
+    __slots__ = ("call_id", "kind", "envelope", "instance_id", "payload", "sequence", "end", "streaming", "status_code", "status_message", "content_type", "invocation", "request", "version", "refused_before_delivery", "mac_sequence", "mac")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[CallFrame.Kind]
@@ -229,6 +229,8 @@ class CallFrame(_message.Message):
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REFUSED_BEFORE_DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    MAC_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     kind: CallFrame.Kind
     envelope: _types_pb2.SignedEnvelope
@@ -244,7 +246,9 @@ class CallFrame(_message.Message):
     request: SidecarServiceInvokeRequest
     version: str
     refused_before_delivery: bool
-    def __init__(self, call_id: _Optional[int] = ..., kind: _Optional[_Union[CallFrame.Kind, str]] = ..., envelope: _Optional[_Union[_types_pb2.SignedEnvelope, _Mapping]] = ..., instance_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., sequence: _Optional[int] = ..., end: _Optional[bool] = ..., streaming: _Optional[bool] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ..., content_type: _Optional[str] = ..., invocation: _Optional[_Union[Invocation, _Mapping]] = ..., request: _Optional[_Union[SidecarServiceInvokeRequest, _Mapping]] = ..., version: _Optional[str] = ..., refused_before_delivery: _Optional[bool] = ...) -> None: ...
+    mac_sequence: int
+    mac: bytes
+    def __init__(self, call_id: _Optional[int] = ..., kind: _Optional[_Union[CallFrame.Kind, str]] = ..., envelope: _Optional[_Union[_types_pb2.SignedEnvelope, _Mapping]] = ..., instance_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., sequence: _Optional[int] = ..., end: _Optional[bool] = ..., streaming: _Optional[bool] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ..., content_type: _Optional[str] = ..., invocation: _Optional[_Union[Invocation, _Mapping]] = ..., request: _Optional[_Union[SidecarServiceInvokeRequest, _Mapping]] = ..., version: _Optional[str] = ..., refused_before_delivery: _Optional[bool] = ..., mac_sequence: _Optional[int] = ..., mac: _Optional[bytes] = ...) -> None: ...
 
 class TunnelRequest(_message.Message):
     __slots__ = ("frames",)

@@ -131,6 +131,12 @@ export class CallMultiplexer {
     if (this.table.size === 0) this.options.onIdle?.();
   }
 
+  /** Fails one call (a reply frame for it was refused): CANCEL goes out so the other side stops the work. Unknown ids are ignored. */
+  refuse(callId: number, error: Error): void {
+    const call = this.table.get(callId);
+    if (call !== undefined) this.abandon(call, error);
+  }
+
   /** Fails every call in flight at once, without CANCEL frames: the stream that carried them is gone. */
   failAll(error: Error): void {
     for (const call of this.table.takeAll()) {

@@ -45,6 +45,8 @@ function frame(callId: number, kind: CallFrame_Kind): CallFrame {
     request: undefined,
     version: "",
     refusedBeforeDelivery: false,
+    macSequence: 0,
+    mac: emptyBytes,
   };
 }
 

@@ -2,7 +2,8 @@ import { EventEmitter } from "node:events";
 import { type ChannelCredentials, type ChannelOptions, type ClientDuplexStream, Metadata, connectivityState } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type Clock, type RandomSource, systemClock } from "../clock.js";
-import { type ClientKeyShare, type FrameSealer, keyShareMetadataKey } from "../frame-auth.js";
+import { type ClientKeyShare, type FrameSealer, isReplyFrame, keyShareMetadataKey } from "../frame-auth.js";
+import { normalizeSerial } from "../tls/peer-verifier.js";
 import { MeshError } from "../mesh-error.js";
 import {
   type CallFrame,
@@ -119,6 +120,8 @@ interface Link {
   keyShare: ClientKeyShare | undefined;
   /** The frame key agreed on this stream; undefined until the peer's key share is verified, or for peers without one. */
   sealer: FrameSealer | undefined;
+  /** Frames that arrived while the peer's key share was being verified: they are checked with its key once it is. */
+  awaitingKeys: TunnelResponse[] | undefined;
 }
 
 /**
@@ -141,7 +144,13 @@ interface Link {
  * there, and the old stream finishes its calls in flight and half-closes. No call
  * fails because of it.
  *
- * Events: 'stateChange' (state: TunnelState), 'rotated' (reason: string).
+ * Reply frames: on a stream that agreed a frame key, every DATA and END frame must
+ * carry the peer's MAC and the next reply sequence (docs/signing.md §8.5); a frame
+ * that does not fails its call with `unauthenticated` and the reason, and is not
+ * delivered.
+ *
+ * Events: 'stateChange' (state: TunnelState), 'rotated' (reason: string),
+ * 'frameRefused' (reason: string).
  */
 export class TunnelClient extends EventEmitter {
   readonly address: string;
@@ -231,6 +240,22 @@ export class TunnelClient extends EventEmitter {
    */
   rotate(reason: string): void {
     this.requestRotation(reason, false);
+  }
+
+  /**
+   * Gives up the streams whose peer showed a certificate `isRevoked` names (in TLS
+   * or in its key share): their calls fail with `unavailable` at once and the
+   * tunnel reopens with backoff, where the key agreement refuses that certificate.
+   * Answers how many streams were dropped.
+   */
+  dropPeers(isRevoked: (serial: string) => boolean, reason: string): number {
+    let dropped = 0;
+    for (const link of [this.current, this.next, ...this.retiring]) {
+      if (!link || link.phase === "done" || !linkPeerSerials(link).some(isRevoked)) continue;
+      this.onLinkBroken(link, new Error(reason));
+      dropped += 1;
+    }
+    return dropped;
   }
 
   /** Fails calls in flight with `unavailable`, ends the stream and the channel. Idempotent. */
@@ -327,6 +352,7 @@ export class TunnelClient extends EventEmitter {
       halfCloseTimer: undefined,
       keyShare,
       sealer: undefined,
+      awaitingKeys: undefined,
     };
     // The tunnel server sends headers as soon as it accepts the stream, so this is the peer saying "ready".
     stream.on("metadata", (headers: Metadata) => this.onLinkHeaders(link, headers));
@@ -342,10 +368,14 @@ export class TunnelClient extends EventEmitter {
   private onLinkHeaders(link: Link, headers: Metadata): void {
     const answer = headers.get(keyShareMetadataKey)[0];
     if (!link.keyShare || !Buffer.isBuffer(answer)) return this.onLinkReady(link);
+    link.awaitingKeys = [];
     link.keyShare.finish(answer, link.stream.getAuthContext()?.sslPeerCertificate).then(
       (sealer) => {
         link.sealer = sealer;
+        const early = link.awaitingKeys ?? [];
+        link.awaitingKeys = undefined;
         this.onLinkReady(link);
+        for (const message of early) this.onLinkData(link, message);
       },
       (error: unknown) => {
         this.logger.warn({ err: error, linkId: link.id }, "peer's key share refused");
@@ -354,13 +384,23 @@ export class TunnelClient extends EventEmitter {
     );
   }
 
-  private scheduleRekey(): void {
+  /**
+   * Rekeys every rekeyIntervalMs, and sooner when the peer's certificate would expire
+   * first: at 3/4 of its remaining validity, so the new stream's handshake shows the
+   * certificate the peer renewed meanwhile (at its half-life) and its replies are not
+   * refused as `peer certificate expired`.
+   */
+  private scheduleRekey(link: Link): void {
     if (!this.options.keyAgreement) return;
     this.clearStreamTimer(this.rekeyTimer);
+    const intervalMs = this.options.rekeyIntervalMs ?? defaultRekeyIntervalMs;
+    const peerNotAfterMs = link.sealer?.peerCertificate?.notAfterMs;
+    const beforePeerExpiryMs = peerNotAfterMs === undefined ? intervalMs : Math.max(0, Math.floor(((peerNotAfterMs - this.clock.nowMs()) * 3) / 4));
+    const reason = beforePeerExpiryMs < intervalMs ? "peer certificate ageing" : "rekey";
     this.rekeyTimer = this.streamTimers.setTimeout(() => {
       this.rekeyTimer = undefined;
-      this.requestRotation("rekey", false);
-    }, this.options.rekeyIntervalMs ?? defaultRekeyIntervalMs);
+      this.requestRotation(reason, false);
+    }, Math.min(intervalMs, beforePeerExpiryMs));
   }
 
   private onLinkReady(link: Link): void {
@@ -376,12 +416,12 @@ export class TunnelClient extends EventEmitter {
       this.failedRotations = 0;
       this.rotationCount += 1;
       if (previous) this.retire(previous);
-      this.scheduleRekey();
+      this.scheduleRekey(link);
       this.logger.info({ reason: this.rotationReason, linkId: link.id }, "tunnel moved to a new connection");
       this.emit("rotated", this.rotationReason);
     } else if (link === this.current) {
       this.failedAttempts = 0;
-      this.scheduleRekey();
+      this.scheduleRekey(link);
       if (this.rotateWhenReady) {
         this.rotateWhenReady = false;
         this.requestRotation(this.rotationReason, true);
@@ -392,11 +432,24 @@ export class TunnelClient extends EventEmitter {
 
   private onLinkData(link: Link, message: TunnelResponse): void {
     link.lastHeardAtMs = this.clock.nowMs();
+    if (link.awaitingKeys) {
+      link.awaitingKeys.push(message);
+      return;
+    }
+    const sealer = link.sealer;
     for (const frame of message.frames) {
       if (frame.kind === CallFrame_Kind.KIND_PONG) {
         link.answersPings = true;
         if (frame.sequence === link.pingSequence) link.pingSentAtMs = undefined;
         continue;
+      }
+      if (sealer && isReplyFrame(frame)) {
+        try {
+          sealer.openReply(frame);
+        } catch (error) {
+          this.refuseReply(link, frame, error as MeshError);
+          continue;
+        }
       }
       link.calls.receive(frame);
     }
@@ -405,6 +458,13 @@ export class TunnelClient extends EventEmitter {
       this.logger.info({ linkId: link.id }, "peer answers again");
       this.updateState();
     }
+  }
+
+  /** A reply frame that failed its MAC or sequence check: its call fails (CANCEL goes out), nothing of it is delivered. */
+  private refuseReply(link: Link, frame: CallFrame, error: MeshError): void {
+    this.logger.warn({ linkId: link.id, callId: frame.callId, reason: error.message }, "reply frame refused");
+    link.calls.refuse(frame.callId, error);
+    this.emit("frameRefused", error.message);
   }
 
   /**
@@ -663,6 +723,16 @@ export class TunnelClient extends EventEmitter {
   private clearStreamTimer(handle: TimerHandle | undefined): void {
     if (handle !== undefined) this.streamTimers.clearTimeout(handle);
   }
+}
+
+/** The peer's certificate serials on a link: its TLS one and the one its key share was checked with. */
+function linkPeerSerials(link: Link): string[] {
+  const serials: string[] = [];
+  const tlsSerial = link.stream.getAuthContext()?.sslPeerCertificate?.serialNumber;
+  if (tlsSerial) serials.push(normalizeSerial(tlsSerial));
+  const keyed = link.sealer?.peerCertificate?.serial;
+  if (keyed) serials.push(keyed);
+  return serials;
 }
 
 function authenticated(open: OpenFrameFields, link: Link): OpenFrameFields {

@@ -1,6 +1,7 @@
 import { Metadata, type Server, type ServerDuplexStream, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type FrameOpener, keyShareMetadataKey } from "../frame-auth.js";
+import { type FrameOpener, isReplyFrame, keyShareMetadataKey } from "../frame-auth.js";
+import { normalizeSerial } from "../tls/peer-verifier.js";
 import { MeshError } from "../mesh-error.js";
 import {
   type CallFrame,
@@ -92,6 +93,21 @@ export class TunnelServer {
     await Promise.all([...this.tunnels].map((tunnel) => tunnel.finish()));
   }
 
+  /**
+   * Ends the tunnels whose caller showed a certificate `isRevoked` names (at the
+   * handshake, or in its key share), with UNAUTHENTICATED and `reason`; their
+   * calls are aborted. Answers how many were closed.
+   */
+  closePeers(isRevoked: (serial: string) => boolean, reason: string): number {
+    let closed = 0;
+    for (const tunnel of [...this.tunnels]) {
+      if (!tunnel.peerSerials.some(isRevoked)) continue;
+      tunnel.refuse(reason);
+      closed += 1;
+    }
+    return closed;
+  }
+
   /** Aborts running calls and ends every tunnel now. */
   close(): void {
     this.draining = true;
@@ -159,6 +175,8 @@ class InboundTunnel {
   private finishing = false;
   private closed = false;
   private readonly finishedWaiters: Array<() => void> = [];
+  /** The caller's certificate serials: its TLS one and, when it differs, the one its key share was checked with. */
+  readonly peerSerials: string[];
 
   constructor(
     private readonly call: TunnelCall,
@@ -167,6 +185,8 @@ class InboundTunnel {
     private readonly options: InboundTunnelOptions,
   ) {
     this.peer = { address: call.getPeer(), authContext: call.getAuthContext(), ...(frames ? { frames } : {}) };
+    const tlsSerial = this.peer.authContext.sslPeerCertificate?.serialNumber;
+    this.peerSerials = [...(tlsSerial ? [normalizeSerial(tlsSerial)] : []), ...(frames && frames.peerSerial !== "" ? [frames.peerSerial] : [])];
     this.batcher = new FrameBatcher(call, (frames) => ({ frames }), options.batcher);
     // Headers now, not with the first reply: the client takes them as "tunnel ready".
     call.sendMetadata(headers);
@@ -199,6 +219,24 @@ class InboundTunnel {
     this.endStream();
   }
 
+  /** Ends the stream with UNAUTHENTICATED at once (the caller's certificate was revoked); running calls are aborted. */
+  refuse(reason: string): void {
+    if (this.closed) return;
+    this.options.logger.warn({ reason }, "closing tunnel");
+    this.batcher.close();
+    this.call.emit("error", Object.assign(new Error(reason), { code: status.UNAUTHENTICATED, details: reason }));
+    this.onGone();
+  }
+
+  /**
+   * Every frame to the caller goes through here, in the order it is written: on a
+   * stream with a frame key, DATA and END frames get the next reply sequence and a MAC.
+   */
+  private send(frame: CallFrame): void {
+    if (this.peer.frames && isReplyFrame(frame)) this.peer.frames.sealReply(frame);
+    this.batcher.push(frame);
+  }
+
   private receive(frame: CallFrame): void {
     switch (frame.kind) {
       case CallFrame_Kind.KIND_OPEN:
@@ -209,7 +247,7 @@ class InboundTunnel {
         return;
       case CallFrame_Kind.KIND_PING:
         // At once, whatever else is queued: the caller measures our event loop, not our agents.
-        this.batcher.push(pongFrame(frame.sequence));
+        this.send(pongFrame(frame.sequence));
         return;
       default:
         this.options.logger.debug({ callId: frame.callId, kind: frame.kind }, "ignored frame");
@@ -223,11 +261,11 @@ class InboundTunnel {
       return;
     }
     if (this.finishing || this.options.isDraining()) {
-      this.batcher.push(endFrame(callId, status.UNAVAILABLE, "peer sidecar draining", true));
+      this.send(endFrame(callId, status.UNAVAILABLE, "peer sidecar draining", true));
       return;
     }
     if (this.running.size >= this.options.maxConcurrentCalls) {
-      this.batcher.push(endFrame(callId, status.RESOURCE_EXHAUSTED, "tunnel concurrency limit reached", true));
+      this.send(endFrame(callId, status.RESOURCE_EXHAUSTED, "tunnel concurrency limit reached", true));
       return;
     }
     const cancellation = new CallCancellation();
@@ -255,7 +293,7 @@ class InboundTunnel {
     } catch (error) {
       // A cancelled call has nobody waiting for its END.
       if (signal.aborted) return;
-      this.batcher.push(this.endFrameFor(callId, error));
+      this.send(this.endFrameFor(callId, error));
     }
   }
 
@@ -263,10 +301,10 @@ class InboundTunnel {
     if (signal.aborted) return;
     const { payload, contentType } = reply;
     if (streaming) {
-      this.batcher.push(dataFrame(callId, payload, { sequence: 1, contentType }));
-      this.batcher.push(endFrame(callId));
+      this.send(dataFrame(callId, payload, { sequence: 1, contentType }));
+      this.send(endFrame(callId));
     } else {
-      this.batcher.push(dataFrame(callId, payload, { end: true, contentType, instanceId: reply.instanceId, version: reply.version }));
+      this.send(dataFrame(callId, payload, { end: true, contentType, instanceId: reply.instanceId, version: reply.version }));
     }
   }
 
@@ -275,11 +313,11 @@ class InboundTunnel {
     for await (const chunk of chunks) {
       if (signal.aborted) return;
       sequence += 1;
-      this.batcher.push(dataFrame(callId, chunk, { sequence }));
+      this.send(dataFrame(callId, chunk, { sequence }));
       // A fast producer waits for the peer to read instead of growing our queue.
       if (this.batcher.isBlocked) await this.batcher.whenWritable();
     }
-    if (!signal.aborted) this.batcher.push(endFrame(callId));
+    if (!signal.aborted) this.send(endFrame(callId));
   }
 
   private endFrameFor(callId: number, error: unknown): CallFrame {

@@ -33,6 +33,8 @@ export class PeerVerifier {
     private readonly trustDomain: string,
     /** Trust roots plus the intermediates the mesh CA issues from. */
     trustBundlePem: readonly string[] = [],
+    /** Revoked serials (a sidecar's, from Connect): such a certificate is refused as `peer certificate revoked`. */
+    private readonly isRevoked?: (serial: string) => boolean,
   ) {
     this.setTrustBundle(trustBundlePem);
   }
@@ -57,6 +59,7 @@ export class PeerVerifier {
     }
     if (verdict instanceof MeshError) throw verdict;
     if (nowMs < verdict.notBeforeMs || nowMs >= verdict.notAfterMs) throw new MeshError("unauthenticated", "client certificate expired or not yet valid");
+    if (this.isRevoked?.(verdict.serial)) throw new MeshError("unauthenticated", "peer certificate revoked");
     return verdict;
   }
 

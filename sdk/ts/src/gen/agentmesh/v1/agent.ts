@@ -194,6 +194,18 @@ export interface CallFrame {
    * to another instance even when it is not idempotent: it cannot have run.
    */
   refusedBeforeDelivery: boolean;
+  /**
+   * For DATA and END frames on a PeerService.Tunnel stream that agreed a frame
+   * key (docs/signing.md §8.5): the receiver → caller sequence, 1 for the first
+   * such frame on the stream, then strictly increasing in the order written.
+   */
+  macSequence: number;
+  /**
+   * With `mac_sequence`: HMAC-SHA256 under the receiver → caller frame key over
+   * the reply MAC input of docs/signing.md §8.5 (32 bytes). A caller that agreed
+   * a key refuses a DATA or END frame without it.
+   */
+  mac: Buffer;
 }
 
 export enum CallFrame_Kind {
@@ -2509,6 +2521,8 @@ function createBaseCallFrame(): CallFrame {
     request: undefined,
     version: "",
     refusedBeforeDelivery: false,
+    macSequence: 0,
+    mac: Buffer.alloc(0),
   };
 }
 
@@ -2558,6 +2572,12 @@ export const CallFrame: MessageFns<CallFrame> = {
     }
     if (message.refusedBeforeDelivery !== false) {
       writer.uint32(120).bool(message.refusedBeforeDelivery);
+    }
+    if (message.macSequence !== 0) {
+      writer.uint32(128).uint64(message.macSequence);
+    }
+    if (message.mac.length !== 0) {
+      writer.uint32(138).bytes(message.mac);
     }
     return writer;
   },
@@ -2695,6 +2715,22 @@ export const CallFrame: MessageFns<CallFrame> = {
             message.refusedBeforeDelivery = reader.bool();
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.macSequence = longToNumber(reader.uint64());
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.mac = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2748,6 +2784,12 @@ export const CallFrame: MessageFns<CallFrame> = {
         : isSet(object.refused_before_delivery)
         ? globalThis.Boolean(object.refused_before_delivery)
         : false,
+      macSequence: isSet(object.macSequence)
+        ? globalThis.Number(object.macSequence)
+        : isSet(object.mac_sequence)
+        ? globalThis.Number(object.mac_sequence)
+        : 0,
+      mac: isSet(object.mac) ? Buffer.from(bytesFromBase64(object.mac)) : Buffer.alloc(0),
     };
   },
 
@@ -2798,6 +2840,12 @@ export const CallFrame: MessageFns<CallFrame> = {
     if (message.refusedBeforeDelivery !== false) {
       obj.refusedBeforeDelivery = message.refusedBeforeDelivery;
     }
+    if (message.macSequence !== 0) {
+      obj.macSequence = Math.round(message.macSequence);
+    }
+    if (message.mac.length !== 0) {
+      obj.mac = base64FromBytes(message.mac);
+    }
     return obj;
   },
 
@@ -2827,6 +2875,8 @@ export const CallFrame: MessageFns<CallFrame> = {
       : undefined;
     message.version = object.version ?? "";
     message.refusedBeforeDelivery = object.refusedBeforeDelivery ?? false;
+    message.macSequence = object.macSequence ?? 0;
+    message.mac = object.mac ?? Buffer.alloc(0);
     return message;
   },
 };

@@ -125,7 +125,30 @@ export interface ConnectResponse {
     | { $case: "command"; value: Command }
     | { $case: "shutdown"; value: Shutdown }
     | { $case: "error"; value: StreamError }
+    | { $case: "revocations"; value: Revocations }
     | undefined;
+}
+
+/**
+ * Certificates the mesh has revoked and that have not expired yet, so sidecars
+ * refuse tunnels and frames of a revoked peer (docs/signing.md §8.6). Right
+ * after the Welcome, when the list is not empty, the server sends all of it
+ * (`full`): the sidecar replaces what it had. Later messages on the stream add
+ * the revocations made since (through any replica; `full` false). The stream's
+ * mTLS peer is the server; the list is not signed otherwise. A sidecar forgets
+ * a revoked certificate once its `not_after_ms` has passed.
+ */
+export interface Revocations {
+  certificates: RevokedCertificate[];
+  full: boolean;
+}
+
+export interface RevokedCertificate {
+  /** Lower-case hex without leading zeros. */
+  serial: string;
+  spiffeId: string;
+  /** When the certificate expires anyway: it may be forgotten then. */
+  notAfterMs: number;
 }
 
 export interface Welcome {
@@ -1520,6 +1543,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       case "error":
         StreamError.encode(message.msg.value, writer.uint32(34).fork()).join();
         break;
+      case "revocations":
+        Revocations.encode(message.msg.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1569,6 +1595,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.msg = { $case: "error", value: StreamError.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.msg = { $case: "revocations", value: Revocations.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1591,6 +1625,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         ? { $case: "shutdown", value: Shutdown.fromJSON(object.shutdown) }
         : isSet(object.error)
         ? { $case: "error", value: StreamError.fromJSON(object.error) }
+        : isSet(object.revocations)
+        ? { $case: "revocations", value: Revocations.fromJSON(object.revocations) }
         : undefined,
     };
   },
@@ -1605,6 +1641,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       obj.shutdown = Shutdown.toJSON(message.msg.value);
     } else if (message.msg?.$case === "error") {
       obj.error = StreamError.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "revocations") {
+      obj.revocations = Revocations.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -1639,7 +1677,209 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         }
         break;
       }
+      case "revocations": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "revocations", value: Revocations.fromPartial(object.msg.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseRevocations(): Revocations {
+  return { certificates: [], full: false };
+}
+
+export const Revocations: MessageFns<Revocations> = {
+  encode(message: Revocations, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.certificates) {
+      RevokedCertificate.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.full !== false) {
+      writer.uint32(16).bool(message.full);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Revocations {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevocations();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.certificates.push(RevokedCertificate.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.full = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Revocations {
+    return {
+      certificates: globalThis.Array.isArray(object?.certificates)
+        ? object.certificates.map((e: any) => RevokedCertificate.fromJSON(e))
+        : [],
+      full: isSet(object.full) ? globalThis.Boolean(object.full) : false,
+    };
+  },
+
+  toJSON(message: Revocations): unknown {
+    const obj: any = {};
+    if (message.certificates?.length) {
+      obj.certificates = message.certificates.map((e) => RevokedCertificate.toJSON(e));
+    }
+    if (message.full !== false) {
+      obj.full = message.full;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Revocations>, I>>(base?: I): Revocations {
+    return Revocations.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Revocations>, I>>(object: I): Revocations {
+    const message = createBaseRevocations();
+    message.certificates = object.certificates?.map((e) => RevokedCertificate.fromPartial(e)) || [];
+    message.full = object.full ?? false;
+    return message;
+  },
+};
+
+function createBaseRevokedCertificate(): RevokedCertificate {
+  return { serial: "", spiffeId: "", notAfterMs: 0 };
+}
+
+export const RevokedCertificate: MessageFns<RevokedCertificate> = {
+  encode(message: RevokedCertificate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serial !== "") {
+      writer.uint32(10).string(message.serial);
+    }
+    if (message.spiffeId !== "") {
+      writer.uint32(18).string(message.spiffeId);
+    }
+    if (message.notAfterMs !== 0) {
+      writer.uint32(24).int64(message.notAfterMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokedCertificate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokedCertificate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serial = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spiffeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.notAfterMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokedCertificate {
+    return {
+      serial: isSet(object.serial) ? globalThis.String(object.serial) : "",
+      spiffeId: isSet(object.spiffeId)
+        ? globalThis.String(object.spiffeId)
+        : isSet(object.spiffe_id)
+        ? globalThis.String(object.spiffe_id)
+        : "",
+      notAfterMs: isSet(object.notAfterMs)
+        ? globalThis.Number(object.notAfterMs)
+        : isSet(object.not_after_ms)
+        ? globalThis.Number(object.not_after_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: RevokedCertificate): unknown {
+    const obj: any = {};
+    if (message.serial !== "") {
+      obj.serial = message.serial;
+    }
+    if (message.spiffeId !== "") {
+      obj.spiffeId = message.spiffeId;
+    }
+    if (message.notAfterMs !== 0) {
+      obj.notAfterMs = Math.round(message.notAfterMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevokedCertificate>, I>>(base?: I): RevokedCertificate {
+    return RevokedCertificate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevokedCertificate>, I>>(object: I): RevokedCertificate {
+    const message = createBaseRevokedCertificate();
+    message.serial = object.serial ?? "";
+    message.spiffeId = object.spiffeId ?? "";
+    message.notAfterMs = object.notAfterMs ?? 0;
     return message;
   },
 };
