@@ -85,7 +85,7 @@ export function addServerCommand(program: Command): void {
         if (typeof options.alertsConfig === "string") config.alertsConfigText = await readAlertsConfig(options.alertsConfig);
         await inContext({ kind: "directory", flag: "--data-dir", path: dataDir }, () => ensureWritableDirectory(dataDir));
         running = await inContext({ kind: "listen", endpoints: listenEndpoints(config) }, () =>
-          // A leader that lost its lease has closed; exiting lets the supervisor restart it as a standby.
+          // A leader that lost its lease has closed; exiting lets the supervisor restart it as a follower.
           startServer(config, { log, onLeadershipLost: () => process.exit(1) }),
         );
       } catch (error) {

@@ -16,7 +16,7 @@ export interface ServerConfig {
   postgresSchema: string;
   /** Wake-ups and shared coordination between replicas (with --store postgres). */
   redisUrl?: string;
-  /** With --store postgres and --redis-url: the leader's lease; a standby takes over this long after the leader dies. */
+  /** With --store postgres and --redis-url: the leader's lease; another replica takes over reconciling this long after the leader dies, and a replica whose liveness lease (same length) lapses has its instances taken over. */
   leaderLeaseMs: number;
   /** Revisions of state history kept for Watch resumes before compaction. */
   stateRetainRevisions: number;

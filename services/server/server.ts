@@ -58,8 +58,8 @@ export interface ServerDependencies {
   deployments?: DeploymentStore;
   /**
    * With --store postgres and --redis-url, replicas elect one leader and the others
-   * wait as standbys. A leader that loses its lease must stop acting at once: this is
-   * called (after close()) so the process can exit and be restarted as a standby.
+   * follow. A leader that loses its lease must stop acting at once: this is
+   * called (after close()) so the process can exit and be restarted as a follower.
    */
   onLeadershipLost?: () => void;
 }
@@ -347,7 +347,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
             onElected?.();
           },
           onDemoted: () => {
-            log.error("lost the leader lease: stopping so that this replica restarts as a standby");
+            log.error("lost the leader lease: stopping so that this replica restarts as a follower");
             void close().finally(() => dependencies.onLeadershipLost?.());
           },
         })
@@ -568,7 +568,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
     invoker.close();
     await shutdownGrpc(server, config.shutdownGraceMs);
     await changeLogDirectory?.close();
-    // Released, not left to lapse: a standby takes over at once.
+    // Released, not left to lapse: another replica takes over at once.
     await elector?.stop();
     await alerting.close(1000);
     await closeHttp(http.server);

@@ -194,8 +194,8 @@ export class MeshClient {
   private readonly backoff = new Backoff();
   /**
    * Between rounds over several replicas: capped at 1 s, not 5 s. A dead replica
-   * refuses at once, so a round costs little, and a standby that takes over when
-   * the leader's lease lapses (ADR 0007) is found within a second of listening.
+   * refuses at once, so a round costs little, and a replica that comes back (or a
+   * whole control plane restarting) is found within a second of listening.
    */
   private readonly failoverBackoff = new Backoff({ ...defaultReconnectBackoff, maxMs: 1000 });
   private readonly rotationBackoff = new Backoff();
