@@ -1,5 +1,6 @@
 import { type KeyObject, X509Certificate } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
+import { ExpiringCache } from "../expiring-cache.js";
 import { MeshError } from "../mesh-error.js";
 import { type SpiffeId, peerSpiffeId } from "../spiffe-id.js";
 import { readAgentGrant } from "./agent-grant.js";
@@ -17,6 +18,12 @@ export interface VerifiedPeer {
 }
 
 const CACHE_LIMIT = 10_000;
+/**
+ * A verdict stays cached this long past its certificate's notAfter (a refusal:
+ * this long after it was made), so a caller still showing an expired
+ * certificate costs a map lookup per call, not a chain check.
+ */
+export const verdictRetentionMs = 60_000;
 
 /**
  * Verifies a TLS peer's certificate chain against the trust bundle and reads its
@@ -24,10 +31,12 @@ const CACHE_LIMIT = 10_000;
  * them (a joining sidecar has none yet), so this is where "chained to the trust
  * bundle" is enforced. Chain checks are cached by fingerprint; validity is
  * checked on every call, so an expired certificate stops working mid-connection.
+ * A cached verdict is dropped once its certificate has expired: every renewal
+ * brings a new fingerprint, and the cache must not keep them all.
  */
 export class PeerVerifier {
   private roots: X509Certificate[] = [];
-  private readonly cache = new Map<string, VerifiedPeer | MeshError>();
+  private readonly cache = new ExpiringCache<VerifiedPeer | MeshError>(CACHE_LIMIT);
 
   constructor(
     private readonly trustDomain: string,
@@ -44,6 +53,11 @@ export class PeerVerifier {
     this.cache.clear();
   }
 
+  /** Chain verdicts held (for tests and metrics: bounded by the certificates still valid, not by those ever seen). */
+  get cachedVerdicts(): number {
+    return this.cache.size;
+  }
+
   verify(peer: PeerCertificate | undefined, nowMs: number): VerifiedPeer {
     // grpc-js hides a certificate TLS could not verify (another CA, expired), so
     // "none" and "not valid" look alike here: the message covers both.
@@ -51,11 +65,11 @@ export class PeerVerifier {
       throw new MeshError("unauthenticated", "valid client certificate required");
     }
     const key = peer.fingerprint256;
-    let verdict = this.cache.get(key);
+    let verdict = this.cache.get(key, nowMs);
     if (!verdict) {
       verdict = this.verifyChain(peer);
-      if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-      this.cache.set(key, verdict);
+      const usefulUntilMs = verdict instanceof MeshError ? nowMs : Math.max(verdict.notAfterMs, nowMs);
+      this.cache.set(key, verdict, usefulUntilMs + verdictRetentionMs, nowMs);
     }
     if (verdict instanceof MeshError) throw verdict;
     if (nowMs < verdict.notBeforeMs || nowMs >= verdict.notAfterMs) throw new MeshError("unauthenticated", "client certificate expired or not yet valid");

@@ -1,9 +1,10 @@
 import { type KeyObject, X509Certificate } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
 import type { SignedEnvelope } from "../../gen/agentmesh/v1/types.js";
+import { ExpiringCache } from "../expiring-cache.js";
 import { MeshError } from "../mesh-error.js";
 import { verifyFailure } from "../signing.js";
-import { type PeerVerifier, normalizeSerial } from "./peer-verifier.js";
+import { type PeerVerifier, normalizeSerial, verdictRetentionMs } from "./peer-verifier.js";
 
 /** The identity an mTLS connection's handshake proved (its certificate already verified). */
 export interface ConnectionIdentity {
@@ -17,7 +18,7 @@ export interface SignerKeysOptions {
   verifier: PeerVerifier;
   /** Revocation of an attached certificate; absent where no revocation list is kept. */
   isRevoked?: (serial: string) => boolean;
-  /** Parsed attached leaves kept (default 10,000); the cache starts over beyond it. */
+  /** Parsed attached leaves kept at most (default 10,000); expired ones are dropped long before. */
   maxCachedLeaves?: number;
 }
 
@@ -47,17 +48,21 @@ const defaultMaxCachedLeaves = 10_000;
  * caller checks it (chain, validity) before asking for a key.
  */
 export class SignerKeys {
-  private readonly attached = new Map<string, AttachedLeaf>();
-  private readonly maxCachedLeaves: number;
+  private readonly attached: ExpiringCache<AttachedLeaf>;
 
   constructor(private readonly options: SignerKeysOptions) {
-    this.maxCachedLeaves = options.maxCachedLeaves ?? defaultMaxCachedLeaves;
+    this.attached = new ExpiringCache(options.maxCachedLeaves ?? defaultMaxCachedLeaves);
+  }
+
+  /** Parsed leaves held (bounded by the senders' certificates still valid, not by every renewal seen). */
+  get cachedLeaves(): number {
+    return this.attached.size;
   }
 
   keyFor(envelope: Pick<SignedEnvelope, "signerChain">, connection: ConnectionIdentity, nowMs: number): KeyObject {
     const leafDer = envelope.signerChain[0];
     if (leafDer === undefined || leafDer.length === 0) return connection.publicKey;
-    const leaf = this.parsed(leafDer);
+    const leaf = this.parsed(leafDer, nowMs);
     // The connection's own certificate: nothing more to check (a forged leaf with a
     // copied serial gains nothing, the connection's key is what is returned).
     if (leaf.serial === connection.serial) return connection.publicKey;
@@ -71,11 +76,12 @@ export class SignerKeys {
    * The attached leaf as a TLS peer certificate. Parsing costs more than the
    * signature check itself, and a sender attaches the same leaf to every envelope
    * until it renews, so parsed leaves are kept; chain, validity and revocation are
-   * still checked on every envelope.
+   * still checked on every envelope. A leaf is forgotten once it has expired (it
+   * can no longer verify anything), so renewals do not pile up.
    */
-  private parsed(leafDer: Uint8Array): AttachedLeaf {
+  private parsed(leafDer: Uint8Array, nowMs: number): AttachedLeaf {
     const key = Buffer.from(leafDer.buffer, leafDer.byteOffset, leafDer.byteLength).toString("base64");
-    let leaf = this.attached.get(key);
+    let leaf = this.attached.get(key, nowMs);
     if (!leaf) {
       let certificate: X509Certificate;
       try {
@@ -87,8 +93,8 @@ export class SignerKeys {
         presented: { raw: Buffer.from(leafDer), fingerprint256: certificate.fingerprint256 } as PeerCertificate,
         serial: normalizeSerial(certificate.serialNumber),
       };
-      if (this.attached.size >= this.maxCachedLeaves) this.attached.clear();
-      this.attached.set(key, leaf);
+      const notAfterMs = Date.parse(certificate.validTo);
+      this.attached.set(key, leaf, (Number.isFinite(notAfterMs) ? Math.max(notAfterMs, nowMs) : nowMs) + verdictRetentionMs, nowMs);
     }
     return leaf;
   }
