@@ -65,7 +65,7 @@ async function settle(): Promise<void> {
 
 async function register(replica: Replica, instanceId: string) {
   return replica.registry.register({
-    manifest: manifest({ name: "sql", heartbeatIntervalMs: 1000, capabilities: [{ name: "sql.query", version: "1.2.0", attributes: {} }] }),
+    manifest: manifest({ name: "sql", healthPolicy: { heartbeatIntervalMs: 1000, degradedErrorRate: 0, readinessTimeoutMs: 0, hungRestartAfterMs: 0 }, capabilities: [{ name: "sql.query", version: "1.2.0", attributes: {} }] }),
     instanceId,
     endpoint: "127.0.0.1:9000",
     host: "h1",
