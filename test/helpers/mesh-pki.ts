@@ -35,7 +35,7 @@ import type { AgentManifest, SignedEnvelope } from "../../sdk/ts/src/gen/agentme
 import type { AuditEntry } from "../../sdk/ts/src/core/audit-log.js";
 import { type MeshCa, caCertFileName, caKeyFileName, loadOrCreateCa } from "../../services/identity/domain/ca.js";
 import type { ServerConfig } from "../../services/server/config.js";
-import { type RunningServer, startServer } from "../../services/server/server.js";
+import { type RunningServer, type ServerDependencies, startServer } from "../../services/server/server.js";
 import type { Logger } from "pino";
 import { logSink } from "./log-sink.js";
 import { tempDir } from "./processes.js";
@@ -359,11 +359,16 @@ export interface SecureMesh {
   close(): Promise<void>;
 }
 
-export async function startSecureMesh(overrides: Partial<ServerConfig> = {}, log: Logger = logSink("silent").log, clock?: Clock): Promise<SecureMesh> {
+export async function startSecureMesh(
+  overrides: Partial<ServerConfig> = {},
+  log: Logger = logSink("silent").log,
+  clock?: Clock,
+  dependencies: Pick<ServerDependencies, "store"> = {},
+): Promise<SecureMesh> {
   const dataDir = overrides.dataDir ?? tempDir();
   // One refusal-sampling window per test however slow the machine: which refusals are
   // written and which only counted never depends on timing (tests end windows by hand).
-  const server = await startServer({ port: 0, httpPort: 0, dataDir, auditSampleIntervalMs: 3_600_000, ...overrides }, { log, clock });
+  const server = await startServer({ port: 0, httpPort: 0, dataDir, auditSampleIntervalMs: 3_600_000, ...overrides }, { log, clock, ...dependencies });
   const trustDomain = server.config.trustDomain;
   const trustBundle = server.security.ca.trustBundle();
   const admin = await mintIdentity(server.security.ca, spiffe(trustDomain, "admin", "operator"), { clock });

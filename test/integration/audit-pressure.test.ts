@@ -9,6 +9,7 @@ import { X509Certificate } from "node:crypto";
 import { closeSync, openSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { Metadata, credentials as grpcCredentials, status } from "@grpc/grpc-js";
+import { MemoryInstanceStore } from "../../services/registry/adapters/memory-instance-store.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { MeshClient } from "../../sdk/ts/src/client/mesh-client.js";
 import { verifyAuditLog } from "../../sdk/ts/src/core/audit-log.js";
@@ -241,7 +242,9 @@ describe("a full disk", () => {
   it("refuses audited actions with UNAVAILABLE and reports not ready, logs ENOSPC once, and recovers with an audit.gap entry when space returns", async () => {
     const disk = smallDisk();
     const sink: LogSink = logSink("info");
-    mesh = await startSecureMesh({ dataDir: disk.dataDir, auditRetryIntervalMs: 50 }, sink.log);
+    // Registrations in memory here, so that once the state store (SQLite, on the same disk)
+    // refuses, registrations still reach the audit log and it is what meets the full disk.
+    mesh = await startSecureMesh({ dataDir: disk.dataDir, auditRetryIntervalMs: 50 }, sink.log, undefined, { store: new MemoryInstanceStore() });
     const secure = mesh;
     const agent = await mintIdentity(secure.server.security.ca, spiffe(secure.trustDomain, "agent", "sql-agent"));
     const agentClients = secure.clientsFor(agent);
