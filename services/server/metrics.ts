@@ -21,6 +21,7 @@ export class ServerMetrics {
   readonly commands: Counter<"action" | "outcome">;
   readonly rollbacks: Counter<"deployment">;
   readonly sidecarDirectory: Counter<"event">;
+  readonly registryReplication: Counter<"event">;
   readonly refusals: Counter<"action" | "authenticated" | "audit">;
   readonly auditWritable: Gauge;
   readonly guardRefusals: Counter<"reason">;
@@ -99,6 +100,12 @@ export class ServerMetrics {
     this.sidecarDirectory = new Counter({
       name: "agentmesh_sidecar_directory_events_total",
       help: "Sidecar sessions and commands shared between replicas through the state store (docs/adr/0009), by event.",
+      labelNames: ["event"],
+      registers,
+    });
+    this.registryReplication = new Counter({
+      name: "agentmesh_registry_replication_events_total",
+      help: "Registrations shared between replicas (docs/adr/0008), by event: write_conflict (redone after catching up), takeover (an instance taken over from a replica whose lease lapsed).",
       labelNames: ["event"],
       registers,
     });

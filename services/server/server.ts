@@ -227,6 +227,7 @@ export async function startServer(overrides: Partial<ServerConfig>, dependencies
         logger: log.child({ component: "registry-replication" }),
         leaseTtlMs: config.leaderLeaseMs,
         takeoverGraceMs: config.adoptGraceMs,
+        onEvent: (event) => metrics.registryReplication.inc({ event }),
       });
   const registry = new Registry(
     dependencies.store ?? sharedInstances ?? new MemoryInstanceStore(),

@@ -33,6 +33,8 @@ export interface ReplicatedInstanceStoreOptions {
   takeoverGraceMs?: number;
   pollIntervalMs?: number;
   timers?: Timers;
+  /** Counts what replication does (metrics). */
+  onEvent?: (event: "write_conflict" | "takeover") => void;
 }
 
 /** The value under /registry/instances/<id>. */
@@ -227,6 +229,7 @@ export class ReplicatedInstanceStore implements InstanceStore {
       }
       if (result.reason === "fenced") throw new MeshError("failedPrecondition", "no longer the leader");
       // Someone wrote it after our last look: catch up, then decide again with what they wrote.
+      this.options.onEvent?.("write_conflict");
       if (attempt >= maxConflictRetries) throw new MeshError("unavailable", "registration kept conflicting with other replicas");
       await (this.follower as ChangeFollower).waitForRevision(result.actualRevision);
       if (write.op === "delete" && !this.revisions.has(instanceId)) return false;
@@ -350,7 +353,11 @@ export class ReplicatedInstanceStore implements InstanceStore {
         this.registry?.graceLiveness(instanceId, nowMs + (this.options.takeoverGraceMs ?? defaultTakeoverGraceMs));
         writes.push(this.enqueue(instanceId, { op: "put", kind: "takeover", from: holder, instance, waiters: [] }));
       }
-      for (const written of await Promise.allSettled(writes)) if (written.status === "fulfilled" && written.value) taken += 1;
+      for (const written of await Promise.allSettled(writes)) {
+        if (written.status !== "fulfilled" || !written.value) continue;
+        taken += 1;
+        this.options.onEvent?.("takeover");
+      }
     }
     return taken;
   }
