@@ -15,7 +15,7 @@ export type InstanceWriteKind = "register" | "health" | "traffic";
 /**
  * Durable home of registrations. The registry keeps its own in-memory index for
  * reads (Discover must answer in well under a millisecond), so the store only
- * sees writes and the reload at start. Heartbeat load never reaches it: that is
+ * sees writes. Heartbeat load never reaches it: that is
  * soft state, rebuilt within one interval after a restart.
  *
  * With replicas (`ReplicatedInstanceStore`), every replica's registry is also a
@@ -25,7 +25,6 @@ export type InstanceWriteKind = "register" | "health" | "traffic";
 export interface InstanceStore {
   put(instance: AgentInstance, kind?: InstanceWriteKind): Promise<void>;
   remove(instanceId: string): Promise<boolean>;
-  loadAll(): Promise<AgentInstance[]>;
   /** Whether this replica judges the instance's liveness; absent: always (one server). */
   holdsLiveness?(instanceId: string): boolean;
 }

@@ -1,7 +1,7 @@
 import type { AgentInstance } from "../../../sdk/ts/src/gen/agentmesh/v1/types.js";
 import type { InstanceStore } from "../ports.js";
 
-/** The embedded default: registrations live as long as the process. */
+/** Registrations that live as long as the process (tests, benches); servers keep them in the state store. */
 export class MemoryInstanceStore implements InstanceStore {
   private readonly instances = new Map<string, AgentInstance>();
 
@@ -11,9 +11,5 @@ export class MemoryInstanceStore implements InstanceStore {
 
   async remove(instanceId: string): Promise<boolean> {
     return this.instances.delete(instanceId);
-  }
-
-  async loadAll(): Promise<AgentInstance[]> {
-    return [...this.instances.values()];
   }
 }

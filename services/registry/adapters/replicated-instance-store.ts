@@ -145,10 +145,6 @@ export class ReplicatedInstanceStore implements InstanceStore {
     return this.enqueue(instanceId, { op: "delete", kind: "register", waiters: [] });
   }
 
-  /** The registry loads through `start`; nothing to add here. */
-  async loadAll(): Promise<AgentInstance[]> {
-    return [];
-  }
 
   /** Latest intent wins per instance: a write queued behind one in flight replaces any queued before it. */
   private enqueue(instanceId: string, write: PendingWrite): Promise<boolean> {
